@@ -68,6 +68,23 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// The `[app]` section.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AppConfig {
+    /// The application's name, used in logs and as the registered service name. Default is
+    /// `jupiter`.
+    pub name: String,
+    /// Shutdown timings.
+    pub shutdown: ShutdownConfig,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig { name: "jupiter".to_owned(), shutdown: ShutdownConfig::default() }
+    }
+}
+
 /// Something the app runs: a server, a consumer, a worker.
 pub trait Component: Send + 'static {
     /// The component's name, for logs and errors.
@@ -251,6 +268,21 @@ impl AppBuilder {
 }
 
 impl App {
+    /// A builder from the `[app]` and `[governance]` sections of `config`, which `/config`
+    /// will serve.
+    ///
+    /// # Errors
+    ///
+    /// Either section is invalid.
+    pub fn from_config(config: &Config) -> Result<AppBuilder, Error> {
+        let app: AppConfig = config.get("app")?;
+        let governance: crate::governance::GovernanceConfig = config.get("governance")?;
+        Ok(App::builder(app.name)
+            .shutdown(app.shutdown)
+            .governance(governance.enabled.then_some(governance.addr))
+            .config(config))
+    }
+
     /// A builder for an app called `name`.
     pub fn builder(name: impl Into<String>) -> AppBuilder {
         AppBuilder {

@@ -380,7 +380,9 @@ impl<'de> de::SeqAccess<'de> for SeqDe<'_> {
         };
         let path = format!("{}[{}]", self.path, self.index);
         self.index += 1;
-        seed.deserialize(NodeDe { node, path }).map(Some)
+        // Errors raised after the node was read (a `with` helper rejecting the text) still
+        // belong to this node.
+        seed.deserialize(NodeDe { node, path: path.clone() }).map(Some).map_err(|e| e.at(node, &path))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -438,7 +440,7 @@ impl<'de> de::MapAccess<'de> for MapDe<'_> {
             .pending
             .take()
             .expect("next_value_seed called before next_key_seed");
-        seed.deserialize(NodeDe { node, path })
+        seed.deserialize(NodeDe { node, path: path.clone() }).map_err(|e| e.at(node, &path))
     }
 
     fn size_hint(&self) -> Option<usize> {

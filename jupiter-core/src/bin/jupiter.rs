@@ -1,0 +1,219 @@
+//! `jupiter`: runs a Jupiter service shell (config, logging, governance, lifecycle) and checks
+//! configuration files.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use jupiter_core::app::{App, component_fn};
+use jupiter_core::config::Config;
+use jupiter_core::logging::{self, LogConfig};
+use jupiter_core::metrics::{Code, Metrics};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const USAGE: &str = "\
+usage: jupiter <command> [--config FILE]
+
+commands:
+  demo            start the service shell on embedded defaults (governance on a free loopback
+                  port), check its own /health/ready, /metrics and /config, then shut down
+                  gracefully
+  serve           run until SIGINT or SIGTERM
+  check FILE      validate a configuration file and print the effective configuration
+
+options:
+  --config FILE   TOML configuration layered over the embedded defaults
+                  (environment overrides: JUPITER_SECTION__KEY=value)
+
+exit codes: 0 success, 1 runtime failure, 2 usage or configuration error";
+
+/// The commented template, embedded as the lowest layer.
+const DEFAULTS: &str = include_str!("../../config.example.toml");
+
+enum Command {
+    Demo,
+    Serve,
+    Check(PathBuf),
+}
+
+fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
+    let mut args = std::env::args_os().skip(1);
+    let mut command = None;
+    let mut config = None;
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--config") => config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?)),
+            Some("-h" | "--help") => return Err(String::new()),
+            Some("demo") if command.is_none() => command = Some(Command::Demo),
+            Some("serve") if command.is_none() => command = Some(Command::Serve),
+            Some("check") if command.is_none() => {
+                command = Some(Command::Check(PathBuf::from(args.next().ok_or("check needs a file")?)));
+            }
+            _ => return Err(format!("unexpected argument {:?}", arg)),
+        }
+    }
+    Ok((command.ok_or("missing command")?, config))
+}
+
+fn main() -> ExitCode {
+    let (command, file) = match parse_args() {
+        Ok(parsed) => parsed,
+        Err(msg) if msg.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("jupiter: {msg}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut builder = Config::builder().toml("<embedded defaults>", DEFAULTS);
+    if matches!(command, Command::Demo) {
+        builder = builder.toml("<demo>", "[governance]\naddr = \"127.0.0.1:0\"\n[app.shutdown]\ngrace = \"200ms\"\n");
+    }
+    let file = match &command {
+        Command::Check(f) => Some(f.clone()),
+        _ => file,
+    };
+    if let Some(f) = &file {
+        builder = builder.file(f);
+    }
+    let config = match builder.build().and_then(|c| validate(&c).map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            print_error(&e);
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Check(_) = command {
+        println!("{:#}", config.effective(true));
+        return ExitCode::SUCCESS;
+    }
+    let log_config: LogConfig = match config.get("log") {
+        Ok(l) => l,
+        Err(e) => {
+            print_error(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jupiter: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let log = logging::init(&log_config)?;
+        let demo = matches!(command, Command::Demo);
+        run(config, log, demo).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_error(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Checks every section the shell reads, so `check` and start-up fail on the same errors.
+fn validate(config: &Config) -> Result<(), jupiter_core::Error> {
+    config.get::<jupiter_core::app::AppConfig>("app")?;
+    config.get::<jupiter_core::governance::GovernanceConfig>("governance")?;
+    config.get::<LogConfig>("log")?;
+    Ok(())
+}
+
+fn print_error(e: &dyn std::error::Error) {
+    let mut msg = format!("jupiter: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    eprintln!("{msg}");
+}
+
+async fn run(config: Config, log: logging::LogHandle, demo: bool) -> Result<(), jupiter_core::Error> {
+    let metrics = Metrics::global().clone();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let app = App::from_config(&config)?
+        .handle_signals(!demo)
+        .build()
+        .with_governance(|g| g.log(&log))
+        .on_governance_bound(move |addr| {
+            println!("governance listening on http://{addr}");
+            let _ = addr_tx.send(addr);
+        });
+    let stop = app.shutdown_handle();
+    let work = metrics.server("internal", "tick", "self");
+    let app = app.component(component_fn("ticker", move |mut ctx| async move {
+        ctx.ready();
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                () = ctx.stopped() => break,
+                _ = every.tick() => work.start().finish(Code::OK),
+            }
+        }
+        Ok(())
+    }));
+    if !demo {
+        return app.run().await;
+    }
+    let running = tokio::spawn(app.run());
+    let checked = async {
+        let addr = addr_rx.await.map_err(|_| "the governance server did not start".to_string())?;
+        // Ready comes after every component reported serving.
+        let mut status = 0;
+        for _ in 0..100 {
+            status = http_get(addr, "/health/ready").await?.0;
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!("GET /health/ready -> {status}");
+        for path in ["/health/live", "/metrics", "/config"] {
+            let (status, body) = http_get(addr, path).await?;
+            println!("GET {path} -> {status} ({} bytes)", body.len());
+            if path == "/metrics" {
+                for line in body.lines().filter(|l| l.starts_with("server_handle_total")) {
+                    println!("  {line}");
+                }
+            }
+            if status != 200 {
+                return Err(format!("{path} answered {status}"));
+            }
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    stop.shutdown();
+    let ran = running.await.map_err(|e| jupiter_core::Error::Io { what: "app task".into(), source: std::io::Error::other(e) })?;
+    ran?;
+    match checked {
+        Ok(()) => {
+            println!("demo: all governance endpoints answered; shut down cleanly");
+            Ok(())
+        }
+        Err(msg) => Err(jupiter_core::Error::Io { what: "demo self-check".into(), source: std::io::Error::other(msg) }),
+    }
+}
+
+/// A minimal HTTP/1.1 GET, enough for the self-check without an HTTP client dependency.
+async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("malformed response")?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}

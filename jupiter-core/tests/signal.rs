@@ -1,0 +1,94 @@
+//! The `jupiter` binary: SIGTERM starts a graceful shutdown and the process exits 0; `demo`
+//! runs end to end; bad configuration exits 2 with the position of the error.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jupiter");
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    f
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let cfg = write_config("[governance]\naddr = \"127.0.0.1:0\"\n[app.shutdown]\ngrace = \"100ms\"\n[log]\nformat = \"json\"\n");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(cfg.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr: std::net::SocketAddr = line.trim().strip_prefix("governance listening on http://").unwrap_or_else(|| panic!("{line}")).parse().unwrap();
+
+    // Wait until ready (bounded), then signal.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ready = rt.block_on(async {
+        for _ in 0..200 {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+                let mut buf = String::new();
+                s.read_to_string(&mut buf).await.unwrap();
+                if buf.starts_with("HTTP/1.1 200") {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    });
+    assert!(ready, "never became ready");
+
+    // SAFETY: kill(2) on a child process we own and have not reaped.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = rt.block_on(async {
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert!(status.success(), "{status:?}");
+    let mut logs = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    let order = ["SIGTERM received", "\"stopped\""];
+    let positions: Vec<usize> = order.iter().map(|m| logs.find(m).unwrap_or_else(|| panic!("{m} missing from:\n{logs}"))).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{logs}");
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let out = Command::new(BIN).arg("demo").env_remove("RUST_LOG").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("GET /health/ready -> 200"), "{stdout}");
+    assert!(stdout.contains("GET /metrics -> 200"), "{stdout}");
+    assert!(stdout.contains("shut down cleanly"), "{stdout}");
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_position() {
+    let cfg = write_config("[governance]\naddr = \"not an address\"\n");
+    let out = Command::new(BIN).arg("check").arg(cfg.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("jupiter: {}:2:1: governance.addr: invalid socket address syntax", cfg.path().display())),
+        "{stderr}"
+    );
+    let out = Command::new(BIN).arg("bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
