@@ -36,7 +36,11 @@ fn pc_histogram() -> PcHistogram {
         PcHistogram::new(BUCKETS.iter().copied())
     });
     family
-        .get_or_create(&Labels { r#type: "http", method: "GET /", peer: "127.0.0.1" })
+        .get_or_create(&Labels {
+            r#type: "http",
+            method: "GET /",
+            peer: "127.0.0.1",
+        })
         .clone()
 }
 
@@ -45,7 +49,9 @@ fn observe(c: &mut Criterion) {
     let h = tikv_histogram();
     g.bench_function("prometheus", |b| b.iter(|| h.observe(black_box(0.000_42))));
     let h = pc_histogram();
-    g.bench_function("prometheus_client", |b| b.iter(|| h.observe(black_box(0.000_42))));
+    g.bench_function("prometheus_client", |b| {
+        b.iter(|| h.observe(black_box(0.000_42)))
+    });
     g.finish();
 
     // Contended: a second thread hammers the same child while we measure.
@@ -64,7 +70,11 @@ fn observe(c: &mut Criterion) {
             let h = h.clone();
             move || h.observe(0.001)
         },
-        || g.bench_function("prometheus_client", |b| b.iter(|| h.observe(black_box(0.000_42)))),
+        || {
+            g.bench_function("prometheus_client", |b| {
+                b.iter(|| h.observe(black_box(0.000_42)))
+            })
+        },
     );
     g.finish();
 }
@@ -95,5 +105,23 @@ fn clocks(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, observe, clocks);
+fn recorder_guard(c: &mut Criterion) {
+    let metrics = jupiter_core::Metrics::new();
+    let handle = metrics.client("redis", "main", "GET", "127.0.0.1:6379");
+    let mut g = c.benchmark_group("recorder_guard");
+    g.bench_function("start_finish_ok", |b| {
+        b.iter(|| handle.start().finish(jupiter_core::metrics::Code::OK))
+    });
+    g.bench_function("observe_ok", |b| {
+        b.iter(|| {
+            handle.observe(
+                black_box(std::time::Duration::from_micros(420)),
+                jupiter_core::metrics::Code::OK,
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, observe, clocks, recorder_guard);
 criterion_main!(benches);

@@ -1,1 +1,114 @@
-//! placeholder
+//! Benchmarks for the Jupiter workspace.
+//!
+//! # Layout
+//!
+//! - `benches/*.rs`: criterion micro-benchmarks (`cargo bench -p benches`).
+//!   - `metrics`: one histogram observation in `prometheus` vs `prometheus-client` (1 thread and
+//!     contended), the clock, and jupiter-core's recorder guard.
+//! - `src/bin/compare.rs`: the comparison runner (`cargo run -p benches --release --bin compare
+//!   -- <suite>`): our code and a peer measured side by side in one run, printed as ratios,
+//!   because absolute times on shared machines are not comparable across runs.
+//! - this library: the runner's measuring and reporting helpers.
+//!
+//! # Example
+//!
+//! ```
+//! use benches::{Report, measure_ns};
+//!
+//! let mut report = Report::new("example", "ns/op");
+//! let ours = measure_ns(10_000, 3, || { std::hint::black_box(1 + 1); });
+//! let peer = measure_ns(10_000, 3, || { std::hint::black_box(2 * 2); });
+//! report.row("add", ours, peer, true);
+//! assert!(report.render().contains("add"));
+//! ```
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+/// Runs `f` `iters` times per round, `rounds` rounds, and returns the best round's mean in
+/// nanoseconds per call (the least disturbed by other work on a noisy machine).
+pub fn measure_ns(iters: u64, rounds: u32, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        let ns = start.elapsed().as_nanos() as f64 / iters as f64;
+        best = best.min(ns);
+    }
+    best
+}
+
+/// A side-by-side table: one row per case, our figure, the peer's, and the ratio.
+#[derive(Debug)]
+pub struct Report {
+    title: String,
+    unit: String,
+    rows: Vec<Row>,
+}
+
+#[derive(Debug)]
+struct Row {
+    case: String,
+    ours: f64,
+    peer: f64,
+    lower_is_better: bool,
+}
+
+impl Report {
+    /// A report titled `title`, figures in `unit`.
+    pub fn new(title: &str, unit: &str) -> Self {
+        Report {
+            title: title.to_owned(),
+            unit: unit.to_owned(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row. `lower_is_better` for times and costs, not for throughput.
+    pub fn row(&mut self, case: &str, ours: f64, peer: f64, lower_is_better: bool) {
+        self.rows.push(Row {
+            case: case.to_owned(),
+            ours,
+            peer,
+            lower_is_better,
+        });
+    }
+
+    /// How many times better ours is than the peer (>1 is better), per row.
+    pub fn advantages(&self) -> Vec<(String, f64)> {
+        self.rows
+            .iter()
+            .map(|r| {
+                let adv = if r.lower_is_better {
+                    r.peer / r.ours
+                } else {
+                    r.ours / r.peer
+                };
+                (r.case.clone(), adv)
+            })
+            .collect()
+    }
+
+    /// The table as text.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "## {}\n\n| case | ours ({u}) | peer ({u}) | ours vs peer |\n|---|---:|---:|---:|\n",
+            self.title,
+            u = self.unit
+        );
+        for (r, (_, adv)) in self.rows.iter().zip(self.advantages()) {
+            let _ = writeln!(
+                out,
+                "| {} | {:.1} | {:.1} | {:.2}x {} |",
+                r.case,
+                r.ours,
+                r.peer,
+                adv,
+                if adv >= 1.0 { "better" } else { "worse" }
+            );
+        }
+        out
+    }
+}

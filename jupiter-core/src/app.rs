@@ -81,7 +81,10 @@ pub struct AppConfig {
 
 impl Default for AppConfig {
     fn default() -> Self {
-        AppConfig { name: "jupiter".to_owned(), shutdown: ShutdownConfig::default() }
+        AppConfig {
+            name: "jupiter".to_owned(),
+            shutdown: ShutdownConfig::default(),
+        }
     }
 }
 

@@ -18,10 +18,21 @@ impl Log {
         self.0.lock().unwrap().push((e.into(), Instant::now()));
     }
     fn events(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|(e, _)| e.clone()).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(e, _)| e.clone())
+            .collect()
     }
     fn at(&self, e: &str) -> Instant {
-        self.0.lock().unwrap().iter().find(|(x, _)| x == e).unwrap().1
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(x, _)| x == e)
+            .unwrap()
+            .1
     }
 }
 
@@ -33,27 +44,40 @@ struct Recorder {
 impl Registrar for Recorder {
     fn register(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
-            self.log.push(format!("register ready={}", self.health.is_ready()));
+            self.log
+                .push(format!("register ready={}", self.health.is_ready()));
             Ok(())
         })
     }
     fn deregister(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
-            self.log.push(format!("deregister ready={}", self.health.is_ready()));
+            self.log
+                .push(format!("deregister ready={}", self.health.is_ready()));
             Ok(())
         })
     }
 }
 
 fn shutdown(grace_ms: u64, deadline_ms: u64) -> ShutdownConfig {
-    ShutdownConfig { grace: Duration::from_millis(grace_ms), deadline: Duration::from_millis(deadline_ms) }
+    ShutdownConfig {
+        grace: Duration::from_millis(grace_ms),
+        deadline: Duration::from_millis(deadline_ms),
+    }
 }
 
 fn app_with(log: &Log, shutdown_cfg: ShutdownConfig) -> App {
-    let app = App::builder("test").governance(None).handle_signals(false).shutdown(shutdown_cfg).build();
+    let app = App::builder("test")
+        .governance(None)
+        .handle_signals(false)
+        .shutdown(shutdown_cfg)
+        .build();
     let health = app.health().clone();
     let log2 = log.clone();
-    app.registrar(Recorder { log: log.clone(), health }).on_flush(move || async move { log2.push("flush") })
+    app.registrar(Recorder {
+        log: log.clone(),
+        health,
+    })
+    .on_flush(move || async move { log2.push("flush") })
 }
 
 #[tokio::test(start_paused = true)]
@@ -91,7 +115,11 @@ async fn registers_after_serving_and_shuts_down_in_order() {
             "flush",
         ]
     );
-    assert_eq!(log.at("server draining") - log.at("deregister ready=false"), Duration::from_millis(2000), "grace delay");
+    assert_eq!(
+        log.at("server draining") - log.at("deregister ready=false"),
+        Duration::from_millis(2000),
+        "grace delay"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -111,17 +139,25 @@ async fn drain_deadline_aborts_stuck_components() {
     stop.shutdown();
     let err = running.await.unwrap().unwrap_err();
     assert!(err.is_timeout(), "{err}");
-    assert_eq!(err.to_string(), "draining 1 component(s) did not complete within 5s");
+    assert_eq!(
+        err.to_string(),
+        "draining 1 component(s) did not complete within 5s"
+    );
     assert_eq!(Instant::now() - t0, Duration::from_secs(5));
-    assert_eq!(log.events().last().unwrap(), "flush", "flush runs even after a timeout");
+    assert_eq!(
+        log.events().last().unwrap(),
+        "flush",
+        "flush runs even after a timeout"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_component_failing_at_start_up_means_no_registration() {
     let log = Log::default();
-    let app = app_with(&log, shutdown(100, 1000)).component(component_fn("broken", |_ctx| async move {
-        Err::<(), BoxError>("port already in use".into())
-    }));
+    let app = app_with(&log, shutdown(100, 1000))
+        .component(component_fn("broken", |_ctx| async move {
+            Err::<(), BoxError>("port already in use".into())
+        }));
     let err = app.run().await.unwrap_err();
     match &err {
         Error::Component { name, source } => {
@@ -130,7 +166,11 @@ async fn a_component_failing_at_start_up_means_no_registration() {
         }
         other => panic!("unexpected {other}"),
     }
-    assert!(!log.events().iter().any(|e| e.starts_with("register")), "{:?}", log.events());
+    assert!(
+        !log.events().iter().any(|e| e.starts_with("register")),
+        "{:?}",
+        log.events()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -149,7 +189,10 @@ async fn a_component_stopping_on_its_own_shuts_the_app_down() {
         }));
     let err = app.run().await.unwrap_err();
     assert!(err.to_string().contains("\"short\""), "{err}");
-    assert_eq!(log.events(), ["register ready=true", "deregister ready=false", "flush"]);
+    assert_eq!(
+        log.events(),
+        ["register ready=true", "deregister ready=false", "flush"]
+    );
 }
 
 #[tokio::test]
@@ -185,5 +228,8 @@ async fn governance_reports_readiness_through_the_lifecycle() {
     stop.shutdown();
     running.await.unwrap().unwrap();
     assert!(!health.is_ready());
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "governance server stopped");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "governance server stopped"
+    );
 }

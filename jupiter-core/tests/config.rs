@@ -81,25 +81,54 @@ fn file_values_reach_typed_sections() {
 #[test]
 fn unknown_key_names_file_line_column_and_suggests() {
     let (f, config) = load(&format!("{APP_TOML}pool-sise = 3\n"), &[]);
-    let err = config.unwrap().get::<RedisSection>("redis.main").unwrap_err();
+    let err = config
+        .unwrap()
+        .get::<RedisSection>("redis.main")
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("{}:10:1: redis.main.pool-sise: unknown key; did you mean \"pool-size\"?", name(&f))
+        format!(
+            "{}:10:1: redis.main.pool-sise: unknown key; did you mean \"pool-size\"?",
+            name(&f)
+        )
     );
-    assert!(matches!(err.as_config().unwrap().kind(), ErrorKind::UnknownKey { .. }));
+    assert!(matches!(
+        err.as_config().unwrap().kind(),
+        ErrorKind::UnknownKey { .. }
+    ));
 }
 
 #[test]
 fn wrong_type_names_file_line_column_and_key() {
-    let (f, config) = load(&APP_TOML.replace("pool-size = 8", "pool-size = \"eight\""), &[]);
-    let err = config.unwrap().get::<RedisSection>("redis.main").unwrap_err().to_string();
+    let (f, config) = load(
+        &APP_TOML.replace("pool-size = 8", "pool-size = \"eight\""),
+        &[],
+    );
+    let err = config
+        .unwrap()
+        .get::<RedisSection>("redis.main")
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         err,
-        format!("{}:7:1: redis.main.pool-size: invalid type: string \"eight\", expected u32", name(&f))
+        format!(
+            "{}:7:1: redis.main.pool-size: invalid type: string \"eight\", expected u32",
+            name(&f)
+        )
     );
     let (f, config) = load(&APP_TOML.replace("\"250ms\"", "\"soon\""), &[]);
-    let err = config.unwrap().get::<RedisSection>("redis.main").unwrap_err().to_string();
-    assert!(err.starts_with(&format!("{}:8:1: redis.main.timeout: invalid duration \"soon\"", name(&f))), "{err}");
+    let err = config
+        .unwrap()
+        .get::<RedisSection>("redis.main")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}:8:1: redis.main.timeout: invalid duration \"soon\"",
+            name(&f)
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -112,12 +141,25 @@ fn toml_syntax_error_names_the_position() {
 
 #[test]
 fn missing_file_names_the_file() {
-    let err = Config::builder().file("/nonexistent/jupiter.toml").no_env().metrics(&Metrics::new()).build().unwrap_err();
-    assert_eq!(err.to_string(), "/nonexistent/jupiter.toml: cannot read config file");
+    let err = Config::builder()
+        .file("/nonexistent/jupiter.toml")
+        .no_env()
+        .metrics(&Metrics::new())
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/nonexistent/jupiter.toml: cannot read config file"
+    );
     let source = std::error::Error::source(&err).unwrap().to_string();
     assert!(source.contains("No such file"), "{source}");
     // An optional file may be missing.
-    Config::builder().optional_file("/nonexistent/jupiter.toml").no_env().metrics(&Metrics::new()).build().unwrap();
+    Config::builder()
+        .optional_file("/nonexistent/jupiter.toml")
+        .no_env()
+        .metrics(&Metrics::new())
+        .build()
+        .unwrap();
 }
 
 #[test]
@@ -145,7 +187,10 @@ fn env_overrides_every_key_spelling() {
 
 #[test]
 fn env_can_create_whole_sections_and_toml_values() {
-    let (_f, config) = load(APP_TOML, &[("JUPITER_REDIS__CACHE__NODES", "[\"x:1\", \"y:2\"]")]);
+    let (_f, config) = load(
+        APP_TOML,
+        &[("JUPITER_REDIS__CACHE__NODES", "[\"x:1\", \"y:2\"]")],
+    );
     let redis: RedisSection = config.unwrap().get("redis.cache").unwrap();
     assert_eq!(redis.nodes, vec!["x:1".to_string(), "y:2".to_string()]);
 }
@@ -153,7 +198,11 @@ fn env_can_create_whole_sections_and_toml_values() {
 #[test]
 fn bad_env_override_names_the_variable() {
     let (_f, config) = load(APP_TOML, &[("JUPITER_REDIS__MAIN__POOL_SIZE", "lots")]);
-    let err = config.unwrap().get::<RedisSection>("redis.main").unwrap_err().to_string();
+    let err = config
+        .unwrap()
+        .get::<RedisSection>("redis.main")
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         err,
         "environment variable JUPITER_REDIS__MAIN__POOL_SIZE: redis.main.pool-size: invalid value: expected a non-negative integer, found \"lots\""
@@ -161,17 +210,33 @@ fn bad_env_override_names_the_variable() {
 
     let (_f, config) = load(APP_TOML, &[("JUPITER_REDIS____POOL", "1")]);
     let err = config.unwrap_err().to_string();
-    assert!(err.starts_with("environment variable JUPITER_REDIS____POOL: cannot map to a key"), "{err}");
+    assert!(
+        err.starts_with("environment variable JUPITER_REDIS____POOL: cannot map to a key"),
+        "{err}"
+    );
 
     // Replacing a whole table with a scalar is refused, not a silent drop.
     let (f, config) = load(APP_TOML, &[("JUPITER_REDIS", "x")]);
     let err = config.unwrap_err().to_string();
-    assert!(err.starts_with("environment variable JUPITER_REDIS: redis: cannot replace a table"), "{err}");
-    assert!(err.contains(&name(&f)), "names where the table came from: {err}");
+    assert!(
+        err.starts_with("environment variable JUPITER_REDIS: redis: cannot replace a table"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&name(&f)),
+        "names where the table came from: {err}"
+    );
 
     let (_f, config) = load(APP_TOML, &[("JUPITER_REDIS__MAIN__UNKNOWN_THING", "1")]);
-    let err = config.unwrap().get::<RedisSection>("redis.main").unwrap_err().to_string();
-    assert_eq!(err, "environment variable JUPITER_REDIS__MAIN__UNKNOWN_THING: redis.main.unknown-thing: unknown key");
+    let err = config
+        .unwrap()
+        .get::<RedisSection>("redis.main")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "environment variable JUPITER_REDIS__MAIN__UNKNOWN_THING: redis.main.unknown-thing: unknown key"
+    );
 }
 
 #[test]
@@ -184,9 +249,15 @@ fn effective_config_redacts_secrets() {
     assert_eq!(main["url"]["value"], "redis://:<redacted>@10.0.0.1:6379/0");
     assert_eq!(main["pool-size"]["value"], 8);
     assert_eq!(main["pool-size"]["from"], format!("{}:7:1", name(&f)));
-    assert_eq!(main["auth-token"]["from"], "environment variable JUPITER_REDIS__MAIN__AUTH_TOKEN");
+    assert_eq!(
+        main["auth-token"]["from"],
+        "environment variable JUPITER_REDIS__MAIN__AUTH_TOKEN"
+    );
     let text = json.to_string();
-    assert!(!text.contains("hunter2") && !text.contains("s3cret") && !text.contains("\"abc\""), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("s3cret") && !text.contains("\"abc\""),
+        "{text}"
+    );
 }
 
 #[test]
@@ -210,7 +281,12 @@ fn layer(entries: &[(&str, &str)]) -> DynamicLayer {
         source: Arc::from("test"),
         entries: entries
             .iter()
-            .map(|(k, v)| DynamicEntry { key: format!("/cfg/{k}"), path: k.to_string(), value: v.to_string(), document: false })
+            .map(|(k, v)| DynamicEntry {
+                key: format!("/cfg/{k}"),
+                path: k.to_string(),
+                value: v.to_string(),
+                document: false,
+            })
             .collect(),
     }
 }
@@ -219,50 +295,91 @@ fn layer(entries: &[(&str, &str)]) -> DynamicLayer {
 fn reload_swaps_whole_tree_and_notifies_only_changed_sections() {
     let metrics = Metrics::new();
     let f = write_file(APP_TOML);
-    let config = Config::builder().file(f.path()).no_env().metrics(&metrics).build().unwrap();
+    let config = Config::builder()
+        .file(f.path())
+        .no_env()
+        .metrics(&metrics)
+        .build()
+        .unwrap();
     let mut main = config.subscribe::<RedisSection>("redis.main").unwrap();
     let mut app = config.subscribe::<toml::Table>("app").unwrap();
     main.mark_unchanged();
     app.mark_unchanged();
 
-    let out = config.apply(&layer(&[("redis.main.pool-size", "32")])).unwrap();
-    assert_eq!(out, ReloadOutcome::Applied { changed_sections: 1 });
+    let out = config
+        .apply(&layer(&[("redis.main.pool-size", "32")]))
+        .unwrap();
+    assert_eq!(
+        out,
+        ReloadOutcome::Applied {
+            changed_sections: 1
+        }
+    );
     assert!(main.has_changed().unwrap());
     assert!(!app.has_changed().unwrap(), "app section did not change");
     assert_eq!(main.borrow_and_update().pool_size, 32);
 
     // Same content again: nothing to do.
-    assert_eq!(config.apply(&layer(&[("redis.main.pool-size", "32")])).unwrap(), ReloadOutcome::Unchanged);
+    assert_eq!(
+        config
+            .apply(&layer(&[("redis.main.pool-size", "32")]))
+            .unwrap(),
+        ReloadOutcome::Unchanged
+    );
     assert!(!main.has_changed().unwrap());
 
     // The key disappears from the source: the file's value applies again.
     config.apply(&layer(&[])).unwrap();
     assert_eq!(main.borrow_and_update().pool_size, 8);
-    assert_eq!(config.get::<RedisSection>("redis.main").unwrap().pool_size, 8);
+    assert_eq!(
+        config.get::<RedisSection>("redis.main").unwrap().pool_size,
+        8
+    );
 
     // A key only the source had disappears entirely.
-    config.apply(&layer(&[("redis.main.key_prefix", "p:")])).unwrap();
+    config
+        .apply(&layer(&[("redis.main.key_prefix", "p:")]))
+        .unwrap();
     assert_eq!(main.borrow_and_update().key_prefix, "p:");
     config.apply(&layer(&[])).unwrap();
     assert_eq!(main.borrow_and_update().key_prefix, "");
-    assert!(!config.effective(false)["redis"]["main"].as_object().unwrap().contains_key("key_prefix"));
+    assert!(
+        !config.effective(false)["redis"]["main"]
+            .as_object()
+            .unwrap()
+            .contains_key("key_prefix")
+    );
 }
 
 #[test]
 fn invalid_reload_is_rejected_whole_and_counted() {
     let metrics = Metrics::new();
     let f = write_file(APP_TOML);
-    let config = Config::builder().file(f.path()).no_env().metrics(&metrics).build().unwrap();
+    let config = Config::builder()
+        .file(f.path())
+        .no_env()
+        .metrics(&metrics)
+        .build()
+        .unwrap();
     let mut main = config
         .subscribe_validated::<RedisSection, _>("redis.main", |r| {
-            if r.pool_size == 0 { Err("pool-size must be at least 1".into()) } else { Ok(()) }
+            if r.pool_size == 0 {
+                Err("pool-size must be at least 1".into())
+            } else {
+                Ok(())
+            }
         })
         .unwrap();
     main.mark_unchanged();
 
     // Changed type: an error, not a silent drop; the other (valid) key of the same reload is not
     // applied either.
-    let err = config.apply(&layer(&[("app.name", "new"), ("redis.main.pool-size", "many")])).unwrap_err();
+    let err = config
+        .apply(&layer(&[
+            ("app.name", "new"),
+            ("redis.main.pool-size", "many"),
+        ]))
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "test key /cfg/redis.main.pool-size: redis.main.pool-size: invalid value: expected a non-negative integer, found \"many\""
@@ -271,8 +388,14 @@ fn invalid_reload_is_rejected_whole_and_counted() {
     assert!(!main.has_changed().unwrap());
 
     // Validation failure.
-    let err = config.apply(&layer(&[("redis.main.pool-size", "0")])).unwrap_err();
-    assert!(err.to_string().ends_with("redis.main: rejected: pool-size must be at least 1"), "{err}");
+    let err = config
+        .apply(&layer(&[("redis.main.pool-size", "0")]))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("redis.main: rejected: pool-size must be at least 1"),
+        "{err}"
+    );
     assert_eq!(main.borrow().pool_size, 8);
     assert_eq!(config.last_reload_error().unwrap(), err.to_string());
 
@@ -281,18 +404,32 @@ fn invalid_reload_is_rejected_whole_and_counted() {
     assert!(err.to_string().contains("cannot replace a table"), "{err}");
 
     let text = metrics.encode();
-    assert!(text.contains("config_reload_total{source=\"test\",result=\"rejected\"} 3"), "{text}");
+    assert!(
+        text.contains("config_reload_total{source=\"test\",result=\"rejected\"} 3"),
+        "{text}"
+    );
 
-    config.apply(&layer(&[("redis.main.pool-size", "9")])).unwrap();
+    config
+        .apply(&layer(&[("redis.main.pool-size", "9")]))
+        .unwrap();
     assert_eq!(main.borrow().pool_size, 9);
     assert!(config.last_reload_error().is_none());
-    assert!(metrics.encode().contains("config_reload_total{source=\"test\",result=\"applied\"} 1"));
+    assert!(
+        metrics
+            .encode()
+            .contains("config_reload_total{source=\"test\",result=\"applied\"} 1")
+    );
 }
 
 #[test]
 fn dynamic_toml_documents_merge_at_the_root() {
     let f = write_file(APP_TOML);
-    let config = Config::builder().file(f.path()).no_env().metrics(&Metrics::new()).build().unwrap();
+    let config = Config::builder()
+        .file(f.path())
+        .no_env()
+        .metrics(&Metrics::new())
+        .build()
+        .unwrap();
     let doc = DynamicLayer {
         source: Arc::from("test"),
         entries: vec![DynamicEntry {
@@ -305,6 +442,12 @@ fn dynamic_toml_documents_merge_at_the_root() {
     config.apply(&doc).unwrap();
     // No subscriber for redis.main, so the bad key surfaces on read, with the position inside
     // the dynamic document.
-    let err = config.get::<RedisSection>("redis.main").unwrap_err().to_string();
-    assert_eq!(err, "test key /cfg/app.toml:4:13: redis.main.bogus: unknown key");
+    let err = config
+        .get::<RedisSection>("redis.main")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "test key /cfg/app.toml:4:13: redis.main.bogus: unknown key"
+    );
 }

@@ -10,8 +10,15 @@ use jupiter_core::governance::{DEFAULT_ADDR, Governance, Health};
 use jupiter_core::metrics::{Code, Metrics};
 use openmetrics_parser::{OpenMetricsType, OpenMetricsValue};
 
-async fn start(metrics: &Metrics, health: &Health, config: Option<&Config>) -> std::net::SocketAddr {
-    let mut b = Governance::builder().addr("127.0.0.1:0".parse().unwrap()).metrics(metrics).health(health);
+async fn start(
+    metrics: &Metrics,
+    health: &Health,
+    config: Option<&Config>,
+) -> std::net::SocketAddr {
+    let mut b = Governance::builder()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .metrics(metrics)
+        .health(health);
     if let Some(c) = config {
         b = b.config(c);
     }
@@ -38,7 +45,9 @@ async fn metrics_endpoint_is_valid_openmetrics_with_the_standard_families() {
     let health = Health::default();
     let addr = start(&metrics, &health, None).await;
 
-    let get = metrics.server("http", "GET /users/{id}", "10.0.0.7").hot_code(Code::http(200));
+    let get = metrics
+        .server("http", "GET /users/{id}", "10.0.0.7")
+        .hot_code(Code::http(200));
     get.observe(Duration::from_micros(30), Code::http(200));
     get.observe(Duration::from_micros(700), Code::http(200));
     get.observe(Duration::from_millis(3), Code::http(503));
@@ -48,7 +57,11 @@ async fn metrics_endpoint_is_valid_openmetrics_with_the_standard_families() {
 
     let resp = http(addr, "GET", "/metrics", "").await;
     assert_eq!(resp.status, 200);
-    assert!(resp.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    assert!(
+        resp.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
     let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&resp.body)
         .unwrap_or_else(|e| panic!("/metrics does not parse: {e:?}\n{}", resp.body));
 
@@ -56,11 +69,20 @@ async fn metrics_endpoint_is_valid_openmetrics_with_the_standard_families() {
     assert_eq!(hist.family_type, OpenMetricsType::Histogram);
     assert_eq!(sorted(hist.get_label_names()), ["method", "peer", "type"]);
     let sample = hist.iter_samples().next().unwrap();
-    let OpenMetricsValue::Histogram(h) = &sample.value else { panic!("not a histogram") };
+    let OpenMetricsValue::Histogram(h) = &sample.value else {
+        panic!("not a histogram")
+    };
     assert_eq!(h.count, Some(3));
     // Buckets resolve tens of microseconds: the 30 µs observation is in the 50 µs bucket
     // and not in the 25 µs one.
-    let at = |le: f64| h.buckets.iter().find(|b| (b.upper_bound - le).abs() < 1e-12).unwrap().count.as_f64();
+    let at = |le: f64| {
+        h.buckets
+            .iter()
+            .find(|b| (b.upper_bound - le).abs() < 1e-12)
+            .unwrap()
+            .count
+            .as_f64()
+    };
     assert_eq!(at(0.000_025), 0.0);
     assert_eq!(at(0.000_05), 1.0);
     assert_eq!(at(0.001), 2.0);
@@ -68,12 +90,22 @@ async fn metrics_endpoint_is_valid_openmetrics_with_the_standard_families() {
 
     let total = &parsed.families["server_handle"];
     assert_eq!(total.family_type, OpenMetricsType::Counter);
-    assert_eq!(sorted(total.get_label_names()), ["code", "method", "peer", "type"]);
+    assert_eq!(
+        sorted(total.get_label_names()),
+        ["code", "method", "peer", "type"]
+    );
     let codes: Vec<(String, f64)> = total
         .iter_samples()
         .map(|s| {
-            let code = s.get_labelset().unwrap().get_label_value("code").unwrap().to_owned();
-            let OpenMetricsValue::Counter(c) = &s.value else { panic!("not a counter") };
+            let code = s
+                .get_labelset()
+                .unwrap()
+                .get_label_value("code")
+                .unwrap()
+                .to_owned();
+            let OpenMetricsValue::Counter(c) = &s.value else {
+                panic!("not a counter")
+            };
             (code, c.value.as_f64())
         })
         .collect();
@@ -81,15 +113,24 @@ async fn metrics_endpoint_is_valid_openmetrics_with_the_standard_families() {
     assert!(codes.contains(&("503".to_owned(), 1.0)), "{codes:?}");
 
     let client = &parsed.families["client_handle"];
-    assert_eq!(sorted(client.get_label_names()), ["code", "method", "name", "peer", "type"]);
+    assert_eq!(
+        sorted(client.get_label_names()),
+        ["code", "method", "name", "peer", "type"]
+    );
     assert!(parsed.families.contains_key("client_handle_seconds"));
     assert!(resp.body.contains("client_handle_total{type=\"redis\",name=\"main\",method=\"GET\",peer=\"127.0.0.1:6379\",code=\"DeadlineExceeded\"} 1"));
 
     // The server counts its own requests by known path only.
     http(addr, "GET", "/nope/../../etc", "").await;
     let again = http(addr, "GET", "/metrics", "").await.body;
-    assert!(again.contains("governance_requests_total{path=\"/metrics\",code=\"200\"} 1"), "{again}");
-    assert!(again.contains("governance_requests_total{path=\"other\",code=\"404\"} 1"), "{again}");
+    assert!(
+        again.contains("governance_requests_total{path=\"/metrics\",code=\"200\"} 1"),
+        "{again}"
+    );
+    assert!(
+        again.contains("governance_requests_total{path=\"other\",code=\"404\"} 1"),
+        "{again}"
+    );
 }
 
 #[tokio::test]
@@ -122,15 +163,26 @@ async fn config_endpoint_redacts_secrets() {
     let resp = http(addr, "GET", "/config", "").await;
     assert_eq!(resp.status, 200);
     for secret in ["hunter2", "pw-123", "tok-456", "sec-789"] {
-        assert!(!resp.body.contains(secret), "{secret} leaked: {}", resp.body);
+        assert!(
+            !resp.body.contains(secret),
+            "{secret} leaked: {}",
+            resp.body
+        );
     }
     let json: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
     assert_eq!(json["config"]["redis"]["main"]["pool-size"], 4);
-    assert_eq!(json["config"]["redis"]["main"]["url"], "redis://app:<redacted>@10.1.1.1:6379");
+    assert_eq!(
+        json["config"]["redis"]["main"]["url"],
+        "redis://app:<redacted>@10.1.1.1:6379"
+    );
     assert_eq!(json["config"]["etcd"]["client-secret"], "<redacted>");
 
-    let with_sources: serde_json::Value = serde_json::from_str(&http(addr, "GET", "/config?sources=true", "").await.body).unwrap();
-    assert_eq!(with_sources["config"]["redis"]["main"]["pool-size"]["from"], "app.toml:4:1");
+    let with_sources: serde_json::Value =
+        serde_json::from_str(&http(addr, "GET", "/config?sources=true", "").await.body).unwrap();
+    assert_eq!(
+        with_sources["config"]["redis"]["main"]["pool-size"]["from"],
+        "app.toml:4:1"
+    );
 }
 
 #[tokio::test]

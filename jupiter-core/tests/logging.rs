@@ -11,8 +11,15 @@ use jupiter_core::metrics::Metrics;
 #[tokio::test]
 async fn log_level_changes_at_run_time() {
     // SAFETY of the test: RUST_LOG would override the configured level.
-    assert!(std::env::var("RUST_LOG").map_or(true, |v| v.is_empty()), "unset RUST_LOG for this test");
-    let log = logging::init(&LogConfig { level: "warn".into(), format: LogFormat::Json }).unwrap();
+    assert!(
+        std::env::var("RUST_LOG").map_or(true, |v| v.is_empty()),
+        "unset RUST_LOG for this test"
+    );
+    let log = logging::init(&LogConfig {
+        level: "warn".into(),
+        format: LogFormat::Json,
+    })
+    .unwrap();
     assert!(!tracing::enabled!(tracing::Level::INFO));
 
     let server = Governance::builder()
@@ -35,9 +42,17 @@ async fn log_level_changes_at_run_time() {
     let bad = http(addr, "PUT", "/log/level", "info,=[").await;
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("invalid log level"), "{}", bad.body);
-    assert_eq!(log.level(), "info,hyper=warn", "a bad level keeps the old one");
+    assert_eq!(
+        log.level(),
+        "info,hyper=warn",
+        "a bad level keeps the old one"
+    );
 
     // A second global subscriber is refused with a clear error.
     let err = logging::init(&LogConfig::default()).unwrap_err();
-    assert!(err.to_string().contains("cannot install the log subscriber"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot install the log subscriber"),
+        "{err}"
+    );
 }

@@ -15,7 +15,9 @@ fn write_config(text: &str) -> tempfile::NamedTempFile {
 
 #[test]
 fn sigterm_shuts_down_gracefully() {
-    let cfg = write_config("[governance]\naddr = \"127.0.0.1:0\"\n[app.shutdown]\ngrace = \"100ms\"\n[log]\nformat = \"json\"\n");
+    let cfg = write_config(
+        "[governance]\naddr = \"127.0.0.1:0\"\n[app.shutdown]\ngrace = \"100ms\"\n[log]\nformat = \"json\"\n",
+    );
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(cfg.path())
@@ -27,15 +29,25 @@ fn sigterm_shuts_down_gracefully() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let addr: std::net::SocketAddr = line.trim().strip_prefix("governance listening on http://").unwrap_or_else(|| panic!("{line}")).parse().unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("governance listening on http://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
 
     // Wait until ready (bounded), then signal.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let ready = rt.block_on(async {
         for _ in 0..200 {
             if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+                s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .await
+                    .unwrap();
                 let mut buf = String::new();
                 s.read_to_string(&mut buf).await.unwrap();
                 if buf.starts_with("HTTP/1.1 200") {
@@ -63,17 +75,36 @@ fn sigterm_shuts_down_gracefully() {
     });
     assert!(status.success(), "{status:?}");
     let mut logs = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
     let order = ["SIGTERM received", "\"stopped\""];
-    let positions: Vec<usize> = order.iter().map(|m| logs.find(m).unwrap_or_else(|| panic!("{m} missing from:\n{logs}"))).collect();
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|m| {
+            logs.find(m)
+                .unwrap_or_else(|| panic!("{m} missing from:\n{logs}"))
+        })
+        .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{logs}");
 }
 
 #[test]
 fn demo_runs_end_to_end() {
-    let out = Command::new(BIN).arg("demo").env_remove("RUST_LOG").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("GET /health/ready -> 200"), "{stdout}");
     assert!(stdout.contains("GET /metrics -> 200"), "{stdout}");
     assert!(stdout.contains("shut down cleanly"), "{stdout}");
@@ -82,11 +113,18 @@ fn demo_runs_end_to_end() {
 #[test]
 fn bad_config_exits_2_naming_the_position() {
     let cfg = write_config("[governance]\naddr = \"not an address\"\n");
-    let out = Command::new(BIN).arg("check").arg(cfg.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(cfg.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.starts_with(&format!("jupiter: {}:2:1: governance.addr: invalid socket address syntax", cfg.path().display())),
+        stderr.starts_with(&format!(
+            "jupiter: {}:2:1: governance.addr: invalid socket address syntax",
+            cfg.path().display()
+        )),
         "{stderr}"
     );
     let out = Command::new(BIN).arg("bogus").output().unwrap();

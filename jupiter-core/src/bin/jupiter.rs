@@ -45,12 +45,16 @@ fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
     let mut config = None;
     while let Some(arg) = args.next() {
         match arg.to_str() {
-            Some("--config") => config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?)),
+            Some("--config") => {
+                config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?))
+            }
             Some("-h" | "--help") => return Err(String::new()),
             Some("demo") if command.is_none() => command = Some(Command::Demo),
             Some("serve") if command.is_none() => command = Some(Command::Serve),
             Some("check") if command.is_none() => {
-                command = Some(Command::Check(PathBuf::from(args.next().ok_or("check needs a file")?)));
+                command = Some(Command::Check(PathBuf::from(
+                    args.next().ok_or("check needs a file")?,
+                )));
             }
             _ => return Err(format!("unexpected argument {:?}", arg)),
         }
@@ -72,7 +76,10 @@ fn main() -> ExitCode {
     };
     let mut builder = Config::builder().toml("<embedded defaults>", DEFAULTS);
     if matches!(command, Command::Demo) {
-        builder = builder.toml("<demo>", "[governance]\naddr = \"127.0.0.1:0\"\n[app.shutdown]\ngrace = \"200ms\"\n");
+        builder = builder.toml(
+            "<demo>",
+            "[governance]\naddr = \"127.0.0.1:0\"\n[app.shutdown]\ngrace = \"200ms\"\n",
+        );
     }
     let file = match &command {
         Command::Check(f) => Some(f.clone()),
@@ -99,7 +106,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("jupiter: cannot start the runtime: {e}");
@@ -138,7 +148,11 @@ fn print_error(e: &dyn std::error::Error) {
     eprintln!("{msg}");
 }
 
-async fn run(config: Config, log: logging::LogHandle, demo: bool) -> Result<(), jupiter_core::Error> {
+async fn run(
+    config: Config,
+    log: logging::LogHandle,
+    demo: bool,
+) -> Result<(), jupiter_core::Error> {
     let metrics = Metrics::global().clone();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     let app = App::from_config(&config)?
@@ -167,7 +181,9 @@ async fn run(config: Config, log: logging::LogHandle, demo: bool) -> Result<(), 
     }
     let running = tokio::spawn(app.run());
     let checked = async {
-        let addr = addr_rx.await.map_err(|_| "the governance server did not start".to_string())?;
+        let addr = addr_rx
+            .await
+            .map_err(|_| "the governance server did not start".to_string())?;
         // Ready comes after every component reported serving.
         let mut status = 0;
         for _ in 0..100 {
@@ -182,7 +198,10 @@ async fn run(config: Config, log: logging::LogHandle, demo: bool) -> Result<(), 
             let (status, body) = http_get(addr, path).await?;
             println!("GET {path} -> {status} ({} bytes)", body.len());
             if path == "/metrics" {
-                for line in body.lines().filter(|l| l.starts_with("server_handle_total")) {
+                for line in body
+                    .lines()
+                    .filter(|l| l.starts_with("server_handle_total"))
+                {
                     println!("  {line}");
                 }
             }
@@ -194,26 +213,47 @@ async fn run(config: Config, log: logging::LogHandle, demo: bool) -> Result<(), 
     }
     .await;
     stop.shutdown();
-    let ran = running.await.map_err(|e| jupiter_core::Error::Io { what: "app task".into(), source: std::io::Error::other(e) })?;
+    let ran = running.await.map_err(|e| jupiter_core::Error::Io {
+        what: "app task".into(),
+        source: std::io::Error::other(e),
+    })?;
     ran?;
     match checked {
         Ok(()) => {
             println!("demo: all governance endpoints answered; shut down cleanly");
             Ok(())
         }
-        Err(msg) => Err(jupiter_core::Error::Io { what: "demo self-check".into(), source: std::io::Error::other(msg) }),
+        Err(msg) => Err(jupiter_core::Error::Io {
+            what: "demo self-check".into(),
+            source: std::io::Error::other(msg),
+        }),
     }
 }
 
 /// A minimal HTTP/1.1 GET, enough for the self-check without an HTTP client dependency.
 async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.map_err(|e| format!("read: {e}"))?;
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
     let text = String::from_utf8_lossy(&raw);
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("malformed response")?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("malformed response")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }

@@ -382,7 +382,12 @@ impl<'de> de::SeqAccess<'de> for SeqDe<'_> {
         self.index += 1;
         // Errors raised after the node was read (a `with` helper rejecting the text) still
         // belong to this node.
-        seed.deserialize(NodeDe { node, path: path.clone() }).map(Some).map_err(|e| e.at(node, &path))
+        seed.deserialize(NodeDe {
+            node,
+            path: path.clone(),
+        })
+        .map(Some)
+        .map_err(|e| e.at(node, &path))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -440,7 +445,11 @@ impl<'de> de::MapAccess<'de> for MapDe<'_> {
             .pending
             .take()
             .expect("next_value_seed called before next_key_seed");
-        seed.deserialize(NodeDe { node, path: path.clone() }).map_err(|e| e.at(node, &path))
+        seed.deserialize(NodeDe {
+            node,
+            path: path.clone(),
+        })
+        .map_err(|e| e.at(node, &path))
     }
 
     fn size_hint(&self) -> Option<usize> {
