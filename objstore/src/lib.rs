@@ -1,1 +1,16 @@
-//! placeholder
+//! A memory-based object store served over gRPC (and a RESP port), with revisions, watches and
+//! memory-mapped snapshots.
+//!
+//! # Layout
+//!
+//! - `engine`: sharded in-memory map of key → object (value as `Bytes`, revisions, expiry,
+//!   metadata), memory accounting with eviction, TTL, change feed.
+//! - `server`: tonic gRPC service (Put/Get/Head/Delete/List/BatchGet/BatchPut/Watch, streaming
+//!   upload/download), health and reflection; the RESP port on the same engine.
+//! - `snapshot`: atomic, checksummed snapshots loaded through memmap2 without copying values.
+//! - `client`: the Rust client with our own types, consistent hashing over registry-discovered
+//!   nodes.
+//!
+//! # Status
+//!
+//! Not implemented yet; see the objstore issue.

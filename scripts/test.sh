@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need when it is missing (redis-server, redis-cli,
+# etcd, protoc, through apt-get), then runs the gates and every test, doc tests included.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/deps.sh
+
+ensure_tools protoc redis-server redis-cli redis-benchmark etcd etcdctl
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+echo "== cargo test" >&2
+cargo test --workspace --all-features --locked --no-fail-fast "$@"
