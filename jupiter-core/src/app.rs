@@ -477,10 +477,10 @@ impl App {
             hook().await;
         }
         stop_governance.cancel();
-        if let Some(task) = governance_task {
-            if let Ok(Err(e)) = task.await {
-                first_error.get_or_insert(e);
-            }
+        if let Some(task) = governance_task
+            && let Ok(Err(e)) = task.await
+        {
+            first_error.get_or_insert(e);
         }
         tracing::info!(app = %self.name, "stopped");
         first_error.map_or(Ok(()), Err)

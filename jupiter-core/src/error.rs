@@ -17,7 +17,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum Error {
     /// A configuration file, environment override or dynamic value is invalid.
     #[error(transparent)]
-    Config(Box<ConfigError>),
+    Config(ConfigError),
 
     /// A call to etcd failed.
     #[error("etcd {op} at {endpoints}")]
@@ -111,6 +111,6 @@ impl Error {
 
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
-        Error::Config(Box::new(e))
+        Error::Config(e)
     }
 }

@@ -61,7 +61,6 @@ fn metrics_suite() -> Report {
     registry.register(Box::new(hist.clone())).unwrap();
     registry.register(Box::new(total.clone())).unwrap();
     let peer_record = {
-        let (hist, total) = (hist.clone(), total.clone());
         move |secs: f64| {
             hist.with_label_values(&["redis", "main", "GET", "127.0.0.1:6379"])
                 .observe(secs);

@@ -17,17 +17,30 @@ use super::tree::{Location, Node, Value, normalize};
 
 /// An error raised while deserializing; the innermost node that sees it pins the location.
 #[derive(Debug)]
-pub(crate) struct DeError {
+pub(crate) struct DeError(Box<DeDetails>);
+
+#[derive(Debug)]
+struct DeDetails {
     kind: ErrorKind,
     location: Option<Location>,
     path: Option<String>,
 }
 
 impl DeError {
+    fn new(kind: ErrorKind) -> Self {
+        DeError(Box::new(DeDetails {
+            kind,
+            location: None,
+            path: None,
+        }))
+    }
+}
+
+impl DeError {
     fn at(mut self, node: &Node, path: &str) -> Self {
-        if self.location.is_none() {
-            self.location = Some(node.origin.clone());
-            self.path = Some(path.to_owned());
+        if self.0.location.is_none() {
+            self.0.location = Some(node.origin.clone());
+            self.0.path = Some(path.to_owned());
         }
         self
     }
@@ -36,17 +49,18 @@ impl DeError {
         self,
         default_location: impl FnOnce() -> Location,
     ) -> ConfigError {
+        let d = *self.0;
         ConfigError::new(
-            Some(self.location.unwrap_or_else(default_location)),
-            self.path.unwrap_or_default(),
-            self.kind,
+            Some(d.location.unwrap_or_else(default_location)),
+            d.path.unwrap_or_default(),
+            d.kind,
         )
     }
 }
 
 impl fmt::Display for DeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match &self.0.kind {
             ErrorKind::Invalid(m) => f.write_str(m),
             other => write!(f, "{other:?}"),
         }
@@ -57,26 +71,17 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError {
-            kind: ErrorKind::Invalid(msg.to_string()),
-            location: None,
-            path: None,
-        }
+        DeError::new(ErrorKind::Invalid(msg.to_string()))
     }
 
-    fn unknown_field(_field: &str, expected: &'static [&'static str]) -> Self {
-        DeError {
-            kind: ErrorKind::UnknownKey { suggestion: None },
-            location: None,
-            path: None,
-        }
-        .suggest(_field, expected)
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        DeError::new(ErrorKind::UnknownKey { suggestion: None }).suggest(field, expected)
     }
 }
 
 impl DeError {
     fn suggest(mut self, field: &str, expected: &'static [&'static str]) -> Self {
-        self.kind = ErrorKind::UnknownKey {
+        self.0.kind = ErrorKind::UnknownKey {
             suggestion: closest(field, expected),
         };
         self
@@ -124,12 +129,7 @@ pub(crate) struct NodeDe<'a> {
 
 impl NodeDe<'_> {
     fn fail<T>(&self, msg: String) -> Result<T, DeError> {
-        Err(DeError {
-            kind: ErrorKind::Invalid(msg),
-            location: None,
-            path: None,
-        }
-        .at(self.node, &self.path))
+        Err(DeError::new(ErrorKind::Invalid(msg)).at(self.node, &self.path))
     }
 
     fn raw(&self) -> Option<&str> {
@@ -274,12 +274,8 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         // default.
         for (key, node) in table {
             if resolve(key, node, Some(fields)).is_none() {
-                let err = DeError {
-                    kind: ErrorKind::UnknownKey { suggestion: None },
-                    location: None,
-                    path: None,
-                }
-                .suggest(key, fields);
+                let err =
+                    DeError::new(ErrorKind::UnknownKey { suggestion: None }).suggest(key, fields);
                 let shown = if node.loose_key {
                     normalize(key)
                 } else {

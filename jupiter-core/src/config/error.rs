@@ -6,8 +6,13 @@ use super::tree::Location;
 /// (dotted path), and what is wrong.
 ///
 /// Displays as `app.toml:12:5: redis.main.pool-size: invalid type: string "x", expected usize`.
+///
+/// One pointer wide: the details are boxed, so `Result<_, ConfigError>` stays small.
 #[derive(Debug)]
-pub struct ConfigError {
+pub struct ConfigError(Box<Details>);
+
+#[derive(Debug)]
+struct Details {
     location: Option<Location>,
     key: String,
     kind: ErrorKind,
@@ -45,34 +50,35 @@ pub enum ErrorKind {
 
 impl ConfigError {
     pub(crate) fn new(location: Option<Location>, key: String, kind: ErrorKind) -> Self {
-        ConfigError {
+        ConfigError(Box::new(Details {
             location,
             key,
             kind,
-        }
+        }))
     }
 
     /// Where the offending value came from, if known.
     pub fn location(&self) -> Option<&Location> {
-        self.location.as_ref()
+        self.0.location.as_ref()
     }
 
     /// The dotted key path, e.g. `redis.main.pool-size` (empty for document-level errors).
     pub fn key(&self) -> &str {
-        &self.key
+        &self.0.key
     }
 
     /// What is wrong.
     pub fn kind(&self) -> &ErrorKind {
-        &self.kind
+        &self.0.kind
     }
 
     pub(crate) fn with_key_prefix(mut self, prefix: &str) -> Self {
         if !prefix.is_empty() {
-            self.key = if self.key.is_empty() {
+            let key = &mut self.0.key;
+            *key = if key.is_empty() {
                 prefix.to_owned()
             } else {
-                format!("{prefix}.{}", self.key)
+                format!("{prefix}.{key}")
             };
         }
         self
@@ -81,14 +87,14 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.location {
+        match &self.0.location {
             None | Some(Location::Default) => {}
             Some(loc) => write!(f, "{loc}: ")?,
         }
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
+        if !self.0.key.is_empty() {
+            write!(f, "{}: ", self.0.key)?;
         }
-        match &self.kind {
+        match &self.0.kind {
             ErrorKind::Read(_) => f.write_str("cannot read config file"),
             ErrorKind::Syntax(m) => write!(f, "invalid TOML: {m}"),
             ErrorKind::UnknownKey {
@@ -109,7 +115,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match &self.0.kind {
             ErrorKind::Read(e) => Some(e),
             _ => None,
         }

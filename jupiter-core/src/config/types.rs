@@ -123,7 +123,7 @@ impl fmt::Display for ByteSize {
             (1 << 10, "KiB"),
         ];
         for (size, unit) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
