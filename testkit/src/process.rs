@@ -1,0 +1,216 @@
+//! Child processes: spawned from one long-lived thread so they die with the test process.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+use crate::Error;
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` from the spawner thread.
+///
+/// `PR_SET_PDEATHSIG` kills a child when the *thread* that forked it exits, not the process.
+/// Test threads end after each test, so a server kept in a `static` for several tests would be
+/// killed under them if the test thread forked it. All forks therefore happen on one thread that
+/// lives as long as the process: when the test binary dies (even by SIGKILL), so do its servers.
+fn spawn(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("testkit-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("spawn the testkit spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    tx.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply_tx))
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?
+}
+
+/// Finds `name` in `PATH`.
+pub(crate) fn find_binary(name: &str) -> Result<PathBuf, Error> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::MissingBinary {
+                binary: name.to_owned(),
+            })
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::MissingBinary {
+            binary: name.to_owned(),
+        })
+}
+
+/// A server process that can be killed, paused and restarted with the same arguments.
+#[derive(Debug)]
+pub(crate) struct Proc {
+    program: PathBuf,
+    args: Vec<OsString>,
+    log: PathBuf,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl Proc {
+    pub(crate) fn new(program: PathBuf, args: Vec<OsString>, log: PathBuf) -> Self {
+        Proc {
+            program,
+            args,
+            log,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the process (killing a previous one), output appended to the log file.
+    pub(crate) fn start(&self) -> Result<(), Error> {
+        self.kill();
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| Error::io(format!("open {}", self.log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| Error::io("clone log handle", e))?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork
+            // and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = spawn(cmd).map_err(|source| Error::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
+        let mut st = self.lock();
+        st.child = Some(child);
+        st.paused = false;
+        Ok(())
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.lock().child.as_ref().map(Child::id)
+    }
+
+    /// The exit status if the process has exited.
+    pub(crate) fn exited(&self) -> Option<ExitStatus> {
+        self.lock()
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        let mut st = self.lock();
+        matches!(st.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// SIGKILL and reap. A no-op when not running.
+    pub(crate) fn kill(&self) {
+        let mut st = self.lock();
+        if let Some(mut child) = st.child.take() {
+            if st.paused {
+                signal(child.id(), libc::SIGCONT);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        st.paused = false;
+    }
+
+    /// SIGSTOP: the process keeps its sockets but answers nothing.
+    pub(crate) fn pause(&self) {
+        let mut st = self.lock();
+        if let Some(child) = &st.child {
+            signal(child.id(), libc::SIGSTOP);
+            st.paused = true;
+        }
+    }
+
+    /// SIGCONT.
+    pub(crate) fn resume(&self) {
+        let mut st = self.lock();
+        if let Some(child) = &st.child {
+            signal(child.id(), libc::SIGCONT);
+        }
+        st.paused = false;
+    }
+
+    /// The last lines of the process's output.
+    pub(crate) fn log_tail(&self) -> String {
+        tail(&self.log, 40)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on a child we have not reaped, so the pid cannot have been reused.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::from("(no log)");
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+    let mut buf = String::new();
+    let _ = f.read_to_string(&mut buf);
+    let all: Vec<&str> = buf.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
