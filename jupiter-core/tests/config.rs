@@ -422,6 +422,27 @@ fn invalid_reload_is_rejected_whole_and_counted() {
 }
 
 #[test]
+fn two_dynamic_keys_for_one_path_are_a_conflict() {
+    let f = write_file(APP_TOML);
+    let config = Config::builder()
+        .file(f.path())
+        .no_env()
+        .metrics(&Metrics::new())
+        .build()
+        .unwrap();
+    let err = config
+        .apply(&layer(&[
+            ("redis.main.pool-size", "1"),
+            ("redis/main/pool_size", "2"),
+        ]))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "test key /cfg/redis/main/pool_size: redis.main.pool_size: also set by test key /cfg/redis.main.pool-size"
+    );
+}
+
+#[test]
 fn dynamic_toml_documents_merge_at_the_root() {
     let f = write_file(APP_TOML);
     let config = Config::builder()

@@ -629,6 +629,7 @@ impl DynamicLayer {
         let mut entries: Vec<&DynamicEntry> = self.entries.iter().collect();
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         let mut root = Node::empty_table(Location::Default);
+        let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
         for entry in entries {
             let origin = Location::Dynamic {
                 source: self.source.clone(),
@@ -646,8 +647,16 @@ impl DynamicLayer {
                         ErrorKind::Invalid("a value needs a key path".to_owned()),
                     ));
                 }
-                raw_value(&entry.value, &origin)
-                    .map_err(|e| e.with_key_prefix(&segments.join(".")))?
+                let path = segments.join(".");
+                // Two keys spelling the same path (`a.b` and `a/b`) would make one win silently.
+                if let Some(other) = seen.insert(tree::normalize(&path), &entry.key) {
+                    return Err(ConfigError::new(
+                        Some(origin),
+                        path,
+                        ErrorKind::Invalid(format!("also set by {} key {other}", self.source)),
+                    ));
+                }
+                raw_value(&entry.value, &origin).map_err(|e| e.with_key_prefix(&path))?
             };
             root.merge(nest(&segments, leaf), &mut Vec::new())?;
         }
