@@ -75,6 +75,9 @@ pub struct AppConfig {
     /// The application's name, used in logs and as the registered service name. Default is
     /// `jupiter`.
     pub name: String,
+    /// Deployment mode (environment), part of registry keys. Default is `unknown-mode`, Go
+    /// Jupiter's default.
+    pub mode: String,
     /// Shutdown timings.
     pub shutdown: ShutdownConfig,
 }
@@ -83,6 +86,7 @@ impl Default for AppConfig {
     fn default() -> Self {
         AppConfig {
             name: "jupiter".to_owned(),
+            mode: crate::registry::DEFAULT_MODE.to_owned(),
             shutdown: ShutdownConfig::default(),
         }
     }

@@ -202,8 +202,8 @@ impl GovernanceBuilder {
     }
 
     /// What `/registry` shows. Default: nothing registered or discovered.
-    pub fn registry(mut self, view: Arc<dyn RegistryView>) -> Self {
-        self.shared.registry = view;
+    pub fn registry(mut self, view: impl RegistryView) -> Self {
+        self.shared.registry = Arc::new(view);
         self
     }
 

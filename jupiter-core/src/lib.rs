@@ -14,6 +14,8 @@
 //!   `/log/level`), loopback by default.
 //! - [`app`]: components, registration once serving, ordered graceful shutdown. Main type
 //!   [`App`].
+//! - [`registry`]: service registry (in-process, or etcd wire-compatible with Go Jupiter),
+//!   discovery as a watch of the complete instance set, and a balanced tonic channel over it.
 //! - [`backoff`]: jittered exponential backoff for reconnect loops.
 //! - `telemetry` (feature `otel`): OpenTelemetry export and W3C trace-context propagation.
 //!
@@ -42,6 +44,7 @@ mod error;
 pub mod governance;
 pub mod logging;
 pub mod metrics;
+pub mod registry;
 #[cfg(feature = "otel")]
 pub mod telemetry;
 

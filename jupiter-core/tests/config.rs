@@ -274,6 +274,8 @@ fn committed_example_config_parses() {
     assert_eq!(gov, jupiter_core::governance::GovernanceConfig::default());
     let log: jupiter_core::logging::LogConfig = config.get("log").unwrap();
     assert_eq!(log, jupiter_core::logging::LogConfig::default());
+    let registry: jupiter_core::registry::RegistryConfig = config.get("registry").unwrap();
+    assert_eq!(registry, jupiter_core::registry::RegistryConfig::default());
 }
 
 fn layer(entries: &[(&str, &str)]) -> DynamicLayer {

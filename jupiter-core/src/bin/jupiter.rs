@@ -6,12 +6,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jupiter_core::app::{App, component_fn};
 use jupiter_core::config::Config;
 use jupiter_core::logging::{self, LogConfig};
 use jupiter_core::metrics::{Code, Metrics};
+use jupiter_core::registry::{self, RegistryConfig, ServiceInfo, ServiceKind, ServiceRegistrar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const USAGE: &str = "\
@@ -135,6 +137,7 @@ fn validate(config: &Config) -> Result<(), jupiter_core::Error> {
     config.get::<jupiter_core::app::AppConfig>("app")?;
     config.get::<jupiter_core::governance::GovernanceConfig>("governance")?;
     config.get::<LogConfig>("log")?;
+    config.get::<RegistryConfig>("registry")?;
     Ok(())
 }
 
@@ -154,15 +157,34 @@ async fn run(
     demo: bool,
 ) -> Result<(), jupiter_core::Error> {
     let metrics = Metrics::global().clone();
+    let app_config: jupiter_core::app::AppConfig = config.get("app")?;
+    let registry = registry::from_config(&config.get::<RegistryConfig>("registry")?).await?;
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    let app = App::from_config(&config)?
+    let bound = Arc::new(OnceLock::<SocketAddr>::new());
+    let bound2 = bound.clone();
+    // The governance endpoint is what this shell registers (kind governor, scheme http), once
+    // every component serves; its address is known only after binding.
+    let registrar = ServiceRegistrar::with(registry.clone(), move || {
+        let addr = bound2.get().map(ToString::to_string).unwrap_or_default();
+        ServiceInfo::new(app_config.name.clone(), "http", addr)
+            .mode(app_config.mode.clone())
+            .kind(ServiceKind::Governor)
+    });
+    let mut app = App::from_config(&config)?
         .handle_signals(!demo)
         .build()
-        .with_governance(|g| g.log(&log))
+        .with_governance(|g| g.log(&log).registry(registry.clone()))
         .on_governance_bound(move |addr| {
             println!("governance listening on http://{addr}");
+            let _ = bound.set(addr);
             let _ = addr_tx.send(addr);
         });
+    if config
+        .get::<jupiter_core::governance::GovernanceConfig>("governance")?
+        .enabled
+    {
+        app = app.registrar(registrar);
+    }
     let stop = app.shutdown_handle();
     let work = metrics.server("internal", "tick", "self");
     let app = app.component(component_fn("ticker", move |mut ctx| async move {

@@ -1,6 +1,8 @@
 //! Helpers shared by jupiter-core's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod echo;
+
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,0 +1,142 @@
+//! The balanced tonic channel over discovered instances (registry on real etcd): spreads
+//! calls, follows registrations, and never hangs when no instance can answer.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::echo::{Echo, say, serve};
+use jupiter_core::registry::grpc::BalancedChannel;
+use jupiter_core::registry::{
+    EtcdRegistry, Registry, RegistryConfig, RegistryKind, ServiceInfo, Target,
+};
+use testkit::Etcd;
+use tonic::Code;
+
+fn target() -> Target {
+    Target::new("grpc", "echo", "test")
+}
+
+async fn registry(etcd: &Etcd) -> EtcdRegistry {
+    EtcdRegistry::connect(RegistryConfig {
+        kind: RegistryKind::Etcd,
+        endpoints: vec![etcd.endpoint()],
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_for(channel: &BalancedChannel, n: usize) {
+    for _ in 0..500 {
+        if channel.instances().len() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "channel has {:?}, wanted {n} instances",
+        channel.instances()
+    );
+}
+
+#[tokio::test]
+async fn balances_follows_and_never_hangs() {
+    let etcd = Etcd::start();
+    let reg = registry(&etcd).await;
+    let channel = BalancedChannel::with_timeouts(
+        reg.discover(target()).await.unwrap(),
+        Duration::from_secs(1),
+        Duration::from_millis(500),
+    );
+
+    // No instance: UNAVAILABLE at once.
+    let err = say(channel.clone(), "hi").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("no instance of"), "{err}");
+
+    let a = serve(Echo::new("a", |_| String::new())).await;
+    let b = serve(Echo::new("b", |_| String::new())).await;
+    let ga = reg
+        .register(ServiceInfo::new("echo", "grpc", a.to_string()).mode("test"))
+        .await
+        .unwrap();
+    let _gb = reg
+        .register(ServiceInfo::new("echo", "grpc", b.to_string()).mode("test"))
+        .await
+        .unwrap();
+    wait_for(&channel, 2).await;
+
+    let mut hits: HashMap<String, usize> = HashMap::new();
+    for i in 0..200 {
+        let reply = say(channel.clone(), &i.to_string()).await.unwrap();
+        *hits
+            .entry(reply.split('|').next().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert!(
+        hits.values().all(|&n| n >= 40),
+        "both instances take a share: {hits:?}"
+    );
+
+    // Deregistered: no more calls go there.
+    ga.deregister().await.unwrap();
+    wait_for(&channel, 1).await;
+    for _ in 0..20 {
+        assert!(say(channel.clone(), "x").await.unwrap().starts_with("b|"));
+    }
+}
+
+#[tokio::test]
+async fn dead_and_silent_instances_fail_within_the_deadline() {
+    let etcd = Etcd::start();
+    let reg = registry(&etcd).await;
+
+    // Registered, but nothing listens there.
+    let dead = format!("127.0.0.1:{}", testkit::free_port().unwrap());
+    let _g1 = reg
+        .register(ServiceInfo::new("dead", "grpc", dead).mode("test"))
+        .await
+        .unwrap();
+    let ch = BalancedChannel::with_timeouts(
+        reg.discover(Target::new("grpc", "dead", "test"))
+            .await
+            .unwrap(),
+        Duration::from_secs(1),
+        Duration::from_millis(300),
+    );
+    let err = tokio::time::timeout(Duration::from_secs(10), say(ch, "x"))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::Unavailable | Code::DeadlineExceeded),
+        "{err}"
+    );
+
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _g2 = reg
+        .register(
+            ServiceInfo::new("silent", "grpc", silent.local_addr().unwrap().to_string())
+                .mode("test"),
+        )
+        .await
+        .unwrap();
+    let ch = BalancedChannel::with_timeouts(
+        reg.discover(Target::new("grpc", "silent", "test"))
+            .await
+            .unwrap(),
+        Duration::from_secs(1),
+        Duration::from_millis(300),
+    );
+    let err = tokio::time::timeout(Duration::from_secs(10), say(ch, "x"))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    drop(silent);
+}

@@ -1,0 +1,357 @@
+//! The registry: in-process, and etcd against a real etcd with its failure modes (lease expiry
+//! of a dead process, etcd restart, unreachable etcd), Go Jupiter wire compatibility, and
+//! `/registry` on the governance server.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jupiter_core::governance::Governance;
+use jupiter_core::registry::{
+    EtcdRegistry, Instances, LocalRegistry, Registry, RegistryConfig, RegistryKind, ServiceInfo,
+    Target,
+};
+use jupiter_core::{Error, Metrics};
+use testkit::Etcd;
+use tokio::sync::watch;
+
+fn config(etcd: &Etcd, ttl: Duration) -> RegistryConfig {
+    RegistryConfig {
+        kind: RegistryKind::Etcd,
+        endpoints: vec![etcd.endpoint()],
+        ttl,
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    }
+}
+
+fn addrs(rx: &watch::Receiver<Instances>) -> Vec<String> {
+    rx.borrow().iter().map(|i| i.address.clone()).collect()
+}
+
+/// Waits (bounded) until the watched set has exactly `want`.
+async fn converge(rx: &mut watch::Receiver<Instances>, want: &[&str], within: Duration) {
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    let r = tokio::time::timeout(within, async {
+        loop {
+            if addrs(rx) == want {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        r.is_ok() && addrs(rx) == want,
+        "wanted {want:?}, have {:?}",
+        addrs(rx)
+    );
+}
+
+fn target() -> Target {
+    Target::new("grpc", "objstore", "prod")
+}
+
+fn instance(addr: &str) -> ServiceInfo {
+    ServiceInfo::new("objstore", "grpc", addr)
+        .mode("prod")
+        .zone("z1")
+}
+
+#[tokio::test]
+async fn local_registry_follows_registrations() {
+    let registry = LocalRegistry::new();
+    let mut rx = registry.discover(target()).await.unwrap();
+    assert!(rx.borrow().is_empty());
+    let a = registry.register(instance("127.0.0.1:7001")).await.unwrap();
+    let b = registry.register(instance("127.0.0.1:7002")).await.unwrap();
+    // Another service does not show up.
+    let _other = registry
+        .register(ServiceInfo::new("cache", "grpc", "127.0.0.1:7003").mode("prod"))
+        .await
+        .unwrap();
+    converge(
+        &mut rx,
+        &["127.0.0.1:7001", "127.0.0.1:7002"],
+        Duration::from_secs(1),
+    )
+    .await;
+    drop(a);
+    converge(&mut rx, &["127.0.0.1:7002"], Duration::from_secs(1)).await;
+    b.deregister().await.unwrap();
+    converge(&mut rx, &[], Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn etcd_registry_is_wire_compatible_with_go_jupiter() {
+    let etcd = Etcd::start();
+    let registry = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let _guard = registry
+        .register(instance("127.0.0.1:7070").meta("shard", "3"))
+        .await
+        .unwrap();
+
+    // What we write, read raw.
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let got = raw
+        .get("grpc:objstore:v1:prod/127.0.0.1:7070", None)
+        .await
+        .unwrap();
+    let kv = &got.kvs()[0];
+    assert_ne!(kv.lease(), 0, "attached to the process lease");
+    let v: serde_json::Value = serde_json::from_slice(kv.value()).unwrap();
+    assert_eq!(v["Op"], 0);
+    assert_eq!(v["Addr"], "127.0.0.1:7070");
+    assert_eq!(v["MetadataX"]["name"], "objstore");
+    assert_eq!(v["MetadataX"]["scheme"], "grpc");
+    assert_eq!(v["MetadataX"]["mode"], "prod");
+    assert_eq!(v["MetadataX"]["zone"], "z1");
+    assert_eq!(v["MetadataX"]["kind"], 1);
+    assert_eq!(v["MetadataX"]["metadata"]["shard"], "3");
+
+    // What a Go Jupiter service writes, discovered by us.
+    let go = r#"{"Op":0,"Addr":"10.0.0.2:9090","MetadataX":{"name":"objstore","appId":"","scheme":"grpc","address":"10.0.0.2:9090","weight":100,"enable":true,"healthy":true,"metadata":null,"region":"","zone":"z2","kind":1,"version":"v1","mode":"prod","hostname":"go-host","deployment":"","group":""}}"#;
+    raw.put("grpc:objstore:v1:prod/10.0.0.2:9090", go, None)
+        .await
+        .unwrap();
+    // Keys that are not host:port under the prefix are ignored, as Go Jupiter ignores them.
+    raw.put("grpc:objstore:v1:prod/configurators/x", "{}", None)
+        .await
+        .unwrap();
+    let mut rx = registry.discover(target()).await.unwrap();
+    converge(
+        &mut rx,
+        &["10.0.0.2:9090", "127.0.0.1:7070"],
+        Duration::from_secs(5),
+    )
+    .await;
+    let go_instance = rx
+        .borrow()
+        .iter()
+        .find(|i| i.address == "10.0.0.2:9090")
+        .cloned()
+        .unwrap();
+    assert_eq!(go_instance.hostname, "go-host");
+    assert_eq!(go_instance.zone, "z2");
+
+    // Go Jupiter's delete marker (Op 1) removes the instance.
+    raw.put(
+        "grpc:objstore:v1:prod/10.0.0.2:9090",
+        r#"{"Op":1,"Addr":"10.0.0.2:9090"}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    converge(&mut rx, &["127.0.0.1:7070"], Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn etcd_registrations_come_and_go_and_show_on_the_governance_server() {
+    let etcd = Etcd::start();
+    let ours = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let theirs = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let mut rx = theirs.discover(target()).await.unwrap();
+    let a = ours.register(instance("127.0.0.1:7001")).await.unwrap();
+    let b = ours.register(instance("127.0.0.1:7002")).await.unwrap();
+    converge(
+        &mut rx,
+        &["127.0.0.1:7001", "127.0.0.1:7002"],
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // /registry shows what was registered and discovered.
+    let view: Arc<dyn Registry> = Arc::new(ours.clone());
+    let _ours_rx = view.discover(target()).await.unwrap();
+    let server = Governance::builder()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .metrics(&Metrics::new())
+        .registry(view)
+        .build()
+        .bind()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.serve(std::future::pending()));
+    let body = common::http(addr, "GET", "/registry", "").await.body;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["kind"], "etcd");
+    let keys: Vec<&str> = json["registered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "grpc:objstore:v1:prod/127.0.0.1:7001",
+            "grpc:objstore:v1:prod/127.0.0.1:7002"
+        ]
+    );
+    assert_eq!(
+        json["discovered"]["grpc:objstore:v1:prod"],
+        serde_json::json!(["127.0.0.1:7001", "127.0.0.1:7002"])
+    );
+
+    a.deregister().await.unwrap();
+    converge(&mut rx, &["127.0.0.1:7002"], Duration::from_secs(5)).await;
+    drop(b);
+    converge(&mut rx, &[], Duration::from_secs(5)).await;
+    ours.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_process_killed_without_deregistering_disappears_after_the_lease_ttl() {
+    let etcd = Etcd::start();
+    let cfg = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(
+        cfg.path(),
+        format!(
+            "[app]\nname = \"victim\"\nmode = \"test\"\n[governance]\naddr = \"127.0.0.1:0\"\n[registry]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nttl = \"2s\"\n",
+            etcd.endpoint()
+        ),
+    )
+    .unwrap();
+    let watcher = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let mut rx = watcher
+        .discover(Target::new("http", "victim", "test"))
+        .await
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jupiter"))
+        .args(["serve", "--config"])
+        .arg(cfg.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let appeared = tokio::time::timeout(Duration::from_secs(20), async {
+        while rx.borrow_and_update().is_empty() {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await;
+    assert!(appeared.is_ok(), "the service never registered");
+    let registered = rx.borrow()[0].clone();
+    assert_eq!(
+        registered.kind,
+        jupiter_core::registry::ServiceKind::Governor
+    );
+
+    child.kill().unwrap(); // SIGKILL: no deregistration
+    child.wait().unwrap();
+    let t0 = tokio::time::Instant::now();
+    converge(&mut rx, &[], Duration::from_secs(15)).await;
+    // Not immediately: the key lives until the lease expires (bounded above by converge).
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "removed before the TTL: {:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn etcd_restart_and_lease_loss_are_survived() {
+    let etcd = Etcd::start();
+    let ours = EtcdRegistry::connect(config(&etcd, Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let theirs = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let mut rx = theirs.discover(target()).await.unwrap();
+    let _a = ours.register(instance("127.0.0.1:7001")).await.unwrap();
+    converge(&mut rx, &["127.0.0.1:7001"], Duration::from_secs(5)).await;
+
+    // etcd down: registering fails with a clear error within the deadline, never hangs.
+    etcd.kill();
+    let err = ours.register(instance("127.0.0.1:7002")).await.unwrap_err();
+    assert!(err.retryable(), "{err}");
+    assert!(err.to_string().contains(&etcd.endpoint()), "{err}");
+    tokio::time::sleep(Duration::from_secs(3)).await; // longer than the TTL
+    etcd.restart();
+
+    // The keep-alive supervisor and the watch come back on their own; a later change is seen.
+    let _c = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match ours.register(instance("127.0.0.1:7003")).await {
+                Ok(g) => return g,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("registry usable again after etcd restart");
+    converge(
+        &mut rx,
+        &["127.0.0.1:7001", "127.0.0.1:7003"],
+        Duration::from_secs(15),
+    )
+    .await;
+
+    // The lease revoked behind our back (as if it expired): keys are deleted, then re-put.
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let lease = raw
+        .get("grpc:objstore:v1:prod/127.0.0.1:7001", None)
+        .await
+        .unwrap()
+        .kvs()[0]
+        .lease();
+    raw.lease_revoke(lease).await.unwrap();
+    converge(
+        &mut rx,
+        &["127.0.0.1:7001", "127.0.0.1:7003"],
+        Duration::from_secs(15),
+    )
+    .await;
+    let new_lease = raw
+        .get("grpc:objstore:v1:prod/127.0.0.1:7001", None)
+        .await
+        .unwrap()
+        .kvs()[0]
+        .lease();
+    assert_ne!(new_lease, lease, "re-put under a new lease");
+}
+
+#[tokio::test]
+async fn unreachable_etcd_is_a_clear_error_not_a_hang() {
+    let port = testkit::free_port().unwrap();
+    let cfg = RegistryConfig {
+        kind: RegistryKind::Etcd,
+        endpoints: vec![format!("http://127.0.0.1:{port}")],
+        timeout: Duration::from_millis(500),
+        start_retry: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let t0 = std::time::Instant::now();
+    let err = EtcdRegistry::connect(cfg).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { .. } | Error::Etcd { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "retried for start-retry"
+    );
+}
