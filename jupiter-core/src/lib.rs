@@ -16,6 +16,8 @@
 //!   [`App`].
 //! - [`registry`]: service registry (in-process, or etcd wire-compatible with Go Jupiter),
 //!   discovery as a watch of the complete instance set, and a balanced tonic channel over it.
+//! - [`shadow`]: shadow-traffic tag for full-link stress tests — task-local context, HTTP/gRPC
+//!   carriers, server and client layers, the per-service switch, and the storage policy.
 //! - [`backoff`]: jittered exponential backoff for reconnect loops.
 //! - `telemetry` (feature `otel`): OpenTelemetry export and W3C trace-context propagation.
 //!
@@ -45,6 +47,7 @@ pub mod governance;
 pub mod logging;
 pub mod metrics;
 pub mod registry;
+pub mod shadow;
 #[cfg(feature = "otel")]
 pub mod telemetry;
 

@@ -13,6 +13,7 @@
 //! | `client_handle_total` | counter | `type`, `name`, `method`, `peer`, `code` | clients: calls by result code |
 //! | `config_reload_total` | counter | `source`, `result` | [`Config`](crate::config::Config): dynamic reloads, `result` = `applied` / `unchanged` / `rejected` |
 //! | `governance_requests_total` | counter | `path`, `code` | governance HTTP server |
+//! | `shadow_requests_total` | counter | `service`, `traffic` (`shadow`/`live`), `outcome` (`served`/`refused`) | [`ShadowLayer`](crate::shadow::ShadowLayer) on servers |
 //!
 //! The handle families keep Go Jupiter's names so existing dashboards keep working, with two
 //! deliberate differences:

@@ -276,6 +276,8 @@ fn committed_example_config_parses() {
     assert_eq!(log, jupiter_core::logging::LogConfig::default());
     let registry: jupiter_core::registry::RegistryConfig = config.get("registry").unwrap();
     assert_eq!(registry, jupiter_core::registry::RegistryConfig::default());
+    let shadow: jupiter_core::shadow::ShadowConfig = config.get("shadow").unwrap();
+    assert_eq!(shadow, jupiter_core::shadow::ShadowConfig::default());
 }
 
 fn layer(entries: &[(&str, &str)]) -> DynamicLayer {
