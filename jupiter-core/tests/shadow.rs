@@ -276,3 +276,36 @@ async fn the_grpc_interceptor_injects_the_tag() {
         .unwrap();
     assert_eq!(tagged, "e|Some(\"1\")");
 }
+
+#[tokio::test]
+async fn the_switch_follows_configuration_reloads() {
+    use jupiter_core::config::{Config, DynamicEntry, DynamicLayer};
+    let config = Config::builder()
+        .toml("app.toml", "[shadow]\nmode = \"on\"\n")
+        .no_env()
+        .metrics(&Metrics::new())
+        .build()
+        .unwrap();
+    let switch = ShadowSwitch::from_config(&config).unwrap();
+    assert_eq!(switch.mode(), ShadowMode::On);
+    let layer = |v: &str| DynamicLayer {
+        source: "test".into(),
+        entries: vec![DynamicEntry {
+            key: "k".into(),
+            path: "shadow.mode".into(),
+            value: v.into(),
+            document: false,
+        }],
+    };
+    config.apply(&layer("watch")).unwrap();
+    for _ in 0..100 {
+        if switch.mode() == ShadowMode::Watch {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(switch.mode(), ShadowMode::Watch);
+    // An invalid mode is rejected and the switch keeps its value.
+    assert!(config.apply(&layer("sometimes")).is_err());
+    assert_eq!(switch.mode(), ShadowMode::Watch);
+}
