@@ -355,3 +355,36 @@ async fn unreachable_etcd_is_a_clear_error_not_a_hang() {
         "retried for start-retry"
     );
 }
+
+/// Regression: etcd-client reports keep-alive of a lease that no longer exists as an error when
+/// the stream is opened (not as a TTL-0 response); the supervisor used to retry that dead lease
+/// forever and never re-registered.
+#[tokio::test]
+async fn a_lease_lost_while_the_keep_alive_stream_was_down_is_regranted() {
+    let etcd = Etcd::start();
+    // A long TTL: keep-alives every 10 s, so nothing tells the open stream about the revoke
+    // before etcd goes down.
+    let ours = EtcdRegistry::connect(config(&etcd, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let _a = ours.register(instance("127.0.0.1:7001")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let lease = raw
+        .get("grpc:objstore:v1:prod/127.0.0.1:7001", None)
+        .await
+        .unwrap()
+        .kvs()[0]
+        .lease();
+    raw.lease_revoke(lease).await.unwrap();
+    etcd.kill();
+    etcd.restart();
+
+    let theirs = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let mut rx = theirs.discover(target()).await.unwrap();
+    converge(&mut rx, &["127.0.0.1:7001"], Duration::from_secs(20)).await;
+}

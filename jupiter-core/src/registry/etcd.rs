@@ -232,10 +232,31 @@ async fn supervise(weak: Weak<Inner>, stop: CancellationToken) {
 async fn keep_alive_session(inner: &Inner) -> Result<(), Error> {
     let lease = inner.lease().await?;
     let mut client = inner.client.clone();
-    let (mut keeper, mut stream) = deadline(&inner.config, "keep lease alive", async move {
-        client.lease_keep_alive(lease).await
-    })
-    .await?;
+    let started = tokio::time::timeout(inner.config.timeout, client.lease_keep_alive(lease)).await;
+    let (mut keeper, mut stream) = match started {
+        Ok(Ok(pair)) => pair,
+        // etcd-client reports a lease that no longer exists (it expired while etcd or the
+        // connection was down, or was revoked) as this error: drop it so the next session
+        // grants a new one and re-puts every key.
+        Ok(Err(etcd_client::Error::LeaseKeepAliveError(msg))) => {
+            tracing::warn!(lease, reason = %msg, "etcd lease lost; re-registering");
+            inner.forget_lease(lease).await;
+            return Ok(());
+        }
+        Ok(Err(source)) => {
+            return Err(Error::Etcd {
+                op: "keep lease alive",
+                endpoints: inner.config.endpoints.join(","),
+                source: Box::new(source),
+            });
+        }
+        Err(_) => {
+            return Err(Error::Timeout {
+                what: format!("etcd keep-alive at {}", inner.config.endpoints.join(",")),
+                after: inner.config.timeout,
+            });
+        }
+    };
     let period = (inner.config.ttl / 3).max(Duration::from_millis(200));
     let mut tick = tokio::time::interval(period);
     loop {
