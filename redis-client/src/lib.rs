@@ -1,5 +1,5 @@
-//! A high-concurrency Redis client: one multiplexed, auto-pipelined connection per owner task,
-//! pools for multi-core throughput, and shadow-traffic key mapping.
+//! A high-concurrency Redis client: multiplexed, auto-pipelined connections, pools for
+//! multi-core throughput, typed commands, and shadow-traffic key mapping.
 //!
 //! Users swap it in where they used fred or redis-rs.
 //!
@@ -8,9 +8,65 @@
 //! Layers follow the protocol, bottom to top:
 //! - [`resp`]: RESP2/RESP3 frames, pure parse and encode over `bytes` (`Ok(None)` means "need
 //!   more bytes"); objstore reuses it for its RESP port.
+//! - `conn`: one connection's owner task — FIFO reply matching, writes batched while requests
+//!   are queued (auto-pipelining), a bounded in-flight queue (backpressure), reconnect with
+//!   jittered backoff. Cancel-safe: a dropped request never desynchronizes it.
+//! - [`Cmd`] and [`cmds`]: the command builder, argument encoding ([`ToArg`]), command metadata
+//!   (flags and key positions from the server's own table), and a constructor per command.
+//! - [`Client`]: the pool handle with a typed method per command, [`Pipeline`]s and
+//!   transactions, [`Dedicated`] connections (blocking commands, `WATCH`), [`Subscriber`]s,
+//!   `SCAN` streams and [`Script`]s; replies convert through [`FromReply`].
 //!
-//! # Status
+//! # Shadow traffic
 //!
-//! Under construction: the codec is in place; connections and commands follow.
+//! Under a jupiter-core shadow context, every key argument is mapped into the shadow key space
+//! (`shadow-prefix`), found by the command's key specs; with no shadow prefix configured,
+//! shadow requests are refused before anything is sent. Live traffic is untouched.
+//!
+//! # Metrics
+//!
+//! `client_handle_seconds` and `client_handle_total` with `type="redis"`, the client's name,
+//! the command (`method`) and the server (`peer`); see `jupiter_core::metrics`.
+//!
+//! # Feature flags
+//!
+//! None yet.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), redis_client::Error> {
+//! use redis_client::{Client, cmd};
+//!
+//! let client = Client::connect_url("redis://127.0.0.1:6379").await?;
+//! client.set("k", "v").await?;
+//! let v: Option<String> = client.get("k").await?;
+//! let n: i64 = client.query(cmd("INCRBY").arg("counter").arg(5)).await?;
+//! # let _ = (v, n); Ok(()) }
+//! ```
 
+mod client;
+pub mod cmd;
+pub mod cmds;
+mod commands;
+mod config;
+mod conn;
+mod dedicated;
+mod error;
+mod pipeline;
+mod pubsub;
 pub mod resp;
+mod script;
+mod stream;
+mod value;
+
+pub use client::{Client, ClientBuilder};
+pub use cmd::{Cmd, ToArg, cmd};
+pub use config::{ClientConfig, DEFAULT_URL, Protocol};
+pub use dedicated::Dedicated;
+pub use error::Error;
+pub use pipeline::Pipeline;
+pub use pubsub::{Message, Subscriber};
+pub use script::Script;
+pub use stream::{PendingSummary, StreamEntry, StreamRead};
+pub use value::{FromReply, Json};

@@ -87,6 +87,7 @@ use tokio::sync::{mpsc, watch};
 use self::de::NodeDe;
 pub use self::error::{ConfigError, ErrorKind};
 pub use self::etcd::EtcdSource;
+pub use self::redact::redact_url;
 pub use self::tree::Location;
 use self::tree::{Node, nest, parse_document, raw_value, split_path};
 use crate::Error;

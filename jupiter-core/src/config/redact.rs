@@ -26,8 +26,9 @@ pub(crate) fn is_secret_key(key: &str) -> bool {
     SECRET_WORDS.iter().any(|w| key.contains(w))
 }
 
-/// `scheme://user:password@host` → `scheme://user:<redacted>@host`.
-pub(crate) fn redact_url(text: &str) -> Option<String> {
+/// `scheme://user:password@host` → `scheme://user:<redacted>@host`; `None` when there is no
+/// password in `text`.
+pub fn redact_url(text: &str) -> Option<String> {
     let scheme_end = text.find("://")? + 3;
     let rest = &text[scheme_end..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());

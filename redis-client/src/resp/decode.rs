@@ -38,6 +38,10 @@ impl ProtocolError {
         }
     }
 
+    pub(crate) fn unexpected() -> Self {
+        ProtocolError::new("reply with no request waiting for it")
+    }
+
     /// What was wrong.
     pub fn message(&self) -> &str {
         &self.message

@@ -1,0 +1,403 @@
+//! The public client handle: a pool of multiplexed connections.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use jupiter_core::metrics::{Code, HandleMetrics, Metrics};
+use jupiter_core::shadow::{Access, Route, ShadowPolicy};
+
+use crate::cmd::Cmd;
+use crate::config::ClientConfig;
+use crate::conn::{Connection, Reply};
+use crate::dedicated::Dedicated;
+use crate::resp::Frame;
+use crate::value::FromReply;
+use crate::{Error, Pipeline};
+
+/// A Redis client: a pool of multiplexed, auto-pipelined connections to one server. Cheap to
+/// clone (an `Arc` inside); clones share the pool.
+///
+/// Commands from any number of tasks share the pool's connections: each connection writes
+/// whatever is queued in one batch and matches replies in order, so throughput grows with
+/// concurrency without a connection per task.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> Result<(), redis_client::Error> {
+/// use redis_client::Client;
+///
+/// let client = Client::connect_url("redis://127.0.0.1:6379").await?;
+/// client.set("greeting", "hello").await?;
+/// let v: Option<String> = client.get("greeting").await?;
+/// assert_eq!(v.as_deref(), Some("hello"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Arc<ClientConfig>,
+    conns: Vec<Connection>,
+    next: AtomicUsize,
+    pub(crate) shadow: ShadowPolicy,
+    metrics: Option<CmdMetrics>,
+    /// Idle dedicated connections for blocking commands, reused.
+    pub(crate) idle: Mutex<Vec<Dedicated>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.inner.config.addr())
+            .field("pool_size", &self.inner.conns.len())
+            .finish()
+    }
+}
+
+/// Per-command metrics series, resolved once per command name.
+struct CmdMetrics {
+    registry: Metrics,
+    name: String,
+    peer: String,
+    series: ArcSwap<HashMap<&'static str, Arc<HandleMetrics>>>,
+}
+
+impl CmdMetrics {
+    /// One atomic increment on the hot path: the series are resolved once per command name.
+    fn get(&self, cmd: &'static str) -> Arc<HandleMetrics> {
+        if let Some(h) = self.series.load().get(cmd) {
+            return h.clone();
+        }
+        let h = Arc::new(self.registry.client("redis", &self.name, cmd, &self.peer));
+        self.series.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(cmd, h.clone());
+            m
+        });
+        h
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    config: ClientConfig,
+    name: String,
+    metrics: Option<Metrics>,
+}
+
+impl ClientBuilder {
+    /// The server URL. Default is `redis://127.0.0.1:6379`.
+    pub fn url(mut self, url: &str) -> Self {
+        self.config.url = url.to_owned();
+        self
+    }
+
+    /// All settings at once (a `[redis.<name>]` section).
+    pub fn config(mut self, config: ClientConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The client's name in metrics (`name` label). Default is `default`.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+
+    /// Connections in the pool. Default is 2.
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.config.pool_size = n;
+        self
+    }
+
+    /// Deadline of one command, queueing included (`Duration::ZERO`: none). Default is 10 s.
+    pub fn command_timeout(mut self, d: Duration) -> Self {
+        self.config.command_timeout = d;
+        self
+    }
+
+    /// Protocol version. Default is RESP2.
+    pub fn protocol(mut self, p: crate::Protocol) -> Self {
+        self.config.protocol = p;
+        self
+    }
+
+    /// Shadow traffic goes to keys with this prefix. Default: none (shadow requests refused).
+    pub fn shadow_prefix(mut self, prefix: &str) -> Self {
+        self.config.shadow_prefix = Some(prefix.to_owned());
+        self
+    }
+
+    /// Metrics registry. Default is [`Metrics::global`].
+    pub fn metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// Builds the client; connections are made in the background.
+    ///
+    /// # Errors
+    ///
+    /// Invalid configuration. Must be called inside a tokio runtime.
+    pub fn build(self) -> Result<Client, Error> {
+        let config = Arc::new(self.config.resolve()?);
+        let conns = (0..config.pool_size)
+            .map(|_| Connection::spawn(config.clone(), None).0)
+            .collect();
+        let store = format!("redis.{}", self.name);
+        let shadow = match &config.shadow_prefix {
+            Some(p) => ShadowPolicy::key_prefix(&store, p),
+            None => ShadowPolicy::none(&store),
+        };
+        let metrics = config.metrics.then(|| CmdMetrics {
+            registry: self.metrics.unwrap_or_else(|| Metrics::global().clone()),
+            name: self.name.clone(),
+            peer: config.addr(),
+            series: ArcSwap::from_pointee(HashMap::new()),
+        });
+        Ok(Client {
+            inner: Arc::new(Inner {
+                config,
+                conns,
+                next: AtomicUsize::new(0),
+                shadow,
+                metrics,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Builds the client and waits until the server answers `PING` on every connection.
+    ///
+    /// # Errors
+    ///
+    /// Invalid configuration, or the server did not answer within the connect timeout.
+    pub async fn connect(self) -> Result<Client, Error> {
+        let client = self.build()?;
+        client.wait_connected().await?;
+        Ok(client)
+    }
+}
+
+impl Client {
+    /// A builder with the defaults.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            config: ClientConfig::default(),
+            name: "default".to_owned(),
+            metrics: None,
+        }
+    }
+
+    /// Connects to `url` with the defaults and waits until the server answers.
+    ///
+    /// # Errors
+    ///
+    /// An invalid URL, or no answer within the connect timeout.
+    pub async fn connect_url(url: &str) -> Result<Client, Error> {
+        Client::builder().url(url).connect().await
+    }
+
+    /// Connects with the `[redis.<name>]` section of `config`.
+    ///
+    /// # Errors
+    ///
+    /// The section is invalid (the message names the key and where it came from), or the
+    /// server does not answer.
+    pub async fn from_config(config: &jupiter_core::Config, name: &str) -> Result<Client, Error> {
+        let section: ClientConfig = config
+            .get(&format!("redis.{name}"))
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Client::builder().config(section).name(name).connect().await
+    }
+
+    async fn wait_connected(&self) -> Result<(), Error> {
+        let deadline = self.inner.config.connect_timeout + Duration::from_millis(500);
+        for conn in &self.inner.conns {
+            let ping = async {
+                let reply = conn.request(crate::cmds::ping().finish(), 1, true).await?;
+                check(reply_one(reply)?)
+            };
+            match tokio::time::timeout(deadline, ping).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e @ Error::Connect { .. })) => return Err(e),
+                Ok(Err(e)) => {
+                    return Err(Error::Connect {
+                        addr: self.inner.config.addr(),
+                        source: Box::new(e),
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::Connect {
+                        addr: self.inner.config.addr(),
+                        source: Box::new(Error::Timeout(deadline)),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's `host:port`.
+    pub fn addr(&self) -> String {
+        self.inner.config.addr()
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Whether every pooled connection is currently up.
+    pub fn is_connected(&self) -> bool {
+        self.inner.conns.iter().all(Connection::is_connected)
+    }
+
+    fn pick(&self) -> &Connection {
+        let conns = &self.inner.conns;
+        if conns.len() == 1 {
+            return &conns[0];
+        }
+        &conns[self.inner.next.fetch_add(1, Ordering::Relaxed) % conns.len()]
+    }
+
+    /// Applies the shadow policy: the command as it must be sent, or the refusal.
+    pub(crate) fn shadow_route(&self, cmd: Cmd) -> Result<Cmd, Error> {
+        let spec = cmd.spec();
+        let access = if spec.is_some_and(|s| s.is_readonly()) {
+            Access::Read
+        } else {
+            Access::Write
+        };
+        match self.inner.shadow.route(access)? {
+            Route::Live => Ok(cmd),
+            Route::Shadow => match self.inner.shadow.target() {
+                jupiter_core::shadow::ShadowTarget::KeyPrefix(prefix) => {
+                    Ok(cmd.with_prefixed_keys(prefix))
+                }
+                _ => Ok(cmd),
+            },
+        }
+    }
+
+    /// Sends any command and converts its reply.
+    ///
+    /// # Errors
+    ///
+    /// A server error reply, a timeout (queueing included), a lost connection, a shadow
+    /// refusal, or a reply that does not convert into `T`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future never desynchronizes the connection; the command may
+    /// or may not have run.
+    pub async fn query<T: FromReply>(&self, cmd: Cmd) -> Result<T, Error> {
+        T::from_reply(self.query_frame(cmd).await?)
+    }
+
+    /// Sends any command and returns its raw reply (error replies as [`Error::Server`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`query`](Self::query).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn query_frame(&self, cmd: Cmd) -> Result<Frame, Error> {
+        let name = cmd.name();
+        let spec = cmd.spec();
+        match crate::dedicated::placement(&cmd, spec) {
+            crate::dedicated::Placement::Shared => {}
+            // Blocking commands would stall every command behind them on a shared connection.
+            crate::dedicated::Placement::Blocking(block) => {
+                return self.blocking_query(cmd, block).await;
+            }
+            crate::dedicated::Placement::Refused(why) => {
+                return Err(Error::Invalid(why.to_owned()));
+            }
+        }
+        let retry = spec.is_some_and(|s| s.is_readonly());
+        let cmd = self.shadow_route(cmd)?;
+        let conn = self.pick();
+        let metrics = self.inner.metrics.as_ref().map(|m| m.get(name));
+        let guard = metrics.as_deref().map(HandleMetrics::start);
+        let result = self
+            .send(conn, cmd.finish(), 1, retry)
+            .await
+            .and_then(reply_one)
+            .and_then(check);
+        if let Some(g) = guard {
+            g.finish(match &result {
+                Ok(_) => Code::OK,
+                Err(e) => e.metric_code(),
+            });
+        }
+        result
+    }
+
+    async fn send(
+        &self,
+        conn: &Connection,
+        data: Bytes,
+        replies: u32,
+        retry: bool,
+    ) -> Result<Reply, Error> {
+        match self.inner.config.timeout() {
+            Some(t) => tokio::time::timeout(t, conn.request(data, replies, retry))
+                .await
+                .map_err(|_| Error::Timeout(t))?,
+            None => conn.request(data, replies, retry).await,
+        }
+    }
+
+    /// Sends several encoded commands as one request on one connection (pipelines and
+    /// transactions): they are written together and nothing interleaves.
+    pub(crate) async fn send_many(
+        &self,
+        data: Bytes,
+        replies: u32,
+        retry: bool,
+    ) -> Result<Vec<Frame>, Error> {
+        let conn = self.pick();
+        match self.send(conn, data, replies, retry).await? {
+            Reply::Many(frames) => Ok(frames),
+            Reply::One(frame) => Ok(vec![frame]),
+        }
+    }
+
+    /// A new pipeline: commands sent together, replies returned together.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline::new(self.clone(), false)
+    }
+
+    /// A new `MULTI`/`EXEC` transaction: commands run atomically.
+    pub fn transaction(&self) -> Pipeline {
+        Pipeline::new(self.clone(), true)
+    }
+}
+
+pub(crate) fn reply_one(reply: Reply) -> Result<Frame, Error> {
+    match reply {
+        Reply::One(f) => Ok(f),
+        Reply::Many(mut v) if v.len() == 1 => Ok(v.remove(0)),
+        Reply::Many(v) => Ok(Frame::Array(v)),
+    }
+}
+
+/// Turns an error reply into [`Error::Server`].
+pub(crate) fn check(frame: Frame) -> Result<Frame, Error> {
+    match frame {
+        Frame::Error(e) => Err(Error::Server(e)),
+        f => Ok(f),
+    }
+}

@@ -1,0 +1,350 @@
+//! Commands: the [`Cmd`] builder, argument encoding, and command metadata.
+
+pub(crate) mod spec;
+mod table;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use self::spec::Spec;
+use crate::resp::put_bulk;
+
+/// Space kept at the front of a command's buffer for the `*<argc>` header, written when the
+/// command is finished so the arguments are encoded once, in place.
+const HEADROOM: usize = 16;
+
+/// A command and its arguments, encoded as they are added.
+///
+/// # Examples
+///
+/// ```
+/// use redis_client::cmd;
+///
+/// let c = cmd("SET").arg("user:1").arg(42).arg("EX").arg(60);
+/// assert_eq!(c.name(), "SET");
+/// assert_eq!(c.len(), 5);
+/// ```
+#[derive(Clone)]
+pub struct Cmd {
+    buf: BytesMut,
+    argc: u32,
+    spec: Option<&'static Spec>,
+}
+
+impl std::fmt::Debug for Cmd {
+    // Arguments are never printed: they may hold values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cmd")
+            .field("name", &self.name())
+            .field("argc", &self.argc)
+            .finish()
+    }
+}
+
+/// A command named `name` (`"GET"`, or `"CONFIG"` followed by `.arg("GET")`).
+pub fn cmd(name: &str) -> Cmd {
+    Cmd::new(name)
+}
+
+impl Cmd {
+    /// A command named `name`.
+    pub fn new(name: &str) -> Cmd {
+        let mut buf = BytesMut::with_capacity(64 + name.len());
+        buf.put_bytes(0, HEADROOM);
+        put_bulk(&mut buf, name.as_bytes());
+        Cmd {
+            buf,
+            argc: 1,
+            spec: None,
+        }
+    }
+
+    /// A known command, its metadata resolved once per call site.
+    pub(crate) fn known(spec: &'static Spec, capacity: usize) -> Cmd {
+        let mut buf = BytesMut::with_capacity(HEADROOM + 16 + capacity);
+        buf.put_bytes(0, HEADROOM);
+        for word in spec.name.split(' ') {
+            put_bulk(&mut buf, word.as_bytes());
+        }
+        Cmd {
+            buf,
+            argc: spec.name.split(' ').count() as u32,
+            spec: Some(spec),
+        }
+    }
+
+    /// Appends an argument.
+    #[must_use]
+    pub fn arg(mut self, a: impl ToArg) -> Self {
+        a.write_arg(&mut self.buf);
+        self.argc += a.count();
+        self
+    }
+
+    /// Appends several arguments.
+    #[must_use]
+    pub fn args<A: ToArg>(mut self, args: impl IntoIterator<Item = A>) -> Self {
+        for a in args {
+            a.write_arg(&mut self.buf);
+            self.argc += a.count();
+        }
+        self
+    }
+
+    /// Appends an argument in place.
+    pub(crate) fn push(&mut self, a: impl ToArg) {
+        a.write_arg(&mut self.buf);
+        self.argc += a.count();
+    }
+
+    /// Number of arguments, the name included.
+    pub fn len(&self) -> usize {
+        self.argc as usize
+    }
+
+    /// Always false: a command has at least its name.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The command's name as the server knows it (`GET`, `CONFIG GET`); `?` if unknown.
+    pub fn name(&self) -> &'static str {
+        self.spec().map_or("?", |s| s.name)
+    }
+
+    pub(crate) fn spec(&self) -> Option<&'static Spec> {
+        self.spec.or_else(|| {
+            let args = self.arg_slices();
+            spec::lookup(&args[..args.len().min(2)])
+        })
+    }
+
+    /// The arguments, as encoded (for key mapping and routing; not on the live hot path).
+    pub(crate) fn arg_slices(&self) -> Vec<&[u8]> {
+        let mut out = Vec::with_capacity(self.argc as usize);
+        let b = &self.buf[HEADROOM..];
+        let mut i = 0;
+        while i < b.len() {
+            // `$<len>\r\n<data>\r\n`, written by us.
+            let nl = b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .expect("well-formed")
+                + i;
+            let len: usize = std::str::from_utf8(&b[i + 1..nl - 1])
+                .expect("ascii")
+                .parse()
+                .expect("length");
+            out.push(&b[nl + 1..nl + 1 + len]);
+            i = nl + 1 + len + 2;
+        }
+        out
+    }
+
+    /// A copy with every key argument (by the command's key specs) prefixed.
+    pub(crate) fn with_prefixed_keys(&self, prefix: &[u8]) -> Cmd {
+        let Some(spec) = self.spec() else {
+            return self.clone();
+        };
+        let args = self.arg_slices();
+        let keys = spec.key_indices(&args);
+        let mut out = Cmd {
+            buf: BytesMut::with_capacity(self.buf.len() + keys.len() * prefix.len()),
+            argc: 0,
+            spec: self.spec,
+        };
+        out.buf.put_bytes(0, HEADROOM);
+        for (i, a) in args.iter().enumerate() {
+            if keys.contains(&i) {
+                let mut k = Vec::with_capacity(prefix.len() + a.len());
+                k.extend_from_slice(prefix);
+                k.extend_from_slice(a);
+                out.push(k.as_slice());
+            } else {
+                out.push(*a);
+            }
+        }
+        out
+    }
+
+    /// The wire encoding: the header written into the headroom, no copy of the arguments.
+    pub(crate) fn finish(mut self) -> Bytes {
+        let mut head = [0u8; HEADROOM];
+        let mut n = 0;
+        head[n] = b'*';
+        n += 1;
+        let mut digits = itoa::Buffer::new();
+        let text = digits.format(self.argc);
+        head[n..n + text.len()].copy_from_slice(text.as_bytes());
+        n += text.len();
+        head[n..n + 2].copy_from_slice(b"\r\n");
+        n += 2;
+        let start = HEADROOM - n;
+        self.buf[start..HEADROOM].copy_from_slice(&head[..n]);
+        bytes::Buf::advance(&mut self.buf, start);
+        self.buf.freeze()
+    }
+}
+
+/// Something that encodes as command arguments: strings, bytes, numbers, and collections of
+/// them.
+pub trait ToArg {
+    /// Appends the argument(s) as bulk strings.
+    fn write_arg(&self, out: &mut BytesMut);
+
+    /// How many arguments `write_arg` writes. Default is 1.
+    fn count(&self) -> u32 {
+        1
+    }
+}
+
+impl ToArg for str {
+    fn write_arg(&self, out: &mut BytesMut) {
+        put_bulk(out, self.as_bytes());
+    }
+}
+
+impl ToArg for String {
+    fn write_arg(&self, out: &mut BytesMut) {
+        put_bulk(out, self.as_bytes());
+    }
+}
+
+impl ToArg for [u8] {
+    fn write_arg(&self, out: &mut BytesMut) {
+        put_bulk(out, self);
+    }
+}
+
+impl<const N: usize> ToArg for [u8; N] {
+    fn write_arg(&self, out: &mut BytesMut) {
+        put_bulk(out, self);
+    }
+}
+
+impl ToArg for Vec<u8> {
+    fn write_arg(&self, out: &mut BytesMut) {
+        put_bulk(out, self);
+    }
+}
+
+impl ToArg for Bytes {
+    fn write_arg(&self, out: &mut BytesMut) {
+        put_bulk(out, self);
+    }
+}
+
+macro_rules! int_arg {
+    ($($t:ty),*) => {$(
+        impl ToArg for $t {
+            fn write_arg(&self, out: &mut BytesMut) {
+                put_bulk(out, itoa::Buffer::new().format(*self).as_bytes());
+            }
+        }
+    )*};
+}
+// Not `u8`/`i8`: `[u8]` and `Vec<u8>` are byte strings, not lists of numbers.
+int_arg!(i16, i32, i64, i128, isize, u16, u32, u64, u128, usize);
+
+impl ToArg for f64 {
+    fn write_arg(&self, out: &mut BytesMut) {
+        if self.is_infinite() {
+            put_bulk(out, if *self > 0.0 { b"+inf" } else { b"-inf" });
+        } else {
+            put_bulk(out, ryu::Buffer::new().format(*self).as_bytes());
+        }
+    }
+}
+
+impl ToArg for f32 {
+    fn write_arg(&self, out: &mut BytesMut) {
+        f64::from(*self).write_arg(out);
+    }
+}
+
+impl<T: ToArg + ?Sized> ToArg for &T {
+    fn write_arg(&self, out: &mut BytesMut) {
+        (**self).write_arg(out);
+    }
+
+    fn count(&self) -> u32 {
+        (**self).count()
+    }
+}
+
+impl<T: ToArg> ToArg for Option<T> {
+    fn write_arg(&self, out: &mut BytesMut) {
+        if let Some(v) = self {
+            v.write_arg(out);
+        }
+    }
+
+    fn count(&self) -> u32 {
+        self.as_ref().map_or(0, ToArg::count)
+    }
+}
+
+impl<T: ToArg> ToArg for [T] {
+    fn write_arg(&self, out: &mut BytesMut) {
+        for v in self {
+            v.write_arg(out);
+        }
+    }
+
+    fn count(&self) -> u32 {
+        self.iter().map(ToArg::count).sum()
+    }
+}
+
+impl<T: ToArg> ToArg for Vec<T> {
+    fn write_arg(&self, out: &mut BytesMut) {
+        self.as_slice().write_arg(out);
+    }
+
+    fn count(&self) -> u32 {
+        self.as_slice().count()
+    }
+}
+
+impl<A: ToArg, B: ToArg> ToArg for (A, B) {
+    fn write_arg(&self, out: &mut BytesMut) {
+        self.0.write_arg(out);
+        self.1.write_arg(out);
+    }
+
+    fn count(&self) -> u32 {
+        self.0.count() + self.1.count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_in_place() {
+        let c = cmd("SET")
+            .arg("k")
+            .arg(12)
+            .arg(1.5f64)
+            .arg(&["a", "b"][..])
+            .arg(None::<&str>);
+        assert_eq!(c.len(), 6);
+        assert_eq!(
+            &c.finish()[..],
+            b"*6\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n$3\r\n1.5\r\n$1\r\na\r\n$1\r\nb\r\n"
+        );
+    }
+
+    #[test]
+    fn keys_are_prefixed_by_spec() {
+        let c = cmd("mset").arg("a").arg("1").arg("b").arg("2");
+        let mapped = c.with_prefixed_keys(b"shadow:");
+        assert_eq!(
+            mapped.arg_slices(),
+            vec![&b"mset"[..], b"shadow:a", b"1", b"shadow:b", b"2"]
+        );
+        let e = cmd("EVAL").arg("return 1").arg(1).arg("k").arg("notakey");
+        assert_eq!(e.with_prefixed_keys(b"s:").arg_slices()[3], b"s:k");
+        assert_eq!(e.with_prefixed_keys(b"s:").arg_slices()[4], b"notakey");
+    }
+}

@@ -1,0 +1,275 @@
+//! Command metadata: flags and key specs (from the generated table), and finding the keys of
+//! any command's arguments — for shadow key mapping and for routing.
+
+// The flag constants mirror the server's full set; not every one is read.
+#![allow(dead_code)]
+
+use super::table::COMMANDS;
+
+pub(crate) const F_WRITE: u32 = 1 << 0;
+pub(crate) const F_READONLY: u32 = 1 << 1;
+pub(crate) const F_DENYOOM: u32 = 1 << 2;
+pub(crate) const F_ADMIN: u32 = 1 << 3;
+pub(crate) const F_PUBSUB: u32 = 1 << 4;
+pub(crate) const F_NOSCRIPT: u32 = 1 << 5;
+pub(crate) const F_BLOCKING: u32 = 1 << 6;
+pub(crate) const F_LOADING: u32 = 1 << 7;
+pub(crate) const F_STALE: u32 = 1 << 8;
+pub(crate) const F_FAST: u32 = 1 << 9;
+pub(crate) const F_NO_AUTH: u32 = 1 << 10;
+pub(crate) const F_MAY_REPLICATE: u32 = 1 << 11;
+pub(crate) const F_MOVABLEKEYS: u32 = 1 << 12;
+pub(crate) const F_NO_MULTI: u32 = 1 << 13;
+pub(crate) const F_NO_MANDATORY_KEYS: u32 = 1 << 14;
+pub(crate) const F_ALLOW_BUSY: u32 = 1 << 15;
+pub(crate) const F_MODULE: u32 = 1 << 16;
+
+pub(crate) const K_RO: u16 = 1 << 0;
+pub(crate) const K_RW: u16 = 1 << 1;
+pub(crate) const K_OW: u16 = 1 << 2;
+pub(crate) const K_RM: u16 = 1 << 3;
+pub(crate) const K_ACCESS: u16 = 1 << 4;
+pub(crate) const K_UPDATE: u16 = 1 << 5;
+pub(crate) const K_INSERT: u16 = 1 << 6;
+pub(crate) const K_DELETE: u16 = 1 << 7;
+pub(crate) const K_NOT_KEY: u16 = 1 << 8;
+pub(crate) const K_INCOMPLETE: u16 = 1 << 9;
+pub(crate) const K_VARIABLE_FLAGS: u16 = 1 << 10;
+
+/// Where a key spec starts looking.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Begin {
+    /// At this argument index (0 is the command name).
+    Index(i16),
+    /// After this keyword, searched from `start_from` (negative: from the end, backwards).
+    Keyword {
+        keyword: &'static str,
+        start_from: i16,
+    },
+    /// Not describable (module commands).
+    Unknown,
+}
+
+/// How a key spec finds keys from its start.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Find {
+    /// Keys every `step` arguments up to `last_key` (relative; negative counts from the end, or
+    /// with `limit`, a fraction of the remaining arguments).
+    Range {
+        last_key: i16,
+        step: i16,
+        limit: i16,
+    },
+    /// The argument at `keynum_idx` says how many keys follow from `first_key`.
+    Keynum {
+        keynum_idx: i16,
+        first_key: i16,
+        step: i16,
+    },
+    /// Not describable.
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeySpec {
+    pub(crate) flags: u16,
+    pub(crate) begin: Begin,
+    pub(crate) find: Find,
+}
+
+/// One command (or `CONTAINER SUBCOMMAND`) as the server describes it.
+#[derive(Debug)]
+pub(crate) struct Spec {
+    pub(crate) name: &'static str,
+    pub(crate) arity: i16,
+    pub(crate) flags: u32,
+    pub(crate) first_key: i16,
+    pub(crate) last_key: i16,
+    pub(crate) step: i16,
+    pub(crate) key_specs: &'static [KeySpec],
+}
+
+impl Spec {
+    pub(crate) fn is_write(&self) -> bool {
+        self.flags & F_WRITE != 0
+    }
+
+    pub(crate) fn is_readonly(&self) -> bool {
+        self.flags & F_READONLY != 0
+    }
+
+    pub(crate) fn is_blocking(&self) -> bool {
+        self.flags & F_BLOCKING != 0
+    }
+
+    pub(crate) fn is_pubsub(&self) -> bool {
+        self.flags & F_PUBSUB != 0
+    }
+
+    /// Indices into `args` (0 is the command name) of every key, in argument order, without
+    /// duplicates. `args` is the whole command.
+    pub(crate) fn key_indices<A: AsRef<[u8]>>(&self, args: &[A]) -> Vec<usize> {
+        let argc = args.len() as i64;
+        let mut keys = Vec::new();
+        for ks in self.key_specs {
+            if ks.flags & K_NOT_KEY != 0 {
+                continue;
+            }
+            let start = match ks.begin {
+                Begin::Index(i) => i64::from(i),
+                Begin::Keyword {
+                    keyword,
+                    start_from,
+                } => {
+                    let found = if start_from >= 0 {
+                        (i64::from(start_from)..argc).find(|&i| {
+                            args[i as usize]
+                                .as_ref()
+                                .eq_ignore_ascii_case(keyword.as_bytes())
+                        })
+                    } else {
+                        let from = argc + i64::from(start_from);
+                        (1..=from).rev().find(|&i| {
+                            args[i as usize]
+                                .as_ref()
+                                .eq_ignore_ascii_case(keyword.as_bytes())
+                        })
+                    };
+                    match found {
+                        Some(i) => i + 1,
+                        None => continue,
+                    }
+                }
+                Begin::Unknown => continue,
+            };
+            if start <= 0 || start >= argc {
+                continue;
+            }
+            let (first, last, step) = match ks.find {
+                Find::Range {
+                    last_key,
+                    step,
+                    limit,
+                } => {
+                    let last = if last_key >= 0 {
+                        start + i64::from(last_key)
+                    } else if limit <= 1 {
+                        argc + i64::from(last_key)
+                    } else {
+                        start + ((argc - start) / i64::from(limit)) + i64::from(last_key)
+                    };
+                    (start, last, i64::from(step.max(1)))
+                }
+                Find::Keynum {
+                    keynum_idx,
+                    first_key,
+                    step,
+                } => {
+                    let idx = start + i64::from(keynum_idx);
+                    let Some(n) = args
+                        .get(idx as usize)
+                        .and_then(|a| std::str::from_utf8(a.as_ref()).ok())
+                        .and_then(|s| s.parse::<i64>().ok())
+                    else {
+                        continue;
+                    };
+                    let first = start + i64::from(first_key);
+                    let step = i64::from(step.max(1));
+                    (first, first + (n - 1) * step, step)
+                }
+                Find::Unknown => continue,
+            };
+            if last >= argc || first > last && last != first - step {
+                continue;
+            }
+            let mut i = first;
+            while i <= last {
+                let idx = i as usize;
+                if !keys.contains(&idx) {
+                    keys.push(idx);
+                }
+                i += step;
+            }
+        }
+        keys.sort_unstable();
+        keys
+    }
+}
+
+/// The spec of `args[0]` (and `args[1]` for container commands), case-insensitive.
+pub(crate) fn lookup<A: AsRef<[u8]>>(args: &[A]) -> Option<&'static Spec> {
+    let name = args.first()?.as_ref();
+    if let Some(sub) = args.get(1) {
+        let sub = sub.as_ref();
+        if name.len() + 1 + sub.len() <= 64 {
+            let mut full = [0u8; 64];
+            full[..name.len()].copy_from_slice(name);
+            full[name.len()] = b' ';
+            full[name.len() + 1..name.len() + 1 + sub.len()].copy_from_slice(sub);
+            if let Some(spec) = find(&full[..name.len() + 1 + sub.len()]) {
+                return Some(spec);
+            }
+        }
+    }
+    find(name)
+}
+
+/// The spec of a command by its full name (`"GET"`, `"CONFIG GET"`).
+pub(crate) fn by_name(name: &str) -> Option<&'static Spec> {
+    find(name.as_bytes())
+}
+
+fn find(name: &[u8]) -> Option<&'static Spec> {
+    if name.len() > 64 {
+        return None;
+    }
+    let mut upper = [0u8; 64];
+    for (d, s) in upper.iter_mut().zip(name) {
+        *d = s.to_ascii_uppercase();
+    }
+    let upper = &upper[..name.len()];
+    COMMANDS
+        .binary_search_by(|spec| spec.name.as_bytes().cmp(upper))
+        .ok()
+        .map(|i| &COMMANDS[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(cmd: &str) -> Vec<String> {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        let spec = lookup(&args).unwrap_or_else(|| panic!("no spec for {cmd}"));
+        spec.key_indices(&args)
+            .into_iter()
+            .map(|i| args[i].to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn key_positions() {
+        assert_eq!(keys("GET a"), ["a"]);
+        assert_eq!(keys("set a v EX 10"), ["a"]);
+        assert_eq!(keys("MSET a 1 b 2 c 3"), ["a", "b", "c"]);
+        assert_eq!(keys("DEL a b c"), ["a", "b", "c"]);
+        assert_eq!(keys("EVAL script 2 k1 k2 arg"), ["k1", "k2"]);
+        assert_eq!(keys("EVALSHA sha 0 arg"), Vec::<String>::new());
+        assert_eq!(keys("XREAD COUNT 2 STREAMS s1 s2 0 0"), ["s1", "s2"]);
+        assert_eq!(keys("ZUNIONSTORE dst 2 a b WEIGHTS 1 2"), ["dst", "a", "b"]);
+        assert_eq!(keys("OBJECT ENCODING k"), ["k"]);
+        assert_eq!(keys("BLPOP l1 l2 5"), ["l1", "l2"]);
+        assert_eq!(keys("LMOVE src dst LEFT RIGHT"), ["src", "dst"]);
+        assert_eq!(keys("PING"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn flags_and_lookup() {
+        assert!(lookup(&["get"]).unwrap().is_readonly());
+        assert!(lookup(&["SET"]).unwrap().is_write());
+        assert!(lookup(&["BLPOP"]).unwrap().is_blocking());
+        assert!(lookup(&["SUBSCRIBE"]).unwrap().is_pubsub());
+        assert!(lookup(&["NOSUCHCMD"]).is_none());
+        assert_eq!(lookup(&["config", "get"]).unwrap().name, "CONFIG GET");
+    }
+}

@@ -1,0 +1,384 @@
+//! Client configuration: a `[redis.<name>]` section, a URL, or the builder.
+
+use std::time::Duration;
+
+use jupiter_core::config::types::{ByteSize, duration};
+use serde::Deserialize;
+
+use crate::Error;
+
+/// RESP protocol version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// RESP2: every Redis version and proxy speaks it.
+    #[default]
+    Resp2,
+    /// RESP3 (`HELLO 3`, Redis 6+): typed replies and push frames.
+    Resp3,
+}
+
+/// Default URL.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+/// The `[redis.<name>]` section, with every default in place.
+///
+/// ```toml
+/// [redis.main]
+/// url = "redis://:secret@127.0.0.1:6379/0"
+/// pool-size = 4
+/// command-timeout = "2s"
+/// protocol = "resp3"
+/// shadow-prefix = "shadow:"
+/// ```
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `redis://[user[:password]@]host[:port][/db][?protocol=resp3&name=app]`. Default is
+    /// `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// ACL user; overrides the URL's.
+    pub username: Option<String>,
+    /// Password; overrides the URL's.
+    pub password: Option<String>,
+    /// Database number; overrides the URL's when not 0.
+    pub db: u32,
+    /// Protocol version. Default is `resp2`.
+    pub protocol: Protocol,
+    /// `CLIENT SETNAME` on every connection.
+    pub client_name: Option<String>,
+    /// Multiplexed connections in the pool. Default is 2.
+    pub pool_size: usize,
+    /// Deadline of one command, time in the queue included; `0s` means none. Default is 10 s.
+    #[serde(with = "duration")]
+    pub command_timeout: Duration,
+    /// Deadline of connecting and the handshake. Default is 3 s.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Commands written and awaiting replies, per connection, before new ones wait. Default is
+    /// 10000.
+    pub max_in_flight: usize,
+    /// Commands queued per connection before callers wait (backpressure). Default is 4096.
+    pub queue_capacity: usize,
+    /// Resend read-only commands that were in flight when a connection broke. Default is true.
+    pub retry_reads: bool,
+    /// First reconnect delay (jittered, doubling). Default is 100 ms.
+    #[serde(with = "duration")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay. Default is 5 s.
+    #[serde(with = "duration")]
+    pub reconnect_max: Duration,
+    /// Largest reply accepted. Default is 512 MiB, Redis's own limit.
+    pub max_frame: ByteSize,
+    /// Where shadow traffic goes: keys prefixed with this. Without it, shadow requests are
+    /// refused (shadow traffic must never touch live data).
+    pub shadow_prefix: Option<String>,
+    /// Record `client_handle_*` metrics per command. Default is true.
+    pub metrics: bool,
+    #[serde(skip)]
+    host: String,
+    #[serde(skip)]
+    port: u16,
+    #[serde(skip)]
+    resolved: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            url: DEFAULT_URL.to_owned(),
+            username: None,
+            password: None,
+            db: 0,
+            protocol: Protocol::Resp2,
+            client_name: None,
+            pool_size: 2,
+            command_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            max_in_flight: 10_000,
+            queue_capacity: 4096,
+            retry_reads: true,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            max_frame: ByteSize(512 * 1024 * 1024),
+            shadow_prefix: None,
+            metrics: true,
+            host: String::new(),
+            port: 0,
+            resolved: false,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Defaults with `url`.
+    ///
+    /// # Errors
+    ///
+    /// The URL is invalid.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        ClientConfig {
+            url: url.to_owned(),
+            ..ClientConfig::default()
+        }
+        .resolve()
+    }
+
+    /// Parses the URL and checks every value; explicit fields win over the URL's.
+    ///
+    /// # Errors
+    ///
+    /// The URL or a value is invalid; the message names the key.
+    pub fn resolve(mut self) -> Result<Self, Error> {
+        if self.resolved {
+            return Ok(self);
+        }
+        let url = parse_url(&self.url)?;
+        self.host = url.host;
+        self.port = url.port;
+        if self.username.is_none() {
+            self.username = url.username;
+        }
+        if self.password.is_none() {
+            self.password = url.password;
+        }
+        if self.db == 0 {
+            self.db = url.db;
+        }
+        if let Some(p) = url.protocol {
+            self.protocol = p;
+        }
+        if self.client_name.is_none() {
+            self.client_name = url.name;
+        }
+        let bad = |key: &str, msg: &str| Err(Error::Invalid(format!("redis config: {key}: {msg}")));
+        if self.pool_size == 0 {
+            return bad("pool-size", "must be at least 1");
+        }
+        if self.max_in_flight == 0 {
+            return bad("max-in-flight", "must be at least 1");
+        }
+        if self.queue_capacity == 0 {
+            return bad("queue-capacity", "must be at least 1");
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("connect-timeout", "must be more than 0s");
+        }
+        if self.reconnect_min > self.reconnect_max {
+            return bad("reconnect-min", "must not exceed reconnect-max");
+        }
+        if self.max_frame.bytes() < 1024 {
+            return bad("max-frame", "must be at least 1KiB");
+        }
+        if let Some(name) = &self.client_name
+            && (name.is_empty() || name.bytes().any(|b| b == b' ' || !b.is_ascii_graphic()))
+        {
+            return bad(
+                "client-name",
+                "must be non-empty, printable, without spaces",
+            );
+        }
+        self.resolved = true;
+        Ok(self)
+    }
+
+    /// `host:port` of the server.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The command timeout, if any.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        (!self.command_timeout.is_zero()).then_some(self.command_timeout)
+    }
+}
+
+struct Url {
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
+    db: u32,
+    protocol: Option<Protocol>,
+    name: Option<String>,
+}
+
+fn parse_url(url: &str) -> Result<Url, Error> {
+    let bad = |msg: String| {
+        Err(Error::Invalid(format!(
+            "redis url {:?}: {msg}",
+            redact(url)
+        )))
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return bad("expected redis://host:port".into());
+    };
+    match scheme {
+        "redis" => {}
+        "rediss" => return bad("TLS (rediss://) needs the `tls` feature, not built in".into()),
+        other => return bad(format!("unknown scheme {other:?}; use redis://")),
+    }
+    let (rest, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(a, b)| (a, Some(b)));
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, b)| (a, b));
+    let (userinfo, hostport) = authority
+        .rsplit_once('@')
+        .map_or((None, authority), |(u, h)| (Some(u), h));
+    let (username, password) = match userinfo {
+        None => (None, None),
+        Some(u) => match u.split_once(':') {
+            Some((user, pass)) => (
+                Some(percent_decode(user)?).filter(|s| !s.is_empty()),
+                Some(percent_decode(pass)?),
+            ),
+            None => (Some(percent_decode(u)?), None),
+        },
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let Some((h, p)) = v6.split_once(']') else {
+            return bad("unclosed [ in IPv6 host".into());
+        };
+        (h.to_owned(), p.strip_prefix(':').unwrap_or(""))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p),
+            None => (hostport.to_owned(), ""),
+        }
+    };
+    if host.is_empty() {
+        return bad("missing host".into());
+    }
+    let port = if port.is_empty() {
+        6379
+    } else {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return bad(format!("invalid port {port:?}")),
+        }
+    };
+    let db = if path.is_empty() {
+        0
+    } else {
+        match path.parse() {
+            Ok(db) => db,
+            Err(_) => return bad(format!("invalid database {path:?}")),
+        }
+    };
+    let (mut protocol, mut name) = (None, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("protocol", "resp2" | "2")) => protocol = Some(Protocol::Resp2),
+            Some(("protocol", "resp3" | "3")) => protocol = Some(Protocol::Resp3),
+            Some(("name" | "client_name", n)) => name = Some(percent_decode(n)?),
+            _ => return bad(format!("unknown parameter {pair:?}; known: protocol, name")),
+        }
+    }
+    Ok(Url {
+        host,
+        port,
+        username,
+        password,
+        db,
+        protocol,
+        name,
+    })
+}
+
+fn percent_decode(s: &str) -> Result<String, Error> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            let Some(v) = hex else {
+                return Err(Error::Invalid("redis url: bad percent-encoding".into()));
+            };
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| Error::Invalid("redis url: percent-encoding is not UTF-8".into()))
+}
+
+/// The URL with its password replaced, for error messages.
+pub(crate) fn redact(url: &str) -> String {
+    jupiter_core::config::redact_url(url).unwrap_or_else(|| url.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c =
+            ClientConfig::from_url("redis://app:p%40ss@10.0.0.1:6380/3?protocol=resp3&name=orders")
+                .unwrap();
+        assert_eq!(c.addr(), "10.0.0.1:6380");
+        assert_eq!(c.username.as_deref(), Some("app"));
+        assert_eq!(c.password.as_deref(), Some("p@ss"));
+        assert_eq!(c.db, 3);
+        assert_eq!(c.protocol, Protocol::Resp3);
+        assert_eq!(c.client_name.as_deref(), Some("orders"));
+        let c = ClientConfig::from_url("redis://:only@[::1]").unwrap();
+        assert_eq!(
+            (
+                c.addr().as_str(),
+                c.username.as_deref(),
+                c.password.as_deref()
+            ),
+            ("[::1]:6379", None, Some("only"))
+        );
+        for bad in [
+            "localhost:6379",
+            "http://x",
+            "redis://",
+            "redis://h:0",
+            "redis://h:x",
+            "redis://h/abc",
+            "redis://h?tls=1",
+        ] {
+            assert!(ClientConfig::from_url(bad).is_err(), "{bad}");
+        }
+        let err = ClientConfig::from_url("redis://u:secret@h:99999")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn explicit_fields_win_and_bad_values_name_the_key() {
+        let c = ClientConfig {
+            url: "redis://u:a@h/1".into(),
+            password: Some("b".into()),
+            db: 2,
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!((c.password.as_deref(), c.db), (Some("b"), 2));
+        let err = ClientConfig {
+            pool_size: 0,
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "redis config: pool-size: must be at least 1"
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! The owner task of one multiplexed connection.
+//!
+//! Hot path. Forbidden here: per-request allocation beyond what the request brought, locks,
+//! `info`-level logging, awaiting anything but the socket and the request queue.
+//!
+//! One future owns the socket, the request queue and the FIFO of requests awaiting replies.
+//! Each poll: read and dispatch every complete reply, take every queued request (while the
+//! in-flight bound allows) into the write buffer, then write. Requests that arrive while a
+//! write or a read is in progress accumulate and go out together: auto-pipelining with no
+//! timer and no added latency for a lone request.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use super::{Reply, Request};
+use crate::resp::{Decoder, Frame};
+
+/// Requests up to this size are copied into the shared write buffer; larger ones are written
+/// from their own buffer with `writev`, never copied.
+const COPY_LIMIT: usize = 16 * 1024;
+/// Stop taking requests while this much is waiting to be written.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// Read at least this much at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A request whose command was written and whose replies are awaited.
+pub(super) struct InFlight {
+    pub(super) req: Request,
+    remaining: u32,
+    collected: Vec<Frame>,
+}
+
+/// Why the driver stopped.
+pub(super) enum Stop {
+    /// Every handle is gone and everything in flight was answered.
+    Closed,
+    /// The server closed the connection.
+    Eof,
+    /// An I/O error.
+    Io(std::io::Error),
+    /// Malformed data from the server.
+    Protocol(crate::resp::ProtocolError),
+    /// A reply arrived with no request waiting for it.
+    Unexpected,
+}
+
+pub(super) struct Driver<'a, S> {
+    stream: S,
+    rx: &'a mut mpsc::Receiver<Request>,
+    /// Requests to send before anything from `rx` (retries after a reconnect).
+    pending: &'a mut VecDeque<Request>,
+    pub(super) in_flight: VecDeque<InFlight>,
+    max_in_flight: usize,
+    wbuf: BytesMut,
+    chunks: VecDeque<Bytes>,
+    queued_bytes: usize,
+    rbuf: BytesMut,
+    decoder: Decoder,
+    push: Option<&'a mpsc::UnboundedSender<Frame>>,
+    rx_closed: bool,
+}
+
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
+    pub(super) fn new(
+        stream: S,
+        rx: &'a mut mpsc::Receiver<Request>,
+        pending: &'a mut VecDeque<Request>,
+        max_in_flight: usize,
+        decoder: Decoder,
+        push: Option<&'a mpsc::UnboundedSender<Frame>>,
+    ) -> Self {
+        Driver {
+            stream,
+            rx,
+            pending,
+            in_flight: VecDeque::with_capacity(256),
+            max_in_flight,
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            chunks: VecDeque::new(),
+            queued_bytes: 0,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            decoder,
+            push,
+            rx_closed: false,
+        }
+    }
+
+    fn enqueue(&mut self, req: Request) {
+        // A caller that gave up before its command was written: skip it (nothing to desync).
+        if req.tx.is_closed() {
+            return;
+        }
+        let data = &req.data;
+        if data.len() <= COPY_LIMIT {
+            self.wbuf.extend_from_slice(data);
+        } else {
+            if !self.wbuf.is_empty() {
+                self.chunks.push_back(self.wbuf.split().freeze());
+            }
+            self.chunks.push_back(data.clone());
+        }
+        self.queued_bytes += data.len();
+        let replies = req.replies;
+        self.in_flight.push_back(InFlight {
+            req,
+            remaining: replies,
+            collected: Vec::new(),
+        });
+    }
+
+    /// Takes queued requests while the bounds allow. Returns whether any was taken.
+    fn intake(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut took = false;
+        while self.in_flight.len() < self.max_in_flight && self.queued_bytes < WRITE_HIGH_WATER {
+            if let Some(req) = self.pending.pop_front() {
+                self.enqueue(req);
+                took = true;
+                continue;
+            }
+            if self.rx_closed {
+                break;
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(req)) => {
+                    self.enqueue(req);
+                    took = true;
+                }
+                Poll::Ready(None) => self.rx_closed = true,
+                Poll::Pending => break,
+            }
+        }
+        took
+    }
+
+    /// Writes what is queued. `Ready(Ok(true))` if anything was written.
+    fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        let mut wrote = false;
+        loop {
+            if self.chunks.is_empty() {
+                if self.wbuf.is_empty() {
+                    return Poll::Ready(Ok(wrote));
+                }
+                let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.wbuf))?;
+                if n == 0 {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                self.wbuf.advance(n);
+                self.queued_bytes -= n;
+                wrote = true;
+                continue;
+            }
+            if !self.wbuf.is_empty() {
+                self.chunks.push_back(self.wbuf.split().freeze());
+            }
+            let slices: Vec<IoSlice<'_>> = self
+                .chunks
+                .iter()
+                .take(64)
+                .map(|c| IoSlice::new(c))
+                .collect();
+            let n = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.queued_bytes -= n;
+            wrote = true;
+            let mut left = n;
+            while left > 0 {
+                let front = self
+                    .chunks
+                    .front_mut()
+                    .expect("written bytes came from a chunk");
+                if front.len() <= left {
+                    left -= front.len();
+                    self.chunks.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+    }
+
+    /// Reads and dispatches replies until the socket has nothing more.
+    fn poll_read_replies(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, Stop>> {
+        let mut read = false;
+        loop {
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf) {
+                Poll::Pending => return Poll::Ready(Ok(read)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Stop::Io(e))),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(Stop::Eof)),
+                Poll::Ready(Ok(_)) => {
+                    read = true;
+                    loop {
+                        match self.decoder.decode(&mut self.rbuf) {
+                            Ok(Some(frame)) => self.dispatch(frame)?,
+                            Ok(None) => break,
+                            Err(e) => return Poll::Ready(Err(Stop::Protocol(e))),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, frame: Frame) -> Result<(), Stop> {
+        if let Frame::Push(_) = frame {
+            // Out-of-band (RESP3): client-tracking invalidations and the like. Never a reply.
+            if let Some(push) = self.push {
+                let _ = push.send(frame);
+            }
+            return Ok(());
+        }
+        let Some(front) = self.in_flight.front_mut() else {
+            return Err(Stop::Unexpected);
+        };
+        if front.remaining == 1 && front.collected.is_empty() {
+            let done = self.in_flight.pop_front().expect("front exists");
+            // The caller may have gone (timeout, cancellation): the reply is dropped, the FIFO
+            // stays in step.
+            let _ = done.req.tx.send(Ok(Reply::One(frame)));
+        } else {
+            front.collected.push(frame);
+            front.remaining -= 1;
+            if front.remaining == 0 {
+                let done = self.in_flight.pop_front().expect("front exists");
+                let _ = done.req.tx.send(Ok(Reply::Many(done.collected)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<'_, S> {
+    type Output = Stop;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Stop> {
+        let this = &mut *self;
+        loop {
+            let read = match this.poll_read_replies(cx) {
+                Poll::Ready(Ok(read)) => read,
+                Poll::Ready(Err(stop)) => return Poll::Ready(stop),
+                Poll::Pending => false,
+            };
+            let took = this.intake(cx);
+            let wrote = match this.poll_flush_out(cx) {
+                Poll::Ready(Ok(wrote)) => wrote,
+                Poll::Ready(Err(e)) => return Poll::Ready(Stop::Io(e)),
+                Poll::Pending => false,
+            };
+            if this.rx_closed
+                && this.pending.is_empty()
+                && this.in_flight.is_empty()
+                && this.queued_bytes == 0
+            {
+                return Poll::Ready(Stop::Closed);
+            }
+            if !(read || took || wrote) {
+                // Every source returned Pending and registered the waker.
+                return Poll::Pending;
+            }
+        }
+    }
+}

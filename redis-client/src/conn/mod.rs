@@ -1,0 +1,361 @@
+//! Connections: the handshake, the owner task with its reconnect loop, and the handle callers
+//! send requests through.
+
+mod driver;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use jupiter_core::backoff::Backoff;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use self::driver::{Driver, Stop};
+use crate::Error;
+use crate::config::{ClientConfig, Protocol};
+use crate::resp::{Decoder, Frame, encode_command};
+
+/// What the owner task sends back for one request.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    One(Frame),
+    Many(Vec<Frame>),
+}
+
+pub(crate) type ReplyTx = oneshot::Sender<Result<Reply, Error>>;
+
+/// One request: encoded command(s) and how many replies they produce.
+pub(crate) struct Request {
+    pub(crate) data: Bytes,
+    pub(crate) replies: u32,
+    pub(crate) tx: ReplyTx,
+    /// Safe to send again on a new connection if the old one broke before the reply.
+    pub(crate) retry: bool,
+}
+
+/// A handle to one multiplexed connection's owner task. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Connection {
+    tx: mpsc::Sender<Request>,
+    pub(crate) addr: Arc<str>,
+    connected: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// Starts the owner task for `config`. It connects in the background; requests sent before
+    /// it is connected wait in the queue (bounded, under their timeout).
+    pub(crate) fn spawn(
+        config: Arc<ClientConfig>,
+        push: Option<mpsc::UnboundedSender<Frame>>,
+    ) -> (Connection, AbortHandle) {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let addr: Arc<str> = Arc::from(config.addr());
+        let connected = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(run(config, rx, push, addr.clone(), connected.clone()));
+        (
+            Connection {
+                tx,
+                addr,
+                connected,
+            },
+            task.abort_handle(),
+        )
+    }
+
+    /// Whether the owner task currently holds a live connection.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Queues `data` and waits for its `replies` replies.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future at any point is safe: a request not yet written is skipped, and the
+    /// replies of a written one are read and discarded, so later replies still match.
+    pub(crate) async fn request(
+        &self,
+        data: Bytes,
+        replies: u32,
+        retry: bool,
+    ) -> Result<Reply, Error> {
+        let (tx, rx) = oneshot::channel();
+        let req = Request {
+            data,
+            replies,
+            tx,
+            retry,
+        };
+        let req = match self.tx.try_send(req) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(req)) => Some(req),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+        };
+        if let Some(req) = req {
+            // Backpressure: the queue is full; wait for room (the caller's timeout bounds it).
+            self.tx.send(req).await.map_err(|_| Error::Closed)?;
+        }
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(Error::ConnectionLost {
+                addr: self.addr.to_string(),
+                source: None,
+            }),
+        }
+    }
+}
+
+/// The owner task: connect, drive, and on failure answer or requeue what was in flight, back
+/// off, reconnect. Ends when every handle is dropped and nothing is left to answer.
+async fn run(
+    config: Arc<ClientConfig>,
+    mut rx: mpsc::Receiver<Request>,
+    push: Option<mpsc::UnboundedSender<Frame>>,
+    addr: Arc<str>,
+    connected: Arc<AtomicBool>,
+) {
+    let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
+    let mut pending: VecDeque<Request> = VecDeque::new();
+    loop {
+        match connect(&config).await {
+            Ok(stream) => {
+                backoff.reset();
+                connected.store(true, Ordering::Relaxed);
+                tracing::debug!(%addr, "redis connected");
+                let decoder = Decoder::with_limits(
+                    config.max_frame.bytes() as usize,
+                    crate::resp::DEFAULT_MAX_DEPTH,
+                );
+                let mut driver = Driver::new(
+                    stream,
+                    &mut rx,
+                    &mut pending,
+                    config.max_in_flight,
+                    decoder,
+                    push.as_ref(),
+                );
+                let stop = (&mut driver).await;
+                let in_flight = std::mem::take(&mut driver.in_flight);
+                drop(driver);
+                connected.store(false, Ordering::Relaxed);
+                let (source, protocol) = match stop {
+                    Stop::Closed => return,
+                    Stop::Eof => (
+                        Some(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+                        None,
+                    ),
+                    Stop::Io(e) => (Some(e), None),
+                    Stop::Protocol(e) => (None, Some(e)),
+                    Stop::Unexpected => (None, Some(crate::resp::ProtocolError::unexpected())),
+                };
+                match &protocol {
+                    Some(e) => {
+                        tracing::warn!(%addr, error = %e, "malformed data from redis; replacing the connection")
+                    }
+                    None => tracing::warn!(%addr, error = ?source, "redis connection lost"),
+                }
+                // Requests that may run twice go again on the next connection, in order; the
+                // others get an error now.
+                let mut retried = Vec::new();
+                for f in in_flight {
+                    if f.req.retry && config.retry_reads && !f.req.tx.is_closed() {
+                        retried.push(f.req);
+                    } else {
+                        let err = match &protocol {
+                            Some(e) => Error::Protocol {
+                                addr: addr.to_string(),
+                                source: e.clone(),
+                            },
+                            None => Error::ConnectionLost {
+                                addr: addr.to_string(),
+                                source: source
+                                    .as_ref()
+                                    .map(|e| std::io::Error::new(e.kind(), e.to_string())),
+                            },
+                        };
+                        let _ = f.req.tx.send(Err(err));
+                    }
+                }
+                for req in retried.into_iter().rev() {
+                    pending.push_front(req);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "redis connect failed");
+                // The server is down: queued requests fail now instead of waiting for their
+                // timeout; new ones wait for the next attempt.
+                let shared = Arc::new(e);
+                for req in pending.drain(..) {
+                    let _ = req.tx.send(Err(connect_error(&addr, &shared)));
+                }
+                while let Ok(req) = rx.try_recv() {
+                    let _ = req.tx.send(Err(connect_error(&addr, &shared)));
+                }
+                if rx.is_closed() {
+                    return;
+                }
+            }
+        }
+        // Back off; requests arriving meanwhile wait in `pending` (bounded) for the next attempt.
+        let sleep = tokio::time::sleep(backoff.next_delay());
+        tokio::pin!(sleep);
+        let mut rx_done = false;
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                req = rx.recv(), if !rx_done && pending.len() < config.queue_capacity => match req {
+                    Some(req) => pending.push_back(req),
+                    // Every handle dropped while we were down: nothing left to do.
+                    None if pending.is_empty() => return,
+                    None => rx_done = true,
+                },
+            }
+        }
+    }
+}
+
+fn connect_error(addr: &str, e: &Error) -> Error {
+    Error::Connect {
+        addr: addr.to_owned(),
+        source: Box::new(Error::Invalid(e.to_string())),
+    }
+}
+
+/// Opens a TCP connection and runs the handshake: `HELLO 3` (RESP3) or `AUTH` (RESP2),
+/// `CLIENT SETNAME`, `SELECT`.
+pub(crate) async fn connect(config: &ClientConfig) -> Result<TcpStream, Error> {
+    let addr = config.addr();
+    let connect_err = |source: Error| Error::Connect {
+        addr: addr.clone(),
+        source: Box::new(source),
+    };
+    let mut stream =
+        match tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(connect_err(Error::Io {
+                    addr: addr.clone(),
+                    source: e,
+                }));
+            }
+            Err(_) => return Err(connect_err(Error::Timeout(config.connect_timeout))),
+        };
+    let _ = stream.set_nodelay(true);
+    let mut hs = Handshake {
+        stream: &mut stream,
+        rbuf: BytesMut::with_capacity(4096),
+        decoder: Decoder::new(),
+        addr: &addr,
+    };
+    let steps = async {
+        let password = config.password.as_deref();
+        let user = config.username.as_deref();
+        match config.protocol {
+            Protocol::Resp3 => {
+                let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
+                if let Some(p) = password {
+                    args.extend([
+                        &b"AUTH"[..],
+                        user.unwrap_or("default").as_bytes(),
+                        p.as_bytes(),
+                    ]);
+                }
+                if let Some(name) = config.client_name.as_deref() {
+                    args.extend([&b"SETNAME"[..], name.as_bytes()]);
+                }
+                match hs.call(&args).await? {
+                    Frame::Error(e) if e.starts_with(b"WRONGPASS") || e.starts_with(b"NOAUTH") => {
+                        return Err(Error::Auth(e));
+                    }
+                    Frame::Error(e) => {
+                        return Err(Error::Invalid(format!(
+                            "server refused HELLO 3 (RESP3 needs Redis 6 or later): {}",
+                            String::from_utf8_lossy(&e)
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            Protocol::Resp2 => {
+                if let Some(p) = password {
+                    let args: Vec<&[u8]> = match user {
+                        Some(u) => vec![b"AUTH", u.as_bytes(), p.as_bytes()],
+                        None => vec![b"AUTH", p.as_bytes()],
+                    };
+                    if let Frame::Error(e) = hs.call(&args).await? {
+                        return Err(Error::Auth(e));
+                    }
+                }
+                if let Some(name) = config.client_name.as_deref()
+                    && let Frame::Error(e) = hs
+                        .call(&[&b"CLIENT"[..], b"SETNAME", name.as_bytes()])
+                        .await?
+                {
+                    return Err(Error::Server(e));
+                }
+            }
+        }
+        if config.db != 0
+            && let Frame::Error(e) = hs
+                .call(&[&b"SELECT"[..], config.db.to_string().as_bytes()])
+                .await?
+        {
+            return Err(Error::Server(e));
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(config.connect_timeout, steps).await {
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(e)) => Err(connect_err(e)),
+        Err(_) => Err(connect_err(Error::Timeout(config.connect_timeout))),
+    }
+}
+
+struct Handshake<'a> {
+    stream: &'a mut TcpStream,
+    rbuf: BytesMut,
+    decoder: Decoder,
+    addr: &'a str,
+}
+
+impl Handshake<'_> {
+    async fn call(&mut self, args: &[&[u8]]) -> Result<Frame, Error> {
+        let mut out = BytesMut::new();
+        encode_command(&mut out, args);
+        let io = |e| Error::Io {
+            addr: self.addr.to_owned(),
+            source: e,
+        };
+        self.stream.write_all(&out).await.map_err(io)?;
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Error::Protocol {
+                        addr: self.addr.to_owned(),
+                        source: e,
+                    });
+                }
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.rbuf)
+                .await
+                .map_err(|e| Error::Io {
+                    addr: self.addr.to_owned(),
+                    source: e,
+                })?;
+            if n == 0 {
+                return Err(Error::ConnectionLost {
+                    addr: self.addr.to_owned(),
+                    source: None,
+                });
+            }
+        }
+    }
+}
