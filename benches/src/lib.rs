@@ -8,7 +8,8 @@
 //! - `src/bin/compare.rs`: the comparison runner (`cargo run -p benches --release --bin compare
 //!   -- <suite>`): our code and a peer measured side by side in one run, printed as ratios,
 //!   because absolute times on shared machines are not comparable across runs.
-//! - this library: the runner's measuring and reporting helpers.
+//! - this library: the runner's measuring and reporting helpers, and the suites' workloads
+//!   ([`redis_suite`]).
 //!
 //! # Example
 //!
@@ -21,6 +22,8 @@
 //! report.row("add", ours, peer, true);
 //! assert!(report.render().contains("add"));
 //! ```
+
+pub mod redis_suite;
 
 use std::fmt::Write as _;
 use std::time::Instant;

@@ -1,17 +1,15 @@
 //! The public client handle: a pool of multiplexed connections.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use jupiter_core::metrics::{Code, HandleMetrics, Metrics};
 use jupiter_core::shadow::{Access, Route, ShadowPolicy};
 
 use crate::cmd::Cmd;
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, Settings};
 use crate::conn::{Connection, Reply};
 use crate::dedicated::Dedicated;
 use crate::resp::Frame;
@@ -43,7 +41,7 @@ pub struct Client {
 }
 
 pub(crate) struct Inner {
-    pub(crate) config: Arc<ClientConfig>,
+    pub(crate) config: Arc<Settings>,
     conns: Vec<Connection>,
     next: AtomicUsize,
     pub(crate) shadow: ShadowPolicy,
@@ -61,27 +59,24 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Per-command metrics series, resolved once per command name.
+/// Per-command metrics series, resolved once per command: indexed by the command's position
+/// in the command table, so the hot path does no hashing and takes no lock.
 struct CmdMetrics {
     registry: Metrics,
     name: String,
     peer: String,
-    series: ArcSwap<HashMap<&'static str, Arc<HandleMetrics>>>,
+    series: Box<[OnceLock<HandleMetrics>]>,
+    other: OnceLock<HandleMetrics>,
 }
 
 impl CmdMetrics {
-    /// One atomic increment on the hot path: the series are resolved once per command name.
-    fn get(&self, cmd: &'static str) -> Arc<HandleMetrics> {
-        if let Some(h) = self.series.load().get(cmd) {
-            return h.clone();
-        }
-        let h = Arc::new(self.registry.client("redis", &self.name, cmd, &self.peer));
-        self.series.rcu(|m| {
-            let mut m = HashMap::clone(m);
-            m.insert(cmd, h.clone());
-            m
-        });
-        h
+    fn get(&self, spec: Option<&'static crate::cmd::spec::Spec>) -> &HandleMetrics {
+        let (slot, name) =
+            match spec.and_then(|s| crate::cmd::spec::index_of(s).map(|i| (i, s.name))) {
+                Some((i, name)) => (&self.series[i], name),
+                None => (&self.other, "?"),
+            };
+        slot.get_or_init(|| self.registry.client("redis", &self.name, name, &self.peer))
     }
 }
 
@@ -113,7 +108,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Connections in the pool. Default is 2.
+    /// Connections in the pool. Default is 4.
     pub fn pool_size(mut self, n: usize) -> Self {
         self.config.pool_size = n;
         self
@@ -162,7 +157,10 @@ impl ClientBuilder {
             registry: self.metrics.unwrap_or_else(|| Metrics::global().clone()),
             name: self.name.clone(),
             peer: config.addr(),
-            series: ArcSwap::from_pointee(HashMap::new()),
+            series: (0..crate::cmd::spec::COUNT)
+                .map(|_| OnceLock::new())
+                .collect(),
+            other: OnceLock::new(),
         });
         Ok(Client {
             inner: Arc::new(Inner {
@@ -254,7 +252,7 @@ impl Client {
 
     /// The effective configuration.
     pub fn config(&self) -> &ClientConfig {
-        &self.inner.config
+        &self.inner.config.config
     }
 
     /// Whether every pooled connection is currently up.
@@ -314,7 +312,6 @@ impl Client {
     ///
     /// Cancel safe.
     pub async fn query_frame(&self, cmd: Cmd) -> Result<Frame, Error> {
-        let name = cmd.name();
         let spec = cmd.spec();
         match crate::dedicated::placement(&cmd, spec) {
             crate::dedicated::Placement::Shared => {}
@@ -329,8 +326,7 @@ impl Client {
         let retry = spec.is_some_and(|s| s.is_readonly());
         let cmd = self.shadow_route(cmd)?;
         let conn = self.pick();
-        let metrics = self.inner.metrics.as_ref().map(|m| m.get(name));
-        let guard = metrics.as_deref().map(HandleMetrics::start);
+        let guard = self.inner.metrics.as_ref().map(|m| m.get(spec).start());
         let result = self
             .send(conn, cmd.finish(), 1, retry)
             .await

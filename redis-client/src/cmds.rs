@@ -7,16 +7,16 @@ use std::sync::OnceLock;
 use crate::cmd::spec::{self, Spec};
 use crate::cmd::{Cmd, ToArg};
 
-/// The spec of a known command, resolved once per call site.
+/// A known command: its spec and encoded name resolved once per call site.
 macro_rules! known {
     ($name:literal, $cap:expr) => {{
-        static SPEC: OnceLock<&'static Spec> = OnceLock::new();
-        Cmd::known(
-            SPEC.get_or_init(|| {
-                spec::by_name($name).expect(concat!($name, " is in the command table"))
-            }),
-            $cap,
-        )
+        static KNOWN: OnceLock<(&'static Spec, Vec<u8>, u32)> = OnceLock::new();
+        let (spec, name, words) = KNOWN.get_or_init(|| {
+            let spec = spec::by_name($name).expect(concat!($name, " is in the command table"));
+            let (name, words) = Cmd::encoded_name(spec);
+            (spec, name, words)
+        });
+        Cmd::known(spec, name, *words, $cap)
     }};
 }
 

@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 use crate::Error;
 use crate::client::Client;
 use crate::cmd::ToArg;
-use crate::config::ClientConfig;
+use crate::config::Settings;
 use crate::resp::{Decoder, Frame, encode_command};
 
 /// Messages buffered for a slow reader before the connection stops reading (and Redis's
@@ -201,7 +201,7 @@ struct PendingAck {
 }
 
 async fn run(
-    config: Arc<ClientConfig>,
+    config: Arc<Settings>,
     mut ctl: mpsc::Receiver<Control>,
     messages: mpsc::Sender<Message>,
 ) {

@@ -2,7 +2,8 @@
 //!
 //! `cargo run -p benches --release --bin compare -- [suite ...]`; no suite runs them all.
 //! Suites: `metrics` (jupiter-core's recorder guard vs Go-Jupiter-style per-call label lookup
-//! with the `prometheus` crate).
+//! with the `prometheus` crate); `redis` (our client vs fred and redis-rs on one redis-server
+//! started here; `BENCH_SECONDS` sets the time per measurement, default 3).
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use benches::{Report, measure_ns};
 use jupiter_core::metrics::{Code, HANDLE_BUCKETS, Metrics};
 
-const SUITES: &[&str] = &["metrics"];
+const SUITES: &[&str] = &["metrics", "redis"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
     for suite in chosen {
         match suite {
             "metrics" => println!("{}", metrics_suite().render()),
+            "redis" => redis_suite(),
             other => {
                 eprintln!(
                     "compare: unknown suite {other:?}; known: {}",
@@ -116,4 +118,86 @@ fn metrics_suite() -> Report {
     };
     report.row("observe only, 2 threads on one series", o, p, true);
     report
+}
+
+fn redis_suite() {
+    use benches::redis_suite::{fred, ours, redis_rs};
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let d = std::time::Duration::from_secs(secs);
+    let server = testkit::RedisServer::start();
+    let url = server.url();
+    println!(
+        "## redis: 50/50 GET/SET, 64-byte values, 10k keys, 1-worker runtime, {secs}s each, median of BENCH_ROUNDS rounds\n"
+    );
+    println!("| tasks | client | ops/s | CPU µs/op | ops/s vs redis-rs | ops/s vs fred |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        // Profiling aid: one client, one concurrency (BENCH_TASKS, default 64).
+        let tasks: usize = std::env::var("BENCH_TASKS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(64);
+        let server_cpu = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid().unwrap_or(0)))
+                .unwrap_or_default();
+            let f: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+                + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+                / 100.0
+        };
+        let before = server_cpu();
+        let s = match only.as_str() {
+            "ours" => ours(&url, tasks, d),
+            "fred" => fred(&url, tasks, d),
+            _ => redis_rs(&url, tasks, d),
+        };
+        let server_us = (server_cpu() - before) * 1e6 / (s.ops_per_sec * d.as_secs_f64());
+        println!(
+            "{only} at {tasks} tasks: {:.0} ops/s, {:.2} CPU µs/op (server {server_us:.2} µs/op)",
+            s.ops_per_sec, s.cpu_us_per_op
+        );
+        return;
+    }
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    for tasks in [1usize, 64, 512] {
+        // Interleaved rounds, medians: drift in the machine's load hits all three alike.
+        let (mut rs, mut fs, mut os) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            rs.push(redis_rs(&url, tasks, d));
+            fs.push(fred(&url, tasks, d));
+            os.push(ours(&url, tasks, d));
+        }
+        let (r, f, o) = (median(rs), median(fs), median(os));
+        for (name, s) in [("ours", o), ("fred", f), ("redis-rs", r)] {
+            println!(
+                "| {tasks} | {name} | {:.0} | {:.2} | {:.2}x | {:.2}x |",
+                s.ops_per_sec,
+                s.cpu_us_per_op,
+                s.ops_per_sec / r.ops_per_sec,
+                s.ops_per_sec / f.ops_per_sec
+            );
+        }
+    }
+}
+
+fn median(mut v: Vec<benches::redis_suite::Sample>) -> benches::redis_suite::Sample {
+    v.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+    let ops = v[v.len() / 2].ops_per_sec;
+    let mut cpu: Vec<f64> = v.iter().map(|s| s.cpu_us_per_op).collect();
+    cpu.sort_by(f64::total_cmp);
+    benches::redis_suite::Sample {
+        ops_per_sec: ops,
+        cpu_us_per_op: cpu[cpu.len() / 2],
+    }
 }

@@ -58,18 +58,28 @@ impl Cmd {
         }
     }
 
-    /// A known command, its metadata resolved once per call site.
-    pub(crate) fn known(spec: &'static Spec, capacity: usize) -> Cmd {
-        let mut buf = BytesMut::with_capacity(HEADROOM + 16 + capacity);
+    /// A known command: `name` is its encoded name word(s) and `words` how many, both resolved
+    /// once per call site.
+    pub(crate) fn known(spec: &'static Spec, name: &[u8], words: u32, capacity: usize) -> Cmd {
+        let mut buf = BytesMut::with_capacity(HEADROOM + name.len() + capacity);
         buf.put_bytes(0, HEADROOM);
-        for word in spec.name.split(' ') {
-            put_bulk(&mut buf, word.as_bytes());
-        }
+        buf.put_slice(name);
         Cmd {
             buf,
-            argc: spec.name.split(' ').count() as u32,
+            argc: words,
             spec: Some(spec),
         }
+    }
+
+    /// The encoded name word(s) of `spec`, for [`Cmd::known`].
+    pub(crate) fn encoded_name(spec: &Spec) -> (Vec<u8>, u32) {
+        let mut b = BytesMut::new();
+        let mut n = 0;
+        for word in spec.name.split(' ') {
+            put_bulk(&mut b, word.as_bytes());
+            n += 1;
+        }
+        (b.to_vec(), n)
     }
 
     /// Appends an argument.

@@ -214,6 +214,17 @@ pub(crate) fn lookup<A: AsRef<[u8]>>(args: &[A]) -> Option<&'static Spec> {
     find(name)
 }
 
+/// Number of commands in the table.
+pub(crate) const COUNT: usize = COMMANDS.len();
+
+/// The position of `spec` in the table (specs only come from it).
+pub(crate) fn index_of(spec: &'static Spec) -> Option<usize> {
+    let base = COMMANDS.as_ptr() as usize;
+    let at = spec as *const Spec as usize;
+    let i = at.checked_sub(base)? / std::mem::size_of::<Spec>();
+    (i < COMMANDS.len() && std::ptr::eq(&COMMANDS[i], spec)).then_some(i)
+}
+
 /// The spec of a command by its full name (`"GET"`, `"CONFIG GET"`).
 pub(crate) fn by_name(name: &str) -> Option<&'static Spec> {
     find(name.as_bytes())

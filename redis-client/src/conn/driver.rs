@@ -5,9 +5,9 @@
 //!
 //! One future owns the socket, the request queue and the FIFO of requests awaiting replies.
 //! Each poll: read and dispatch every complete reply, take every queued request (while the
-//! in-flight bound allows) into the write buffer, then write. Requests that arrive while a
-//! write or a read is in progress accumulate and go out together: auto-pipelining with no
-//! timer and no added latency for a lone request.
+//! in-flight bound allows) into the write buffer, yield once to the scheduler so other tasks
+//! can queue theirs, then write the batch. Requests that arrive while a write or a read is in
+//! progress accumulate and go out together: auto-pipelining with no timer.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -65,6 +65,8 @@ pub(super) struct Driver<'a, S> {
     decoder: Decoder,
     push: Option<&'a mpsc::UnboundedSender<Frame>>,
     rx_closed: bool,
+    /// Whether this batch already yielded once to let other tasks queue their requests.
+    yielded: bool,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
@@ -89,6 +91,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
             decoder,
             push,
             rx_closed: false,
+            yielded: false,
         }
     }
 
@@ -253,6 +256,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<'_, S> {
                 Poll::Pending => false,
             };
             let took = this.intake(cx);
+            if took && !this.yielded {
+                // Auto-pipelining on one thread: the task that queued a request woke us, and we
+                // would run (LIFO slot) before every other task that is about to queue one.
+                // Yield once so they do, then write them all in one syscall. A lone request
+                // costs one trip through the run queue.
+                this.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            this.yielded = false;
             let wrote = match this.poll_flush_out(cx) {
                 Poll::Ready(Ok(wrote)) => wrote,
                 Poll::Ready(Err(e)) => return Poll::Ready(Stop::Io(e)),

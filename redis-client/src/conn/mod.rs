@@ -16,7 +16,7 @@ use tokio::task::AbortHandle;
 
 use self::driver::{Driver, Stop};
 use crate::Error;
-use crate::config::{ClientConfig, Protocol};
+use crate::config::{Protocol, Settings};
 use crate::resp::{Decoder, Frame, encode_command};
 
 /// What the owner task sends back for one request.
@@ -49,7 +49,7 @@ impl Connection {
     /// Starts the owner task for `config`. It connects in the background; requests sent before
     /// it is connected wait in the queue (bounded, under their timeout).
     pub(crate) fn spawn(
-        config: Arc<ClientConfig>,
+        config: Arc<Settings>,
         push: Option<mpsc::UnboundedSender<Frame>>,
     ) -> (Connection, AbortHandle) {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
@@ -112,7 +112,7 @@ impl Connection {
 /// The owner task: connect, drive, and on failure answer or requeue what was in flight, back
 /// off, reconnect. Ends when every handle is dropped and nothing is left to answer.
 async fn run(
-    config: Arc<ClientConfig>,
+    config: Arc<Settings>,
     mut rx: mpsc::Receiver<Request>,
     push: Option<mpsc::UnboundedSender<Frame>>,
     addr: Arc<str>,
@@ -227,7 +227,7 @@ fn connect_error(addr: &str, e: &Error) -> Error {
 
 /// Opens a TCP connection and runs the handshake: `HELLO 3` (RESP3) or `AUTH` (RESP2),
 /// `CLIENT SETNAME`, `SELECT`.
-pub(crate) async fn connect(config: &ClientConfig) -> Result<TcpStream, Error> {
+pub(crate) async fn connect(config: &Settings) -> Result<TcpStream, Error> {
     let addr = config.addr();
     let connect_err = |source: Error| Error::Connect {
         addr: addr.clone(),
