@@ -213,7 +213,10 @@ async fn lists_body(c: &Client, p: Protocol) {
     let m: String = c.lmove("l", "l2", Side::Right, Side::Left).await.unwrap();
     assert_eq!(m, "c");
     assert_eq!(c.lpop::<String>("l", None).await.unwrap(), "a2");
-    assert_eq!(c.rpop::<Option<String>>("l", None).await.unwrap(), Some("B".into()));
+    assert_eq!(
+        c.rpop::<Option<String>>("l", None).await.unwrap(),
+        Some("B".into())
+    );
     assert_eq!(c.rpop::<Option<String>>("l", None).await.unwrap(), None);
     c.rpush("l", &[1, 2, 3, 4, 5]).await.unwrap();
     assert_eq!(c.lpop::<Vec<i64>>("l", Some(2)).await.unwrap(), [1, 2]);
@@ -285,7 +288,9 @@ async fn zsets_body(c: &Client, p: Protocol) {
         ..ZaddOptions::default()
     };
     assert_eq!(
-        c.zadd_with("z", gt, &[(0.5, "a"), (5.0, "b")]).await.unwrap(),
+        c.zadd_with("z", gt, &[(0.5, "a"), (5.0, "b")])
+            .await
+            .unwrap(),
         1,
         "GT only raises b"
     );
@@ -302,10 +307,7 @@ async fn zsets_body(c: &Client, p: Protocol) {
         c.zrange::<Vec<String>>("z", 0, -1).await.unwrap(),
         ["a", "c", "b"]
     );
-    assert_eq!(
-        c.zrevrange::<Vec<String>>("z", 0, 0).await.unwrap(),
-        ["b"]
-    );
+    assert_eq!(c.zrevrange::<Vec<String>>("z", 0, 0).await.unwrap(), ["b"]);
     let ws: Vec<(String, f64)> = c.zrange_with_scores("z", 0, -1).await.unwrap();
     assert_eq!(
         ws,
@@ -352,7 +354,10 @@ async fn streams_body(c: &Client, p: Protocol) {
     let rev = c.xrevrange("st", "+", "-", Some(1)).await.unwrap();
     assert_eq!(rev[0].get("f").map(|b| &b[..]), Some(&b"3"[..]));
 
-    let read = c.xread(&["st"], &[id1.as_str()], Some(10), None).await.unwrap();
+    let read = c
+        .xread(&["st"], &[id1.as_str()], Some(10), None)
+        .await
+        .unwrap();
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].key, "st");
     assert_eq!(read[0].entries.len(), 2);
@@ -372,7 +377,12 @@ async fn streams_body(c: &Client, p: Protocol) {
     assert_eq!(pending.count, 2);
     assert_eq!(pending.first_id.as_deref(), Some(id1.as_str()));
     assert_eq!(pending.consumers, [("alice".to_string(), 2)]);
-    assert_eq!(c.xack("st", "g", &[id1.as_str(), id2.as_str()]).await.unwrap(), 2);
+    assert_eq!(
+        c.xack("st", "g", &[id1.as_str(), id2.as_str()])
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(c.xpending("st", "g").await.unwrap().count, 0);
     let nothing = c
         .xreadgroup("g", "bob", &["new"], &[">"], None, Some(30), true)
@@ -387,7 +397,11 @@ async fn streams_body(c: &Client, p: Protocol) {
 
 async fn scripting_body(c: &Client, p: Protocol) {
     let n: i64 = c
-        .eval("return redis.call('INCRBY', KEYS[1], ARGV[1])", &["ctr"], &[5])
+        .eval(
+            "return redis.call('INCRBY', KEYS[1], ARGV[1])",
+            &["ctr"],
+            &[5],
+        )
         .await
         .unwrap();
     assert_eq!(n, 5, "{p:?}");
@@ -427,7 +441,10 @@ async fn pipelines_body(c: &Client, p: Protocol) {
         .add(cmds::get("p1"));
     let each = pipe.query_each().await.unwrap().expect("not a transaction");
     assert!(matches!(each[0], Ok(Frame::Integer(2))));
-    assert_eq!(each[1].as_ref().unwrap_err().server_code(), Some("WRONGTYPE"));
+    assert_eq!(
+        each[1].as_ref().unwrap_err().server_code(),
+        Some("WRONGTYPE")
+    );
     assert!(each[2].is_ok());
     // query() on the same fails with the first error.
     let mut pipe = c.pipeline();
@@ -435,7 +452,9 @@ async fn pipelines_body(c: &Client, p: Protocol) {
     assert!(pipe.query::<(i64, ())>().await.is_err());
 
     let mut tx = c.transaction();
-    tx.add(cmds::incr("t")).add(cmds::incr_by("t", 10)).add(cmds::get("t"));
+    tx.add(cmds::incr("t"))
+        .add(cmds::incr_by("t", 10))
+        .add(cmds::get("t"));
     let r: Option<(i64, i64, String)> = tx.query().await.unwrap();
     assert_eq!(r, Some((1, 11, "11".into())));
 
@@ -443,7 +462,10 @@ async fn pipelines_body(c: &Client, p: Protocol) {
     let mut tx = c.transaction();
     tx.add(cmds::incr("t")).add(cmd("NOSUCHCOMMAND"));
     let e = tx.query::<Option<Vec<Frame>>>().await.unwrap_err();
-    assert!(e.to_string().contains("EXECABORT") || e.to_string().contains("unknown"), "{e}");
+    assert!(
+        e.to_string().contains("EXECABORT") || e.to_string().contains("unknown"),
+        "{e}"
+    );
     assert_eq!(c.get::<i64>("t").await.unwrap(), 11, "nothing ran");
 
     // WATCH on a dedicated connection: a change by someone else makes EXEC return null.
@@ -526,10 +548,16 @@ async fn conversions_body(c: &Client, p: Protocol) {
     let Json(back): Json<User> = c.get("u").await.unwrap();
     assert_eq!(back, user);
     let e = c.get::<Json<User>>("s").await.unwrap_err();
-    assert!(e.to_string().contains("User") || e.to_string().contains("JSON"), "{e}");
+    assert!(
+        e.to_string().contains("User") || e.to_string().contains("JSON"),
+        "{e}"
+    );
 
     // The escape hatch: any command, any reply shape.
-    let f: Frame = c.query(cmd("OBJECT").arg("ENCODING").arg("s")).await.unwrap();
+    let f: Frame = c
+        .query(cmd("OBJECT").arg("ENCODING").arg("s"))
+        .await
+        .unwrap();
     assert!(matches!(f, Frame::Bulk(_) | Frame::Simple(_)), "{f:?}");
     let echoed: String = c.echo("hi").await.unwrap();
     assert_eq!(echoed, "hi");
@@ -559,7 +587,10 @@ async fn pubsub_body(c: &Client, p: Protocol) {
     c.publish("ignored", "x").await.unwrap();
     c.publish("sport", "s1").await.unwrap();
     let m = next(&mut sub).await;
-    assert_eq!((&m.channel[..], &m.payload[..], m.pattern), (&b"news"[..], &b"n1"[..], None));
+    assert_eq!(
+        (&m.channel[..], &m.payload[..], m.pattern),
+        (&b"news"[..], &b"n1"[..], None)
+    );
     let m = next(&mut sub).await;
     assert_eq!(&m.channel[..], b"alerts.fire");
     assert_eq!(m.pattern.as_deref(), Some(&b"alerts.*"[..]));
