@@ -116,6 +116,40 @@ impl Error {
         }
     }
 
+    /// A copy for another waiter: the same variant and text (an I/O error keeps its kind and
+    /// message). Used to hand one connect failure to every queued request.
+    pub(crate) fn clone_lossy(&self) -> Error {
+        let io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            Error::Server(b) => Error::Server(b.clone()),
+            Error::Timeout(d) => Error::Timeout(*d),
+            Error::ConnectionLost { addr, source } => Error::ConnectionLost {
+                addr: addr.clone(),
+                source: source.as_ref().map(io),
+            },
+            Error::Connect { addr, source } => Error::Connect {
+                addr: addr.clone(),
+                source: Box::new(source.clone_lossy()),
+            },
+            Error::Protocol { addr, source } => Error::Protocol {
+                addr: addr.clone(),
+                source: source.clone(),
+            },
+            Error::Io { addr, source } => Error::Io {
+                addr: addr.clone(),
+                source: io(source),
+            },
+            Error::Type { found, into } => Error::Type {
+                found: found.clone(),
+                into,
+            },
+            Error::Closed => Error::Closed,
+            Error::ShadowRefused(r) => Error::ShadowRefused(r.clone()),
+            Error::Invalid(s) => Error::Invalid(s.clone()),
+            Error::Auth(b) => Error::Auth(b.clone()),
+        }
+    }
+
     /// The bounded result code for metrics.
     pub(crate) fn metric_code(&self) -> jupiter_core::metrics::Code {
         use jupiter_core::metrics::Code;

@@ -95,21 +95,31 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
         }
     }
 
-    fn enqueue(&mut self, req: Request) {
+    fn enqueue(&mut self, mut req: Request) {
         // A caller that gave up before its command was written: skip it (nothing to desync).
         if req.tx.is_closed() {
             return;
         }
-        let data = &req.data;
-        if data.len() <= COPY_LIMIT {
-            self.wbuf.extend_from_slice(data);
+        let len = req.data.len();
+        self.queued_bytes += len;
+        // Only a retry needs the command again: otherwise release it once it is queued for
+        // writing, so requests awaiting replies from a stalled server hold little memory.
+        if len <= COPY_LIMIT {
+            self.wbuf.extend_from_slice(&req.data);
+            if !req.retry {
+                req.data = Bytes::new();
+            }
         } else {
             if !self.wbuf.is_empty() {
                 self.chunks.push_back(self.wbuf.split().freeze());
             }
-            self.chunks.push_back(data.clone());
+            let data = if req.retry {
+                req.data.clone()
+            } else {
+                std::mem::take(&mut req.data)
+            };
+            self.chunks.push_back(data);
         }
-        self.queued_bytes += data.len();
         let replies = req.replies;
         self.in_flight.push_back(InFlight {
             req,

@@ -162,7 +162,13 @@ async fn run(
                 // others get an error now.
                 let mut retried = Vec::new();
                 for f in in_flight {
-                    if f.req.retry && config.retry_reads && !f.req.tx.is_closed() {
+                    // Never after malformed data: the same request would likely get the same
+                    // reply again, and again.
+                    if f.req.retry
+                        && config.retry_reads
+                        && protocol.is_none()
+                        && !f.req.tx.is_closed()
+                    {
                         retried.push(f.req);
                     } else {
                         let err = match &protocol {
@@ -188,12 +194,11 @@ async fn run(
                 tracing::debug!(%addr, error = %e, "redis connect failed");
                 // The server is down: queued requests fail now instead of waiting for their
                 // timeout; new ones wait for the next attempt.
-                let shared = Arc::new(e);
                 for req in pending.drain(..) {
-                    let _ = req.tx.send(Err(connect_error(&addr, &shared)));
+                    let _ = req.tx.send(Err(e.clone_lossy()));
                 }
                 while let Ok(req) = rx.try_recv() {
-                    let _ = req.tx.send(Err(connect_error(&addr, &shared)));
+                    let _ = req.tx.send(Err(e.clone_lossy()));
                 }
                 if rx.is_closed() {
                     return;
@@ -215,13 +220,6 @@ async fn run(
                 },
             }
         }
-    }
-}
-
-fn connect_error(addr: &str, e: &Error) -> Error {
-    Error::Connect {
-        addr: addr.to_owned(),
-        source: Box::new(Error::Invalid(e.to_string())),
     }
 }
 
