@@ -324,14 +324,24 @@ impl Client {
             }
         }
         let retry = spec.is_some_and(|s| s.is_readonly());
+        let name = cmd.name();
         let cmd = self.shadow_route(cmd)?;
         let conn = self.pick();
         let guard = self.inner.metrics.as_ref().map(|m| m.get(spec).start());
-        let result = self
-            .send(conn, cmd.finish(), 1, retry)
-            .await
-            .and_then(reply_one)
-            .and_then(check);
+        // The command's name and the server, never its arguments or reply (values may be
+        // personal data). Disabled spans cost one check.
+        let span = tracing::debug_span!("redis", command = name, peer = %conn.addr);
+        let fut = self.send(conn, cmd.finish(), 1, retry);
+        let result = if span.is_disabled() {
+            fut.await
+        } else {
+            tracing::Instrument::instrument(fut, span).await
+        }
+        .and_then(reply_one)
+        .and_then(check);
+        if let Err(e) = &result {
+            tracing::debug!(command = name, peer = %conn.addr, error = %ErrorSummary(e), "redis command failed");
+        }
         if let Some(g) = guard {
             g.finish(match &result {
                 Ok(_) => Code::OK,
@@ -395,5 +405,19 @@ pub(crate) fn check(frame: Frame) -> Result<Frame, Error> {
     match frame {
         Frame::Error(e) => Err(Error::Server(e)),
         f => Ok(f),
+    }
+}
+
+/// An error for logs: its kind and, for server errors, only the error code (the message may
+/// quote a value).
+struct ErrorSummary<'a>(&'a Error);
+
+impl std::fmt::Display for ErrorSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Error::Server(_) => write!(f, "server error {}", self.0.server_code().unwrap_or("?")),
+            Error::Type { into, .. } => write!(f, "reply does not convert into {into}"),
+            e => write!(f, "{e}"),
+        }
     }
 }

@@ -89,7 +89,10 @@ async fn flood_against_a_paused_server_is_bounded() {
         timeouts * 16 / 1024,
         growth >> 20
     );
-    assert!(timeouts > 10_000, "the flood was too small to prove anything: {timeouts}");
+    assert!(
+        timeouts > 10_000,
+        "the flood was too small to prove anything: {timeouts}"
+    );
     // Bound: per connection 256 queued + 1 MiB write buffer + socket buffers; written
     // requests hold no value. 96 MiB leaves room for the allocator and the 256 tasks.
     assert!(
