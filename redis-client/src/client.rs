@@ -222,7 +222,9 @@ impl Client {
         let deadline = self.inner.config.connect_timeout + Duration::from_millis(500);
         for conn in &self.inner.conns {
             let ping = async {
-                let reply = conn.request(crate::cmds::ping().finish(), 1, true).await?;
+                // No retry: a connection the server drops right after the handshake (a
+                // refused TLS client certificate) must surface as that error, not a timeout.
+                let reply = conn.request(crate::cmds::ping().finish(), 1, false).await?;
                 check(reply_one(reply)?)
             };
             match tokio::time::timeout(deadline, ping).await {

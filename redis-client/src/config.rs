@@ -1,5 +1,6 @@
 //! Client configuration: a `[redis.<name>]` section, a URL, or the builder.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jupiter_core::config::types::{ByteSize, duration};
@@ -77,6 +78,30 @@ pub struct ClientConfig {
     pub shadow_prefix: Option<String>,
     /// Record `client_handle_*` metrics per command. Default is true.
     pub metrics: bool,
+    /// TLS (feature `tls`): on with this table or a `rediss://` URL.
+    pub tls: Option<TlsOptions>,
+}
+
+/// The `tls` table of a `[redis.<name>]` section (needs the `tls` feature).
+///
+/// ```toml
+/// [redis.main.tls]
+/// ca-file = "/etc/redis/ca.pem"      # default: Mozilla's root certificates
+/// cert-file = "/etc/app/client.pem"  # for servers with tls-auth-clients
+/// key-file = "/etc/app/client.key"
+/// ```
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TlsOptions {
+    /// PEM file with the CA certificates that sign the server's certificate. Default:
+    /// Mozilla's roots (webpki-roots), the same on every machine.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain to present, for servers that verify clients.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert-file`.
+    pub key_file: Option<PathBuf>,
+    /// The name the server's certificate must carry. Default: the URL's host.
+    pub server_name: Option<String>,
 }
 
 /// A checked configuration with its URL parsed: what connections use.
@@ -85,6 +110,8 @@ pub(crate) struct Settings {
     pub(crate) config: ClientConfig,
     host: String,
     port: u16,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::conn::tls::Tls>,
 }
 
 impl std::ops::Deref for Settings {
@@ -131,6 +158,7 @@ impl Default for ClientConfig {
             max_frame: ByteSize(512 * 1024 * 1024),
             shadow_prefix: None,
             metrics: true,
+            tls: None,
         }
     }
 }
@@ -160,6 +188,9 @@ impl ClientConfig {
         }
         if self.db == 0 {
             self.db = url.db;
+        }
+        if url.tls && self.tls.is_none() {
+            self.tls = Some(TlsOptions::default());
         }
         if let Some(p) = url.protocol {
             self.protocol = p;
@@ -194,10 +225,24 @@ impl ClientConfig {
                 "must be non-empty, printable, without spaces",
             );
         }
+        #[cfg(feature = "tls")]
+        let tls = match &self.tls {
+            Some(options) => Some(crate::conn::tls::Tls::new(options, &url.host)?),
+            None => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        if self.tls.is_some() {
+            return bad(
+                "tls",
+                "TLS (a tls table or rediss://) needs redis-client's `tls` feature",
+            );
+        }
         Ok(Settings {
             config: self,
             host: url.host,
             port: url.port,
+            #[cfg(feature = "tls")]
+            tls,
         })
     }
 
@@ -212,6 +257,7 @@ impl ClientConfig {
 }
 
 struct Url {
+    tls: bool,
     host: String,
     port: u16,
     username: Option<String>,
@@ -231,11 +277,15 @@ fn parse_url(url: &str) -> Result<Url, Error> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return bad("expected redis://host:port".into());
     };
-    match scheme {
-        "redis" => {}
-        "rediss" => return bad("TLS (rediss://) needs the `tls` feature, not built in".into()),
-        other => return bad(format!("unknown scheme {other:?}; use redis://")),
-    }
+    let tls = match scheme {
+        "redis" => false,
+        "rediss" => true,
+        other => {
+            return bad(format!(
+                "unknown scheme {other:?}; use redis:// or rediss://"
+            ));
+        }
+    };
     let (rest, query) = rest
         .split_once('?')
         .map_or((rest, None), |(a, b)| (a, Some(b)));
@@ -293,6 +343,7 @@ fn parse_url(url: &str) -> Result<Url, Error> {
         }
     }
     Ok(Url {
+        tls,
         host,
         port,
         username,

@@ -30,7 +30,9 @@
 //!
 //! # Feature flags
 //!
-//! None yet.
+//! - `tls`: TLS through rustls (ring provider): `rediss://` URLs and the `tls` table of the
+//!   configuration ([`TlsOptions`]: CA file, client certificate for `tls-auth-clients`, server
+//!   name). Without the feature, asking for TLS is a configuration error, never plain text.
 //!
 //! # Example
 //!
@@ -62,7 +64,7 @@ mod value;
 
 pub use client::{Client, ClientBuilder};
 pub use cmd::{Cmd, ToArg, cmd};
-pub use config::{ClientConfig, DEFAULT_URL, Protocol};
+pub use config::{ClientConfig, DEFAULT_URL, Protocol, TlsOptions};
 pub use dedicated::Dedicated;
 pub use error::Error;
 pub use pipeline::Pipeline;

@@ -2,6 +2,11 @@
 //! send requests through.
 
 mod driver;
+mod stream;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
+
+pub(crate) use self::stream::Stream;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -223,26 +228,44 @@ async fn run(
     }
 }
 
-/// Opens a TCP connection and runs the handshake: `HELLO 3` (RESP3) or `AUTH` (RESP2),
-/// `CLIENT SETNAME`, `SELECT`.
-pub(crate) async fn connect(config: &Settings) -> Result<TcpStream, Error> {
+/// Opens a TCP connection (and TLS over it when configured) and runs the handshake:
+/// `HELLO 3` (RESP3) or `AUTH` (RESP2), `CLIENT SETNAME`, `SELECT`.
+pub(crate) async fn connect(config: &Settings) -> Result<Stream, Error> {
     let addr = config.addr();
     let connect_err = |source: Error| Error::Connect {
         addr: addr.clone(),
         source: Box::new(source),
     };
-    let mut stream =
-        match tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(connect_err(Error::Io {
-                    addr: addr.clone(),
-                    source: e,
-                }));
+    let tcp = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(connect_err(Error::Io {
+                addr: addr.clone(),
+                source: e,
+            }));
+        }
+        Err(_) => return Err(connect_err(Error::Timeout(config.connect_timeout))),
+    };
+    let _ = tcp.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    let mut stream = match &config.tls {
+        None => Stream::Tcp(tcp),
+        Some(tls) => {
+            let handshake = tls.connector.connect(tls.server_name.clone(), tcp);
+            match tokio::time::timeout(config.connect_timeout, handshake).await {
+                Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                Ok(Err(e)) => {
+                    return Err(connect_err(Error::Io {
+                        addr: addr.clone(),
+                        source: e,
+                    }));
+                }
+                Err(_) => return Err(connect_err(Error::Timeout(config.connect_timeout))),
             }
-            Err(_) => return Err(connect_err(Error::Timeout(config.connect_timeout))),
-        };
-    let _ = stream.set_nodelay(true);
+        }
+    };
+    #[cfg(not(feature = "tls"))]
+    let mut stream = Stream::Tcp(tcp);
     let mut hs = Handshake {
         stream: &mut stream,
         rbuf: BytesMut::with_capacity(4096),
@@ -314,7 +337,7 @@ pub(crate) async fn connect(config: &Settings) -> Result<TcpStream, Error> {
 }
 
 struct Handshake<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     rbuf: BytesMut,
     decoder: Decoder,
     addr: &'a str,

@@ -1,0 +1,244 @@
+//! TLS (feature `tls`) against a real redis-server with its TLS port, certificates made by a
+//! throwaway CA; the server verifies client certificates (`tls-auth-clients yes`).
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use redis_client::{Client, ClientConfig, Error, Protocol, TlsOptions, cmd};
+use testkit::RedisServer;
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// Writes `<name>-ca.pem`, and a certificate and key signed by it for each of `leaves`.
+fn issue(dir: &Path, name: &str, leaves: &[(&str, Vec<String>)]) {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: a leaf whose issuer equals its subject looks self-signed to OpenSSL.
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
+    for (leaf, sans) in leaves {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, *leaf);
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join(format!("{leaf}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{leaf}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+fn pki() -> Pki {
+    let dir = std::env::temp_dir().join(format!(
+        "jupiter-redis-tls-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    issue(
+        &dir,
+        "good",
+        &[
+            ("server", vec!["localhost".into(), "127.0.0.1".into()]),
+            ("client", vec!["app".into()]),
+        ],
+    );
+    issue(&dir, "other", &[("stranger", vec!["app".into()])]);
+    Pki { dir }
+}
+
+fn tls_server(pki: &Pki) -> (RedisServer, u16) {
+    let port = testkit::free_port().unwrap();
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let redis = RedisServer::builder()
+        .config("tls-port", &port.to_string())
+        .config("tls-cert-file", &s(pki.path("server.pem")))
+        .config("tls-key-file", &s(pki.path("server.key")))
+        .config("tls-ca-cert-file", &s(pki.path("good-ca.pem")))
+        .config("tls-auth-clients", "yes")
+        .start();
+    (redis, port)
+}
+
+fn options(pki: &Pki, client: Option<&str>) -> TlsOptions {
+    TlsOptions {
+        ca_file: Some(pki.path("good-ca.pem")),
+        cert_file: client.map(|c| pki.path(&format!("{c}.pem"))),
+        key_file: client.map(|c| pki.path(&format!("{c}.key"))),
+        server_name: None,
+    }
+}
+
+async fn connect(url: String, tls: TlsOptions, protocol: Protocol) -> Result<Client, Error> {
+    Client::builder()
+        .config(ClientConfig {
+            url,
+            tls: Some(tls),
+            protocol,
+            connect_timeout: std::time::Duration::from_secs(2),
+            ..ClientConfig::default()
+        })
+        .metrics(&jupiter_core::Metrics::new())
+        .connect()
+        .await
+}
+
+fn chain(e: &Error) -> String {
+    let mut out = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+#[tokio::test]
+async fn tls_with_client_certificates_under_both_protocols() {
+    let pki = pki();
+    let (redis, port) = tls_server(&pki);
+    for protocol in [Protocol::Resp2, Protocol::Resp3] {
+        for host in ["127.0.0.1", "localhost"] {
+            let url = format!("rediss://{host}:{port}");
+            let c = connect(url, options(&pki, Some("client")), protocol)
+                .await
+                .unwrap_or_else(|e| {
+                    let log = std::fs::read_dir(redis.dir())
+                        .unwrap()
+                        .filter_map(|f| f.ok())
+                        .filter(|f| f.path().extension().is_some_and(|x| x == "log"))
+                        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+                        .collect::<String>();
+                    panic!("{host} {protocol:?}: {}\n{log}", chain(&e))
+                });
+            c.set("k", "over tls").await.unwrap();
+            assert_eq!(c.get::<String>("k").await.unwrap(), "over tls");
+            // Pipelining, a large value and pub/sub go through the same stream type.
+            let big = vec![7u8; 3 * 1024 * 1024];
+            c.set("big", big.as_slice()).await.unwrap();
+            assert_eq!(c.get::<Vec<u8>>("big").await.unwrap(), big);
+            let mut sub = c.subscriber();
+            sub.subscribe(&["ch"]).await.unwrap();
+            c.publish("ch", "hello").await.unwrap();
+            let m = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next_message())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&m.payload[..], b"hello");
+            let info: String = c.query(cmd("INFO").arg("server")).await.unwrap();
+            assert!(
+                info.contains(&format!("tcp_port:{}", redis.port())),
+                "{info}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_failures_are_clear_errors() {
+    let pki = pki();
+    let (redis, port) = tls_server(&pki);
+    let url = format!("rediss://127.0.0.1:{port}");
+    // The server wants a client certificate.
+    let e = connect(url.clone(), options(&pki, None), Protocol::Resp2)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Connect { .. }), "{}", chain(&e));
+    assert!(
+        !chain(&e).contains("no reply within"),
+        "the cause, not a timeout: {}",
+        chain(&e)
+    );
+    // A certificate from a CA the server does not trust.
+    let e = connect(
+        url.clone(),
+        options(&pki, Some("stranger")),
+        Protocol::Resp2,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Connect { .. }), "{}", chain(&e));
+    assert!(
+        !chain(&e).contains("no reply within"),
+        "the cause, not a timeout: {}",
+        chain(&e)
+    );
+    // We do not trust the server's CA.
+    let mut wrong_ca = options(&pki, Some("client"));
+    wrong_ca.ca_file = Some(pki.path("other-ca.pem"));
+    let e = connect(url.clone(), wrong_ca, Protocol::Resp2)
+        .await
+        .unwrap_err();
+    let msg = chain(&e);
+    assert!(msg.contains("certificate"), "{msg}");
+    // The certificate does not carry the name we ask for.
+    let mut wrong_name = options(&pki, Some("client"));
+    wrong_name.server_name = Some("redis.example.com".into());
+    let msg = chain(&connect(url, wrong_name, Protocol::Resp2).await.unwrap_err());
+    assert!(msg.contains("certificate"), "{msg}");
+    // Plain text to the plain port still works; TLS to the plain port fails cleanly.
+    let plain = Client::builder()
+        .url(&redis.url())
+        .metrics(&jupiter_core::Metrics::new())
+        .connect()
+        .await
+        .unwrap();
+    plain.ping().await.unwrap();
+    let e = connect(
+        format!("rediss://127.0.0.1:{}", redis.port()),
+        options(&pki, Some("client")),
+        Protocol::Resp2,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Connect { .. }), "{}", chain(&e));
+
+    // Bad files are configuration errors naming the key and the file.
+    let mut missing = options(&pki, Some("client"));
+    missing.ca_file = Some(pki.path("nope.pem"));
+    let e = ClientConfig {
+        tls: Some(missing),
+        ..ClientConfig::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("tls.ca-file") && e.to_string().contains("nope.pem"),
+        "{e}"
+    );
+    let mut half = options(&pki, None);
+    half.cert_file = Some(pki.path("client.pem"));
+    let e = ClientConfig {
+        tls: Some(half),
+        ..ClientConfig::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(e.to_string().contains("tls.key-file"), "{e}");
+    let mut not_pem = options(&pki, None);
+    not_pem.ca_file = Some(pki.path("client.key"));
+    let e = ClientConfig {
+        tls: Some(not_pem),
+        ..ClientConfig::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(e.to_string().contains("tls.ca-file"), "{e}");
+}

@@ -1,0 +1,64 @@
+//! Tracing: spans and events name the command and the server, never keys or values.
+//!
+//! Alone in its binary: tracing caches per-callsite interest process-wide, and a test in
+//! another thread hitting the same callsites without a subscriber could race with this one.
+
+use std::sync::{Arc, Mutex};
+
+use redis_client::Client;
+use testkit::RedisServer;
+
+fn metrics() -> jupiter_core::Metrics {
+    jupiter_core::Metrics::new()
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn tracing_names_commands_and_never_values() {
+    let redis = RedisServer::start();
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || sink.clone())
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = Client::builder()
+                .url(&redis.url())
+                .metrics(&metrics())
+                .connect()
+                .await
+                .unwrap();
+            c.set("secret-key", "secret-value").await.unwrap();
+            let _ = c.incr("secret-key").await.unwrap_err();
+        });
+    });
+    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        out.contains("redis") && out.contains("command=\"SET\""),
+        "{out}"
+    );
+    assert!(out.contains("command=\"INCR\""), "{out}");
+    assert!(out.contains("redis command failed"), "{out}");
+    assert!(!out.contains("secret-value"), "{out}");
+    assert!(!out.contains("secret-key"), "{out}");
+}
