@@ -224,7 +224,9 @@ impl Client {
             let ping = async {
                 // No retry: a connection the server drops right after the handshake (a
                 // refused TLS client certificate) must surface as that error, not a timeout.
-                let reply = conn.request(crate::cmds::ping().finish(), 1, false).await?;
+                let reply = conn
+                    .request(crate::cmds::ping().finish(), 1, false, None)
+                    .await?;
                 check(reply_one(reply)?)
             };
             match tokio::time::timeout(deadline, ping).await {
@@ -360,12 +362,9 @@ impl Client {
         replies: u32,
         retry: bool,
     ) -> Result<Reply, Error> {
-        match self.inner.config.timeout() {
-            Some(t) => tokio::time::timeout(t, conn.request(data, replies, retry))
-                .await
-                .map_err(|_| Error::Timeout(t))?,
-            None => conn.request(data, replies, retry).await,
-        }
+        // The connection's owner task enforces the deadline: no timer per request.
+        conn.request(data, replies, retry, self.inner.config.timeout())
+            .await
     }
 
     /// Sends several encoded commands as one request on one connection (pipelines and

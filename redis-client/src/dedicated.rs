@@ -145,7 +145,7 @@ impl Dedicated {
             },
         };
         let cmd = self.client.shadow_route(cmd)?;
-        let fut = self.conn.request(cmd.finish(), 1, false);
+        let fut = self.conn.request(cmd.finish(), 1, false, None);
         let timeout = match (block, self.client.inner.config.timeout()) {
             (Some(None), _) | (None, None) => None,
             (Some(Some(b)), t) => Some(b + t.unwrap_or_default()),

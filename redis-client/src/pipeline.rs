@@ -175,7 +175,7 @@ impl Pipeline {
         let retry = !self.atomic && self.readonly;
         let frames = match &self.conn {
             Some(conn) => {
-                let fut = conn.request(data, replies, retry);
+                let fut = conn.request(data, replies, retry, None);
                 let reply = match self.client.inner.config.timeout() {
                     Some(t) => tokio::time::timeout(t, fut)
                         .await

@@ -456,3 +456,49 @@ async fn error_messages_say_what_went_wrong() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn the_command_timeout_covers_connecting_and_a_silent_server() {
+    // A server that accepts connections and never answers (the handshake hangs).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    for protocol in [redis_client::Protocol::Resp2, redis_client::Protocol::Resp3] {
+        let client = Client::builder()
+            .config(ClientConfig {
+                url: url.clone(),
+                protocol,
+                command_timeout: Duration::from_millis(200),
+                // Longer than the test's liveness bound: only the command timeout can end it.
+                connect_timeout: Duration::from_secs(60),
+                pool_size: 1,
+                ..ClientConfig::default()
+            })
+            .metrics(&jupiter_core::Metrics::new())
+            .build()
+            .unwrap();
+        // RESP3 hangs in HELLO (connecting); RESP2 has no handshake and hangs awaiting a reply.
+        let calls: Vec<_> = (0..50)
+            .map(|i| {
+                let c = client.clone();
+                tokio::spawn(async move { c.echo::<String>(i).await })
+            })
+            .collect();
+        for call in calls {
+            let e = tokio::time::timeout(Duration::from_secs(20), call)
+                .await
+                .expect("the command timeout ends the wait")
+                .unwrap()
+                .unwrap_err();
+            assert!(
+                matches!(e, Error::Timeout(t) if t == Duration::from_millis(200)),
+                "{protocol:?}: {e:?}"
+            );
+        }
+    }
+}

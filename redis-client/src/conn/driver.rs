@@ -18,8 +18,9 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 
-use super::{Reply, Request};
+use super::{Deadline, Reply, ReplyTx, Request, expire_queue};
 use crate::resp::{Decoder, Frame};
 
 /// Requests up to this size are copied into the shared write buffer; larger ones are written
@@ -32,7 +33,13 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// A request whose command was written and whose replies are awaited.
 pub(super) struct InFlight {
-    pub(super) req: Request,
+    /// `None` once answered early (timed out): its replies are read and dropped.
+    pub(super) tx: Option<ReplyTx>,
+    /// The command, kept only if it may be retried.
+    pub(super) data: Bytes,
+    pub(super) retry: bool,
+    pub(super) replies: u32,
+    pub(super) deadline: Option<Deadline>,
     remaining: u32,
     collected: Vec<Frame>,
 }
@@ -67,6 +74,9 @@ pub(super) struct Driver<'a, S> {
     rx_closed: bool,
     /// Whether this batch already yielded once to let other tasks queue their requests.
     yielded: bool,
+    /// One timer for every deadline on this connection, armed at the earliest pending one.
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
@@ -92,6 +102,66 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
             push,
             rx_closed: false,
             yielded: false,
+            timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+            timer_at: None,
+        }
+    }
+
+    /// Arms the timer for `at` unless it is armed for earlier already.
+    fn arm(&mut self, at: Instant) {
+        if self.timer_at.is_none_or(|t| at < t) {
+            self.timer_at = Some(at);
+            self.timer.as_mut().reset(at);
+        }
+    }
+
+    /// When the timer fires: answer `Timeout` to every expired request — written ones stay in
+    /// the FIFO to have their replies discarded; queued ones are dropped — and re-arm.
+    fn poll_deadlines(&mut self, cx: &mut Context<'_>) {
+        // Until the timer is unarmed or pending (its waker registered).
+        while self.timer_at.is_some() && self.timer.as_mut().poll(cx).is_ready() {
+            self.expire(cx);
+        }
+    }
+
+    fn expire(&mut self, cx: &mut Context<'_>) {
+        self.timer_at = None;
+        let now = Instant::now();
+        let mut next = None;
+        // Deadlines follow FIFO order (one timeout per connection): stop at the first live one.
+        for f in self.in_flight.iter_mut() {
+            match f.deadline {
+                Some(d) if f.tx.is_some() => {
+                    if d.at > now {
+                        next = Some(d.at);
+                        break;
+                    }
+                    if let Some(tx) = f.tx.take() {
+                        let _ = tx.send(Err(d.error()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Requests the bounds keep out of the FIFO: expired ones at the head of the queue are
+        // answered, so a stalled server never holds a caller past its deadline.
+        let mut queued = expire_queue(self.pending, now);
+        if queued.is_none() && !self.rx_closed {
+            while let Poll::Ready(Some(req)) = self.rx.poll_recv(cx) {
+                match req.deadline {
+                    Some(d) if d.at <= now => {
+                        let _ = req.tx.send(Err(d.error()));
+                    }
+                    d => {
+                        queued = d.map(|d| d.at);
+                        self.pending.push_back(req);
+                        break;
+                    }
+                }
+            }
+        }
+        for at in [next, queued].into_iter().flatten() {
+            self.arm(at);
         }
     }
 
@@ -120,10 +190,18 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
             };
             self.chunks.push_back(data);
         }
-        let replies = req.replies;
+        if let Some(d) = req.deadline
+            && self.timer_at.is_none()
+        {
+            self.arm(d.at);
+        }
         self.in_flight.push_back(InFlight {
-            req,
-            remaining: replies,
+            tx: Some(req.tx),
+            data: req.data,
+            retry: req.retry,
+            replies: req.replies,
+            deadline: req.deadline,
+            remaining: req.replies,
             collected: Vec::new(),
         });
     }
@@ -241,13 +319,17 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
             let done = self.in_flight.pop_front().expect("front exists");
             // The caller may have gone (timeout, cancellation): the reply is dropped, the FIFO
             // stays in step.
-            let _ = done.req.tx.send(Ok(Reply::One(frame)));
+            if let Some(tx) = done.tx {
+                let _ = tx.send(Ok(Reply::One(frame)));
+            }
         } else {
             front.collected.push(frame);
             front.remaining -= 1;
             if front.remaining == 0 {
                 let done = self.in_flight.pop_front().expect("front exists");
-                let _ = done.req.tx.send(Ok(Reply::Many(done.collected)));
+                if let Some(tx) = done.tx {
+                    let _ = tx.send(Ok(Reply::Many(done.collected)));
+                }
             }
         }
         Ok(())
@@ -265,6 +347,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<'_, S> {
                 Poll::Ready(Err(stop)) => return Poll::Ready(stop),
                 Poll::Pending => false,
             };
+            this.poll_deadlines(cx);
             let took = this.intake(cx);
             if took && !this.yielded {
                 // Auto-pipelining on one thread: the task that queued a request woke us, and we

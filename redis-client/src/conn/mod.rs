@@ -14,10 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use jupiter_core::backoff::Backoff;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use self::driver::{Driver, Stop};
 use crate::Error;
@@ -40,6 +43,42 @@ pub(crate) struct Request {
     pub(crate) tx: ReplyTx,
     /// Safe to send again on a new connection if the old one broke before the reply.
     pub(crate) retry: bool,
+    /// When the caller stops waiting: the owner task answers `Timeout` then, wherever the
+    /// request is (queued, written, awaiting a reconnect). One timer per connection instead
+    /// of one per request.
+    pub(crate) deadline: Option<Deadline>,
+}
+
+/// A request's deadline and the timeout it came from (for the error).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline {
+    pub(crate) at: Instant,
+    pub(crate) timeout: Duration,
+}
+
+impl Deadline {
+    pub(crate) fn error(self) -> Error {
+        Error::Timeout(self.timeout)
+    }
+}
+
+/// Answers `Timeout` to the expired requests at the front of `queue` (deadlines are in FIFO
+/// order: one timeout per connection). Returns the next deadline there, if any.
+pub(crate) fn expire_queue(queue: &mut VecDeque<Request>, now: Instant) -> Option<Instant> {
+    while let Some(front) = queue.front() {
+        match front.deadline {
+            Some(d) if d.at <= now => {
+                let req = queue.pop_front().expect("front exists");
+                let _ = req.tx.send(Err(d.error()));
+            }
+            Some(d) => return Some(d.at),
+            None if front.tx.is_closed() => {
+                queue.pop_front();
+            }
+            None => return None,
+        }
+    }
+    None
 }
 
 /// A handle to one multiplexed connection's owner task. Cheap to clone.
@@ -76,7 +115,8 @@ impl Connection {
         self.connected.load(Ordering::Relaxed)
     }
 
-    /// Queues `data` and waits for its `replies` replies.
+    /// Queues `data` and waits for its `replies` replies, for at most `timeout` (time in the
+    /// queue included).
     ///
     /// # Cancel safety
     ///
@@ -87,23 +127,37 @@ impl Connection {
         data: Bytes,
         replies: u32,
         retry: bool,
+        timeout: Option<Duration>,
     ) -> Result<Reply, Error> {
         let (tx, rx) = oneshot::channel();
+        let deadline = timeout.map(|timeout| Deadline {
+            at: Instant::now() + timeout,
+            timeout,
+        });
         let req = Request {
             data,
             replies,
             tx,
             retry,
+            deadline,
         };
-        let req = match self.tx.try_send(req) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(req)) => Some(req),
+        match self.tx.try_send(req) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(req)) => {
+                // Backpressure: the queue is full; wait for room, under the deadline (the
+                // owner task cannot see this request yet).
+                let send = self.tx.send(req);
+                match deadline {
+                    Some(d) => match tokio::time::timeout_at(d.at, send).await {
+                        Ok(sent) => sent.map_err(|_| Error::Closed)?,
+                        Err(_) => return Err(d.error()),
+                    },
+                    None => send.await.map_err(|_| Error::Closed)?,
+                }
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
-        };
-        if let Some(req) = req {
-            // Backpressure: the queue is full; wait for room (the caller's timeout bounds it).
-            self.tx.send(req).await.map_err(|_| Error::Closed)?;
         }
+        // The owner task answers by the deadline: a reply, an error, or the timeout.
         match rx.await {
             Ok(result) => result,
             Err(_) => Err(Error::ConnectionLost {
@@ -126,7 +180,14 @@ async fn run(
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut pending: VecDeque<Request> = VecDeque::new();
     loop {
-        match connect(&config).await {
+        let attempt = wait_queued(
+            connect(&config),
+            &mut rx,
+            &mut pending,
+            config.queue_capacity,
+        );
+        let Some(attempt) = attempt.await else { return };
+        match attempt {
             Ok(stream) => {
                 backoff.reset();
                 connected.store(true, Ordering::Relaxed);
@@ -167,14 +228,18 @@ async fn run(
                 // others get an error now.
                 let mut retried = Vec::new();
                 for f in in_flight {
+                    // Answered already (timed out): nothing to do.
+                    let Some(tx) = f.tx else { continue };
                     // Never after malformed data: the same request would likely get the same
                     // reply again, and again.
-                    if f.req.retry
-                        && config.retry_reads
-                        && protocol.is_none()
-                        && !f.req.tx.is_closed()
-                    {
-                        retried.push(f.req);
+                    if f.retry && config.retry_reads && protocol.is_none() && !tx.is_closed() {
+                        retried.push(Request {
+                            data: f.data,
+                            replies: f.replies,
+                            tx,
+                            retry: true,
+                            deadline: f.deadline,
+                        });
                     } else {
                         let err = match &protocol {
                             Some(e) => Error::Protocol {
@@ -188,7 +253,7 @@ async fn run(
                                     .map(|e| std::io::Error::new(e.kind(), e.to_string())),
                             },
                         };
-                        let _ = f.req.tx.send(Err(err));
+                        let _ = tx.send(Err(err));
                     }
                 }
                 for req in retried.into_iter().rev() {
@@ -212,18 +277,42 @@ async fn run(
         }
         // Back off; requests arriving meanwhile wait in `pending` (bounded) for the next attempt.
         let sleep = tokio::time::sleep(backoff.next_delay());
-        tokio::pin!(sleep);
-        let mut rx_done = false;
-        loop {
-            tokio::select! {
-                () = &mut sleep => break,
-                req = rx.recv(), if !rx_done && pending.len() < config.queue_capacity => match req {
-                    Some(req) => pending.push_back(req),
-                    // Every handle dropped while we were down: nothing left to do.
-                    None if pending.is_empty() => return,
-                    None => rx_done = true,
-                },
+        if wait_queued(sleep, &mut rx, &mut pending, config.queue_capacity)
+            .await
+            .is_none()
+        {
+            return;
+        }
+    }
+}
+
+/// Waits for `fut` while no connection is up: requests arriving wait in `pending` (at most
+/// `capacity`), and those whose deadline passes are answered. `None`: every handle is gone
+/// and nothing is left to answer.
+async fn wait_queued<F: std::future::Future>(
+    fut: F,
+    rx: &mut mpsc::Receiver<Request>,
+    pending: &mut VecDeque<Request>,
+    capacity: usize,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    let mut rx_done = false;
+    loop {
+        let next = expire_queue(pending, Instant::now());
+        let tick = async move {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            req = rx.recv(), if !rx_done && pending.len() < capacity => match req {
+                Some(req) => pending.push_back(req),
+                None if pending.is_empty() => return None,
+                None => rx_done = true,
+            },
+            () = tick => {}
         }
     }
 }
