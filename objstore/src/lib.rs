@@ -3,14 +3,18 @@
 //!
 //! # Layout
 //!
-//! - `engine`: sharded in-memory map of key → object (value as `Bytes`, revisions, expiry,
+//! - [`engine`]: sharded in-memory map of key → object (value as `Bytes`, revisions, expiry,
 //!   metadata), memory accounting with eviction, TTL, change feed.
-//! - `server`: tonic gRPC service (Put/Get/Head/Delete/List/BatchGet/BatchPut/Watch, streaming
-//!   upload/download), health and reflection; the RESP port on the same engine.
-//! - `snapshot`: atomic, checksummed snapshots loaded through memmap2 without copying values.
-//! - `client`: the Rust client with our own types, consistent hashing over registry-discovered
-//!   nodes.
+//! - `server` (to come): tonic gRPC service (Put/Get/Head/Delete/List/BatchGet/BatchPut/Watch,
+//!   streaming upload/download), health and reflection; the RESP port on the same engine.
+//! - `snapshot` (to come): atomic, checksummed snapshots loaded through memmap2 without
+//!   copying values.
+//! - `client` (to come): the Rust client with our own types, consistent hashing over
+//!   registry-discovered nodes.
 //!
 //! # Status
 //!
-//! Not implemented yet; see the objstore issue.
+//! The engine is implemented and tested; the service, snapshots and client are not yet (see
+//! the objstore issue).
+
+pub mod engine;

@@ -1,0 +1,248 @@
+//! The change feed: every write gets the next revision and becomes an event, kept in a
+//! bounded history (for watchers resuming from an older revision) and broadcast live.
+//!
+//! A slow watcher never blocks writers: live events go through a bounded broadcast buffer per
+//! watcher, and a watcher that falls behind by more than that is cut off with the revision to
+//! resume from.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use super::Object;
+
+/// What happened to a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Created or replaced.
+    Put,
+    /// Deleted by a client.
+    Delete,
+    /// Its TTL ran out.
+    Expire,
+    /// Evicted at the memory cap.
+    Evict,
+}
+
+/// One change.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// Its revision.
+    pub revision: u64,
+    /// The key.
+    pub key: Bytes,
+    /// What happened.
+    pub kind: EventKind,
+    /// The new object, for puts.
+    pub object: Option<Arc<Object>>,
+}
+
+/// Why a watch cannot start or cannot go on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    /// The start revision is older than the history kept.
+    #[error("revision {requested} is compacted; the oldest available is {oldest}")]
+    Compacted {
+        /// Asked for.
+        requested: u64,
+        /// Oldest revision still available.
+        oldest: u64,
+    },
+    /// The start revision is in the future.
+    #[error("revision {requested} is in the future; the next is {next}")]
+    Future {
+        /// Asked for.
+        requested: u64,
+        /// The next revision to be written.
+        next: u64,
+    },
+    /// The watcher fell too far behind and was cut off.
+    #[error("watcher fell behind; resume from revision {resume_from}")]
+    Lagged {
+        /// The first revision not delivered.
+        resume_from: u64,
+    },
+}
+
+struct State {
+    revision: u64,
+    history: VecDeque<Arc<Event>>,
+    history_bytes: usize,
+    /// The newest revision dropped from the history.
+    compacted: u64,
+}
+
+pub(super) struct Feed {
+    state: Mutex<State>,
+    live: broadcast::Sender<Arc<Event>>,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+fn event_bytes(e: &Event) -> usize {
+    e.key.len() + e.object.as_ref().map_or(0, |o| o.value.len()) + 96
+}
+
+impl Feed {
+    pub(super) fn new(revision: u64, max_events: usize, watch_buffer: usize) -> Feed {
+        Feed {
+            state: Mutex::new(State {
+                revision,
+                history: VecDeque::new(),
+                history_bytes: 0,
+                compacted: revision,
+            }),
+            live: broadcast::channel(watch_buffer.max(1)).0,
+            max_events,
+            // Old values kept for resuming watchers are bounded in bytes too.
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    pub(super) fn revision(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revision
+    }
+
+    /// Appends a change without an object; returns its revision.
+    pub(super) fn append(&self, key: Bytes, kind: EventKind, object: Option<Arc<Object>>) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.revision += 1;
+        let revision = state.revision;
+        self.push(
+            &mut state,
+            Event {
+                revision,
+                key,
+                kind,
+                object,
+            },
+        );
+        revision
+    }
+
+    /// Appends a put whose object is built from its revision.
+    pub(super) fn append_with(
+        &self,
+        key: Bytes,
+        make: impl FnOnce(u64) -> Arc<Object>,
+    ) -> Arc<Object> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.revision += 1;
+        let object = make(state.revision);
+        let revision = state.revision;
+        self.push(
+            &mut state,
+            Event {
+                revision,
+                key,
+                kind: EventKind::Put,
+                object: Some(object.clone()),
+            },
+        );
+        object
+    }
+
+    fn push(&self, state: &mut State, event: Event) {
+        let event = Arc::new(event);
+        // Never blocks: a full buffer overwrites the oldest event, and a watcher that had not
+        // read it learns that it lagged.
+        let _ = self.live.send(event.clone());
+        if self.max_events == 0 {
+            state.compacted = event.revision;
+            return;
+        }
+        state.history_bytes += event_bytes(&event);
+        state.history.push_back(event);
+        while state.history.len() > self.max_events
+            || (state.history_bytes > self.max_bytes && state.history.len() > 1)
+        {
+            let old = state.history.pop_front().expect("non-empty");
+            state.history_bytes -= event_bytes(&old);
+            state.compacted = old.revision;
+        }
+    }
+
+    pub(super) fn watch(&self, prefix: Bytes, from: u64) -> Result<Watcher, WatchError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let next = state.revision + 1;
+        let from = if from == 0 { next } else { from };
+        if from > next {
+            return Err(WatchError::Future {
+                requested: from,
+                next,
+            });
+        }
+        if from <= state.compacted {
+            return Err(WatchError::Compacted {
+                requested: from,
+                oldest: state.compacted + 1,
+            });
+        }
+        // Subscribed under the lock: no event falls between the backlog and the live stream.
+        let live = self.live.subscribe();
+        let skip = state.history.len() - (next - from) as usize;
+        let backlog = state
+            .history
+            .iter()
+            .skip(skip)
+            .filter(|e| e.key.starts_with(&prefix))
+            .cloned()
+            .collect();
+        Ok(Watcher {
+            backlog,
+            live,
+            prefix,
+            next: from,
+        })
+    }
+}
+
+/// A stream of changes under a prefix, in revision order.
+#[derive(Debug)]
+pub struct Watcher {
+    backlog: VecDeque<Arc<Event>>,
+    live: broadcast::Receiver<Arc<Event>>,
+    prefix: Bytes,
+    /// The first revision not yet delivered.
+    next: u64,
+}
+
+impl Watcher {
+    /// The next change. `None` when the engine is gone; `Err(Lagged)` (then `None`) when this
+    /// watcher fell behind by more than its buffer.
+    pub async fn next(&mut self) -> Option<Result<Arc<Event>, WatchError>> {
+        if let Some(e) = self.backlog.pop_front() {
+            self.next = e.revision + 1;
+            return Some(Ok(e));
+        }
+        loop {
+            match self.live.recv().await {
+                Ok(e) => {
+                    if e.revision < self.next {
+                        continue; // Already delivered from the backlog.
+                    }
+                    self.next = e.revision + 1;
+                    if e.key.starts_with(&self.prefix) {
+                        return Some(Ok(e));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    return Some(Err(WatchError::Lagged {
+                        resume_from: self.next,
+                    }));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The first revision not yet delivered (where to resume).
+    pub fn next_revision(&self) -> u64 {
+        self.next
+    }
+}
