@@ -18,3 +18,14 @@
 //! the objstore issue).
 
 pub mod engine;
+pub mod server;
+
+/// The generated protobuf types and gRPC stubs of `proto/objstore.proto`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("jupiter.objstore.v1");
+
+    /// The encoded descriptor set, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/objstore_descriptor.bin"));
+}
