@@ -5,18 +5,19 @@
 //!
 //! - [`engine`]: sharded in-memory map of key → object (value as `Bytes`, revisions, expiry,
 //!   metadata), memory accounting with eviction, TTL, change feed.
-//! - `server` (to come): tonic gRPC service (Put/Get/Head/Delete/List/BatchGet/BatchPut/Watch,
+//! - [`server`]: tonic gRPC service (Put/Get/Head/Delete/List/BatchGet/BatchPut/Watch,
 //!   streaming upload/download), health and reflection; the RESP port on the same engine.
 //! - `snapshot` (to come): atomic, checksummed snapshots loaded through memmap2 without
 //!   copying values.
-//! - `client` (to come): the Rust client with our own types, consistent hashing over
-//!   registry-discovered nodes.
+//! - [`client`]: the Rust client with our own types, deadlines, and retries for reads.
 //!
 //! # Status
 //!
 //! The engine is implemented and tested; the service, snapshots and client are not yet (see
 //! the objstore issue).
 
+pub mod client;
+pub mod config;
 pub mod engine;
 pub mod server;
 

@@ -1,0 +1,79 @@
+//! The `[objstore]` configuration section.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use jupiter_core::config::types::ByteSize;
+use serde::Deserialize;
+
+use crate::engine::{EngineConfig, Eviction};
+use crate::server::ServiceConfig;
+
+/// `[objstore]`: see `objstore.example.toml` for every key with its default.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ObjstoreConfig {
+    /// gRPC listen address. Default `127.0.0.1:7070` (loopback).
+    pub listen: SocketAddr,
+    /// Engine shards (a power of two).
+    pub shards: usize,
+    /// Memory cap for the process's resident memory; `0` for none.
+    pub max_memory: ByteSize,
+    /// `noeviction` or `sampled-lru`.
+    pub eviction: Eviction,
+    /// Longest key in bytes.
+    pub max_key: usize,
+    /// Largest object.
+    pub max_object_size: ByteSize,
+    /// Change events kept for watchers resuming from an older revision.
+    pub feed_history: usize,
+    /// Events buffered per live watcher before it is cut off.
+    pub watch_buffer: usize,
+    /// A bearer token every call must carry; none by default.
+    pub auth_token: Option<String>,
+    /// Key prefix of the shadow namespace; empty refuses shadow traffic.
+    pub shadow_prefix: String,
+}
+
+impl Default for ObjstoreConfig {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        ObjstoreConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            shards: engine.shards,
+            max_memory: ByteSize(0),
+            eviction: Eviction::Noeviction,
+            max_key: engine.max_key,
+            max_object_size: ByteSize(64 * 1024 * 1024),
+            feed_history: engine.feed_history,
+            watch_buffer: engine.watch_buffer,
+            auth_token: None,
+            shadow_prefix: "__shadow__/".to_owned(),
+        }
+    }
+}
+
+impl ObjstoreConfig {
+    /// The engine's part.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            shards: self.shards,
+            max_memory: self.max_memory.bytes(),
+            eviction: self.eviction,
+            max_key: self.max_key,
+            max_value: self.max_object_size.bytes() as usize,
+            feed_history: self.feed_history,
+            watch_buffer: self.watch_buffer,
+        }
+    }
+
+    /// The service's part.
+    pub fn service(&self) -> ServiceConfig {
+        ServiceConfig {
+            max_object: self.max_object_size.bytes() as usize,
+            shadow_prefix: (!self.shadow_prefix.is_empty())
+                .then(|| Bytes::from(self.shadow_prefix.clone().into_bytes())),
+            auth_token: self.auth_token.clone(),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The `objstore` binary: `serve` on embedded defaults, the operator subcommands, exit codes,
+//! configuration errors and graceful shutdown.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_objstore");
+
+struct Served {
+    child: Child,
+    addr: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra_config: &str) -> Served {
+    let dir = std::env::temp_dir().join(format!(
+        "objstore-cli-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("objstore.toml");
+    std::fs::write(
+        &file,
+        format!("[governance]\naddr = \"127.0.0.1:0\"\n[objstore]\nlisten = \"127.0.0.1:0\"\n{extra_config}"),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("objstore binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut addr = None;
+    while addr.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("objstore serve prints its address");
+        addr = line
+            .strip_prefix("objstore listening on grpc://")
+            .map(str::to_owned);
+    }
+    Served {
+        child,
+        addr: addr.unwrap(),
+        lines: rx,
+    }
+}
+
+fn run(addr: &str, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--addr", addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_then_operate_then_shut_down_gracefully() {
+    let mut s = serve("");
+    let addr = s.addr.clone();
+    let (code, out, err) = run(
+        &addr,
+        &["put", "docs/readme", "-", "--content-type", "text/plain"],
+        b"hello objstore",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("revision 1 version 1"), "{out}");
+    let (code, out, _) = run(&addr, &["get", "docs/readme"], b"");
+    assert_eq!((code, out.as_str()), (0, "hello objstore"));
+    let (code, out, _) = run(&addr, &["stat", "docs/readme"], b"");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("size            14") && out.contains("text/plain"),
+        "{out}"
+    );
+    run(&addr, &["put", "docs/b", "-"], b"x");
+    run(&addr, &["put", "other", "-"], b"y");
+    let (code, out, _) = run(&addr, &["ls", "docs/"], b"");
+    assert_eq!(code, 0);
+    let keys: Vec<&str> = out.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!(keys, ["docs/b", "docs/readme"]);
+    let (code, _, err) = run(&addr, &["put", "docs/b", "-", "--if-absent"], b"z");
+    assert_eq!(code, 1);
+    assert!(err.contains("precondition"), "{err}");
+    let (code, out, _) = run(&addr, &["rm", "docs/b"], b"");
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = run(&addr, &["get", "docs/b"], b"");
+    assert_eq!(code, 3, "{err}");
+    let (code, _, _) = run(&addr, &["rm", "docs/b"], b"");
+    assert_eq!(code, 3);
+
+    // SIGTERM: graceful shutdown, exit 0.
+    let pid = s.child.id() as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = wait_exit(&mut s.child, Duration::from_secs(30));
+    assert_eq!(status, Some(0), "exit status");
+    // The governance server had come up alongside.
+    let printed: Vec<String> = s.lines.try_iter().collect();
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.starts_with("governance listening on http://127.0.0.1:")),
+        "{printed:?}"
+    );
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2_and_name_the_key() {
+    let out = Command::new(BIN).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: objstore"));
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let out = Command::new(BIN).args(["get"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let dir = std::env::temp_dir().join(format!("objstore-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[objstore]\nmax-memory = \"lots\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("max-memory"),
+        "{err}"
+    );
+    std::fs::write(&file, "[objstore]\nlisten-addr = \"x\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen-addr"));
+
+    // An unreachable server: a clear error, exit 1.
+    let (code, _, err) = run("127.0.0.1:1", &["get", "k", "--timeout", "1s"], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
