@@ -20,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod server;
+pub mod snapshot;
 
 /// The generated protobuf types and gRPC stubs of `proto/objstore.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

@@ -673,6 +673,56 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Shards, for walking the data one shard at a time.
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// The live objects of shard `i`: `Arc` clones taken under its read lock (no value is
+    /// copied), so a snapshot walks the data without stopping writers for long.
+    pub fn shard_entries(&self, i: usize) -> Vec<(Bytes, Arc<Object>)> {
+        let now = now_ms();
+        let shard = self.inner.shards[i]
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        shard
+            .map
+            .iter()
+            .filter(|(_, e)| !e.object.expired(now))
+            .map(|(k, e)| (k.clone(), e.object.clone()))
+            .collect()
+    }
+
+    /// Inserts an object as it was (revisions included), when loading a snapshot: no change
+    /// event, no memory check. Replaces an existing object under the key.
+    pub fn restore(&self, key: Bytes, object: Object) {
+        let charge = Object::charge(
+            &key,
+            object.value.len(),
+            object.content_type.as_deref(),
+            &object.metadata,
+        );
+        let has_ttl = object.expires_at_ms.is_some();
+        let mut shard = self.shard(&key).write().unwrap_or_else(|e| e.into_inner());
+        let old = shard.map.insert(
+            key.clone(),
+            Entry {
+                object: Arc::new(object),
+                last_access: AtomicU32::new(self.tick()),
+            },
+        );
+        if let Some(old) = old {
+            self.removed(&mut shard, &key, &old.object);
+        }
+        if has_ttl {
+            shard.with_ttl += 1;
+        }
+        self.inner.objects.fetch_add(1, Ordering::Relaxed);
+        self.inner.charged.fetch_add(charge, Ordering::Relaxed);
+    }
+}
+
 /// The process's resident memory, from `/proc/self/statm` (Linux).
 pub fn resident_bytes() -> Option<usize> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
