@@ -128,7 +128,7 @@ fn corrupt_and_truncated_files_are_refused() {
     h[20] ^= 1;
     check(&h, "header checksum");
     check(&vec![b'x'; 4096], "bad magic");
-    let mut longer = good.clone();
+    let mut longer = good;
     longer.extend_from_slice(b"more");
     check(&longer, "appended");
     // A missing file is an I/O error naming it.
