@@ -449,6 +449,24 @@ impl Client {
         }
     }
 
+    /// Asks the server to write a snapshot now: `(objects, revision, bytes, path)`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`].
+    pub async fn snapshot(&self) -> Result<(u64, u64, u64, String), Error> {
+        let mut grpc = self.grpc.clone();
+        let mut req = self.request(proto::SnapshotRequest {});
+        // Writing a large store takes longer than a usual call.
+        req.set_timeout(self.config.timeout.max(Duration::from_secs(600)));
+        let r = grpc
+            .snapshot(req)
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        Ok((r.objects, r.revision, r.bytes, r.path))
+    }
+
     /// Changes under `prefix` from revision `from` (0: from now).
     ///
     /// # Errors

@@ -1,9 +1,11 @@
 //! The `[objstore]` configuration section.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::Bytes;
-use jupiter_core::config::types::ByteSize;
+use jupiter_core::config::types::{ByteSize, duration};
 use serde::Deserialize;
 
 use crate::engine::{EngineConfig, Eviction};
@@ -33,6 +35,48 @@ pub struct ObjstoreConfig {
     pub auth_token: Option<String>,
     /// Key prefix of the shadow namespace; empty refuses shadow traffic.
     pub shadow_prefix: String,
+    /// `[objstore.snapshot]`.
+    pub snapshot: SnapshotConfig,
+}
+
+/// What to do with a snapshot that fails its checks at start.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnCorrupt {
+    /// Refuse to start (the file is kept for inspection).
+    #[default]
+    Refuse,
+    /// Start empty (the bad file is overwritten by the next snapshot).
+    StartEmpty,
+}
+
+/// `[objstore.snapshot]`: none unless `path` is set.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// The snapshot file: loaded at start, written periodically, on demand and at shutdown.
+    pub path: Option<PathBuf>,
+    /// Between periodic snapshots; `0s`: none.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Write a snapshot on graceful shutdown.
+    pub on_shutdown: bool,
+    /// `refuse` or `start-empty`.
+    pub on_corrupt: OnCorrupt,
+    /// Bytes per second to write at most; `0`: no limit.
+    pub write_rate_limit: ByteSize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            path: None,
+            interval: Duration::from_secs(300),
+            on_shutdown: true,
+            on_corrupt: OnCorrupt::Refuse,
+            write_rate_limit: ByteSize(0),
+        }
+    }
 }
 
 impl Default for ObjstoreConfig {
@@ -49,6 +93,7 @@ impl Default for ObjstoreConfig {
             watch_buffer: engine.watch_buffer,
             auth_token: None,
             shadow_prefix: "__shadow__/".to_owned(),
+            snapshot: SnapshotConfig::default(),
         }
     }
 }

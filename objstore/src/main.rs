@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,9 +16,10 @@ use jupiter_core::metrics::Metrics;
 use jupiter_core::registry::{self, RegistryConfig, ServiceInfo, ServiceKind, ServiceRegistrar};
 use jupiter_core::shadow::{ShadowLayer, ShadowSwitch};
 use objstore::client::{Client, ClientConfig, PutOptions};
-use objstore::config::ObjstoreConfig;
+use objstore::config::{ObjstoreConfig, OnCorrupt};
 use objstore::engine::Engine;
 use objstore::server::{Service, serve};
+use objstore::snapshot::{self, Snapshotter};
 
 const USAGE: &str = "\
 usage: objstore <command> [options]
@@ -31,6 +33,7 @@ commands:
   stat KEY                     print KEY's metadata
   rm KEY                       delete KEY
   ls [PREFIX]                  list keys under PREFIX, in order, with size and revision
+  snapshot                     have the server write its snapshot now
 
 options for the operator commands:
   --addr HOST:PORT             the server (default 127.0.0.1:7070, or $OBJSTORE_ADDR)
@@ -102,6 +105,7 @@ fn parse_args() -> Result<Args, String> {
         "put" => want(1..=2)?,
         "get" | "stat" | "rm" => want(1..=1)?,
         "ls" => want(0..=1)?,
+        "snapshot" => want(0..=0)?,
         other => return Err(format!("unknown command {other:?}")),
     }
     Ok(a)
@@ -184,7 +188,38 @@ async fn run_server(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let log = logging::init(&log_config)?;
     let metrics = Metrics::global().clone();
-    let engine = Engine::new(section.engine());
+    let snap = &section.snapshot;
+    let engine = match &snap.path {
+        Some(path) if path.exists() => {
+            snapshot::remove_leftovers(path);
+            let started = std::time::Instant::now();
+            match snapshot::load(path, section.engine()) {
+                Ok((engine, stats)) => {
+                    println!(
+                        "loaded snapshot {}: {} objects, revision {}, in {:?}",
+                        path.display(),
+                        stats.objects,
+                        stats.revision,
+                        started.elapsed()
+                    );
+                    engine
+                }
+                Err(e @ snapshot::SnapshotError::Corrupt { .. })
+                    if snap.on_corrupt == OnCorrupt::StartEmpty =>
+                {
+                    eprintln!("objstore: {e}; starting empty (on-corrupt = \"start-empty\")");
+                    Engine::new(section.engine())
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{e} (set [objstore.snapshot] on-corrupt = \"start-empty\" to start without it)"
+                    )
+                    .into());
+                }
+            }
+        }
+        _ => Engine::new(section.engine()),
+    };
     engine.spawn_maintenance();
     let listener = tokio::net::TcpListener::bind(section.listen)
         .await
@@ -200,7 +235,31 @@ async fn run_server(
     );
     let switch = ShadowSwitch::from_config(&config)?;
     let shadow = ShadowLayer::new(&app_config.name, switch, &metrics);
-    let service = Service::new(engine, section.service(), &metrics);
+    let snapshots = snap.path.clone().map(|p| {
+        Arc::new(Snapshotter::new(
+            engine.clone(),
+            p,
+            snap.write_rate_limit.bytes(),
+        ))
+    });
+    let mut service = Service::new(engine, section.service(), &metrics);
+    if let Some(s) = &snapshots {
+        service = service.with_snapshots(s.clone());
+        if !snap.interval.is_zero() {
+            let (s, every) = (Arc::downgrade(s), snap.interval);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tick.tick().await;
+                    let Some(s) = s.upgrade() else { return };
+                    if let Err(e) = s.take().await {
+                        tracing::error!(error = %e, "periodic snapshot failed");
+                    }
+                }
+            });
+        }
+    }
+    let final_snapshot = snapshots.filter(|_| snap.on_shutdown);
     let app = App::from_config(&config)?
         .build()
         .with_governance(|g| g.log(&log).registry(registry.clone()))
@@ -216,7 +275,18 @@ async fn run_server(
                 async move { stop.cancelled().await },
             )
             .await
-            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+            // Drained: the last writes are in; keep them.
+            if let Some(s) = final_snapshot {
+                let stats = s.take().await?;
+                println!(
+                    "snapshot {}: {} objects, revision {}",
+                    s.path().display(),
+                    stats.objects,
+                    stats.revision
+                );
+            }
+            Ok(())
         }));
     app.run().await?;
     Ok(())
@@ -320,6 +390,11 @@ async fn operate(a: Args) -> ExitCode {
                     Ok(ExitCode::from(3))
                 }
             },
+            "snapshot" => {
+                let (objects, revision, bytes, path) = client.snapshot().await?;
+                println!("snapshot {path}: {objects} objects, revision {revision}, {bytes} bytes");
+                Ok(ExitCode::SUCCESS)
+            }
             "ls" => {
                 for (k, i) in client.list_all(&key).await? {
                     println!(

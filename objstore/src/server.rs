@@ -52,6 +52,7 @@ pub struct Service {
     config: ServiceConfig,
     shadow: ShadowPolicy,
     metrics: Metrics,
+    snapshots: Option<std::sync::Arc<crate::snapshot::Snapshotter>>,
 }
 
 type Result<T> = std::result::Result<Response<T>, Status>;
@@ -124,7 +125,18 @@ impl Service {
             config,
             shadow,
             metrics: metrics.clone(),
+            snapshots: None,
         }
+    }
+
+    /// Serves the Snapshot call with `snapshots`.
+    #[must_use]
+    pub fn with_snapshots(
+        mut self,
+        snapshots: std::sync::Arc<crate::snapshot::Snapshotter>,
+    ) -> Self {
+        self.snapshots = Some(snapshots);
+        self
     }
 
     /// The tonic server for this service, with its message limits.
@@ -569,6 +581,23 @@ impl ObjectStore for Service {
         r.map(Response::new)
     }
 
+    async fn snapshot(
+        &self,
+        req: Request<proto::SnapshotRequest>,
+    ) -> Result<proto::SnapshotResponse> {
+        let handle = self.metrics.server(
+            "grpc",
+            "/jupiter.objstore.v1.ObjectStore/Snapshot",
+            &peer(&req),
+        );
+        let call = Call {
+            recorder: Some(handle.start()),
+        };
+        let r = self.snapshot_call(req).await;
+        call.finish(&r);
+        r.map(Response::new)
+    }
+
     type DownloadStream = BoxStream<proto::DownloadChunk>;
 
     async fn download(&self, req: Request<proto::DownloadRequest>) -> Result<Self::DownloadStream> {
@@ -603,6 +632,35 @@ impl ObjectStore for Service {
             let stream: Self::DownloadStream =
                 Box::pin(tokio_stream::iter(std::iter::once(Ok(first)).chain(chunks)));
             Ok(stream)
+        })
+    }
+}
+
+impl Service {
+    async fn snapshot_call(
+        &self,
+        req: Request<proto::SnapshotRequest>,
+    ) -> std::result::Result<proto::SnapshotResponse, Status> {
+        self.check_auth(&req)?;
+        // Shadow traffic never triggers operations on live data.
+        if self.route(Access::Write)?.is_some() {
+            return Err(Status::permission_denied(
+                "shadow requests cannot take snapshots",
+            ));
+        }
+        let s = self
+            .snapshots
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("no snapshot path is configured"))?;
+        let stats = s
+            .take()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(proto::SnapshotResponse {
+            objects: stats.objects,
+            revision: stats.revision,
+            bytes: stats.bytes,
+            path: s.path().display().to_string(),
         })
     }
 }

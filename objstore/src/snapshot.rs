@@ -308,3 +308,77 @@ pub fn load(path: &Path, config: EngineConfig) -> Result<(Engine, SnapshotStats)
         },
     ))
 }
+
+/// Takes snapshots of one engine to one path, one at a time, off the async runtime.
+#[derive(Debug)]
+pub struct Snapshotter {
+    engine: Engine,
+    path: PathBuf,
+    rate: u64,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Snapshotter {
+    /// Snapshots of `engine` to `path`, written at most `rate` bytes per second (0: no limit).
+    pub fn new(engine: Engine, path: PathBuf, rate: u64) -> Snapshotter {
+        Snapshotter {
+            engine,
+            path,
+            rate,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The snapshot file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes a snapshot now; waits for one already running to finish first.
+    ///
+    /// # Errors
+    ///
+    /// As [`write`].
+    pub async fn take(&self) -> Result<SnapshotStats, SnapshotError> {
+        let _one_at_a_time = self.running.lock().await;
+        let (engine, path, rate) = (self.engine.clone(), self.path.clone(), self.rate);
+        let started = Instant::now();
+        let stats = tokio::task::spawn_blocking(move || write(&engine, &path, rate))
+            .await
+            .map_err(|e| SnapshotError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })??;
+        tracing::info!(
+            path = %self.path.display(),
+            objects = stats.objects,
+            revision = stats.revision,
+            bytes = stats.bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
+        Ok(stats)
+    }
+}
+
+/// Removes temporary files a crash mid-snapshot left beside `path`.
+pub fn remove_leftovers(path: &Path) {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}

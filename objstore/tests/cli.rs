@@ -184,3 +184,128 @@ fn usage_and_configuration_errors_exit_2_and_name_the_key() {
     assert_eq!(code, 1);
     assert!(err.contains("127.0.0.1:1"), "{err}");
 }
+
+fn sigkill(child: &mut Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+#[test]
+fn snapshots_survive_restarts_and_a_sigkill_mid_snapshot() {
+    let dir = std::env::temp_dir().join(format!(
+        "objstore-cli-snap-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("store.snap");
+    // 2 MB/s: a 6 MB snapshot takes about 3 s, long enough to kill the server in the middle.
+    let config = format!(
+        "[objstore.snapshot]\npath = \"{}\"\ninterval = \"0s\"\nwrite-rate-limit = \"2MB\"\n",
+        path.display()
+    );
+    let mut s = serve(&config);
+    let addr = s.addr.clone();
+    for i in 0..10 {
+        let (code, _, err) = run(
+            &addr,
+            &["put", &format!("small/{i}"), "-"],
+            format!("v{i}").as_bytes(),
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, out, err) = run(&addr, &["snapshot"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("10 objects"), "{out}");
+    let first = std::fs::read(&path).unwrap();
+
+    // 6 MB more, then a snapshot killed half way.
+    let blob = vec![7u8; 64 * 1024];
+    for i in 0..96 {
+        let (code, _, err) = run(&addr, &["put", &format!("big/{i}"), "-"], &blob);
+        assert_eq!(code, 0, "{err}");
+    }
+    let mut snapping = Command::new(BIN)
+        .args(["snapshot", "--addr", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the temporary file exists and has grown.
+    let tmp_prefix = ".store.snap.tmp-";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let growing = std::fs::read_dir(&dir).unwrap().flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with(tmp_prefix)
+                && e.metadata().map(|m| m.len() > 1_000_000).unwrap_or(false)
+        });
+        if growing {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot in progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sigkill(&mut s.child);
+    let _ = snapping.wait();
+    // The previous snapshot is intact, byte for byte.
+    assert_eq!(std::fs::read(&path).unwrap(), first);
+
+    // A restart loads it (and cleans up the leftover temporary file).
+    let s2 = serve(&config);
+    let (code, out, _) = run(&s2.addr, &["get", "small/3"], b"");
+    assert_eq!((code, out.as_str()), (0, "v3"));
+    let (code, _, _) = run(&s2.addr, &["get", "big/0"], b"");
+    assert_eq!(code, 3, "written after the last complete snapshot");
+    let leftovers = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(tmp_prefix))
+        .count();
+    assert_eq!(leftovers, 0);
+    drop(s2);
+
+    // A corrupt snapshot: refused with a clear error (exit 1), or skipped when asked.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let file = dir.join("refuse.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[governance]\naddr = \"127.0.0.1:0\"\n[objstore]\nlisten = \"127.0.0.1:0\"\n{config}"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("corrupt") && err.contains("store.snap") && err.contains("start-empty"),
+        "{err}"
+    );
+    let mut s3 = serve(&format!("{config}on-corrupt = \"start-empty\"\n"));
+    let (code, _, _) = run(&s3.addr, &["get", "small/3"], b"");
+    assert_eq!(code, 3);
+    // A graceful shutdown writes a snapshot; the next start has the data.
+    run(&s3.addr, &["put", "kept", "-"], b"through shutdown");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(s3.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    assert_eq!(wait_exit(&mut s3.child, Duration::from_secs(30)), Some(0));
+    let s4 = serve(&config);
+    let (code, out, _) = run(&s4.addr, &["get", "kept"], b"");
+    assert_eq!((code, out.as_str()), (0, "through shutdown"));
+    drop(s4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
