@@ -86,7 +86,12 @@ fn event_bytes(e: &Event) -> usize {
 }
 
 impl Feed {
-    pub(super) fn new(revision: u64, max_events: usize, watch_buffer: usize) -> Feed {
+    pub(super) fn new(
+        revision: u64,
+        max_events: usize,
+        max_bytes: usize,
+        watch_buffer: usize,
+    ) -> Feed {
         Feed {
             state: Mutex::new(State {
                 revision,
@@ -96,9 +101,16 @@ impl Feed {
             }),
             live: broadcast::channel(watch_buffer.max(1)).0,
             max_events,
-            // Old values kept for resuming watchers are bounded in bytes too.
-            max_bytes: 64 * 1024 * 1024,
+            max_bytes,
         }
+    }
+
+    /// Bytes the history holds (old values included).
+    pub(super) fn history_bytes(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .history_bytes
     }
 
     pub(super) fn revision(&self) -> u64 {

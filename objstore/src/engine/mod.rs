@@ -261,14 +261,30 @@ impl Engine {
     /// An empty engine whose next write gets `revision + 1` (after loading a snapshot).
     pub fn with_revision(config: EngineConfig, revision: u64) -> Engine {
         let n = config.shards.max(1).next_power_of_two();
+        let baseline = if config.max_memory > 0 {
+            resident_bytes().unwrap_or(0)
+        } else {
+            0
+        };
         Engine {
             inner: Arc::new(Inner {
                 shards: (0..n).map(|_| RwLock::new(Shard::default())).collect(),
                 mask: n - 1,
-                feed: Feed::new(revision, config.feed_history, config.watch_buffer),
+                // Old values kept for resuming watchers count against the cap: at most an
+                // eighth of it (64 MiB without a cap).
+                feed: Feed::new(
+                    revision,
+                    config.feed_history,
+                    match config.max_memory {
+                        0 => 64 * 1024 * 1024,
+                        cap => (cap / 8) as usize,
+                    },
+                    config.watch_buffer,
+                ),
                 config,
                 charged: AtomicUsize::new(0),
-                untracked: AtomicUsize::new(0),
+                // Until the first sample: what the process holds already is not for data.
+                untracked: AtomicUsize::new(baseline),
                 objects: AtomicUsize::new(0),
                 evictions: AtomicU64::new(0),
                 expirations: AtomicU64::new(0),
@@ -374,6 +390,11 @@ impl Engine {
         );
     }
 
+    /// Bytes counted against the cap: live objects and the change history.
+    fn used(&self) -> usize {
+        self.inner.charged.load(Ordering::Relaxed) + self.inner.feed.history_bytes()
+    }
+
     /// The data budget: the cap minus what sampling found the charge misses.
     fn budget(&self) -> Option<usize> {
         let cap = self.inner.config.max_memory as usize;
@@ -386,12 +407,12 @@ impl Engine {
             return Ok(());
         };
         let mut attempts = 0;
-        while self.inner.charged.load(Ordering::Relaxed) + need > budget {
+        while self.used() + need > budget {
             if self.inner.config.eviction == Eviction::Noeviction || attempts > 10_000 {
                 return Err(EngineError::Exhausted(format!(
                     "memory cap of {} bytes reached ({} bytes in use, {} more needed)",
                     self.inner.config.max_memory,
-                    self.inner.charged.load(Ordering::Relaxed),
+                    self.used(),
                     need
                 )));
             }
@@ -632,16 +653,23 @@ impl Engine {
 
     /// Records the process's resident memory: the part the charge does not explain lowers the
     /// data budget, so the cap holds for resident memory. Evicts if now over budget.
-    pub fn observe_resident(&self, resident: usize) {
-        let charged = self.inner.charged.load(Ordering::Relaxed);
+    pub fn observe_resident(&self, mut resident: usize) {
+        let cap = self.inner.config.max_memory as usize;
+        if cap > 0 && resident > cap / 20 * 19 {
+            // Freed values may sit in the allocator's free lists, resident but reusable: give
+            // them back first, or they would count as overhead and evict live data for
+            // nothing.
+            release_free_memory();
+            resident = resident_bytes().unwrap_or(resident);
+        }
         self.inner
             .untracked
-            .store(resident.saturating_sub(charged), Ordering::Relaxed);
+            .store(resident.saturating_sub(self.used()), Ordering::Relaxed);
         if self.inner.config.eviction == Eviction::SampledLru
             && let Some(budget) = self.budget()
         {
             let mut guard = 0;
-            while self.inner.charged.load(Ordering::Relaxed) > budget && guard < 100_000 {
+            while self.used() > budget && guard < 100_000 {
                 self.evict_one(&[]);
                 guard += 1;
             }
@@ -720,6 +748,15 @@ impl Engine {
         }
         self.inner.objects.fetch_add(1, Ordering::Relaxed);
         self.inner.charged.fetch_add(charge, Ordering::Relaxed);
+    }
+}
+
+/// Returns free heap memory to the operating system (glibc's `malloc_trim`).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory the allocator holds free; it is thread safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

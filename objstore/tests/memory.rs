@@ -1,0 +1,179 @@
+//! Resident memory: the cap holds for the process's real resident memory under a write flood,
+//! and a snapshot does not copy the data set. One test per concern, run one after the other in
+//! this binary (resident memory is per process).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use objstore::engine::{Engine, EngineConfig, Put, resident_bytes};
+
+fn rss() -> usize {
+    resident_bytes().expect("/proc/self/statm")
+}
+
+/// Samples resident memory every 5 ms until stopped; returns the peak.
+fn sampler() -> (Arc<AtomicBool>, std::thread::JoinHandle<usize>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let h = std::thread::spawn(move || {
+        let mut peak = 0;
+        while !s.load(Ordering::Relaxed) {
+            peak = peak.max(rss());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        peak.max(rss())
+    });
+    (stop, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_cap_and_snapshot_footprint() {
+    flood_stays_under_the_cap().await;
+    snapshot_does_not_copy_the_data();
+}
+
+fn process_rss(pid: u32) -> usize {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(0, |p| p * 4096)
+}
+
+/// The real server process under a gRPC write flood: its resident memory stays within 5% of
+/// `max-memory`, with writes refused (`noeviction`) or evicting (`sampled-lru`).
+async fn flood_stays_under_the_cap() {
+    for eviction in ["sampled-lru", "noeviction"] {
+        let cap: usize = 64 * 1024 * 1024;
+        let dir =
+            std::env::temp_dir().join(format!("objstore-mem-{}-{eviction}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("objstore.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[governance]\naddr = \"127.0.0.1:0\"\n[objstore]\nlisten = \"127.0.0.1:0\"\n\
+                 max-memory = \"{cap}\"\neviction = \"{eviction}\"\n"
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_objstore"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let addr = loop {
+            let line = lines.next().expect("serve prints its address").unwrap();
+            if let Some(a) = line.strip_prefix("objstore listening on grpc://") {
+                break a.to_owned();
+            }
+        };
+        let client = objstore::client::Client::connect(&addr, Default::default())
+            .await
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    peak = peak.max(process_rss(pid));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                peak
+            })
+        };
+        // 16,000 writes of 16 KiB from 16 concurrent callers: 250 MiB against a 64 MiB cap.
+        let refused = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let (client, refused) = (client.clone(), refused.clone());
+                tokio::spawn(async move {
+                    for i in 0..1000 {
+                        let value = Bytes::from(vec![(i % 251) as u8; 16 * 1024]);
+                        match client
+                            .put(format!("t{t}/{i}").as_bytes(), value, Default::default())
+                            .await
+                        {
+                            Ok(_) => {}
+                            Err(objstore::client::Error::Exhausted(_)) => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        let peak = peak.join().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        let refused = refused.load(Ordering::Relaxed);
+        eprintln!(
+            "{eviction}: cap {} MiB, server peak resident {:.1} MiB ({:+.1}%), {refused} writes refused",
+            cap >> 20,
+            peak as f64 / 1048576.0,
+            (peak as f64 / cap as f64 - 1.0) * 100.0
+        );
+        match eviction {
+            "noeviction" => assert!(refused > 8000, "{refused}"),
+            _ => assert_eq!(refused, 0),
+        }
+        assert!(
+            peak as f64 <= cap as f64 * 1.05,
+            "{eviction}: resident memory peaked at {:.1} MiB, cap {} MiB",
+            peak as f64 / 1048576.0,
+            cap >> 20
+        );
+    }
+}
+
+fn snapshot_does_not_copy_the_data() {
+    let dir = std::env::temp_dir().join(format!("objstore-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("store.snap");
+    let engine = Engine::new(EngineConfig::default());
+    for i in 0..200_000u32 {
+        engine
+            .put(Put {
+                key: Bytes::from(format!("k{i:08}")),
+                value: Bytes::from(vec![(i % 251) as u8; 1024]),
+                ..Put::default()
+            })
+            .unwrap();
+    }
+    let before = rss();
+    let (stop, peak) = sampler();
+    let stats = objstore::snapshot::write(&engine, &path, 0).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let peak = peak.join().unwrap();
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "snapshot of {} MiB: resident before {} MiB, peak {} MiB (+{:.1}%)",
+        stats.bytes >> 20,
+        before >> 20,
+        peak >> 20,
+        growth as f64 * 100.0 / before as f64
+    );
+    assert!(
+        (growth as f64) <= before as f64 * 0.10,
+        "resident memory grew {} MiB during the snapshot (before: {} MiB)",
+        growth >> 20,
+        before >> 20
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
