@@ -261,11 +261,6 @@ impl Engine {
     /// An empty engine whose next write gets `revision + 1` (after loading a snapshot).
     pub fn with_revision(config: EngineConfig, revision: u64) -> Engine {
         let n = config.shards.max(1).next_power_of_two();
-        let baseline = if config.max_memory > 0 {
-            resident_bytes().unwrap_or(0)
-        } else {
-            0
-        };
         Engine {
             inner: Arc::new(Inner {
                 shards: (0..n).map(|_| RwLock::new(Shard::default())).collect(),
@@ -283,8 +278,9 @@ impl Engine {
                 ),
                 config,
                 charged: AtomicUsize::new(0),
-                // Until the first sample: what the process holds already is not for data.
-                untracked: AtomicUsize::new(baseline),
+                // Set from resident memory by `spawn_maintenance` (a library user embedding the
+                // engine without it gets a counter-only cap).
+                untracked: AtomicUsize::new(0),
                 objects: AtomicUsize::new(0),
                 evictions: AtomicU64::new(0),
                 expirations: AtomicU64::new(0),
@@ -679,6 +675,12 @@ impl Engine {
     /// Starts the background tasks (active expiry, resident-memory sampling) on the current
     /// tokio runtime; they stop when every clone of the engine is dropped.
     pub fn spawn_maintenance(&self) {
+        // Before the first write: what the process holds already is not for data.
+        if self.inner.config.max_memory > 0
+            && let Some(rss) = resident_bytes()
+        {
+            self.observe_resident(rss);
+        }
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));

@@ -175,7 +175,8 @@ fn noeviction_refuses_at_the_cap() {
         "{err}"
     );
     assert!(e.charged_bytes() <= 100_000);
-    assert!(stored >= 80, "{stored}");
+    // The change feed's history (at most an eighth of the cap) counts too.
+    assert!(stored >= 70, "{stored}");
     // Deleting frees room again.
     e.delete(b"k0", &Condition::Always).unwrap();
     e.put(put("again", &value)).unwrap();
