@@ -243,6 +243,56 @@ impl Client {
         })
     }
 
+    /// A client that connects on first use (and reconnects after failures): calls to an
+    /// unreachable server fail with [`Error::Unavailable`] instead of failing here.
+    ///
+    /// # Errors
+    ///
+    /// The address is invalid.
+    pub fn connect_lazy(addr: &str, config: ClientConfig) -> Result<Client, Error> {
+        let url = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(url)
+            .map_err(|e| Error::Connect {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            })?
+            .connect_timeout(config.timeout)
+            .tcp_nodelay(true);
+        Ok(Client {
+            grpc: ObjectStoreClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+            config,
+        })
+    }
+
+    /// Asks the server whether it knows about shadow traffic: a `Head` of `key` sent as shadow
+    /// traffic must come back with the shadow acknowledgement header (a not-found answer is
+    /// fine). A load tool calls this before it sends shadow traffic to a live server.
+    ///
+    /// # Errors
+    ///
+    /// The server could not be asked; see [`Error`].
+    pub async fn probe_shadow(&self, key: &[u8]) -> Result<bool, Error> {
+        let ctx = jupiter_core::shadow::ShadowContext::new();
+        let req = jupiter_core::shadow::ShadowContext::sync_scope(Some(ctx), || {
+            self.request(proto::HeadRequest {
+                key: Bytes::copy_from_slice(key),
+            })
+        });
+        let acked =
+            |m: &tonic::metadata::MetadataMap| m.get(jupiter_core::shadow::ACK_HEADER).is_some();
+        match self.grpc.clone().head(req).await {
+            Ok(r) => Ok(acked(r.metadata())),
+            Err(s) if s.code() == Code::NotFound => Ok(acked(s.metadata())),
+            Err(s) => Err(self.err(s)),
+        }
+    }
+
     fn request<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         r.set_timeout(self.config.timeout);

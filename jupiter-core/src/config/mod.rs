@@ -360,6 +360,17 @@ impl Config {
         Ok(read_section(&self.inner.current.load(), path)?)
     }
 
+    /// Where the value at `path` came from; a number in the path indexes an array
+    /// (`scenarios.0.steps.1.target`). For errors found after deserialization (a reference to
+    /// a name defined elsewhere), so they too can name the file and line.
+    pub fn locate(&self, path: &str) -> Option<Location> {
+        self.inner
+            .current
+            .load()
+            .lookup_indexed(path)
+            .map(|n| n.origin.clone())
+    }
+
     /// Whether the tree has a value at `path`.
     pub fn contains(&self, path: &str) -> bool {
         self.inner.current.load().lookup(path).is_some()

@@ -176,6 +176,16 @@ impl Node {
         split_path(path).try_fold(self, |node, seg| node.child(seg))
     }
 
+    /// Follows a dotted path in which a number indexes an array (`scenarios.0.steps.1`).
+    pub(crate) fn lookup_indexed(&self, path: &str) -> Option<&Node> {
+        split_path(path).try_fold(self, |node, seg| {
+            match (&node.value, seg.parse::<usize>()) {
+                (Value::Array(items), Ok(i)) => items.get(i),
+                _ => node.child(seg),
+            }
+        })
+    }
+
     /// Merges `overlay` into `self`: tables merge key by key, anything else replaces. A table
     /// replaced by a scalar (or the reverse) is an error: a silent drop of a whole section is how
     /// configuration goes wrong without anybody noticing.

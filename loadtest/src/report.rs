@@ -1,0 +1,629 @@
+//! Reports: the end summary table, the JSON report (schema `jupiter-loadtest/1`, documented in
+//! the README), a self-contained HTML report with SVG plots, and the Prometheus exposition
+//! served while running.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::scenario::{Executor, Plan};
+use crate::stats::{Collected, ErrorKind, Percentiles, Point, Recorder, StepWindow};
+use crate::threshold::{Metric, Threshold, fmt_duration};
+
+/// The JSON schema name and version.
+pub const SCHEMA: &str = "jupiter-loadtest/1";
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// [`SCHEMA`].
+    pub schema: &'static str,
+    /// `[run] name`.
+    pub name: String,
+    /// The scenario file.
+    pub scenario_file: String,
+    /// Start, Unix milliseconds.
+    pub started_unix_ms: u64,
+    /// Wall time of the run, seconds.
+    pub duration_s: f64,
+    /// Stopped early (Ctrl-C).
+    pub aborted: bool,
+    /// Every threshold passed.
+    pub passed: bool,
+    /// Requests were tagged as shadow traffic.
+    pub shadow: bool,
+    /// All requests together.
+    pub total: StepReport,
+    /// Per scenario.
+    pub scenarios: Vec<ScenarioReport>,
+    /// Threshold results.
+    pub thresholds: Vec<ThresholdReport>,
+    /// Per second, all requests together.
+    pub series: Vec<Point>,
+}
+
+/// One scenario.
+#[derive(Debug, Serialize)]
+pub struct ScenarioReport {
+    /// Name.
+    pub name: String,
+    /// `open` (latency from the intended send time) or `closed`.
+    pub model: &'static str,
+    /// How long it ran, seconds.
+    pub duration_s: f64,
+    /// Open model: arrivals dropped because every worker was busy and the queue full.
+    pub dropped_iterations: u64,
+    /// Its requests together.
+    pub summary: StepReport,
+    /// Per step.
+    pub steps: Vec<StepReport>,
+}
+
+/// Figures of a step (or a group of steps).
+#[derive(Debug, Serialize)]
+pub struct StepReport {
+    /// Name (`scenario/step` for steps).
+    pub name: String,
+    /// Requests sent and finished (passed or failed).
+    pub requests: u64,
+    /// Failed requests.
+    pub failed: u64,
+    /// `failed / requests`.
+    pub error_rate: f64,
+    /// Requests per second over the run time.
+    pub rps: f64,
+    /// Failures by kind: connect, timeout, status, check, protocol.
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Latency (from the intended send time in open models), milliseconds.
+    pub latency_ms: Percentiles,
+    /// Service time (from the actual send), milliseconds.
+    pub service_time_ms: Percentiles,
+    /// Latency distribution: `[upper bound ms, count]`, log-spaced.
+    pub distribution: Vec<(f64, u64)>,
+    /// Per second (steps only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<Point>,
+}
+
+/// One threshold's result.
+#[derive(Debug, Serialize)]
+pub struct ThresholdReport {
+    /// `run`, `scenario NAME` or `step SCENARIO/STEP`.
+    pub scope: String,
+    /// As written.
+    pub threshold: String,
+    /// The measured value (seconds, fraction or per second).
+    pub value: f64,
+    /// The value for people.
+    pub shown: String,
+    /// Whether it passed.
+    pub passed: bool,
+}
+
+fn step_report(name: String, w: &StepWindow, secs: f64, series: Vec<Point>) -> StepReport {
+    let requests = w.requests();
+    let failed = w.failed();
+    let mut distribution = Vec::new();
+    if !w.latency.is_empty() {
+        for v in w.latency.iter_log(10, 1.5) {
+            if v.count_since_last_iteration() > 0 {
+                distribution.push((
+                    v.value_iterated_to() as f64 / 1000.0,
+                    v.count_since_last_iteration(),
+                ));
+            }
+        }
+    }
+    StepReport {
+        name,
+        requests,
+        failed,
+        error_rate: if requests == 0 {
+            0.0
+        } else {
+            failed as f64 / requests as f64
+        },
+        rps: if secs > 0.0 {
+            requests as f64 / secs
+        } else {
+            0.0
+        },
+        errors: ErrorKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), w.errors[*k as usize]))
+            .collect(),
+        latency_ms: Percentiles::of(&w.latency),
+        service_time_ms: Percentiles::of(&w.service),
+        distribution,
+        series,
+    }
+}
+
+fn value(t: &Threshold, w: &StepWindow, secs: f64) -> f64 {
+    let pick = |service: bool| -> &Histogram<u64> { if service { &w.service } else { &w.latency } };
+    let s = |us: f64| us / 1e6;
+    match t.metric {
+        Metric::Percentile { p, service } => {
+            let h = pick(service);
+            if h.is_empty() {
+                0.0
+            } else {
+                s(h.value_at_quantile(p / 100.0) as f64)
+            }
+        }
+        Metric::Mean { service } => s(pick(service).mean()),
+        Metric::Max { service } => s(pick(service).max() as f64),
+        Metric::ErrorRate => {
+            if w.requests() == 0 {
+                0.0
+            } else {
+                w.failed() as f64 / w.requests() as f64
+            }
+        }
+        Metric::Rps => {
+            if secs > 0.0 {
+                w.requests() as f64 / secs
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+fn merged<'a>(windows: impl Iterator<Item = &'a StepWindow>) -> StepWindow {
+    let mut all = Collected::new(1).totals.pop().expect("one");
+    for w in windows {
+        all.merge(w);
+    }
+    all
+}
+
+impl Report {
+    /// Builds the report from the collected figures.
+    pub fn build(
+        plan: &Plan,
+        c: &Collected,
+        recorder: &Recorder,
+        started: SystemTime,
+        elapsed: Duration,
+        durations: &[Duration],
+        aborted: bool,
+    ) -> Report {
+        let run_secs = durations
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(elapsed)
+            .as_secs_f64();
+        let mut thresholds = Vec::new();
+        let mut check = |scope: String, list: &[Threshold], w: &StepWindow, secs: f64| {
+            for t in list {
+                let v = value(t, w, secs);
+                thresholds.push(ThresholdReport {
+                    scope: scope.clone(),
+                    threshold: t.text.clone(),
+                    value: v,
+                    shown: t.show(v),
+                    passed: t.passes(v),
+                });
+            }
+        };
+        let mut scenarios = Vec::new();
+        let mut base = 0;
+        for (i, s) in plan.scenarios.iter().enumerate() {
+            let secs = durations.get(i).copied().unwrap_or(elapsed).as_secs_f64();
+            let windows = &c.totals[base..base + s.steps.len()];
+            let all = merged(windows.iter());
+            check(format!("scenario {}", s.name), &s.thresholds, &all, secs);
+            let mut steps = Vec::new();
+            for (j, st) in s.steps.iter().enumerate() {
+                check(
+                    format!("step {}/{}", s.name, st.name),
+                    &st.thresholds,
+                    &windows[j],
+                    secs,
+                );
+                steps.push(step_report(
+                    format!("{}/{}", s.name, st.name),
+                    &windows[j],
+                    secs,
+                    c.step_series[base + j].clone(),
+                ));
+            }
+            scenarios.push(ScenarioReport {
+                name: s.name.clone(),
+                model: if s.executor.is_open() {
+                    "open"
+                } else {
+                    "closed"
+                },
+                duration_s: secs,
+                dropped_iterations: recorder.dropped[i].load(std::sync::atomic::Ordering::Relaxed),
+                summary: step_report(s.name.clone(), &all, secs, Vec::new()),
+                steps,
+            });
+            base += s.steps.len();
+        }
+        let all = merged(c.totals.iter());
+        check("run".into(), &plan.thresholds, &all, run_secs);
+        let passed = thresholds.iter().all(|t| t.passed);
+        Report {
+            schema: SCHEMA,
+            name: plan.run.name.clone(),
+            scenario_file: plan.file.display().to_string(),
+            started_unix_ms: started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            duration_s: elapsed.as_secs_f64(),
+            aborted,
+            passed,
+            shadow: plan.run.shadow,
+            total: step_report("total".into(), &all, run_secs, Vec::new()),
+            scenarios,
+            thresholds,
+            series: c.series.clone(),
+        }
+    }
+
+    /// The end summary table.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let ms = |v: f64| fmt_duration(Duration::from_secs_f64(v / 1000.0));
+        let _ = writeln!(
+            out,
+            "{:<28} {:>9} {:>10} {:>16} {:>9} {:>9} {:>9} {:>9} {:>11}",
+            "scenario/step", "requests", "rps", "errors", "p50", "p90", "p99", "max", "service p99"
+        );
+        let mut row = |r: &StepReport| {
+            let _ = writeln!(
+                out,
+                "{:<28} {:>9} {:>10.1} {:>16} {:>9} {:>9} {:>9} {:>9} {:>11}",
+                r.name,
+                r.requests,
+                r.rps,
+                format!("{} ({:.2}%)", r.failed, r.error_rate * 100.0),
+                ms(r.latency_ms.p50),
+                ms(r.latency_ms.p90),
+                ms(r.latency_ms.p99),
+                ms(r.latency_ms.max),
+                ms(r.service_time_ms.p99),
+            );
+        };
+        for s in &self.scenarios {
+            for st in &s.steps {
+                row(st);
+            }
+        }
+        row(&self.total);
+        for s in &self.scenarios {
+            let kinds: Vec<String> = s
+                .summary
+                .errors
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            if !kinds.is_empty() || s.dropped_iterations > 0 {
+                let _ = writeln!(
+                    out,
+                    "{}: errors: {}; dropped iterations: {}",
+                    s.name,
+                    if kinds.is_empty() {
+                        "none".into()
+                    } else {
+                        kinds.join(", ")
+                    },
+                    s.dropped_iterations
+                );
+            }
+        }
+        if !self.thresholds.is_empty() {
+            let _ = writeln!(out, "thresholds:");
+            for t in &self.thresholds {
+                let _ = writeln!(
+                    out,
+                    "  {} {}: {} (measured {})",
+                    if t.passed { "pass" } else { "FAIL" },
+                    t.scope,
+                    t.threshold,
+                    t.shown
+                );
+            }
+        }
+        out
+    }
+
+    /// The JSON report.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the report serializes")
+    }
+
+    /// The HTML report: one file, no external resources.
+    pub fn to_html(&self) -> String {
+        let mut h = String::new();
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        let _ = write!(
+            h,
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>loadtest: {name}</title>\
+             <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}\
+             table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
+             th:first-child,td:first-child{{text-align:left}}.fail{{color:#b00;font-weight:bold}}\
+             .pass{{color:#070}}svg{{background:#fafafa;border:1px solid #ddd;margin:1em 0}}</style>\
+             </head><body><h1>loadtest: {name}</h1><p>{file} — {dur:.1} s{aborted} — {verdict}</p>",
+            name = esc(&self.name),
+            file = esc(&self.scenario_file),
+            dur = self.duration_s,
+            aborted = if self.aborted { " (stopped early)" } else { "" },
+            verdict = if self.passed {
+                "<span class=\"pass\">thresholds passed</span>"
+            } else {
+                "<span class=\"fail\">thresholds failed</span>"
+            },
+        );
+        h.push_str("<table><tr><th>scenario/step</th><th>requests</th><th>rps</th><th>errors</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>service p99 ms</th></tr>");
+        let mut rows: Vec<&StepReport> = self.scenarios.iter().flat_map(|s| &s.steps).collect();
+        rows.push(&self.total);
+        for r in rows {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{} ({:.2}%)</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+                esc(&r.name),
+                r.requests,
+                r.rps,
+                r.failed,
+                r.error_rate * 100.0,
+                r.latency_ms.p50,
+                r.latency_ms.p90,
+                r.latency_ms.p99,
+                r.latency_ms.max,
+                r.service_time_ms.p99
+            );
+        }
+        h.push_str("</table>");
+        if !self.thresholds.is_empty() {
+            h.push_str("<h2>Thresholds</h2><ul>");
+            for t in &self.thresholds {
+                let _ = write!(
+                    h,
+                    "<li class=\"{}\">{} — {}: {} (measured {})</li>",
+                    if t.passed { "pass" } else { "fail" },
+                    if t.passed { "pass" } else { "FAIL" },
+                    esc(&t.scope),
+                    esc(&t.threshold),
+                    esc(&t.shown)
+                );
+            }
+            h.push_str("</ul>");
+        }
+        let pts = |f: &dyn Fn(&Point) -> f64| -> Vec<(f64, f64)> {
+            self.series.iter().map(|p| (p.t, f(p))).collect()
+        };
+        h.push_str("<h2>Throughput over time</h2>");
+        h.push_str(&svg_chart(
+            &[
+                ("requests/s", "#1f77b4", pts(&|p| p.requests as f64)),
+                ("errors/s", "#d62728", pts(&|p| p.errors as f64)),
+            ],
+            "seconds",
+            "per second",
+            false,
+        ));
+        h.push_str("<h2>Latency percentiles over time</h2>");
+        h.push_str(&svg_chart(
+            &[
+                ("p50", "#2ca02c", pts(&|p| p.p50_ms)),
+                ("p90", "#ff7f0e", pts(&|p| p.p90_ms)),
+                ("p99", "#d62728", pts(&|p| p.p99_ms)),
+                ("service p99", "#9467bd", pts(&|p| p.service_p99_ms)),
+            ],
+            "seconds",
+            "ms",
+            false,
+        ));
+        h.push_str("<h2>Latency distribution</h2>");
+        let mut cum = 0u64;
+        let total: u64 = self.total.distribution.iter().map(|d| d.1).sum();
+        let curve: Vec<(f64, f64)> = self
+            .total
+            .distribution
+            .iter()
+            .map(|(ms, n)| {
+                cum += n;
+                let q = cum as f64 / total.max(1) as f64;
+                // "Nines" axis: 0 → 0%, 1 → 90%, 2 → 99%, 3 → 99.9%.
+                (-(1.0 - q).max(1e-6).log10(), *ms)
+            })
+            .collect();
+        h.push_str(&svg_chart(
+            &[("latency at percentile", "#1f77b4", curve)],
+            "percentile (1 = 90%, 2 = 99%, 3 = 99.9%)",
+            "ms",
+            true,
+        ));
+        h.push_str("</body></html>\n");
+        h
+    }
+}
+
+/// A plotted line: name, colour, points.
+type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// A line chart as inline SVG.
+fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> String {
+    let (w, ht, l, r, t, b) = (860.0, 320.0, 70.0, 20.0, 20.0, 50.0);
+    let xs = series.iter().flat_map(|s| s.2.iter().map(|p| p.0));
+    let ys = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
+    let xmax = xs.fold(0.0f64, f64::max).max(1.0);
+    let ymax = ys.fold(0.0f64, f64::max).max(1e-3) * 1.1;
+    let px = |x: f64| l + x / xmax * (w - l - r);
+    let py = |y: f64| ht - b - y / ymax * (ht - t - b);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{ht}\" font-size=\"11\">"
+    );
+    for i in 0..=4 {
+        let y = ymax * i as f64 / 4.0;
+        let _ = write!(
+            s,
+            "<line x1=\"{l}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{y:.3}</text>",
+            w - r,
+            l - 4.0,
+            py(y) + 4.0,
+            py = py(y)
+        );
+        let x = xmax * i as f64 / 4.0;
+        let label = if nines {
+            format!("{:.3}%", (1.0 - 10f64.powf(-x)) * 100.0)
+        } else {
+            format!("{x:.0}")
+        };
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+            px(x),
+            ht - b + 16.0
+        );
+    }
+    let _ = write!(
+        s,
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text><text x=\"14\" y=\"{:.1}\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">{y_label}</text>",
+        (l + w - r) / 2.0,
+        ht - 8.0,
+        ht / 2.0,
+        ht / 2.0
+    );
+    for (i, (name, color, pts)) in series.iter().enumerate() {
+        let path: Vec<String> = pts
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+            .collect();
+        let _ = write!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/><text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>",
+            path.join(" "),
+            l + 10.0 + 140.0 * i as f64,
+            t + 12.0
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Prometheus text exposition of the figures so far.
+pub fn prometheus_text(plan: &Plan, c: &Collected, recorder: &Recorder) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP loadtest_requests_total Requests finished, by scenario, step and result.\n# TYPE loadtest_requests_total counter\n");
+    let mut base = 0;
+    let mut rows = Vec::new();
+    for (i, s) in plan.scenarios.iter().enumerate() {
+        for (j, st) in s.steps.iter().enumerate() {
+            rows.push((i, s.name.as_str(), st.name.as_str(), &c.totals[base + j]));
+        }
+        base += s.steps.len();
+    }
+    for (_, sc, st, w) in &rows {
+        let _ = writeln!(
+            out,
+            "loadtest_requests_total{{scenario=\"{sc}\",step=\"{st}\",result=\"ok\"}} {}",
+            w.requests() - w.failed()
+        );
+        for k in ErrorKind::ALL {
+            let _ = writeln!(
+                out,
+                "loadtest_requests_total{{scenario=\"{sc}\",step=\"{st}\",result=\"{}\"}} {}",
+                k.as_str(),
+                w.errors[k as usize]
+            );
+        }
+    }
+    out.push_str("# HELP loadtest_latency_seconds Latency (from the intended send time in open models).\n# TYPE loadtest_latency_seconds summary\n");
+    for (_, sc, st, w) in &rows {
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let v = if w.latency.is_empty() {
+                0.0
+            } else {
+                w.latency.value_at_quantile(q) as f64 / 1e6
+            };
+            let _ = writeln!(
+                out,
+                "loadtest_latency_seconds{{scenario=\"{sc}\",step=\"{st}\",quantile=\"{q}\"}} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "loadtest_latency_seconds_count{{scenario=\"{sc}\",step=\"{st}\"}} {}",
+            w.requests()
+        );
+    }
+    out.push_str("# HELP loadtest_dropped_iterations_total Open-model arrivals dropped (every worker busy).\n# TYPE loadtest_dropped_iterations_total counter\n");
+    for (i, s) in plan.scenarios.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "loadtest_dropped_iterations_total{{scenario=\"{}\"}} {}",
+            s.name,
+            recorder.dropped[i].load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+    out
+}
+
+/// Serves `text` at `/metrics` on `addr` until the runtime ends; returns the bound address.
+///
+/// # Errors
+///
+/// The address is invalid or taken.
+pub async fn serve_prometheus(
+    addr: &str,
+    text: Arc<Mutex<String>>,
+) -> Result<std::net::SocketAddr, String> {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let text = text.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let body = if req.uri().path() == "/metrics" {
+                        text.lock().unwrap_or_else(|p| p.into_inner()).clone()
+                    } else {
+                        String::new()
+                    };
+                    let status = if req.uri().path() == "/metrics" {
+                        200
+                    } else {
+                        404
+                    };
+                    async move {
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "text/plain; version=0.0.4")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+/// The executor's name for reports.
+pub fn executor_name(e: &Executor) -> &'static str {
+    match e {
+        Executor::Arrival { .. } => "arrival-rate",
+        Executor::Vus { .. } => "vus",
+    }
+}

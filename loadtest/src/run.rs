@@ -1,0 +1,1004 @@
+//! Running a plan: connect the targets, probe them for shadow support, drive the executors,
+//! collect once a second, stop gracefully, and hand the figures to the report.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use jupiter_core::shadow::{ACK_HEADER, ShadowContext};
+use tokio_util::sync::CancellationToken;
+
+use crate::http1::{self, Endpoint, HttpError, Pool};
+use crate::report::Report;
+use crate::scenario::{Action, Executor, Flow, ObjstoreOp, Plan, Stage, Step, TargetKind};
+use crate::stats::{Collected, ErrorKind, Point, Recorder};
+use crate::template::Vars;
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every threshold passed.
+    Passed,
+    /// A threshold failed.
+    ThresholdsFailed,
+    /// Stopped early: why.
+    Aborted(String),
+}
+
+/// Run settings that are not part of the scenario.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Print live progress (default: when stderr is a terminal).
+    pub progress: Option<bool>,
+    /// Stops the run early (Ctrl-C); the report is still written.
+    pub cancel: Option<CancellationToken>,
+}
+
+/// A run that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The shadow probe failed: the target does not acknowledge shadow traffic.
+    #[error("shadow probe: {0}")]
+    Probe(String),
+    /// A target could not be set up.
+    #[error("target {0}: {1}")]
+    Target(String, String),
+}
+
+/// A live HTTP/2 target: a few multiplexed connections.
+struct H2 {
+    endpoint: Endpoint,
+    addr: Option<SocketAddr>,
+    conns: Vec<ArcSwapOption<hyper::client::conn::http2::SendRequest<Full<Bytes>>>>,
+    connecting: tokio::sync::Mutex<()>,
+    timeout: Duration,
+}
+
+impl H2 {
+    async fn sender(
+        &self,
+        i: usize,
+    ) -> Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>, HttpError> {
+        let slot = &self.conns[i % self.conns.len()];
+        if let Some(s) = slot.load_full()
+            && !s.is_closed()
+        {
+            return Ok((*s).clone());
+        }
+        let _g = self.connecting.lock().await;
+        if let Some(s) = slot.load_full()
+            && !s.is_closed()
+        {
+            return Ok((*s).clone());
+        }
+        let addr = self.addr.ok_or_else(|| {
+            HttpError::Connect(std::io::Error::other(format!(
+                "{} does not resolve",
+                self.endpoint.host
+            )))
+        })?;
+        let tcp = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| HttpError::Connect(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(HttpError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .map_err(|e| HttpError::Protocol(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        slot.store(Some(Arc::new(send.clone())));
+        Ok(send)
+    }
+}
+
+// One per target, made once: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Client {
+    H1 {
+        endpoint: Endpoint,
+        pool: Option<Pool>,
+    },
+    H2(Box<H2>),
+    Objstore(objstore::client::Client),
+    Redis(redis_client::Client),
+}
+
+/// An in-process objstore: stops when dropped.
+struct Embedded {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+struct Shared {
+    plan: Plan,
+    clients: Vec<Client>,
+    recorder: Recorder,
+    /// First global step index of each scenario.
+    step_base: Vec<usize>,
+    /// Shadow context for every request (when `[run] shadow`).
+    shadow: Option<ShadowContext>,
+    /// The same as HTTP/1.1 header lines.
+    shadow_headers: Vec<(String, Vec<u8>)>,
+    cancel: CancellationToken,
+}
+
+/// A worker's reused buffers.
+#[derive(Default)]
+struct Scratch {
+    path: Vec<u8>,
+    req: Vec<u8>,
+    body: Vec<u8>,
+    headers: Vec<Vec<u8>>,
+    resp: http1::Response,
+}
+
+/// Runs `plan`; returns the report (always, also when stopped early) and how the run ended.
+///
+/// # Errors
+///
+/// A target could not be set up, or the shadow probe failed (the report is not written: no
+/// load was sent).
+pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), RunError> {
+    let cancel = options.cancel.unwrap_or_default();
+    let progress = options
+        .progress
+        .unwrap_or_else(|| std::io::stderr().is_terminal());
+    let (clients, _embedded) = connect_targets(&plan).await?;
+    let shadow = plan.run.shadow.then(|| {
+        let ctx = ShadowContext::new();
+        match &plan.run.run_id {
+            Some(id) => ctx.with_run_id(id.clone()),
+            None => ctx,
+        }
+    });
+    let mut shadow_headers = Vec::new();
+    if let Some(ctx) = &shadow {
+        let mut h = http::HeaderMap::new();
+        ctx.inject(&mut h);
+        for (k, v) in &h {
+            shadow_headers.push((k.as_str().to_owned(), v.as_bytes().to_vec()));
+        }
+    }
+    if let Some(ctx) = &shadow {
+        probe(&plan, &clients, ctx).await?;
+    }
+    let mut step_base = Vec::new();
+    let mut steps = 0;
+    for s in &plan.scenarios {
+        step_base.push(steps);
+        steps += s.steps.len();
+    }
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    let shared = Arc::new(Shared {
+        recorder: Recorder::new(steps, plan.scenarios.len(), threads),
+        clients,
+        step_base,
+        shadow,
+        shadow_headers,
+        cancel: cancel.clone(),
+        plan,
+    });
+    let started_at = std::time::SystemTime::now();
+    let start = Instant::now();
+
+    // The collector: once a second, and once more at the end.
+    let collected = Arc::new(Mutex::new(Collected::new(steps)));
+    let prom_text = Arc::new(Mutex::new(String::new()));
+    let prometheus = match &shared.plan.output.prometheus {
+        Some(addr) => Some(
+            crate::report::serve_prometheus(addr, prom_text.clone())
+                .await
+                .map_err(|e| RunError::Target("prometheus".into(), e))?,
+        ),
+        None => None,
+    };
+    let collector_stop = CancellationToken::new();
+    let collector = {
+        let shared = shared.clone();
+        let collected = collected.clone();
+        let stop = collector_stop.clone();
+        let prom_text = prom_text.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::from_std(start) + Duration::from_secs(1),
+                Duration::from_secs(1),
+            );
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                let t = start.elapsed().as_secs_f64();
+                let mut c = collected.lock().unwrap_or_else(|p| p.into_inner());
+                let p = c.tick(&shared.recorder, t.round());
+                if progress {
+                    progress_line(&p, t);
+                }
+                if prometheus.is_some() {
+                    *prom_text.lock().unwrap_or_else(|p| p.into_inner()) =
+                        crate::report::prometheus_text(&shared.plan, &c, &shared.recorder);
+                }
+            }
+        })
+    };
+
+    // The scenarios, side by side.
+    let mut runs = Vec::new();
+    for i in 0..shared.plan.scenarios.len() {
+        let shared = shared.clone();
+        runs.push(tokio::spawn(run_scenario(shared, i, start)));
+    }
+    let mut durations = Vec::new();
+    for r in runs {
+        durations.push(r.await.unwrap_or_default());
+    }
+    collector_stop.cancel();
+    let _ = collector.await;
+    if progress {
+        eprintln!();
+    }
+    let elapsed = start.elapsed();
+    let mut c = collected.lock().unwrap_or_else(|p| p.into_inner());
+    let last = c.series.last().map_or(0.0, |p| p.t);
+    if elapsed.as_secs_f64() > last + 0.001 {
+        c.tick(&shared.recorder, elapsed.as_secs_f64());
+    }
+    let aborted = cancel.is_cancelled();
+    let report = Report::build(
+        &shared.plan,
+        &c,
+        &shared.recorder,
+        started_at,
+        elapsed,
+        &durations,
+        aborted,
+    );
+    let outcome = if aborted {
+        Outcome::Aborted("stopped (Ctrl-C)".into())
+    } else if report.passed {
+        Outcome::Passed
+    } else {
+        Outcome::ThresholdsFailed
+    };
+    Ok((report, outcome))
+}
+
+fn progress_line(p: &Point, t: f64) {
+    let rate = if p.requests > 0 {
+        p.errors as f64 / p.requests as f64 * 100.0
+    } else {
+        0.0
+    };
+    eprint!(
+        "\r[{t:>5.0}s] {:>8} req/s  p50 {:>8.2}ms  p99 {:>8.2}ms  errors {:>6} ({rate:.2}%)   ",
+        p.requests, p.p50_ms, p.p99_ms, p.errors
+    );
+}
+
+async fn connect_targets(plan: &Plan) -> Result<(Vec<Client>, Vec<Embedded>), RunError> {
+    let mut clients = Vec::new();
+    let mut embedded = Vec::new();
+    for t in &plan.targets {
+        let s = &t.spec;
+        let err = |m: String| RunError::Target(t.name.clone(), m);
+        let client = match s.kind {
+            TargetKind::Http => {
+                let endpoint =
+                    Endpoint::parse(s.url.as_deref().unwrap_or_default()).map_err(err)?;
+                // A name that does not resolve is counted as connect errors, like a refused
+                // connection: the run goes on and the thresholds decide.
+                let addr = endpoint.resolve().await.ok();
+                if s.http2 {
+                    let n = s.connections.unwrap_or(4);
+                    Client::H2(Box::new(H2 {
+                        endpoint,
+                        addr,
+                        conns: (0..n).map(|_| ArcSwapOption::empty()).collect(),
+                        connecting: tokio::sync::Mutex::new(()),
+                        timeout: plan.run.timeout,
+                    }))
+                } else {
+                    let max = s.connections.unwrap_or(1024);
+                    Client::H1 {
+                        pool: addr.map(|a| Pool::new(a, max, plan.run.timeout)),
+                        endpoint,
+                    }
+                }
+            }
+            TargetKind::Objstore => {
+                let addr = match s.url.clone() {
+                    Some(a) => a,
+                    None => {
+                        let (addr, e) = start_embedded().await.map_err(err)?;
+                        embedded.push(e);
+                        addr
+                    }
+                };
+                let config = objstore::client::ClientConfig {
+                    timeout: plan.run.timeout,
+                    read_attempts: 1,
+                    token: s.token.clone(),
+                };
+                Client::Objstore(
+                    objstore::client::Client::connect_lazy(&addr, config)
+                        .map_err(|e| err(e.to_string()))?,
+                )
+            }
+            TargetKind::Redis => {
+                let mut b = redis_client::Client::builder()
+                    .url(s.url.as_deref().unwrap_or_default())
+                    .name(&t.name)
+                    .pool_size(s.connections.unwrap_or(4))
+                    .command_timeout(plan.run.timeout);
+                if let Some(p) = &s.shadow_prefix {
+                    b = b.shadow_prefix(p);
+                }
+                Client::Redis(b.build().map_err(|e| err(e.to_string()))?)
+            }
+        };
+        clients.push(client);
+    }
+    Ok((clients, embedded))
+}
+
+/// Starts an objstore on a free loopback port in this process.
+async fn start_embedded() -> Result<(String, Embedded), String> {
+    use jupiter_core::shadow::{ShadowLayer, ShadowMode, ShadowSwitch};
+    let metrics = jupiter_core::metrics::Metrics::new();
+    let engine = objstore::engine::Engine::new(objstore::engine::EngineConfig::default());
+    engine.spawn_maintenance();
+    let service = objstore::server::Service::new(engine, Default::default(), &metrics);
+    let shadow = ShadowLayer::new("objstore", ShadowSwitch::new(ShadowMode::On), &metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot start the embedded objstore: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(objstore::server::serve(service, listener, shadow, async {
+        let _ = rx.await;
+    }));
+    Ok((addr.to_string(), Embedded { _stop: tx }))
+}
+
+/// Every live target a scenario uses must acknowledge shadow traffic.
+async fn probe(plan: &Plan, clients: &[Client], ctx: &ShadowContext) -> Result<(), RunError> {
+    for (i, t) in plan.targets.iter().enumerate() {
+        let used = plan
+            .scenarios
+            .iter()
+            .any(|s| s.steps.iter().any(|st| st.target == i));
+        if !used || !t.spec.live {
+            continue;
+        }
+        let fail = |why: String| {
+            RunError::Probe(format!(
+                "target {:?} {why}; refusing to send shadow traffic to a live target that may \
+                 not keep it apart. Fix the target, or set live = false on it if it holds no \
+                 live data, or [run] shadow = false",
+                t.name
+            ))
+        };
+        match &clients[i] {
+            Client::H1 { endpoint, pool } => {
+                let pool = pool
+                    .as_ref()
+                    .ok_or_else(|| fail(format!("({}) does not resolve", endpoint.host)))?;
+                let mut req = Vec::new();
+                let headers: Vec<(String, Vec<u8>)> = {
+                    let mut h = http::HeaderMap::new();
+                    ctx.inject(&mut h);
+                    h.iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+                        .collect()
+                };
+                let hs: Vec<(&str, &[u8])> =
+                    headers.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+                http1::encode(
+                    &mut req,
+                    &http::Method::GET,
+                    t.spec.probe.as_bytes(),
+                    &endpoint.authority,
+                    &hs,
+                    None,
+                );
+                let mut out = http1::Response::default();
+                tokio::time::timeout(
+                    plan.run.timeout,
+                    pool.send(&req, false, &[ACK_HEADER], false, &mut out),
+                )
+                .await
+                .map_err(|_| fail("did not answer the probe in time".into()))?
+                .map_err(|e| fail(format!("did not answer the probe ({e})")))?;
+                if out.headers.is_empty() {
+                    return Err(fail(format!(
+                        "answered GET {} without the {ACK_HEADER} header",
+                        t.spec.probe
+                    )));
+                }
+            }
+            Client::H2(h2) => {
+                let mut send = h2
+                    .sender(0)
+                    .await
+                    .map_err(|e| fail(format!("did not answer the probe ({e})")))?;
+                let mut req = http::Request::builder()
+                    .uri(format!("http://{}{}", h2.endpoint.authority, t.spec.probe))
+                    .body(Full::new(Bytes::new()))
+                    .map_err(|e| fail(e.to_string()))?;
+                ctx.inject(req.headers_mut());
+                let resp = send
+                    .send_request(req)
+                    .await
+                    .map_err(|e| fail(format!("did not answer the probe ({e})")))?;
+                if !resp.headers().contains_key(ACK_HEADER) {
+                    return Err(fail(format!(
+                        "answered GET {} without the {ACK_HEADER} header",
+                        t.spec.probe
+                    )));
+                }
+            }
+            Client::Objstore(c) => {
+                let acked = c
+                    .probe_shadow(b"loadtest-probe")
+                    .await
+                    .map_err(|e| fail(format!("did not answer the probe ({e})")))?;
+                if !acked {
+                    return Err(fail("answered without the shadow acknowledgement".into()));
+                }
+            }
+            Client::Redis(_) => {
+                if t.spec.shadow_prefix.is_none() {
+                    return Err(fail(
+                        "has no shadow-prefix, so shadow writes would be refused".into(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Arrival times of an open model: the `i`-th arrival's offset from the start.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    start: f64,
+    stages: Vec<Stage>,
+}
+
+impl Schedule {
+    /// A rate curve starting at `start`/s and moving linearly to each stage's target.
+    pub fn new(start: f64, stages: Vec<Stage>) -> Schedule {
+        Schedule { start, stages }
+    }
+
+    /// When arrival `i` (0-based) is due, or `None` past the end.
+    pub fn time_of(&self, i: u64) -> Option<Duration> {
+        let mut k = i as f64;
+        let mut offset = 0.0;
+        let mut r0 = self.start;
+        for s in &self.stages {
+            let d = s.duration.as_secs_f64();
+            let r1 = s.target;
+            let count = (r0 + r1) / 2.0 * d;
+            if k < count {
+                let t = if (r1 - r0).abs() < 1e-12 {
+                    k / r0
+                } else {
+                    // r0·t + (r1 − r0)/(2d)·t² = k
+                    let a = (r1 - r0) / (2.0 * d);
+                    (-r0 + (r0 * r0 + 4.0 * a * k).max(0.0).sqrt()) / (2.0 * a)
+                };
+                return Some(Duration::from_secs_f64(offset + t.clamp(0.0, d)));
+            }
+            k -= count;
+            offset += d;
+            r0 = r1;
+        }
+        None
+    }
+}
+
+/// Workers wanted at `t` by a VU executor.
+fn vus_at(start: usize, stages: &[Stage], t: Duration) -> usize {
+    let mut from = start as f64;
+    let mut t = t.as_secs_f64();
+    for s in stages {
+        let d = s.duration.as_secs_f64();
+        if t < d {
+            return (from + (s.target - from) * (t / d)).round() as usize;
+        }
+        t -= d;
+        from = s.target;
+    }
+    from.round() as usize
+}
+
+/// Runs scenario `i` to its end; returns how long it ran.
+async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Duration {
+    let scenario = &shared.plan.scenarios[i];
+    let graceful = shared.plan.run.graceful_stop;
+    let end = start + scenario.executor.duration();
+    let mut tasks = tokio::task::JoinSet::new();
+    match &scenario.executor {
+        Executor::Arrival {
+            start: r0,
+            stages,
+            iterations,
+            max_in_flight,
+        } => {
+            let (tx, rx) = async_channel::bounded::<(u64, Instant)>(*max_in_flight);
+            let schedule = Schedule::new(*r0, stages.clone());
+            let cancel = shared.cancel.clone();
+            let limit = iterations.unwrap_or(u64::MAX);
+            let s2 = shared.clone();
+            // The pacer: an OS thread sleeping precisely (tokio's timer has 1 ms steps) and
+            // handing each arrival, with its intended time, to an idle worker.
+            let pacer = std::thread::Builder::new()
+                .name("loadtest-pacer".into())
+                .spawn(move || {
+                    let mut n = 0u64;
+                    while n < limit {
+                        let Some(at) = schedule.time_of(n) else { break };
+                        let due = start + at;
+                        loop {
+                            if cancel.is_cancelled() {
+                                return;
+                            }
+                            let now = Instant::now();
+                            if due <= now + Duration::from_micros(50) {
+                                break;
+                            }
+                            std::thread::sleep((due - now).min(Duration::from_millis(50)));
+                        }
+                        match tx.try_send((n, due)) {
+                            Ok(()) => {}
+                            Err(async_channel::TrySendError::Full(_)) => {
+                                s2.recorder.dropped[i].fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(async_channel::TrySendError::Closed(_)) => return,
+                        }
+                        n += 1;
+                    }
+                })
+                .expect("spawn the pacer thread");
+            for vu in 0..*max_in_flight {
+                let shared = shared.clone();
+                let rx = rx.clone();
+                tasks.spawn(async move {
+                    let mut scratch = Scratch::default();
+                    let mut iter = 0;
+                    while let Ok((seq, due)) = rx.recv().await {
+                        if shared.cancel.is_cancelled() {
+                            break;
+                        }
+                        iteration(&shared, i, seq, vu as u64, iter, Some(due), &mut scratch).await;
+                        iter += 1;
+                    }
+                });
+            }
+            drop(rx);
+            // Wait for the pacer without blocking the runtime.
+            let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
+        }
+        Executor::Vus {
+            start: v0,
+            stages,
+            iterations,
+        } => {
+            let max = stages
+                .iter()
+                .map(|s| s.target.round() as usize)
+                .chain([*v0])
+                .max()
+                .unwrap_or(0);
+            let counter = Arc::new(AtomicU64::new(0));
+            for vu in 0..max {
+                let shared = shared.clone();
+                let counter = counter.clone();
+                let stages = stages.clone();
+                let (v0, limit) = (*v0, iterations.unwrap_or(u64::MAX));
+                tasks.spawn(async move {
+                    let mut scratch = Scratch::default();
+                    let mut iter = 0;
+                    loop {
+                        let now = Instant::now();
+                        if shared.cancel.is_cancelled() || now >= end {
+                            break;
+                        }
+                        if vu >= vus_at(v0, &stages, now - start) {
+                            tokio::select! {
+                                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                                () = shared.cancel.cancelled() => break,
+                            }
+                            continue;
+                        }
+                        let seq = counter.fetch_add(1, Ordering::Relaxed);
+                        if seq >= limit {
+                            break;
+                        }
+                        iteration(&shared, i, seq, vu as u64, iter, None, &mut scratch).await;
+                        iter += 1;
+                    }
+                });
+            }
+            // Until the planned end (or Ctrl-C, or every iteration done).
+            tokio::select! {
+                () = tokio::time::sleep_until(end.into()) => {}
+                () = shared.cancel.cancelled() => {}
+                () = async { while tasks.join_next().await.is_some() {} } => {}
+            }
+        }
+    }
+    // In-flight iterations get the graceful stop to finish; then they are cut off.
+    let deadline = tokio::time::Instant::now() + graceful;
+    while !tasks.is_empty() {
+        tokio::select! {
+            r = tasks.join_next() => if r.is_none() { break },
+            () = tokio::time::sleep_until(deadline) => {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    start.elapsed().min(scenario.executor.duration())
+}
+
+async fn iteration(
+    shared: &Shared,
+    scenario: usize,
+    seq: u64,
+    vu: u64,
+    iter: u64,
+    intended: Option<Instant>,
+    scratch: &mut Scratch,
+) {
+    let sc = &shared.plan.scenarios[scenario];
+    let vars = Vars {
+        seq,
+        vu,
+        iter,
+        feeders: &shared.plan.feeders,
+    };
+    let think = || async {
+        if let Some((a, b)) = sc.think {
+            let d = if a == b {
+                a
+            } else {
+                a + Duration::from_nanos(fastrand::u64(0..=(b - a).as_nanos() as u64))
+            };
+            if !d.is_zero() {
+                tokio::time::sleep(d).await;
+            }
+        }
+    };
+    match sc.flow {
+        Flow::Pick => {
+            let j = pick(&sc.steps);
+            run_step(shared, scenario, j, &vars, intended, scratch).await;
+            think().await;
+        }
+        Flow::Sequence => {
+            for j in 0..sc.steps.len() {
+                let due = if j == 0 { intended } else { None };
+                run_step(shared, scenario, j, &vars, due, scratch).await;
+                think().await;
+                if shared.cancel.is_cancelled() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn pick(steps: &[Step]) -> usize {
+    if steps.len() == 1 {
+        return 0;
+    }
+    let total: u64 = steps.iter().map(|s| u64::from(s.weight)).sum();
+    let mut r = fastrand::u64(0..total);
+    for (i, s) in steps.iter().enumerate() {
+        let w = u64::from(s.weight);
+        if r < w {
+            return i;
+        }
+        r -= w;
+    }
+    steps.len() - 1
+}
+
+async fn run_step(
+    shared: &Shared,
+    scenario: usize,
+    j: usize,
+    vars: &Vars<'_>,
+    intended: Option<Instant>,
+    scratch: &mut Scratch,
+) {
+    let step = &shared.plan.scenarios[scenario].steps[j];
+    let sent = Instant::now();
+    let result = tokio::time::timeout(
+        shared.plan.run.timeout,
+        ShadowContext::scope(shared.shadow.clone(), execute(shared, step, vars, scratch)),
+    )
+    .await;
+    let error = result.unwrap_or(Some(ErrorKind::Timeout));
+    let done = Instant::now();
+    let latency = done - intended.unwrap_or(sent).min(sent);
+    shared
+        .recorder
+        .record(shared.step_base[scenario] + j, latency, done - sent, error);
+}
+
+fn http_error(e: &HttpError) -> ErrorKind {
+    match e {
+        HttpError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+        HttpError::Connect(_) => ErrorKind::Connect,
+        HttpError::Io(_) | HttpError::Protocol(_) => ErrorKind::Protocol,
+    }
+}
+
+fn check_status(step: &Step, status: u16, default_ok: bool) -> Option<ErrorKind> {
+    match &step.checks.status {
+        Some(list) => (!list.contains(&status)).then_some(ErrorKind::Check),
+        None => (!default_ok).then_some(ErrorKind::Status),
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn execute(
+    shared: &Shared,
+    step: &Step,
+    vars: &Vars<'_>,
+    s: &mut Scratch,
+) -> Option<ErrorKind> {
+    match (&shared.clients[step.target], &step.action) {
+        (
+            Client::H1 { endpoint, pool },
+            Action::Http {
+                method,
+                path,
+                headers,
+                body,
+            },
+        ) => {
+            let Some(pool) = pool else {
+                return Some(ErrorKind::Connect);
+            };
+            s.path.clear();
+            path.render(vars, &mut s.path);
+            s.headers.resize_with(headers.len(), Vec::new);
+            for ((_, t), buf) in headers.iter().zip(s.headers.iter_mut()) {
+                buf.clear();
+                t.render(vars, buf);
+            }
+            let mut hs: Vec<(&str, &[u8])> =
+                Vec::with_capacity(headers.len() + shared.shadow_headers.len());
+            for ((n, _), v) in headers.iter().zip(&s.headers) {
+                hs.push((n.as_str(), v));
+            }
+            for (n, v) in &shared.shadow_headers {
+                hs.push((n, v));
+            }
+            let body = body.as_ref().map(|b| {
+                s.body.clear();
+                b.render(vars, &mut s.body);
+                &s.body[..]
+            });
+            s.req.clear();
+            http1::encode(&mut s.req, method, &s.path, &endpoint.authority, &hs, body);
+            let want: Vec<&str> = step
+                .checks
+                .headers
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect();
+            let head = method == http::Method::HEAD;
+            if let Err(e) = pool
+                .send(&s.req, head, &want, step.checks.needs_body(), &mut s.resp)
+                .await
+            {
+                return Some(http_error(&e));
+            }
+            let r = &s.resp;
+            if let Some(e) = check_status(step, r.status, (200..400).contains(&r.status)) {
+                return Some(e);
+            }
+            if step.checks.headers.is_empty() && step.checks.body_contains.is_none() {
+                return None;
+            }
+            let hs: Vec<(&str, &[u8])> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), &v[..]))
+                .collect();
+            check_http(step, &hs, &r.body)
+        }
+        (
+            Client::H2(h2),
+            Action::Http {
+                method,
+                path,
+                headers,
+                body,
+            },
+        ) => {
+            let send = h2.sender(vars.vu as usize).await;
+            let mut send = match send {
+                Ok(s) => s,
+                Err(e) => return Some(http_error(&e)),
+            };
+            s.path.clear();
+            path.render(vars, &mut s.path);
+            let uri = format!(
+                "http://{}{}",
+                h2.endpoint.authority,
+                String::from_utf8_lossy(&s.path)
+            );
+            let mut b = http::Request::builder().method(method.clone()).uri(uri);
+            for (n, t) in headers {
+                b = b.header(n, t.render_vec(vars));
+            }
+            let body = match body {
+                Some(t) => Bytes::from(t.render_vec(vars)),
+                None => Bytes::new(),
+            };
+            let Ok(mut req) = b.body(Full::new(body)) else {
+                return Some(ErrorKind::Protocol);
+            };
+            if let Some(ctx) = &shared.shadow {
+                ctx.inject(req.headers_mut());
+            }
+            let resp = match send.send_request(req).await {
+                Ok(r) => r,
+                Err(_) => return Some(ErrorKind::Protocol),
+            };
+            let status = resp.status().as_u16();
+            let (parts, body) = resp.into_parts();
+            let body = match http_body_util::Limited::new(body, 64 << 20).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return Some(ErrorKind::Protocol),
+            };
+            if let Some(e) = check_status(step, status, (200..400).contains(&status)) {
+                return Some(e);
+            }
+            let hs: Vec<(&str, &[u8])> = parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                .collect();
+            check_http(step, &hs, &body)
+        }
+        (
+            Client::Objstore(c),
+            Action::Objstore {
+                op,
+                key,
+                value,
+                random,
+            },
+        ) => {
+            s.path.clear();
+            key.render(vars, &mut s.path);
+            let r = match op {
+                ObjstoreOp::Put => {
+                    let v = match (value, random) {
+                        (Some(t), _) => Bytes::from(t.render_vec(vars)),
+                        (None, Some(r)) => r.clone(),
+                        (None, None) => Bytes::new(),
+                    };
+                    c.put(&s.path, v, Default::default()).await.map(|_| ())
+                }
+                ObjstoreOp::Get => c.get(&s.path).await.map(|_| ()),
+                ObjstoreOp::Head => c.head(&s.path).await.map(|_| ()),
+                ObjstoreOp::Delete => c.delete(&s.path).await.map(|_| ()),
+            };
+            use objstore::client::Error as E;
+            let code = match &r {
+                Ok(()) => 0,
+                Err(e) => match e {
+                    E::NotFound => 5,
+                    E::Precondition(_) => 9,
+                    E::Exhausted(_) => 8,
+                    E::Invalid(_) => 3,
+                    E::Timeout(_) => return Some(ErrorKind::Timeout),
+                    E::Unavailable(_) | E::Connect { .. } => return Some(ErrorKind::Connect),
+                    E::Refused(_) => 7,
+                    E::Other { code, .. } => *code as u16,
+                    _ => 2,
+                },
+            };
+            check_status(step, code, code == 0)
+        }
+        (Client::Redis(c), Action::Redis { words }) => {
+            let name = words[0].as_static().unwrap_or(b"PING");
+            let mut cmd = redis_client::cmd(std::str::from_utf8(name).unwrap_or("PING"));
+            for w in &words[1..] {
+                s.path.clear();
+                w.render(vars, &mut s.path);
+                cmd = cmd.arg(&s.path[..]);
+            }
+            use redis_client::Error as E;
+            match c.query_frame(cmd).await {
+                Ok(_) => None,
+                Err(E::Server(_)) => Some(ErrorKind::Status),
+                Err(E::Timeout(_)) => Some(ErrorKind::Timeout),
+                Err(E::Connect { .. }) => Some(ErrorKind::Connect),
+                Err(_) => Some(ErrorKind::Protocol),
+            }
+        }
+        _ => Some(ErrorKind::Protocol),
+    }
+}
+
+fn check_http(step: &Step, headers: &[(&str, &[u8])], body: &[u8]) -> Option<ErrorKind> {
+    if let Some(needle) = &step.checks.body_contains
+        && !contains(body, needle)
+    {
+        return Some(ErrorKind::Check);
+    }
+    for (name, want) in &step.checks.headers {
+        let ok = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case(name) && *v == want.as_bytes());
+        if !ok {
+            return Some(ErrorKind::Check);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(secs: u64, target: f64) -> Stage {
+        Stage {
+            duration: Duration::from_secs(secs),
+            target,
+        }
+    }
+
+    #[test]
+    fn constant_schedule_is_exact() {
+        let s = Schedule::new(2000.0, vec![stage(10, 2000.0)]);
+        assert_eq!(s.time_of(0), Some(Duration::ZERO));
+        assert_eq!(s.time_of(1000), Some(Duration::from_millis(500)));
+        assert!(s.time_of(19_999).is_some());
+        assert_eq!(s.time_of(20_000), None);
+    }
+
+    #[test]
+    fn ramping_schedule_counts_the_area_under_the_curve() {
+        // 0 → 100/s over 10 s: 500 arrivals, the 125th at 5 s; then flat 100/s for 1 s.
+        let s = Schedule::new(0.0, vec![stage(10, 100.0), stage(1, 100.0)]);
+        let at = s.time_of(125).unwrap().as_secs_f64();
+        assert!((at - 5.0).abs() < 1e-6, "{at}");
+        assert!(s.time_of(499).unwrap() < Duration::from_secs(10));
+        assert!(s.time_of(500).unwrap() >= Duration::from_secs(10));
+        assert!(s.time_of(599).is_some());
+        assert_eq!(s.time_of(600), None);
+    }
+
+    #[test]
+    fn vus_follow_the_stages() {
+        let st = [stage(10, 10.0), stage(10, 0.0)];
+        assert_eq!(vus_at(0, &st, Duration::from_secs(0)), 0);
+        assert_eq!(vus_at(0, &st, Duration::from_secs(5)), 5);
+        assert_eq!(vus_at(0, &st, Duration::from_secs(10)), 10);
+        assert_eq!(vus_at(0, &st, Duration::from_secs(15)), 5);
+        assert_eq!(vus_at(0, &st, Duration::from_secs(30)), 0);
+    }
+}

@@ -1,0 +1,1069 @@
+//! The scenario file (TOML) and its validation into a [`Plan`].
+//!
+//! Every error names the file, line, column and key path: structural errors come from
+//! jupiter-core's configuration reader (unknown keys, wrong types), cross-references (a step's
+//! target, a template's feeder) are checked afterwards and located through
+//! [`Config::locate`](jupiter_core::Config::locate). The format is documented, with a fully
+//! commented example, in the crate's README.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jupiter_core::Config;
+use jupiter_core::config::types::{ByteSize, duration};
+use serde::Deserialize;
+
+use crate::template::{Feeder, Template, load_feeder};
+use crate::threshold::Threshold;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScenarioFile {
+    /// Run-wide settings.
+    #[serde(default)]
+    pub run: RunSection,
+    /// Reports.
+    #[serde(default)]
+    pub output: OutputSection,
+    /// Systems under test, by name.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetSpec>,
+    /// CSV data feeders, by name.
+    #[serde(default)]
+    pub feeders: BTreeMap<String, FeederSpec>,
+    /// Scenarios, run side by side.
+    #[serde(default)]
+    pub scenarios: Vec<ScenarioSpec>,
+    /// Thresholds over every request of the run.
+    #[serde(default)]
+    pub thresholds: Vec<Threshold>,
+}
+
+/// `[run]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RunSection {
+    /// The run's name in reports.
+    pub name: String,
+    /// Tag every request as shadow traffic (`x-jupiter-shadow: 1` and W3C baggage).
+    pub shadow: bool,
+    /// A test-run id carried with the shadow tag.
+    pub run_id: Option<String>,
+    /// Generator threads (0: one per core).
+    pub threads: usize,
+    /// Deadline of one request.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// How long in-flight requests may finish after a scenario's end (or Ctrl-C).
+    #[serde(with = "duration")]
+    pub graceful_stop: Duration,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection {
+            name: "loadtest".into(),
+            shadow: true,
+            run_id: None,
+            threads: 0,
+            timeout: Duration::from_secs(10),
+            graceful_stop: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[output]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct OutputSection {
+    /// JSON report path (relative to the working directory).
+    pub json: Option<PathBuf>,
+    /// HTML report path.
+    pub html: Option<PathBuf>,
+    /// Serve Prometheus metrics at this address while running (loopback advised).
+    pub prometheus: Option<String>,
+}
+
+/// What a target is.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    /// An HTTP server.
+    Http,
+    /// An objstore server (gRPC).
+    Objstore,
+    /// A Redis server.
+    Redis,
+}
+
+/// `[targets.NAME]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TargetSpec {
+    /// `http`, `objstore` or `redis`.
+    pub kind: TargetKind,
+    /// `http://host:port` (http), `host:port` (objstore), `redis://…` (redis).
+    pub url: Option<String>,
+    /// objstore only: start an objstore in this process (no server needed).
+    #[serde(default)]
+    pub embedded: bool,
+    /// http only: speak HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    #[serde(default)]
+    pub http2: bool,
+    /// Most connections (HTTP/1.1: one request each at a time; HTTP/2 and Redis: multiplexed).
+    pub connections: Option<usize>,
+    /// A live target must acknowledge shadow traffic before the run starts; set `false` for a
+    /// target that holds no live data (a staging copy) to skip that probe.
+    #[serde(default = "yes")]
+    pub live: bool,
+    /// http only: the path the shadow probe requests.
+    #[serde(default = "root")]
+    pub probe: String,
+    /// redis only: where shadow keys go (key prefix). Without it a live Redis target refuses
+    /// shadow writes, and the probe fails.
+    pub shadow_prefix: Option<String>,
+    /// objstore only: bearer token.
+    pub token: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+/// `[feeders.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FeederSpec {
+    /// CSV file with a header row (relative to the scenario file).
+    pub csv: PathBuf,
+    /// `sequential` (row = iteration number modulo rows) or `random`.
+    #[serde(default)]
+    pub order: FeederOrder,
+}
+
+/// Row order of a feeder.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeederOrder {
+    /// In order, wrapping.
+    #[default]
+    Sequential,
+    /// At random.
+    Random,
+}
+
+/// The executor names.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutorKind {
+    /// Open model: a fixed arrival rate.
+    ConstantArrivalRate,
+    /// Open model: arrival rate moving linearly through stages.
+    RampingArrivalRate,
+    /// Closed model: a fixed number of workers, each looping.
+    ConstantVus,
+    /// Closed model: workers added and removed through stages.
+    RampingVus,
+}
+
+/// `{ duration = "30s", target = 100 }`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// How long the stage takes.
+    #[serde(with = "duration")]
+    pub duration: Duration,
+    /// Rate (arrival-rate executors) or workers (VU executors) at the stage's end.
+    pub target: f64,
+}
+
+/// How an iteration uses the steps.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Flow {
+    /// Each iteration runs one step, chosen by weight.
+    #[default]
+    Pick,
+    /// Each iteration runs every step in order (a user journey).
+    Sequence,
+}
+
+/// `[[scenarios]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScenarioSpec {
+    /// Name in reports.
+    pub name: String,
+    /// The workload model.
+    pub executor: ExecutorKind,
+    /// constant-arrival-rate: iterations per second.
+    pub rate: Option<f64>,
+    /// ramping-arrival-rate: rate at the start.
+    pub start_rate: Option<f64>,
+    /// constant-vus: workers.
+    pub vus: Option<usize>,
+    /// ramping-vus: workers at the start.
+    pub start_vus: Option<usize>,
+    /// Ramping executors: the stages.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// How long (constant executors).
+    #[serde(default, with = "duration::option")]
+    pub duration: Option<Duration>,
+    /// Or how many iterations (constant executors).
+    pub iterations: Option<u64>,
+    /// Open model: most iterations in flight (workers); beyond it arrivals wait, and their
+    /// wait counts in their latency.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// Pause after each step: `"100ms"`, or a uniform range `"50ms..150ms"`.
+    pub think_time: Option<String>,
+    /// `pick` (default) or `sequence`.
+    #[serde(default)]
+    pub flow: Flow,
+    /// Thresholds over this scenario's requests.
+    #[serde(default)]
+    pub thresholds: Vec<Threshold>,
+    /// The requests.
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+}
+
+fn default_in_flight() -> usize {
+    1000
+}
+
+/// `[[scenarios.steps]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StepSpec {
+    /// Name in reports.
+    pub name: String,
+    /// Target name (may be left out when there is one target).
+    pub target: Option<String>,
+    /// Relative weight in `pick` flow.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// An HTTP request.
+    pub http: Option<HttpSpec>,
+    /// An objstore call.
+    pub objstore: Option<ObjstoreSpec>,
+    /// A Redis command: `["SET", "k:{{seq}}", "v"]`.
+    pub redis: Option<Vec<String>>,
+    /// Checks on the response.
+    #[serde(default)]
+    pub checks: ChecksSpec,
+    /// Thresholds over this step's requests.
+    #[serde(default)]
+    pub thresholds: Vec<Threshold>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `http = { … }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpSpec {
+    /// Method.
+    #[serde(default = "get")]
+    pub method: String,
+    /// Path and query (templated).
+    pub path: String,
+    /// Extra headers (values templated).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Body (templated).
+    pub body: Option<String>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+/// objstore operations.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjstoreOp {
+    /// Put
+    Put,
+    /// Get
+    Get,
+    /// Head
+    Head,
+    /// Delete
+    Delete,
+}
+
+/// `objstore = { … }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ObjstoreSpec {
+    /// The call.
+    pub op: ObjstoreOp,
+    /// Key (templated).
+    pub key: String,
+    /// put: value (templated) …
+    pub value: Option<String>,
+    /// … or random bytes of this size.
+    pub value_size: Option<ByteSize>,
+}
+
+/// `checks = { … }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ChecksSpec {
+    /// Accepted statuses (HTTP status codes, gRPC code numbers). Without it, HTTP 2xx/3xx and
+    /// gRPC OK (and NOT_FOUND for get/head/delete) pass.
+    pub status: Option<Vec<u16>>,
+    /// The body must contain this text.
+    pub body_contains: Option<String>,
+    /// Response headers that must have these values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A scenario error: where and what.
+#[derive(Debug)]
+pub struct ScenarioError(pub String);
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+/// Overrides from the command line, applied before validation.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Arrival rate of constant-arrival-rate scenarios.
+    pub rate: Option<f64>,
+    /// Duration of constant executors.
+    pub duration: Option<Duration>,
+    /// Workers of constant-vus scenarios.
+    pub vus: Option<usize>,
+    /// Iterations of constant executors (replaces the duration).
+    pub iterations: Option<u64>,
+    /// `NAME=URL` target addresses.
+    pub targets: Vec<(String, String)>,
+    /// Run only these scenarios.
+    pub only: Vec<String>,
+}
+
+/// The workload model, validated.
+#[derive(Clone, Debug)]
+pub enum Executor {
+    /// Open model with a rate curve.
+    Arrival {
+        /// Rate at the start.
+        start: f64,
+        /// Stages (one flat stage for the constant executor).
+        stages: Vec<Stage>,
+        /// Stop after this many iterations.
+        iterations: Option<u64>,
+        /// Workers.
+        max_in_flight: usize,
+    },
+    /// Closed model.
+    Vus {
+        /// Workers at the start.
+        start: usize,
+        /// Stages (one flat stage for the constant executor).
+        stages: Vec<Stage>,
+        /// Stop after this many iterations (all workers together).
+        iterations: Option<u64>,
+    },
+}
+
+impl Executor {
+    /// Planned length of the run (before the graceful stop).
+    pub fn duration(&self) -> Duration {
+        match self {
+            Executor::Arrival { stages, .. } | Executor::Vus { stages, .. } => {
+                stages.iter().map(|s| s.duration).sum()
+            }
+        }
+    }
+
+    /// Whether latency is measured from the intended send time.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Executor::Arrival { .. })
+    }
+}
+
+/// A validated step.
+#[derive(Debug)]
+pub struct Step {
+    /// Name.
+    pub name: String,
+    /// Index into [`Plan::targets`].
+    pub target: usize,
+    /// Weight in `pick` flow.
+    pub weight: u32,
+    /// What to send.
+    pub action: Action,
+    /// Checks.
+    pub checks: Checks,
+    /// Step thresholds.
+    pub thresholds: Vec<Threshold>,
+}
+
+/// A step's request, compiled.
+#[derive(Debug)]
+pub enum Action {
+    /// HTTP.
+    Http {
+        /// Method.
+        method: http::Method,
+        /// Path and query.
+        path: Template,
+        /// Headers (name, value).
+        headers: Vec<(http::HeaderName, Template)>,
+        /// Body.
+        body: Option<Template>,
+    },
+    /// objstore.
+    Objstore {
+        /// Call.
+        op: ObjstoreOp,
+        /// Key.
+        key: Template,
+        /// Value template, or a random value of a size (made once, shared).
+        value: Option<Template>,
+        /// Random value.
+        random: Option<bytes::Bytes>,
+    },
+    /// Redis.
+    Redis {
+        /// Command words.
+        words: Vec<Template>,
+    },
+}
+
+/// Checks, compiled.
+#[derive(Debug, Default)]
+pub struct Checks {
+    /// Accepted statuses.
+    pub status: Option<Vec<u16>>,
+    /// Body must contain.
+    pub body_contains: Option<Vec<u8>>,
+    /// Header name (lowercase) and value.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Checks {
+    /// Whether the response body is needed.
+    pub fn needs_body(&self) -> bool {
+        self.body_contains.is_some()
+    }
+}
+
+/// A validated scenario.
+#[derive(Debug)]
+pub struct Scenario {
+    /// Name.
+    pub name: String,
+    /// Workload.
+    pub executor: Executor,
+    /// Think time range.
+    pub think: Option<(Duration, Duration)>,
+    /// Flow.
+    pub flow: Flow,
+    /// Steps.
+    pub steps: Vec<Step>,
+    /// Scenario thresholds.
+    pub thresholds: Vec<Threshold>,
+}
+
+/// A validated target.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Name.
+    pub name: String,
+    /// Spec.
+    pub spec: TargetSpec,
+}
+
+/// Everything a run needs, validated.
+#[derive(Debug)]
+pub struct Plan {
+    /// The scenario file.
+    pub file: PathBuf,
+    /// `[run]`
+    pub run: RunSection,
+    /// `[output]`
+    pub output: OutputSection,
+    /// Targets.
+    pub targets: Vec<Target>,
+    /// Feeders.
+    pub feeders: Vec<Arc<Feeder>>,
+    /// Scenarios.
+    pub scenarios: Vec<Scenario>,
+    /// Run-wide thresholds.
+    pub thresholds: Vec<Threshold>,
+}
+
+impl Plan {
+    /// Reads, validates and compiles a scenario file.
+    ///
+    /// # Errors
+    ///
+    /// Names the file, line, column and key path of the first problem.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, ScenarioError> {
+        if !path.exists() {
+            return Err(ScenarioError(format!(
+                "{}: no such scenario file",
+                path.display()
+            )));
+        }
+        let config = Config::builder()
+            .file(path)
+            .no_env()
+            .build()
+            .map_err(|e| ScenarioError(e.to_string()))?;
+        let file: ScenarioFile = config.get("").map_err(|e| ScenarioError(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Plan::build(file, &config, path, base, overrides)
+    }
+
+    fn build(
+        mut file: ScenarioFile,
+        config: &Config,
+        path: &Path,
+        base: &Path,
+        o: &Overrides,
+    ) -> Result<Plan, ScenarioError> {
+        let at = |key: &str, msg: String| {
+            let loc = config
+                .locate(key)
+                .map(|l| format!("{l}: "))
+                .unwrap_or_else(|| format!("{}: ", path.display()));
+            ScenarioError(format!("{loc}{key}: {msg}"))
+        };
+        // Command-line overrides.
+        for (name, url) in &o.targets {
+            let t = file.targets.get_mut(name).ok_or_else(|| {
+                ScenarioError(format!(
+                    "--target {name}={url}: the scenario has no target {name:?}"
+                ))
+            })?;
+            t.url = Some(url.clone());
+            t.embedded = false;
+        }
+        if !o.only.is_empty() {
+            for name in &o.only {
+                if !file.scenarios.iter().any(|s| &s.name == name) {
+                    return Err(ScenarioError(format!(
+                        "--scenario {name}: no such scenario in {}",
+                        path.display()
+                    )));
+                }
+            }
+            file.scenarios.retain(|s| o.only.contains(&s.name));
+        }
+        for s in &mut file.scenarios {
+            let constant = matches!(
+                s.executor,
+                ExecutorKind::ConstantArrivalRate | ExecutorKind::ConstantVus
+            );
+            if s.executor == ExecutorKind::ConstantArrivalRate && o.rate.is_some() {
+                s.rate = o.rate;
+            }
+            if s.executor == ExecutorKind::ConstantVus && o.vus.is_some() {
+                s.vus = o.vus;
+            }
+            if constant && o.duration.is_some() {
+                s.duration = o.duration;
+                s.iterations = None;
+            }
+            if constant && o.iterations.is_some() {
+                s.iterations = o.iterations;
+                s.duration = None;
+            }
+        }
+        if file.scenarios.is_empty() {
+            return Err(ScenarioError(format!(
+                "{}: scenarios: at least one [[scenarios]] is needed",
+                path.display()
+            )));
+        }
+        if file.run.timeout.is_zero() {
+            return Err(at("run.timeout", "must be more than 0".into()));
+        }
+        let run_id = file.run.run_id.clone().unwrap_or_default();
+        if run_id.len() > jupiter_core::shadow::MAX_RUN_ID {
+            return Err(at(
+                "run.run-id",
+                format!("at most {} characters", jupiter_core::shadow::MAX_RUN_ID),
+            ));
+        }
+        // Feeders.
+        let mut feeders = Vec::new();
+        for (name, f) in &file.feeders {
+            let p = base.join(&f.csv);
+            let feeder = load_feeder(name, &p, f.order == FeederOrder::Random)
+                .map_err(|e| at(&format!("feeders.{name}.csv"), e))?;
+            feeders.push(Arc::new(feeder));
+        }
+        // Targets.
+        let mut targets = Vec::new();
+        for (name, t) in &file.targets {
+            let key = format!("targets.{name}");
+            match t.kind {
+                TargetKind::Objstore if t.embedded => {
+                    if t.url.is_some() {
+                        return Err(at(&key, "either url or embedded = true, not both".into()));
+                    }
+                }
+                _ if t.embedded => {
+                    return Err(at(
+                        &format!("{key}.embedded"),
+                        "only an objstore target can be embedded".into(),
+                    ));
+                }
+                kind => {
+                    let Some(url) = &t.url else {
+                        return Err(at(&key, "url is required".into()));
+                    };
+                    let ok = match kind {
+                        TargetKind::Http => url.starts_with("http://"),
+                        TargetKind::Redis => {
+                            url.starts_with("redis://") || url.starts_with("rediss://")
+                        }
+                        TargetKind::Objstore => !url.is_empty(),
+                    };
+                    if !ok {
+                        return Err(at(
+                            &format!("{key}.url"),
+                            format!(
+                                "{url:?} is not a {kind:?} address (http://host:port, redis://host:port, host:port)"
+                            ),
+                        ));
+                    }
+                    if kind == TargetKind::Http {
+                        crate::http1::Endpoint::parse(url)
+                            .map_err(|e| at(&format!("{key}.url"), e))?;
+                    }
+                }
+            }
+            if t.connections == Some(0) {
+                return Err(at(
+                    &format!("{key}.connections"),
+                    "must be at least 1".into(),
+                ));
+            }
+            targets.push(Target {
+                name: name.clone(),
+                spec: t.clone(),
+            });
+        }
+        let mut scenarios = Vec::new();
+        for (i, s) in file.scenarios.iter().enumerate() {
+            let key = format!("scenarios.{i}");
+            if file.scenarios[..i].iter().any(|x| x.name == s.name) {
+                return Err(at(
+                    &format!("{key}.name"),
+                    format!("two scenarios are named {:?}", s.name),
+                ));
+            }
+            let executor = executor(s, &key, &at)?;
+            let think = match &s.think_time {
+                None => None,
+                Some(t) => Some(parse_think(t).map_err(|e| at(&format!("{key}.think-time"), e))?),
+            };
+            if s.steps.is_empty() {
+                return Err(at(
+                    &key,
+                    "a scenario needs at least one [[scenarios.steps]]".into(),
+                ));
+            }
+            let mut steps = Vec::new();
+            for (j, st) in s.steps.iter().enumerate() {
+                let skey = format!("{key}.steps.{j}");
+                steps.push(step(st, &skey, &targets, &feeders, &run_id, &at)?);
+            }
+            if s.flow == Flow::Pick && steps.iter().all(|s| s.weight == 0) {
+                return Err(at(&key, "every step has weight 0".into()));
+            }
+            scenarios.push(Scenario {
+                name: s.name.clone(),
+                executor,
+                think,
+                flow: s.flow,
+                steps,
+                thresholds: s.thresholds.clone(),
+            });
+        }
+        Ok(Plan {
+            file: path.to_owned(),
+            run: file.run,
+            output: file.output,
+            targets,
+            feeders,
+            scenarios,
+            thresholds: file.thresholds,
+        })
+    }
+}
+
+fn executor(
+    s: &ScenarioSpec,
+    key: &str,
+    at: &impl Fn(&str, String) -> ScenarioError,
+) -> Result<Executor, ScenarioError> {
+    let field = |f: &str| format!("{key}.{f}");
+    let refuse = |fields: &[(&str, bool)]| -> Result<(), ScenarioError> {
+        for (f, set) in fields {
+            if *set {
+                return Err(at(
+                    &field(f),
+                    format!("not used by the {:?} executor", s.executor).to_lowercase(),
+                ));
+            }
+        }
+        Ok(())
+    };
+    let flat = |target: f64| -> Result<(Vec<Stage>, Option<u64>), ScenarioError> {
+        match (s.duration, s.iterations) {
+            (Some(d), None) if !d.is_zero() => Ok((
+                vec![Stage {
+                    duration: d,
+                    target,
+                }],
+                None,
+            )),
+            (None, Some(n)) if n > 0 => Ok((
+                vec![Stage {
+                    duration: Duration::from_secs(365 * 24 * 3600),
+                    target,
+                }],
+                Some(n),
+            )),
+            (Some(_), Some(_)) => Err(at(key, "give duration or iterations, not both".into())),
+            _ => Err(at(
+                key,
+                "needs a duration (\"30s\") or iterations (> 0)".into(),
+            )),
+        }
+    };
+    let stages = |what: &str| -> Result<Vec<Stage>, ScenarioError> {
+        if s.stages.is_empty() {
+            return Err(at(
+                &field("stages"),
+                format!(
+                    "a ramping executor needs stages = [{{ duration = \"30s\", target = … }}] ({what})"
+                ),
+            ));
+        }
+        for (i, st) in s.stages.iter().enumerate() {
+            if !(st.target >= 0.0 && st.target.is_finite()) {
+                return Err(at(
+                    &format!("{key}.stages.{i}.target"),
+                    "must be ≥ 0".into(),
+                ));
+            }
+        }
+        Ok(s.stages.clone())
+    };
+    if s.max_in_flight == 0 {
+        return Err(at(&field("max-in-flight"), "must be at least 1".into()));
+    }
+    Ok(match s.executor {
+        ExecutorKind::ConstantArrivalRate => {
+            refuse(&[
+                ("vus", s.vus.is_some()),
+                ("start-vus", s.start_vus.is_some()),
+                ("start-rate", s.start_rate.is_some()),
+                ("stages", !s.stages.is_empty()),
+            ])?;
+            let rate = s.rate.ok_or_else(|| {
+                at(
+                    key,
+                    "constant-arrival-rate needs rate = … (per second)".into(),
+                )
+            })?;
+            if !(rate > 0.0 && rate.is_finite()) {
+                return Err(at(&field("rate"), "must be more than 0".into()));
+            }
+            let (mut stages, iterations) = flat(rate)?;
+            if let Some(n) = iterations {
+                stages[0].duration = Duration::from_secs_f64(n as f64 / rate);
+            }
+            Executor::Arrival {
+                start: rate,
+                stages,
+                iterations,
+                max_in_flight: s.max_in_flight,
+            }
+        }
+        ExecutorKind::RampingArrivalRate => {
+            refuse(&[
+                ("vus", s.vus.is_some()),
+                ("start-vus", s.start_vus.is_some()),
+                ("rate", s.rate.is_some()),
+                ("duration", s.duration.is_some()),
+                ("iterations", s.iterations.is_some()),
+            ])?;
+            Executor::Arrival {
+                start: s.start_rate.unwrap_or(0.0).max(0.0),
+                stages: stages("targets are rates per second")?,
+                iterations: None,
+                max_in_flight: s.max_in_flight,
+            }
+        }
+        ExecutorKind::ConstantVus => {
+            refuse(&[
+                ("rate", s.rate.is_some()),
+                ("start-rate", s.start_rate.is_some()),
+                ("start-vus", s.start_vus.is_some()),
+                ("stages", !s.stages.is_empty()),
+            ])?;
+            let vus = s
+                .vus
+                .ok_or_else(|| at(key, "constant-vus needs vus = … (workers)".into()))?;
+            if vus == 0 {
+                return Err(at(&field("vus"), "must be at least 1".into()));
+            }
+            let (stages, iterations) = flat(vus as f64)?;
+            Executor::Vus {
+                start: vus,
+                stages,
+                iterations,
+            }
+        }
+        ExecutorKind::RampingVus => {
+            refuse(&[
+                ("rate", s.rate.is_some()),
+                ("start-rate", s.start_rate.is_some()),
+                ("vus", s.vus.is_some()),
+                ("duration", s.duration.is_some()),
+                ("iterations", s.iterations.is_some()),
+            ])?;
+            Executor::Vus {
+                start: s.start_vus.unwrap_or(0),
+                stages: stages("targets are worker counts")?,
+                iterations: None,
+            }
+        }
+    })
+}
+
+fn step(
+    st: &StepSpec,
+    key: &str,
+    targets: &[Target],
+    feeders: &[Arc<Feeder>],
+    run_id: &str,
+    at: &impl Fn(&str, String) -> ScenarioError,
+) -> Result<Step, ScenarioError> {
+    let target = match &st.target {
+        Some(name) => targets
+            .iter()
+            .position(|t| &t.name == name)
+            .ok_or_else(|| {
+                at(
+                    &format!("{key}.target"),
+                    format!(
+                        "no target named {name:?} (targets: {})",
+                        targets
+                            .iter()
+                            .map(|t| t.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?,
+        None if targets.len() == 1 => 0,
+        None => {
+            return Err(at(
+                key,
+                "name the step's target (target = \"…\"): the scenario has several or none".into(),
+            ));
+        }
+    };
+    let kind = targets[target].spec.kind;
+    let tpl = |sub: &str, text: &str| {
+        Template::compile(text, feeders, run_id).map_err(|e| at(&format!("{key}.{sub}"), e))
+    };
+    let given = [st.http.is_some(), st.objstore.is_some(), st.redis.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(at(
+            key,
+            "a step has exactly one of http = {…}, objstore = {…}, redis = […]".into(),
+        ));
+    }
+    let action = match (&st.http, &st.objstore, &st.redis) {
+        (Some(h), _, _) => {
+            if kind != TargetKind::Http {
+                return Err(at(
+                    &format!("{key}.http"),
+                    format!("target {:?} is not an http target", targets[target].name),
+                ));
+            }
+            let method = http::Method::from_bytes(h.method.as_bytes()).map_err(|_| {
+                at(
+                    &format!("{key}.http.method"),
+                    format!("{:?} is not an HTTP method", h.method),
+                )
+            })?;
+            if !h.path.starts_with('/') {
+                return Err(at(
+                    &format!("{key}.http.path"),
+                    "a path starts with /".into(),
+                ));
+            }
+            let mut headers = Vec::new();
+            for (name, value) in &h.headers {
+                let n = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    at(
+                        &format!("{key}.http.headers"),
+                        format!("{name:?} is not a header name"),
+                    )
+                })?;
+                headers.push((n, tpl(&format!("http.headers.{name}"), value)?));
+            }
+            Action::Http {
+                method,
+                path: tpl("http.path", &h.path)?,
+                headers,
+                body: h.body.as_deref().map(|b| tpl("http.body", b)).transpose()?,
+            }
+        }
+        (_, Some(o), _) => {
+            if kind != TargetKind::Objstore {
+                return Err(at(
+                    &format!("{key}.objstore"),
+                    format!(
+                        "target {:?} is not an objstore target",
+                        targets[target].name
+                    ),
+                ));
+            }
+            let random = match (o.op, &o.value, o.value_size) {
+                (ObjstoreOp::Put, Some(_), Some(_)) => {
+                    return Err(at(
+                        &format!("{key}.objstore"),
+                        "value or value-size, not both".into(),
+                    ));
+                }
+                (ObjstoreOp::Put, None, None) => {
+                    return Err(at(
+                        &format!("{key}.objstore"),
+                        "put needs value or value-size".into(),
+                    ));
+                }
+                (ObjstoreOp::Put, None, Some(size)) => {
+                    let mut v = vec![0u8; size.bytes() as usize];
+                    fastrand::fill(&mut v);
+                    Some(bytes::Bytes::from(v))
+                }
+                (ObjstoreOp::Put, Some(_), None) => None,
+                (_, None, None) => None,
+                _ => {
+                    return Err(at(
+                        &format!("{key}.objstore"),
+                        format!("{:?} takes no value", o.op).to_lowercase(),
+                    ));
+                }
+            };
+            Action::Objstore {
+                op: o.op,
+                key: tpl("objstore.key", &o.key)?,
+                value: o
+                    .value
+                    .as_deref()
+                    .map(|v| tpl("objstore.value", v))
+                    .transpose()?,
+                random,
+            }
+        }
+        (_, _, Some(words)) => {
+            if kind != TargetKind::Redis {
+                return Err(at(
+                    &format!("{key}.redis"),
+                    format!("target {:?} is not a redis target", targets[target].name),
+                ));
+            }
+            if words.is_empty() {
+                return Err(at(
+                    &format!("{key}.redis"),
+                    "a command needs at least its name".into(),
+                ));
+            }
+            let words = words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| tpl(&format!("redis.{i}"), w))
+                .collect::<Result<Vec<_>, _>>()?;
+            if words[0].as_static().is_none() {
+                return Err(at(
+                    &format!("{key}.redis.0"),
+                    "the command name cannot be templated".into(),
+                ));
+            }
+            Action::Redis { words }
+        }
+        _ => unreachable!("exactly one is given"),
+    };
+    if kind != TargetKind::Http
+        && (st.checks.body_contains.is_some() || !st.checks.headers.is_empty())
+    {
+        return Err(at(
+            &format!("{key}.checks"),
+            "body-contains and headers check HTTP responses only".into(),
+        ));
+    }
+    Ok(Step {
+        name: st.name.clone(),
+        target,
+        weight: st.weight,
+        action,
+        checks: Checks {
+            status: st.checks.status.clone(),
+            body_contains: st
+                .checks
+                .body_contains
+                .as_ref()
+                .map(|s| s.as_bytes().to_vec()),
+            headers: st
+                .checks
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+        },
+        thresholds: st.thresholds.clone(),
+    })
+}
+
+fn parse_think(text: &str) -> Result<(Duration, Duration), String> {
+    let one = |t: &str| {
+        humantime::parse_duration(t.trim()).map_err(|e| {
+            format!("{t:?} is not a duration ({e}); write \"100ms\" or \"50ms..150ms\"")
+        })
+    };
+    match text.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (one(a)?, one(b)?);
+            if a > b {
+                return Err(format!("{text:?}: the range is empty"));
+            }
+            Ok((a, b))
+        }
+        None => {
+            let d = one(text)?;
+            Ok((d, d))
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Measurement: HDR histograms per step, written without a global lock and collected once a
+//! second into a time series and run totals.
+//!
+//! Each generator thread records into its own slot (a mutex only the collector ever contends
+//! for, once a second). The collector swaps every slot's window for an empty one, merges the
+//! windows into the second's figures and the totals, and keeps per second only summary figures,
+//! so memory does not grow with the request count.
+
+use std::cell::Cell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Highest latency a histogram holds (longer ones are recorded as this): one hour, in µs.
+const MAX_US: u64 = 3_600_000_000;
+
+/// Why a request failed. Errors are classified by kind, never by message text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No connection could be made.
+    Connect,
+    /// No answer within the timeout.
+    Timeout,
+    /// An error status (HTTP 4xx/5xx, a gRPC error code, a Redis error reply).
+    Status,
+    /// The answer came but a check on it failed.
+    Check,
+    /// The connection broke mid-request or the answer was malformed.
+    Protocol,
+}
+
+impl ErrorKind {
+    /// All kinds, in report order.
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::Status,
+        ErrorKind::Check,
+        ErrorKind::Protocol,
+    ];
+
+    /// Report name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Status => "status",
+            ErrorKind::Check => "check",
+            ErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+fn histogram<T: hdrhistogram::Counter>() -> Histogram<T> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("valid bounds")
+}
+
+fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).clamp(1, MAX_US)
+}
+
+/// One step's figures over some time.
+#[derive(Debug)]
+pub struct StepWindow {
+    /// Intended send time (open model) or send time (closed) to answer.
+    pub latency: Histogram<u64>,
+    /// Send time to answer.
+    pub service: Histogram<u64>,
+    /// Requests that failed, by kind.
+    pub errors: [u64; 5],
+}
+
+impl StepWindow {
+    fn new() -> StepWindow {
+        StepWindow {
+            latency: histogram(),
+            service: histogram(),
+            errors: [0; 5],
+        }
+    }
+
+    /// Requests (passed and failed).
+    pub fn requests(&self) -> u64 {
+        self.latency.len()
+    }
+
+    /// Failed requests.
+    pub fn failed(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+
+    fn reset(&mut self) {
+        self.latency.reset();
+        self.service.reset();
+        self.errors = [0; 5];
+    }
+
+    /// Adds `other` into this.
+    pub fn merge(&mut self, other: &StepWindow) {
+        self.latency.add(&other.latency).expect("same bounds");
+        self.service.add(&other.service).expect("same bounds");
+        for (a, b) in self.errors.iter_mut().zip(other.errors) {
+            *a += b;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    steps: Vec<StepWindow>,
+}
+
+/// Where workers record. Shared by reference; recording takes the calling thread's own slot.
+#[derive(Debug)]
+pub struct Recorder {
+    slots: Vec<Mutex<Slot>>,
+    /// Arrivals dropped because every worker was busy and the queue full, per scenario.
+    pub dropped: Vec<AtomicU64>,
+}
+
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static MY_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+impl Recorder {
+    /// A recorder for `steps` steps (all scenarios), with a slot per expected thread.
+    pub fn new(steps: usize, scenarios: usize, threads: usize) -> Recorder {
+        let slots = (threads * 2).next_power_of_two().max(4);
+        Recorder {
+            slots: (0..slots)
+                .map(|_| {
+                    Mutex::new(Slot {
+                        steps: (0..steps).map(|_| StepWindow::new()).collect(),
+                    })
+                })
+                .collect(),
+            dropped: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Records one request of step `step`.
+    pub fn record(
+        &self,
+        step: usize,
+        latency: Duration,
+        service: Duration,
+        error: Option<ErrorKind>,
+    ) {
+        let i = MY_SLOT.with(|s| {
+            let mut v = s.get();
+            if v == usize::MAX {
+                v = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+                s.set(v);
+            }
+            v
+        }) & (self.slots.len() - 1);
+        let mut slot = self.slots[i].lock().unwrap_or_else(|p| p.into_inner());
+        let w = &mut slot.steps[step];
+        w.latency.saturating_record(micros(latency));
+        w.service.saturating_record(micros(service));
+        if let Some(e) = error {
+            w.errors[e as usize] += 1;
+        }
+    }
+
+    /// Moves everything recorded since the last call into `into` (one window per step),
+    /// leaving the slots empty.
+    pub fn drain(&self, into: &mut [StepWindow]) {
+        for slot in &self.slots {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            for (acc, w) in into.iter_mut().zip(slot.steps.iter_mut()) {
+                if w.requests() > 0 {
+                    acc.merge(w);
+                    w.reset();
+                }
+            }
+        }
+    }
+}
+
+/// Figures of one second (or the whole run).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Point {
+    /// Seconds since the start, at the end of this interval.
+    pub t: f64,
+    /// Requests answered (or failed) in the interval.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Latency percentiles, milliseconds.
+    pub p50_ms: f64,
+    /// p90
+    pub p90_ms: f64,
+    /// p99
+    pub p99_ms: f64,
+    /// max
+    pub max_ms: f64,
+    /// Service-time p99, milliseconds.
+    pub service_p99_ms: f64,
+}
+
+impl Point {
+    /// The point for `w` over an interval ending at `t`.
+    pub fn of(t: f64, w: &StepWindow) -> Point {
+        let ms = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        Point {
+            t,
+            requests: w.requests(),
+            errors: w.failed(),
+            p50_ms: ms(&w.latency, 0.50),
+            p90_ms: ms(&w.latency, 0.90),
+            p99_ms: ms(&w.latency, 0.99),
+            max_ms: w.latency.max() as f64 / 1000.0,
+            service_p99_ms: ms(&w.service, 0.99),
+        }
+    }
+}
+
+/// Collected figures: totals per step and per-second series (total and per step).
+#[derive(Debug)]
+pub struct Collected {
+    /// Totals per step.
+    pub totals: Vec<StepWindow>,
+    /// Per second, all steps together.
+    pub series: Vec<Point>,
+    /// Per second, per step.
+    pub step_series: Vec<Vec<Point>>,
+    window: Vec<StepWindow>,
+    all: StepWindow,
+}
+
+impl Collected {
+    /// Empty figures for `steps` steps.
+    pub fn new(steps: usize) -> Collected {
+        Collected {
+            totals: (0..steps).map(|_| StepWindow::new()).collect(),
+            series: Vec::new(),
+            step_series: (0..steps).map(|_| Vec::new()).collect(),
+            window: (0..steps).map(|_| StepWindow::new()).collect(),
+            all: StepWindow::new(),
+        }
+    }
+
+    /// Drains the recorder into a new point at `t` seconds; returns the point.
+    pub fn tick(&mut self, recorder: &Recorder, t: f64) -> Point {
+        recorder.drain(&mut self.window);
+        self.all.reset();
+        for (i, w) in self.window.iter_mut().enumerate() {
+            self.step_series[i].push(Point::of(t, w));
+            self.totals[i].merge(w);
+            self.all.merge(w);
+            w.reset();
+        }
+        let p = Point::of(t, &self.all);
+        self.series.push(p.clone());
+        p
+    }
+}
+
+/// Percentiles of a histogram, milliseconds.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Percentiles {
+    /// Smallest.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th.
+    pub p90: f64,
+    /// 95th.
+    pub p95: f64,
+    /// 99th.
+    pub p99: f64,
+    /// 99.9th.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// Of `h` (µs) in milliseconds.
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let q = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Percentiles {
+            min: h.min() as f64 / 1000.0,
+            mean: h.mean() / 1000.0,
+            p50: q(0.50),
+            p90: q(0.90),
+            p95: q(0.95),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_from_many_threads_and_drains_everything() {
+        let r = std::sync::Arc::new(Recorder::new(2, 1, 2));
+        let hs: Vec<_> = (0..4)
+            .map(|t| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000u64 {
+                        let e = (i % 10 == 0).then_some(ErrorKind::Timeout);
+                        r.record(
+                            t % 2,
+                            Duration::from_micros(i + 1),
+                            Duration::from_micros(1),
+                            e,
+                        );
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        let mut c = Collected::new(2);
+        let p = c.tick(&r, 1.0);
+        assert_eq!((p.requests, p.errors), (4000, 400));
+        assert_eq!(c.totals[0].requests(), 2000);
+        assert_eq!(c.totals[1].errors[ErrorKind::Timeout as usize], 200);
+        assert!((p.p50_ms - 0.5).abs() < 0.01, "{}", p.p50_ms);
+        // Drained: the next second is empty, the totals stay.
+        assert_eq!(c.tick(&r, 2.0).requests, 0);
+        assert_eq!(c.totals[0].requests(), 2000);
+        assert_eq!(c.series.len(), 2);
+    }
+}

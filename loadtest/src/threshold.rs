@@ -1,0 +1,237 @@
+//! Thresholds: `"p99 < 20ms"`, `"p95 <= 1s"`, `"error-rate < 1%"`, `"rps > 1000"`.
+//!
+//! Latency metrics: `p50`, `p90`, `p95`, `p99`, `p99.9` (any percentile), `mean`, `max`;
+//! prefixed with `service-` they read the service time (send to reply) instead of the latency
+//! (intended send time to reply). `error-rate` is the failed share of requests; `rps` the
+//! requests per second over the scenario's run time.
+
+use std::fmt;
+use std::time::Duration;
+
+/// What a threshold reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Metric {
+    /// A latency percentile (0–100).
+    Percentile {
+        /// The percentile.
+        p: f64,
+        /// Service time rather than latency.
+        service: bool,
+    },
+    /// Mean latency.
+    Mean {
+        /// Service time rather than latency.
+        service: bool,
+    },
+    /// Largest latency.
+    Max {
+        /// Service time rather than latency.
+        service: bool,
+    },
+    /// Failed requests / requests.
+    ErrorRate,
+    /// Requests per second.
+    Rps,
+}
+
+/// The comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+/// A parsed threshold.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct Threshold {
+    /// The expression as written.
+    pub text: String,
+    /// What it reads.
+    pub metric: Metric,
+    /// How it compares.
+    pub op: Op,
+    /// The limit: seconds for latencies, a fraction for `error-rate`, a rate for `rps`.
+    pub limit: f64,
+}
+
+impl TryFrom<String> for Threshold {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl std::str::FromStr for Threshold {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let syntax = || {
+            format!(
+                "invalid threshold {text:?}: write `METRIC OP VALUE`, e.g. \"p99 < 20ms\", \
+                 \"error-rate < 1%\", \"rps > 1000\""
+            )
+        };
+        let (at, op, len) = ["<=", ">=", "<", ">"]
+            .iter()
+            .find_map(|o| text.find(o).map(|i| (i, *o, o.len())))
+            .ok_or_else(syntax)?;
+        let op = match op {
+            "<=" => Op::Le,
+            ">=" => Op::Ge,
+            "<" => Op::Lt,
+            _ => Op::Gt,
+        };
+        let name = text[..at].trim();
+        let value = text[at + len..].trim();
+        let (service, base) = match name.strip_prefix("service-") {
+            Some(b) => (true, b),
+            None => (false, name),
+        };
+        let metric = match base {
+            "error-rate" if !service => Metric::ErrorRate,
+            "rps" if !service => Metric::Rps,
+            "mean" | "avg" => Metric::Mean { service },
+            "max" => Metric::Max { service },
+            p if p.starts_with('p') => {
+                let p: f64 = p[1..]
+                    .parse()
+                    .map_err(|_| format!("invalid threshold {text:?}: unknown metric {name:?}"))?;
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(format!(
+                        "invalid threshold {text:?}: a percentile is between p0 and p100"
+                    ));
+                }
+                Metric::Percentile { p, service }
+            }
+            _ => {
+                return Err(format!(
+                    "invalid threshold {text:?}: unknown metric {name:?}; known: p50, p90, p95, \
+                     p99, p99.9, mean, max (and service-…), error-rate, rps"
+                ));
+            }
+        };
+        let limit = match metric {
+            Metric::ErrorRate => {
+                let v = value.strip_suffix('%').ok_or_else(|| {
+                    format!("invalid threshold {text:?}: write the error rate as a percentage, e.g. 1%")
+                })?;
+                v.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("invalid threshold {text:?}: {value:?} is not a percentage"))?
+                    / 100.0
+            }
+            Metric::Rps => value
+                .parse::<f64>()
+                .map_err(|_| format!("invalid threshold {text:?}: {value:?} is not a number"))?,
+            _ => humantime::parse_duration(value)
+                .map_err(|e| {
+                    format!("invalid threshold {text:?}: {value:?} is not a duration ({e}); write e.g. 20ms")
+                })?
+                .as_secs_f64(),
+        };
+        Ok(Threshold {
+            text: text.to_owned(),
+            metric,
+            op,
+            limit,
+        })
+    }
+}
+
+impl Threshold {
+    /// Whether `value` (in the metric's unit) passes.
+    pub fn passes(&self, value: f64) -> bool {
+        match self.op {
+            Op::Lt => value < self.limit,
+            Op::Le => value <= self.limit,
+            Op::Gt => value > self.limit,
+            Op::Ge => value >= self.limit,
+        }
+    }
+
+    /// Formats a value in the metric's unit.
+    pub fn show(&self, value: f64) -> String {
+        match self.metric {
+            Metric::ErrorRate => format!("{:.3}%", value * 100.0),
+            Metric::Rps => format!("{value:.1}/s"),
+            _ => fmt_duration(Duration::from_secs_f64(value.max(0.0))),
+        }
+    }
+}
+
+impl fmt::Display for Threshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// `1.23ms`, `850µs`, `2.1s`.
+pub fn fmt_duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0}µs")
+    } else if us < 1e6 {
+        format!("{:.2}ms", us / 1000.0)
+    } else {
+        format!("{:.2}s", us / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form() {
+        let t: Threshold = "p99 < 20ms".parse().unwrap();
+        assert_eq!(
+            t.metric,
+            Metric::Percentile {
+                p: 99.0,
+                service: false
+            }
+        );
+        assert_eq!((t.op, t.limit), (Op::Lt, 0.020));
+        assert!(t.passes(0.019) && !t.passes(0.020));
+        let t: Threshold = "service-p99.9<=1s".parse().unwrap();
+        assert_eq!(
+            t.metric,
+            Metric::Percentile {
+                p: 99.9,
+                service: true
+            }
+        );
+        assert_eq!(t.op, Op::Le);
+        let t: Threshold = "error-rate < 1%".parse().unwrap();
+        assert_eq!((t.metric, t.limit), (Metric::ErrorRate, 0.01));
+        let t: Threshold = "rps >= 1000".parse().unwrap();
+        assert_eq!((t.metric, t.op, t.limit), (Metric::Rps, Op::Ge, 1000.0));
+        assert!(t.passes(1000.0));
+        assert_eq!(
+            "max > 2s".parse::<Threshold>().unwrap().metric,
+            Metric::Max { service: false }
+        );
+    }
+
+    #[test]
+    fn refuses_nonsense() {
+        for bad in [
+            "p99",
+            "p99 < fast",
+            "q99 < 1ms",
+            "error-rate < 1",
+            "rps > many",
+            "p101 < 1s",
+        ] {
+            assert!(bad.parse::<Threshold>().is_err(), "{bad}");
+        }
+    }
+}
