@@ -99,6 +99,9 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Body length (read in full either way).
     pub body_len: usize,
+    /// When the request got a connection and was sent: the start of the service time (a
+    /// wait for a free connection is latency, not service).
+    pub sent: Option<std::time::Instant>,
 }
 
 /// One keep-alive connection.
@@ -193,6 +196,7 @@ impl Pool {
         out: &mut Response,
     ) -> Result<(), HttpError> {
         let mut lease = self.lease().await?;
+        out.sent = Some(std::time::Instant::now());
         for attempt in 0..2 {
             let conn = lease.conn.as_mut().expect("leased");
             match exchange(conn, request, head, want_headers, want_body, out).await {

@@ -725,7 +725,8 @@ async fn run_step(
     scratch: &mut Scratch,
 ) {
     let step = &shared.plan.scenarios[scenario].steps[j];
-    let sent = Instant::now();
+    let begin = Instant::now();
+    scratch.resp.sent = None;
     let result = tokio::time::timeout(
         shared.plan.run.timeout,
         ShadowContext::scope(shared.shadow.clone(), execute(shared, step, vars, scratch)),
@@ -733,7 +734,8 @@ async fn run_step(
     .await;
     let error = result.unwrap_or(Some(ErrorKind::Timeout));
     let done = Instant::now();
-    let latency = done - intended.unwrap_or(sent).min(sent);
+    let sent = scratch.resp.sent.unwrap_or(begin);
+    let latency = done - intended.unwrap_or(begin).min(begin);
     shared
         .recorder
         .record(shared.step_base[scenario] + j, latency, done - sent, error);
