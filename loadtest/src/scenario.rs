@@ -174,6 +174,18 @@ pub enum ExecutorKind {
     RampingVus,
 }
 
+impl ExecutorKind {
+    /// The name as written in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorKind::ConstantArrivalRate => "constant-arrival-rate",
+            ExecutorKind::RampingArrivalRate => "ramping-arrival-rate",
+            ExecutorKind::ConstantVus => "constant-vus",
+            ExecutorKind::RampingVus => "ramping-vus",
+        }
+    }
+}
+
 /// `{ duration = "30s", target = 100 }`
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -549,7 +561,7 @@ impl Plan {
                 .locate(key)
                 .map(|l| format!("{l}: "))
                 .unwrap_or_else(|| format!("{}: ", path.display()));
-            ScenarioError(format!("{loc}{key}: {msg}"))
+            ScenarioError(format!("{loc}{}: {msg}", shown_key(key)))
         };
         // Command-line overrides.
         for (name, url) in &o.targets {
@@ -728,7 +740,7 @@ fn executor(
             if *set {
                 return Err(at(
                     &field(f),
-                    format!("not used by the {:?} executor", s.executor).to_lowercase(),
+                    format!("not used by the {} executor", s.executor.name()),
                 ));
             }
         }
@@ -1045,6 +1057,24 @@ fn step(
         },
         thresholds: st.thresholds.clone(),
     })
+}
+
+/// `scenarios.0.steps.1.target` → `scenarios[0].steps[1].target`, as the reader shows paths.
+fn shown_key(key: &str) -> String {
+    let mut out = String::new();
+    for seg in key.split('.') {
+        if seg.parse::<usize>().is_ok() {
+            out.push('[');
+            out.push_str(seg);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
 }
 
 fn parse_think(text: &str) -> Result<(Duration, Duration), String> {

@@ -1,0 +1,382 @@
+//! The binary: exit codes, error messages that name file, line and key, unreachable targets,
+//! the shadow probe, Ctrl-C, and the JSON/HTML reports.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{Behavior, Server};
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .output()
+        .expect("run loadtest")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const GOOD: &str = r#"
+[targets.api]
+kind = "http"
+url = "http://127.0.0.1:1"
+
+[[scenarios]]
+name = "s"
+executor = "constant-vus"
+vus = 2
+duration = "1s"
+
+[[scenarios.steps]]
+name = "x"
+http = { path = "/" }
+"#;
+
+#[test]
+fn bad_scenarios_are_refused_naming_file_line_and_key() {
+    let cases = [
+        (
+            "duration = \"1s\"",
+            "duration = \"1s\"\nbogus = 1",
+            ":11:1: scenarios[0].bogus: unknown key",
+        ),
+        (
+            "vus = 2",
+            "vus = \"two\"",
+            ":9:1: scenarios[0].vus: invalid type",
+        ),
+        (
+            "duration = \"1s\"",
+            "duration = \"soon\"",
+            ":10:1: scenarios[0].duration: invalid duration",
+        ),
+        (
+            "http = { path = \"/\" }",
+            "target = \"nope\"\nhttp = { path = \"/\" }",
+            ":14:1: scenarios[0].steps[0].target: no target named \"nope\"",
+        ),
+        (
+            "http = { path = \"/\" }",
+            "http = { path = \"/{{nope}}\" }",
+            ":14:10: scenarios[0].steps[0].http.path: unknown template expression",
+        ),
+        (
+            "duration = \"1s\"",
+            "duration = \"1s\"\nthresholds = [\"p99 < soon\"]",
+            ":11:15: scenarios[0].thresholds[0]: invalid threshold",
+        ),
+        (
+            "duration = \"1s\"",
+            "",
+            ":6:1: scenarios[0]: needs a duration",
+        ),
+        (
+            "vus = 2",
+            "vus = 2\nrate = 5",
+            ":10:1: scenarios[0].rate: not used by the constant-vus executor",
+        ),
+        (
+            "kind = \"http\"",
+            "kind = \"ftp\"",
+            ":3:1: targets.api.kind: unknown variant",
+        ),
+        (
+            "url = \"http://127.0.0.1:1\"",
+            "url = \"https://x\"",
+            "targets.api.url",
+        ),
+        (
+            "http = { path = \"/\" }",
+            "http = { path = \"/\" }\nredis = [\"GET\", \"k\"]",
+            "exactly one of",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let (_dir, path) = common::scenario(&GOOD.replacen(from, to, 1));
+        let p = path.to_str().unwrap();
+        for cmd in ["validate", "run"] {
+            let o = loadtest(&[cmd, p]);
+            let t = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{cmd} {to:?}: {t}");
+            assert!(
+                t.contains(p) && t.contains(want),
+                "{cmd} {to:?}: want {want:?} in {t}"
+            );
+        }
+    }
+    let (_dir, path) = common::scenario(GOOD);
+    let o = loadtest(&["validate", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = loadtest(&["validate", "/nonexistent/scenario.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("/nonexistent/scenario.toml: no such scenario file"));
+    // Usage errors are exit code 2 too, and --help teaches.
+    assert_eq!(loadtest(&["run"]).status.code(), Some(2));
+    assert_eq!(
+        loadtest(&["run", "x.toml", "--rate", "many"]).status.code(),
+        Some(2)
+    );
+    let help = text(&loadtest(&["--help"]));
+    assert!(
+        help.contains("Exit codes") && help.contains("quickstart.toml"),
+        "{help}"
+    );
+}
+
+#[test]
+fn an_unreachable_target_is_counted_and_the_thresholds_decide() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // closed again when dropped: connections are refused
+    let (dir, path) = common::scenario(&format!(
+        r#"
+        thresholds = ["error-rate < 1%"]
+        [targets.api]
+        kind = "http"
+        url = "http://127.0.0.1:{port}"
+        live = false
+        [[scenarios]]
+        name = "down"
+        executor = "constant-arrival-rate"
+        rate = 100
+        duration = "2s"
+        [[scenarios.steps]]
+        name = "get"
+        http = {{ path = "/" }}
+        "#
+    ));
+    let json = dir.path().join("r.json");
+    let o = loadtest(&[
+        "run",
+        path.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let total = &r["total"];
+    assert_eq!(total["requests"], 200, "{total}");
+    assert_eq!(total["errors"]["connect"], 200, "{total}");
+    assert_eq!(total["error_rate"], 1.0);
+    assert_eq!(r["passed"], false);
+    assert!(
+        text(&o).contains("FAIL run: error-rate < 1%"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn the_shadow_probe_guards_live_targets() {
+    let deaf = Server::start(Behavior::Fast, false);
+    let scenario = |live: bool| {
+        format!(
+            r#"
+            [targets.api]
+            kind = "http"
+            url = "{}"
+            live = {live}
+            [[scenarios]]
+            name = "s"
+            executor = "constant-vus"
+            vus = 1
+            iterations = 10
+            [[scenarios.steps]]
+            name = "get"
+            http = {{ path = "/" }}
+            "#,
+            deaf.url()
+        )
+    };
+    let (_d, path) = common::scenario(&scenario(true));
+    let o = loadtest(&["run", path.to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "shadow probe: target \"api\" answered GET / without the x-jupiter-shadow-ack header"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        deaf.hits.load(Ordering::Relaxed),
+        1,
+        "only the probe was sent"
+    );
+    // Declared not live: the run goes ahead (still tagged).
+    let (_d, path) = common::scenario(&scenario(false));
+    let o = loadtest(&["run", path.to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(deaf.shadow_hits.load(Ordering::Relaxed), 11);
+}
+
+#[test]
+fn ctrl_c_stops_gracefully_and_writes_the_report() {
+    let (dir, path) = common::scenario(
+        r#"
+        [targets.store]
+        kind = "objstore"
+        embedded = true
+        [[scenarios]]
+        name = "long"
+        executor = "constant-arrival-rate"
+        rate = 200
+        duration = "60s"
+        [[scenarios.steps]]
+        name = "put"
+        objstore = { op = "put", key = "k{{seq}}", value = "v" }
+        "#,
+    );
+    let json = dir.path().join("r.json");
+    let html = dir.path().join("r.html");
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", path.to_str().unwrap(), "-q", "--json"])
+        .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["aborted"], true);
+    let n = r["total"]["requests"].as_u64().unwrap();
+    assert!(n > 200, "{n}");
+    assert_eq!(r["total"]["failed"], 0);
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<svg"));
+}
+
+/// Every field the README documents is in the JSON report, with sane values.
+#[test]
+fn the_json_report_follows_its_schema() {
+    let server = Server::start(Behavior::Fast, true);
+    let (dir, path) = common::scenario(&format!(
+        r#"
+        thresholds = ["p99 < 1s", "rps > 10"]
+        [run]
+        name = "schema"
+        run-id = "r-42"
+        [targets.api]
+        kind = "http"
+        url = "{}"
+        [[scenarios]]
+        name = "s"
+        executor = "ramping-arrival-rate"
+        start-rate = 50
+        stages = [{{ duration = "1s", target = 150 }}, {{ duration = "1s", target = 150 }}]
+        [[scenarios.steps]]
+        name = "a"
+        weight = 3
+        http = {{ method = "POST", path = "/a", body = "{{{{uuid}}}}", headers = {{ x-n = "{{{{seq}}}}" }} }}
+        thresholds = ["error-rate < 1%"]
+        [[scenarios.steps]]
+        name = "b"
+        http = {{ path = "/b" }}
+        checks = {{ body-contains = "not in the body" }}
+        "#,
+        server.url()
+    ));
+    let json = dir.path().join("r.json");
+    let o = loadtest(&[
+        "run",
+        path.to_str().unwrap(),
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["schema"], "jupiter-loadtest/1");
+    assert_eq!(r["name"], "schema");
+    for k in [
+        "scenario_file",
+        "started_unix_ms",
+        "duration_s",
+        "aborted",
+        "passed",
+        "shadow",
+        "total",
+        "scenarios",
+        "thresholds",
+        "series",
+    ] {
+        assert!(!r[k].is_null(), "{k}");
+    }
+    // 50 → 150/s over 1 s, then 150/s for 1 s: 100 + 150 arrivals.
+    let s = &r["scenarios"][0];
+    assert_eq!(s["model"], "open");
+    assert_eq!(s["summary"]["requests"], 250, "{}", s["summary"]);
+    let steps = s["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    let (a, b) = (&steps[0], &steps[1]);
+    assert_eq!(a["name"], "s/a");
+    assert_eq!(a["failed"], 0);
+    // Step b's check fails every time: counted as check errors, not as anything else.
+    assert_eq!(b["errors"]["check"], b["requests"]);
+    assert!(b["requests"].as_u64().unwrap() > 30);
+    for k in ["min", "mean", "p50", "p90", "p95", "p99", "p999", "max"] {
+        assert!(a["latency_ms"][k].as_f64().unwrap() > 0.0, "{k}");
+        assert!(a["service_time_ms"][k].as_f64().unwrap() > 0.0, "{k}");
+    }
+    assert!(!a["distribution"].as_array().unwrap().is_empty());
+    assert!(!a["series"].as_array().unwrap().is_empty());
+    let series = r["series"].as_array().unwrap();
+    assert!(series.len() >= 2);
+    for k in [
+        "t",
+        "requests",
+        "errors",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "max_ms",
+        "service_p99_ms",
+    ] {
+        assert!(!series[0][k].is_null(), "{k}");
+    }
+    let th = r["thresholds"].as_array().unwrap();
+    assert_eq!(th.len(), 3);
+    for t in th {
+        for k in ["scope", "threshold", "value", "shown", "passed"] {
+            assert!(!t[k].is_null(), "{k}");
+        }
+    }
+    // The template and shadow tags reached the server: one probe + 250 requests, all tagged.
+    assert_eq!(server.shadow_hits.load(Ordering::Relaxed), 251);
+}
+
+/// The commented example in the README is a valid scenario.
+#[test]
+fn the_readme_example_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```toml\n")
+        .expect("a toml block in the README")
+        + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.csv"), "id,name\n1,ann\n2,bob\n").unwrap();
+    let path = dir.path().join("example.toml");
+    std::fs::write(&path, &readme[start..end]).unwrap();
+    let o = loadtest(&["validate", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
