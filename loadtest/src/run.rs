@@ -894,22 +894,32 @@ async fn execute(
         ) => {
             s.path.clear();
             key.render(vars, &mut s.path);
-            let r = match op {
+            // gRPC code numbers: 0 OK, 5 NOT_FOUND (an absent key), others as the server said.
+            let r: Result<u16, objstore::client::Error> = match op {
                 ObjstoreOp::Put => {
                     let v = match (value, random) {
                         (Some(t), _) => Bytes::from(t.render_vec(vars)),
                         (None, Some(r)) => r.clone(),
                         (None, None) => Bytes::new(),
                     };
-                    c.put(&s.path, v, Default::default()).await.map(|_| ())
+                    c.put(&s.path, v, Default::default()).await.map(|_| 0)
                 }
-                ObjstoreOp::Get => c.get(&s.path).await.map(|_| ()),
-                ObjstoreOp::Head => c.head(&s.path).await.map(|_| ()),
-                ObjstoreOp::Delete => c.delete(&s.path).await.map(|_| ()),
+                ObjstoreOp::Get => c
+                    .get(&s.path)
+                    .await
+                    .map(|o| if o.is_some() { 0 } else { 5 }),
+                ObjstoreOp::Head => c
+                    .head(&s.path)
+                    .await
+                    .map(|o| if o.is_some() { 0 } else { 5 }),
+                ObjstoreOp::Delete => c
+                    .delete(&s.path)
+                    .await
+                    .map(|o| if o.is_some() { 0 } else { 5 }),
             };
             use objstore::client::Error as E;
             let code = match &r {
-                Ok(()) => 0,
+                Ok(code) => *code,
                 Err(e) => match e {
                     E::NotFound => 5,
                     E::Precondition(_) => 9,
@@ -922,7 +932,11 @@ async fn execute(
                     _ => 2,
                 },
             };
-            check_status(step, code, code == 0)
+            check_status(
+                step,
+                code,
+                code == 0 || (code == 5 && *op != ObjstoreOp::Put),
+            )
         }
         (Client::Redis(c), Action::Redis { words }) => {
             let name = words[0].as_static().unwrap_or(b"PING");

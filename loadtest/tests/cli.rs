@@ -380,3 +380,27 @@ fn the_readme_example_is_valid() {
     let o = loadtest(&["validate", path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// The README's first command: the committed quick start runs with no server (shortened here).
+#[test]
+fn the_quickstart_runs_without_a_server() {
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/quickstart.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("q.json");
+    let o = loadtest(&[
+        "run",
+        scenario,
+        "--duration",
+        "2s",
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+        "--html",
+        dir.path().join("q.html").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["total"]["requests"], 4000);
+    assert_eq!(r["total"]["failed"], 0);
+    assert!(text(&o).contains("pass run: p99 < 250ms"), "{}", text(&o));
+}

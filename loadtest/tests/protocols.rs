@@ -1,0 +1,204 @@
+//! Redis steps against a real redis-server (shadow keys only), HTTP/2 against a hyper server,
+//! and objstore steps against the embedded objstore.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use testkit::RedisServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_steps_write_only_shadow_keys() {
+    let redis = RedisServer::start();
+    redis.command(&["SET", "live:1", "untouched"]).unwrap();
+    let (report, outcome) = common::run(&format!(
+        r#"
+        thresholds = ["error-rate < 1%"]
+        [targets.cache]
+        kind = "redis"
+        url = "{}"
+        shadow-prefix = "__shadow__:"
+        [[scenarios]]
+        name = "cache"
+        executor = "constant-vus"
+        vus = 8
+        iterations = 2000
+        flow = "sequence"
+        [[scenarios.steps]]
+        name = "set"
+        redis = ["SET", "live:{{{{seq}}}}", "{{{{uuid}}}}"]
+        [[scenarios.steps]]
+        name = "get"
+        redis = ["GET", "live:{{{{seq}}}}"]
+        [[scenarios.steps]]
+        name = "wrong"
+        redis = ["LPUSH", "live:{{{{seq}}}}", "x"]
+        checks = {{ status = [0] }}
+        "#,
+        redis.url()
+    ))
+    .await;
+    let s = &report.scenarios[0];
+    assert_eq!(s.steps[0].requests, 2000);
+    assert_eq!(s.steps[0].failed, 0, "{:?}", s.steps[0].errors);
+    assert_eq!(s.steps[1].failed, 0);
+    // LPUSH on a string key: an error reply, classified as a status error.
+    assert_eq!(s.steps[2].errors["status"], 2000);
+    assert_eq!(outcome, loadtest::Outcome::ThresholdsFailed);
+    // Live data untouched; every written key is a shadow key.
+    let get = redis.command(&["GET", "live:1"]).unwrap();
+    assert_eq!(get, testkit::Reply::Bulk(Some(b"untouched".to_vec())));
+    let n = redis.command(&["DBSIZE"]).unwrap();
+    assert_eq!(n, testkit::Reply::Integer(2001));
+    let shadow = redis.command(&["EXISTS", "__shadow__:live:1999"]).unwrap();
+    assert_eq!(shadow, testkit::Reply::Integer(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_redis_target_without_a_shadow_prefix_is_refused() {
+    let redis = RedisServer::start();
+    let (_d, path) = common::scenario(&format!(
+        r#"
+        [targets.cache]
+        kind = "redis"
+        url = "{}"
+        [[scenarios]]
+        name = "cache"
+        executor = "constant-vus"
+        vus = 1
+        iterations = 10
+        [[scenarios.steps]]
+        name = "set"
+        redis = ["SET", "k{{{{seq}}}}", "v"]
+        "#,
+        redis.url()
+    ));
+    let plan = loadtest::Plan::load(&path, &Default::default()).unwrap();
+    let err = loadtest::run(plan, Default::default()).await.unwrap_err();
+    assert!(err.to_string().contains("has no shadow-prefix"), "{err}");
+    assert_eq!(
+        redis.command(&["DBSIZE"]).unwrap(),
+        testkit::Reply::Integer(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_steps_multiplex_and_carry_the_tag() {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shadow = Arc::new(AtomicU64::new(0));
+    let seen = shadow.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let tagged = req
+                            .headers()
+                            .get("x-jupiter-shadow")
+                            .is_some_and(|v| v == "1");
+                        if tagged {
+                            seen.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let status = if req.uri().path() == "/missing" {
+                            404
+                        } else {
+                            200
+                        };
+                        async move {
+                            hyper::Response::builder()
+                                .status(status)
+                                .header("x-jupiter-shadow-ack", if tagged { "1" } else { "0" })
+                                .body(Full::new(Bytes::from_static(b"hello h2")))
+                        }
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+            });
+        }
+    });
+    let (report, _) = common::run(&format!(
+        r#"
+        [targets.api]
+        kind = "http"
+        url = "http://{addr}"
+        http2 = true
+        connections = 2
+        [[scenarios]]
+        name = "h2"
+        executor = "constant-vus"
+        vus = 32
+        iterations = 3000
+        [[scenarios.steps]]
+        name = "ok"
+        weight = 9
+        http = {{ method = "POST", path = "/x/{{{{seq}}}}", body = "b", headers = {{ x-a = "1" }} }}
+        checks = {{ body-contains = "h2", headers = {{ x-jupiter-shadow-ack = "1" }} }}
+        [[scenarios.steps]]
+        name = "missing"
+        http = {{ path = "/missing" }}
+        "#
+    ))
+    .await;
+    let s = &report.scenarios[0];
+    assert_eq!(s.summary.requests, 3000);
+    assert_eq!(s.steps[0].failed, 0, "{:?}", s.steps[0].errors);
+    assert_eq!(s.steps[1].errors["status"], s.steps[1].requests);
+    assert!(s.steps[1].requests > 100);
+    assert_eq!(shadow.load(Ordering::Relaxed), 3001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objstore_steps_against_the_embedded_store() {
+    let (report, outcome) = common::run(
+        r#"
+        thresholds = ["error-rate < 1%"]
+        [targets.store]
+        kind = "objstore"
+        embedded = true
+        [[scenarios]]
+        name = "objects"
+        executor = "constant-vus"
+        vus = 8
+        iterations = 1000
+        flow = "sequence"
+        [[scenarios.steps]]
+        name = "put"
+        objstore = { op = "put", key = "o/{{seq}}", value-size = "4KiB" }
+        [[scenarios.steps]]
+        name = "get"
+        objstore = { op = "get", key = "o/{{seq}}" }
+        [[scenarios.steps]]
+        name = "head-missing"
+        objstore = { op = "head", key = "none/{{seq}}" }
+        [[scenarios.steps]]
+        name = "delete"
+        objstore = { op = "delete", key = "o/{{seq}}" }
+        [[scenarios.steps]]
+        name = "get-deleted"
+        objstore = { op = "get", key = "o/{{seq}}" }
+        checks = { status = [0] }
+        "#,
+    )
+    .await;
+    let s = &report.scenarios[0];
+    for st in &s.steps[..4] {
+        assert_eq!(
+            (st.requests, st.failed),
+            (1000, 0),
+            "{}: {:?}",
+            st.name,
+            st.errors
+        );
+    }
+    // Deleted: NOT_FOUND (5) is not in the accepted list.
+    assert_eq!(s.steps[4].errors["check"], 1000);
+    assert_eq!(outcome, loadtest::Outcome::ThresholdsFailed);
+}
