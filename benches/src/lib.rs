@@ -23,6 +23,7 @@
 //! assert!(report.render().contains("add"));
 //! ```
 
+pub mod loadtest_suite;
 pub mod redis_suite;
 
 use std::fmt::Write as _;

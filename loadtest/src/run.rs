@@ -177,7 +177,10 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
         step_base.push(steps);
         steps += s.steps.len();
     }
-    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    let threads = tokio::runtime::Handle::current()
+        .metrics()
+        .num_workers()
+        .max(1);
     let shared = Arc::new(Shared {
         recorder: Recorder::new(steps, plan.scenarios.len(), threads),
         clients,

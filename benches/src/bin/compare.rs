@@ -3,7 +3,9 @@
 //! `cargo run -p benches --release --bin compare -- [suite ...]`; no suite runs them all.
 //! Suites: `metrics` (jupiter-core's recorder guard vs Go-Jupiter-style per-call label lookup
 //! with the `prometheus` crate); `redis` (our client vs fred and redis-rs on one redis-server
-//! started here; `BENCH_SECONDS` sets the time per measurement, default 3).
+//! started here; `BENCH_SECONDS` sets the time per measurement, default 3); `loadtest` (the
+//! load generator vs wrk, oha and redis-benchmark in requests per CPU-second; build it first
+//! with `cargo build --release -p loadtest`).
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use benches::{Report, measure_ns};
 use jupiter_core::metrics::{Code, HANDLE_BUCKETS, Metrics};
 
-const SUITES: &[&str] = &["metrics", "redis"];
+const SUITES: &[&str] = &["metrics", "redis", "loadtest"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
         match suite {
             "metrics" => println!("{}", metrics_suite().render()),
             "redis" => redis_suite(),
+            "loadtest" => benches::loadtest_suite::loadtest_suite(),
             other => {
                 eprintln!(
                     "compare: unknown suite {other:?}; known: {}",

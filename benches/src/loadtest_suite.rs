@@ -1,0 +1,323 @@
+//! Load generators side by side: `loadtest` against wrk and oha (HTTP/1.1 keep-alive, 64
+//! connections) on one loopback HTTP server, and against `redis-benchmark` (64 connections,
+//! GET/SET) on one redis-server. The figure that matters is requests per CPU-second of the
+//! generator (its own user + system time, from `wait4`), since on a small machine the
+//! generator and the server share the cores. Each tool runs as its own process, in turns,
+//! `BENCH_ROUNDS` times (default 3); the median round is reported.
+//!
+//! Needs the release `loadtest` binary next to this one (`cargo build --release -p loadtest`),
+//! `wrk`, `oha` and `redis-benchmark` on the PATH (a missing peer is reported and skipped).
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// One tool's run.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    /// Requests completed.
+    pub requests: f64,
+    /// Wall seconds.
+    pub secs: f64,
+    /// Generator CPU seconds (user + system).
+    pub cpu: f64,
+}
+
+impl Run {
+    fn per_cpu_second(&self) -> f64 {
+        self.requests / self.cpu.max(1e-9)
+    }
+
+    fn rps(&self) -> f64 {
+        self.requests / self.secs.max(1e-9)
+    }
+}
+
+/// Runs `cmd` to its end; returns its stdout and its CPU time.
+fn run_measured(cmd: &mut Command) -> Result<(String, f64, f64), String> {
+    let t0 = Instant::now();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    let pid = child.id() as libc::pid_t;
+    let mut out = child.stdout.expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let mut status = 0;
+    // SAFETY: wait4 on our own child's pid with valid out-pointers; it reaps the child, which
+    // `Child` never waits for afterwards (it is dropped without wait).
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    if r != pid {
+        return Err(format!("wait4 failed for {:?}", cmd.get_program()));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let text = reader.join().unwrap_or_default();
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) > 1 {
+        return Err(format!("{:?} failed: {text}", cmd.get_program()));
+    }
+    Ok((text, tv(ru.ru_utime) + tv(ru.ru_stime), secs))
+}
+
+fn loadtest_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let p = exe.with_file_name("loadtest");
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} not found: run `cargo build --release -p loadtest` first",
+            p.display()
+        ))
+    }
+}
+
+/// A minimal hyper HTTP/1.1 server on its own one-thread runtime: answers `ok`.
+fn start_http_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+fn loadtest_run(scenario: &str, secs: u64) -> Result<Run, String> {
+    let dir = std::env::temp_dir().join(format!("loadtest-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join("scenario.toml");
+    let json = dir.join("report.json");
+    std::fs::write(&file, scenario).map_err(|e| e.to_string())?;
+    let (_, cpu, wall) = run_measured(
+        Command::new(loadtest_binary()?)
+            .args(["run", "-q", "--duration", &format!("{secs}s"), "--json"])
+            .arg(&json)
+            .arg(&file),
+    )?;
+    let text = std::fs::read_to_string(&json).map_err(|e| e.to_string())?;
+    let report: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let requests = report["total"]["requests"]
+        .as_f64()
+        .ok_or("no request count in the loadtest report")?;
+    if report["total"]["failed"].as_u64() != Some(0) {
+        return Err(format!(
+            "loadtest saw errors: {}",
+            report["total"]["errors"]
+        ));
+    }
+    Ok(Run {
+        requests,
+        secs: wall.min(secs as f64 + 0.5),
+        cpu,
+    })
+}
+
+fn wrk_run(url: &str, secs: u64) -> Result<Run, String> {
+    let (out, cpu, _) =
+        run_measured(Command::new("wrk").args(["-t1", "-c64", &format!("-d{secs}s"), url]))?;
+    let requests = out
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .ok_or_else(|| format!("cannot read wrk's output: {out}"))?;
+    Ok(Run {
+        requests,
+        secs: secs as f64,
+        cpu,
+    })
+}
+
+fn oha_run(url: &str, secs: u64) -> Result<Run, String> {
+    let (out, cpu, _) = run_measured(Command::new("oha").args([
+        "-c",
+        "64",
+        "-z",
+        &format!("{secs}s"),
+        "--no-tui",
+        "--output-format",
+        "json",
+        url,
+    ]))?;
+    // Total requests: the sum of the status code distribution.
+    let dist = out
+        .split("\"statusCodeDistribution\"")
+        .nth(1)
+        .and_then(|t| t.split('}').next())
+        .ok_or_else(|| format!("cannot read oha's output: {out}"))?;
+    let requests: f64 = dist
+        .split(',')
+        .filter_map(|kv| kv.split(':').nth(1))
+        .filter_map(|n| n.trim().parse::<f64>().ok())
+        .sum();
+    Ok(Run {
+        requests,
+        secs: secs as f64,
+        cpu,
+    })
+}
+
+fn redis_benchmark_run(port: u16, requests: u64) -> Result<Run, String> {
+    let (out, cpu, wall) = run_measured(Command::new("redis-benchmark").args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-c",
+        "64",
+        "-n",
+        &requests.to_string(),
+        "-r",
+        "10000",
+        "-t",
+        "set,get",
+        "-q",
+    ]))?;
+    if !out.contains("GET") {
+        return Err(format!("cannot read redis-benchmark's output: {out}"));
+    }
+    Ok(Run {
+        requests: 2.0 * requests as f64,
+        secs: wall,
+        cpu,
+    })
+}
+
+fn median(mut v: Vec<Run>) -> Option<Run> {
+    v.sort_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()));
+    v.get(v.len() / 2).copied()
+}
+
+fn table(title: &str, rows: &[(&str, Option<Run>)]) {
+    println!("\n{title}");
+    println!(
+        "{:<16} {:>12} {:>12} {:>10} {:>16} {:>12}",
+        "tool", "requests", "req/s", "CPU s", "req/CPU-second", "loadtest ×"
+    );
+    let ours = rows[0].1.map(|r| r.per_cpu_second());
+    for (name, run) in rows {
+        match run {
+            Some(r) => println!(
+                "{name:<16} {:>12.0} {:>12.0} {:>10.2} {:>16.0} {:>12}",
+                r.requests,
+                r.rps(),
+                r.cpu,
+                r.per_cpu_second(),
+                match ours {
+                    Some(o) if *name != rows[0].0 => format!("{:.2}×", o / r.per_cpu_second()),
+                    _ => "—".into(),
+                }
+            ),
+            None => println!("{name:<16} (not measured)"),
+        }
+    }
+}
+
+/// The suite: HTTP, then Redis.
+pub fn loadtest_suite() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    if let Err(e) = loadtest_binary() {
+        eprintln!("loadtest suite: {e}");
+        return;
+    }
+    let addr = start_http_server();
+    let url = format!("http://{addr}/");
+    let scenario = format!(
+        "[run]\nshadow = false\nthreads = 1\n[targets.api]\nkind = \"http\"\nurl = \"http://{addr}\"\n\
+         connections = 64\n[[scenarios]]\nname = \"http\"\nexecutor = \"constant-vus\"\nvus = 64\n\
+         duration = \"{secs}s\"\n[[scenarios.steps]]\nname = \"get\"\nhttp = {{ path = \"/\" }}\n"
+    );
+    let (mut ours, mut wrk, mut oha) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        eprintln!("http round {}/{rounds}", round + 1);
+        match loadtest_run(&scenario, secs) {
+            Ok(r) => ours.push(r),
+            Err(e) => eprintln!("loadtest: {e}"),
+        }
+        match wrk_run(&url, secs) {
+            Ok(r) => wrk.push(r),
+            Err(e) => eprintln!("wrk: {e} (install: apt-get install wrk)"),
+        }
+        match oha_run(&url, secs) {
+            Ok(r) => oha.push(r),
+            Err(e) => eprintln!("oha: {e} (install: cargo install oha)"),
+        }
+    }
+    table(
+        &format!(
+            "HTTP/1.1 keep-alive, 64 connections, {secs} s, one loopback hyper server; median of {rounds}"
+        ),
+        &[
+            ("loadtest", median(ours)),
+            ("wrk -t1", median(wrk)),
+            ("oha", median(oha)),
+        ],
+    );
+
+    let redis = testkit::RedisServer::start();
+    let n: u64 = 200_000;
+    let scenario = format!(
+        "[run]\nshadow = false\nthreads = 1\n[targets.cache]\nkind = \"redis\"\nurl = \"{}\"\n\
+         connections = 64\n[[scenarios]]\nname = \"redis\"\nexecutor = \"constant-vus\"\nvus = 64\n\
+         duration = \"{secs}s\"\n[[scenarios.steps]]\nname = \"set\"\n\
+         redis = [\"SET\", \"key:{{{{random 0 9999}}}}\", \"xxx\"]\n[[scenarios.steps]]\nname = \"get\"\n\
+         redis = [\"GET\", \"key:{{{{random 0 9999}}}}\"]\n",
+        redis.url()
+    );
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        eprintln!("redis round {}/{rounds}", round + 1);
+        match loadtest_run(&scenario, secs) {
+            Ok(r) => ours.push(r),
+            Err(e) => eprintln!("loadtest: {e}"),
+        }
+        match redis_benchmark_run(redis.port(), n) {
+            Ok(r) => peer.push(r),
+            Err(e) => eprintln!("redis-benchmark: {e}"),
+        }
+    }
+    table(
+        &format!("Redis GET/SET, 64 connections, one redis-server; median of {rounds}"),
+        &[
+            ("loadtest", median(ours)),
+            ("redis-benchmark", median(peer)),
+        ],
+    );
+}
