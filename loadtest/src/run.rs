@@ -197,11 +197,13 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
     let collected = Arc::new(Mutex::new(Collected::new(steps)));
     let prom_text = Arc::new(Mutex::new(String::new()));
     let prometheus = match &shared.plan.output.prometheus {
-        Some(addr) => Some(
-            crate::report::serve_prometheus(addr, prom_text.clone())
+        Some(addr) => {
+            let bound = crate::report::serve_prometheus(addr, prom_text.clone())
                 .await
-                .map_err(|e| RunError::Target("prometheus".into(), e))?,
-        ),
+                .map_err(|e| RunError::Target("prometheus".into(), e))?;
+            eprintln!("prometheus metrics: http://{bound}/metrics");
+            Some(bound)
+        }
         None => None,
     };
     let collector_stop = CancellationToken::new();
