@@ -79,6 +79,47 @@ fn loadtest_binary() -> Result<PathBuf, String> {
     }
 }
 
+/// nginx (one worker, `return 200 "ok"`, no access log) on a free loopback port, when it is
+/// installed: a target in its own process, as in wrk's and oha's own benchmarks.
+fn start_nginx() -> Option<(std::net::SocketAddr, std::process::Child)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let dir = std::env::temp_dir().join(format!("loadtest-bench-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 4096; }}\nhttp {{ access_log off; keepalive_requests 10000000;\n\
+             client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\"; }} }} }}\n",
+            d = dir.display()
+        ),
+    )
+    .ok()?;
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Some((addr, child));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
 /// A minimal hyper HTTP/1.1 server on its own one-thread runtime: answers `ok`.
 fn start_http_server() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -170,15 +211,13 @@ fn oha_run(url: &str, secs: u64) -> Result<Run, String> {
         url,
     ]))?;
     // Total requests: the sum of the status code distribution.
-    let dist = out
-        .split("\"statusCodeDistribution\"")
-        .nth(1)
-        .and_then(|t| t.split('}').next())
-        .ok_or_else(|| format!("cannot read oha's output: {out}"))?;
-    let requests: f64 = dist
-        .split(',')
-        .filter_map(|kv| kv.split(':').nth(1))
-        .filter_map(|n| n.trim().parse::<f64>().ok())
+    let v: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| format!("cannot read oha's output: {e}"))?;
+    let requests: f64 = v["statusCodeDistribution"]
+        .as_object()
+        .ok_or("oha's output has no statusCodeDistribution")?
+        .values()
+        .filter_map(serde_json::Value::as_f64)
         .sum();
     Ok(Run {
         requests,
@@ -257,7 +296,11 @@ pub fn loadtest_suite() {
         eprintln!("loadtest suite: {e}");
         return;
     }
-    let addr = start_http_server();
+    let mut nginx = start_nginx();
+    let (addr, server) = match &nginx {
+        Some((addr, _)) => (*addr, "nginx (1 worker)"),
+        None => (start_http_server(), "a hyper server (nginx not installed)"),
+    };
     let url = format!("http://{addr}/");
     let scenario = format!(
         "[run]\nshadow = false\nthreads = 1\n[targets.api]\nkind = \"http\"\nurl = \"http://{addr}\"\n\
@@ -282,7 +325,7 @@ pub fn loadtest_suite() {
     }
     table(
         &format!(
-            "HTTP/1.1 keep-alive, 64 connections, {secs} s, one loopback hyper server; median of {rounds}"
+            "HTTP/1.1 keep-alive, 64 connections, {secs} s, loopback {server}; median of {rounds}"
         ),
         &[
             ("loadtest", median(ours)),
@@ -291,6 +334,10 @@ pub fn loadtest_suite() {
         ],
     );
 
+    if let Some((_, child)) = &mut nginx {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let redis = testkit::RedisServer::start();
     let n: u64 = 200_000;
     let scenario = format!(
