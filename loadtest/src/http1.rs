@@ -181,7 +181,7 @@ impl Pool {
     }
 
     /// Sends the encoded `request` and reads the response into `out`. `want_headers` names
-    /// (lowercase) the headers to keep; `want_body` keeps the body. A reused connection the
+    /// (lowercase, first of each pair) the headers to keep; `want_body` keeps the body. A reused connection the
     /// server had closed is retried once on a fresh one (nothing was answered on it).
     ///
     /// # Errors
@@ -191,7 +191,7 @@ impl Pool {
         &self,
         request: &[u8],
         head: bool,
-        want_headers: &[&str],
+        want_headers: &[(String, String)],
         want_body: bool,
         out: &mut Response,
     ) -> Result<(), HttpError> {
@@ -247,7 +247,7 @@ async fn exchange(
     conn: &mut Conn,
     request: &[u8],
     head: bool,
-    want_headers: &[&str],
+    want_headers: &[(String, String)],
     want_body: bool,
     out: &mut Response,
 ) -> Result<bool, Failure> {
@@ -294,10 +294,11 @@ async fn exchange(
                                 close = false;
                             }
                         }
-                        if let Some(w) =
-                            want_headers.iter().find(|w| h.name.eq_ignore_ascii_case(w))
+                        if let Some((w, _)) = want_headers
+                            .iter()
+                            .find(|(w, _)| h.name.eq_ignore_ascii_case(w))
                         {
-                            out.headers.push(((*w).to_owned(), h.value.to_vec()));
+                            out.headers.push((w.clone(), h.value.to_vec()));
                         }
                     }
                     break (n, length, chunked, close);
@@ -457,12 +458,12 @@ async fn read_chunked(conn: &mut Conn, want_body: bool, out: &mut Response) -> R
 }
 
 /// Encodes a request head (and body) into `out`.
-pub fn encode(
+pub fn encode<'a>(
     out: &mut Vec<u8>,
     method: &http::Method,
     path: &[u8],
     authority: &str,
-    headers: &[(&str, &[u8])],
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     body: Option<&[u8]>,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
@@ -535,7 +536,7 @@ mod tests {
             });
             let pool = Pool::new(addr, 1, Duration::from_secs(1));
             let mut req = Vec::new();
-            encode(&mut req, &http::Method::GET, b"/", "x", &[], None);
+            encode(&mut req, &http::Method::GET, b"/", "x", [], None);
             let mut out = Response::default();
             let got = pool.send(&req, false, &[], true, &mut out).await;
             match want {

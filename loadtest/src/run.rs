@@ -405,20 +405,24 @@ async fn probe(plan: &Plan, clients: &[Client], ctx: &ShadowContext) -> Result<(
                         .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
                         .collect()
                 };
-                let hs: Vec<(&str, &[u8])> =
-                    headers.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
                 http1::encode(
                     &mut req,
                     &http::Method::GET,
                     t.spec.probe.as_bytes(),
                     &endpoint.authority,
-                    &hs,
+                    headers.iter().map(|(k, v)| (k.as_str(), &v[..])),
                     None,
                 );
                 let mut out = http1::Response::default();
                 tokio::time::timeout(
                     plan.run.timeout,
-                    pool.send(&req, false, &[ACK_HEADER], false, &mut out),
+                    pool.send(
+                        &req,
+                        false,
+                        &[(ACK_HEADER.to_owned(), String::new())],
+                        false,
+                        &mut out,
+                    ),
                 )
                 .await
                 .map_err(|_| fail("did not answer the probe in time".into()))?
@@ -791,30 +795,32 @@ async fn execute(
                 buf.clear();
                 t.render(vars, buf);
             }
-            let mut hs: Vec<(&str, &[u8])> =
-                Vec::with_capacity(headers.len() + shared.shadow_headers.len());
-            for ((n, _), v) in headers.iter().zip(&s.headers) {
-                hs.push((n.as_str(), v));
-            }
-            for (n, v) in &shared.shadow_headers {
-                hs.push((n, v));
-            }
+            let hs = headers
+                .iter()
+                .zip(&s.headers)
+                .map(|((n, _), v)| (n.as_str(), &v[..]))
+                .chain(
+                    shared
+                        .shadow_headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), &v[..])),
+                );
             let body = body.as_ref().map(|b| {
                 s.body.clear();
                 b.render(vars, &mut s.body);
                 &s.body[..]
             });
             s.req.clear();
-            http1::encode(&mut s.req, method, &s.path, &endpoint.authority, &hs, body);
-            let want: Vec<&str> = step
-                .checks
-                .headers
-                .iter()
-                .map(|(k, _)| k.as_str())
-                .collect();
+            http1::encode(&mut s.req, method, &s.path, &endpoint.authority, hs, body);
             let head = method == http::Method::HEAD;
             if let Err(e) = pool
-                .send(&s.req, head, &want, step.checks.needs_body(), &mut s.resp)
+                .send(
+                    &s.req,
+                    head,
+                    &step.checks.headers,
+                    step.checks.needs_body(),
+                    &mut s.resp,
+                )
                 .await
             {
                 return Some(http_error(&e));
