@@ -24,6 +24,7 @@
 //! ```
 
 pub mod loadtest_suite;
+pub mod objstore_suite;
 pub mod redis_suite;
 
 use std::fmt::Write as _;

@@ -5,7 +5,8 @@
 //! with the `prometheus` crate); `redis` (our client vs fred and redis-rs on one redis-server
 //! started here; `BENCH_SECONDS` sets the time per measurement, default 3); `loadtest` (the
 //! load generator vs wrk, oha and redis-benchmark in requests per CPU-second; build it first
-//! with `cargo build --release -p loadtest`).
+//! with `cargo build --release -p loadtest`); `objstore` (gRPC vs an empty service of the same
+//! API, memory per object and restore time vs redis-server; build `objstore` first).
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use benches::{Report, measure_ns};
 use jupiter_core::metrics::{Code, HANDLE_BUCKETS, Metrics};
 
-const SUITES: &[&str] = &["metrics", "redis", "loadtest"];
+const SUITES: &[&str] = &["metrics", "redis", "loadtest", "objstore"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
             "metrics" => println!("{}", metrics_suite().render()),
             "redis" => redis_suite(),
             "loadtest" => benches::loadtest_suite::loadtest_suite(),
+            "objstore" => benches::objstore_suite::objstore_suite(),
             other => {
                 eprintln!(
                     "compare: unknown suite {other:?}; known: {}",

@@ -95,7 +95,14 @@ fn serve(
         buf.drain(..head_end + length);
         match behavior {
             Behavior::Fast => {}
-            Behavior::Delay(d) => std::thread::sleep(d),
+            Behavior::Delay(d) => {
+                // Precise: sleep most of it, spin the rest (a sleep alone ends up to ~100 µs late).
+                let t = Instant::now();
+                std::thread::sleep(d.saturating_sub(Duration::from_micros(300)));
+                while t.elapsed() < d {
+                    std::hint::spin_loop();
+                }
+            }
             Behavior::Stall { period, stall } => {
                 let into =
                     Duration::from_nanos((t0.elapsed().as_nanos() % period.as_nanos()) as u64);

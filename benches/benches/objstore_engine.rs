@@ -1,0 +1,182 @@
+//! objstore's engine: get and put throughput at 1 and 2 threads, and the concurrency scheme
+//! chosen by this measurement — sharded `RwLock<BTreeMap>` (what the engine uses) against an
+//! epoch-reclaimed lock-free ordered map (`crossbeam-skiplist`, built on crossbeam-epoch), both
+//! ordered because List needs prefix scans.
+//!
+//! Each iteration is one operation; with 2 threads, both run the same number of operations
+//! and the time is the wall time of the pair, so a scheme that scales halves its time.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::{Arc, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use objstore::engine::{Condition, Engine, EngineConfig, Put};
+
+const KEYS: usize = 100_000;
+
+fn keys() -> Arc<Vec<Bytes>> {
+    Arc::new(
+        (0..KEYS)
+            .map(|i| Bytes::from(format!("key:{i:08}")))
+            .collect(),
+    )
+}
+
+fn put(key: &Bytes, value: &Bytes) -> Put {
+    Put {
+        key: key.clone(),
+        value: value.clone(),
+        ttl: None,
+        content_type: None,
+        metadata: Vec::new(),
+        condition: Condition::Always,
+    }
+}
+
+/// Runs `op(thread, i)` `iters` times on each of `threads` threads; returns the wall time
+/// divided by `threads` (time per operation of the whole machine).
+fn parallel<F>(threads: usize, iters: u64, op: F) -> Duration
+where
+    F: Fn(usize, u64) + Send + Sync + 'static,
+{
+    let op = Arc::new(op);
+    let barrier = Arc::new(std::sync::Barrier::new(threads + 1));
+    let hs: Vec<_> = (0..threads)
+        .map(|t| {
+            let (op, barrier) = (op.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                for i in 0..iters {
+                    op(t, i);
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t0 = Instant::now();
+    for h in hs {
+        h.join().unwrap();
+    }
+    t0.elapsed() / threads as u32
+}
+
+/// The alternative scheme, at its simplest.
+struct Sharded {
+    shards: Vec<RwLock<BTreeMap<Bytes, Bytes>>>,
+}
+
+impl Sharded {
+    fn shard(&self, k: &[u8]) -> &RwLock<BTreeMap<Bytes, Bytes>> {
+        let h = k.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+        });
+        &self.shards[(h as usize) & (self.shards.len() - 1)]
+    }
+}
+
+fn engine(c: &mut Criterion) {
+    let value = Bytes::from(vec![1u8; 100]);
+    let keys = keys();
+    let e = Engine::new(EngineConfig::default());
+    for k in keys.iter() {
+        e.put(put(k, &value)).unwrap();
+    }
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Elements(1));
+    for threads in [1, 2] {
+        let (e2, k2) = (e.clone(), keys.clone());
+        g.bench_function(format!("get/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                let (e, k) = (e2.clone(), k2.clone());
+                parallel(threads, iters, move |t, i| {
+                    let key = &k[(i as usize * 7 + t * 31) % KEYS];
+                    black_box(e.get(key));
+                })
+            });
+        });
+        let (e2, k2, v2) = (e.clone(), keys.clone(), value.clone());
+        g.bench_function(format!("put/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                let (e, k, v) = (e2.clone(), k2.clone(), v2.clone());
+                parallel(threads, iters, move |t, i| {
+                    let key = &k[(i as usize * 7 + t * 31) % KEYS];
+                    black_box(e.put(put(key, &v)).unwrap());
+                })
+            });
+        });
+    }
+    g.finish();
+}
+
+fn schemes(c: &mut Criterion) {
+    let value = Bytes::from(vec![1u8; 100]);
+    let keys = keys();
+    let sharded = Arc::new(Sharded {
+        shards: (0..64).map(|_| RwLock::new(BTreeMap::new())).collect(),
+    });
+    let skip = Arc::new(crossbeam_skiplist::SkipMap::new());
+    for k in keys.iter() {
+        sharded
+            .shard(k)
+            .write()
+            .unwrap()
+            .insert(k.clone(), value.clone());
+        skip.insert(k.clone(), value.clone());
+    }
+    let mut g = c.benchmark_group("scheme");
+    g.throughput(Throughput::Elements(1));
+    for threads in [1, 2] {
+        let (s, k) = (sharded.clone(), keys.clone());
+        g.bench_function(format!("sharded-rwlock-btree/get/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                let (s, k) = (s.clone(), k.clone());
+                parallel(threads, iters, move |t, i| {
+                    let key = &k[(i as usize * 7 + t * 31) % KEYS];
+                    black_box(s.shard(key).read().unwrap().get(key).cloned());
+                })
+            });
+        });
+        let (m, k) = (skip.clone(), keys.clone());
+        g.bench_function(format!("epoch-skiplist/get/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                let (m, k) = (m.clone(), k.clone());
+                parallel(threads, iters, move |t, i| {
+                    let key = &k[(i as usize * 7 + t * 31) % KEYS];
+                    black_box(m.get(key).map(|e| e.value().clone()));
+                })
+            });
+        });
+        let (s, k, v) = (sharded.clone(), keys.clone(), value.clone());
+        g.bench_function(format!("sharded-rwlock-btree/put/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                let (s, k, v) = (s.clone(), k.clone(), v.clone());
+                parallel(threads, iters, move |t, i| {
+                    let key = &k[(i as usize * 7 + t * 31) % KEYS];
+                    black_box(s.shard(key).write().unwrap().insert(key.clone(), v.clone()));
+                })
+            });
+        });
+        let (m, k, v) = (skip.clone(), keys.clone(), value.clone());
+        g.bench_function(format!("epoch-skiplist/put/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                let (m, k, v) = (m.clone(), k.clone(), v.clone());
+                parallel(threads, iters, move |t, i| {
+                    let key = &k[(i as usize * 7 + t * 31) % KEYS];
+                    black_box(m.insert(key.clone(), v.clone()));
+                })
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = engine, schemes
+}
+criterion_main!(benches);

@@ -1,0 +1,492 @@
+//! objstore side by side:
+//!
+//! - **gRPC**: Get and Put of 1 KiB values, 64 calls in flight, against the transport's limit:
+//!   the same `.proto` served by an empty service that answers every Get with a fixed 1 KiB
+//!   value and every Put with a fixed answer (no storage at all). Server and client each on a
+//!   one-thread runtime in this process; turns alternate, `BENCH_ROUNDS` rounds, median.
+//! - **Memory per object**: resident memory of `objstore serve` holding 1M objects (16 B keys,
+//!   100 B random values) vs redis-server's for the same data, both as separate processes.
+//! - **Restore**: 1M objects from a snapshot (`objstore serve` start until it answers) vs
+//!   redis-server loading an RDB of the same data (start until `PING` stops answering
+//!   `LOADING`), page cache warm.
+//!
+//! Needs the release `objstore` binary next to this one (`cargo build --release -p objstore`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use objstore::proto;
+use objstore::proto::object_store_client::ObjectStoreClient;
+use objstore::proto::object_store_server::{ObjectStore, ObjectStoreServer};
+use tonic::{Request, Response, Status};
+
+type Stream<T> = futures::stream::Empty<Result<T, Status>>;
+
+/// The transport's limit: the ObjectStore API with nothing behind it.
+struct Echo {
+    value: Bytes,
+}
+
+fn meta(size: usize) -> proto::ObjectMeta {
+    proto::ObjectMeta {
+        create_revision: 1,
+        mod_revision: 1,
+        version: 1,
+        etag: "\"0123456789abcdef\"".into(),
+        size: size as u64,
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl ObjectStore for Echo {
+    async fn put(
+        &self,
+        req: Request<proto::PutRequest>,
+    ) -> Result<Response<proto::PutResponse>, Status> {
+        let size = req.get_ref().value.len();
+        Ok(Response::new(proto::PutResponse {
+            revision: 1,
+            meta: Some(meta(size)),
+        }))
+    }
+    async fn get(
+        &self,
+        _: Request<proto::GetRequest>,
+    ) -> Result<Response<proto::GetResponse>, Status> {
+        Ok(Response::new(proto::GetResponse {
+            value: self.value.clone(),
+            meta: Some(meta(self.value.len())),
+        }))
+    }
+    async fn head(
+        &self,
+        _: Request<proto::HeadRequest>,
+    ) -> Result<Response<proto::HeadResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn delete(
+        &self,
+        _: Request<proto::DeleteRequest>,
+    ) -> Result<Response<proto::DeleteResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn list(
+        &self,
+        _: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn batch_get(
+        &self,
+        _: Request<proto::BatchGetRequest>,
+    ) -> Result<Response<proto::BatchGetResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn batch_put(
+        &self,
+        _: Request<proto::BatchPutRequest>,
+    ) -> Result<Response<proto::BatchPutResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    type WatchStream = Stream<proto::WatchEvent>;
+    async fn watch(
+        &self,
+        _: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn upload(
+        &self,
+        _: Request<tonic::Streaming<proto::UploadChunk>>,
+    ) -> Result<Response<proto::PutResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    type DownloadStream = Stream<proto::DownloadChunk>;
+    async fn download(
+        &self,
+        _: Request<proto::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn snapshot(
+        &self,
+        _: Request<proto::SnapshotRequest>,
+    ) -> Result<Response<proto::SnapshotResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+}
+
+/// Serves `svc` on a one-thread runtime of its own; returns the address.
+fn serve<S>(svc: ObjectStoreServer<S>) -> std::net::SocketAddr
+where
+    S: ObjectStore,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+    });
+    addr
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Get,
+    Put,
+}
+
+/// Calls per second with 64 calls in flight for `secs`.
+fn drive(rt: &tokio::runtime::Runtime, addr: std::net::SocketAddr, op: Op, secs: f64) -> f64 {
+    rt.block_on(async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .expect("connect");
+        let client = ObjectStoreClient::new(channel);
+        let value = Bytes::from(vec![7u8; 1024]);
+        // The objects Get reads.
+        for i in 0..1000u32 {
+            let _ = client
+                .clone()
+                .put(proto::PutRequest {
+                    key: Bytes::from(format!("bench/{i:04}")),
+                    value: value.clone(),
+                    ..Default::default()
+                })
+                .await;
+        }
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let mut tasks = Vec::new();
+        for t in 0..64u32 {
+            let mut c = client.clone();
+            let value = value.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut i = t;
+                while Instant::now() < deadline {
+                    i = (i + 64) % 1000;
+                    let key = Bytes::from(format!("bench/{i:04}"));
+                    let ok = match op {
+                        Op::Get => c.get(proto::GetRequest { key }).await.is_ok(),
+                        Op::Put => c
+                            .put(proto::PutRequest {
+                                key,
+                                value: value.clone(),
+                                ..Default::default()
+                            })
+                            .await
+                            .is_ok(),
+                    };
+                    assert!(ok, "call failed");
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let t0 = Instant::now();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("task");
+        }
+        total as f64 / t0.elapsed().as_secs_f64()
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let p = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name(name);
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} not found: run `cargo build --release -p {name}` first",
+            p.display()
+        ))
+    }
+}
+
+fn rss_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |pages| pages * 4096.0)
+}
+
+/// Starts `objstore serve` with `config`; returns the child, its gRPC address and the time it
+/// took to print it.
+fn start_objstore(bin: &Path, dir: &Path, config: &str) -> (Child, String, Duration) {
+    let file = dir.join("objstore.toml");
+    std::fs::write(&file, config).expect("config");
+    let t0 = Instant::now();
+    let mut child = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn objstore");
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().expect("piped")));
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("objstore printed its address")
+            .expect("line");
+        if let Some(a) = line.strip_prefix("objstore listening on grpc://") {
+            break a.to_owned();
+        }
+    };
+    let took = t0.elapsed();
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr, took)
+}
+
+const N: usize = 1_000_000;
+
+fn object(i: usize) -> (Bytes, Bytes) {
+    let key = Bytes::from(format!("key:{i:012}"));
+    let mut v = vec![0u8; 100];
+    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for b in &mut v {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    (key, Bytes::from(v))
+}
+
+fn memory_and_restore() -> Result<(), String> {
+    let bin = sibling("objstore")?;
+    let dir = std::env::temp_dir().join(format!("objstore-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let snap = dir.join("store.snap");
+    let config = format!(
+        "[governance]\naddr = \"127.0.0.1:0\"\n[objstore]\nlisten = \"127.0.0.1:0\"\n\
+         [objstore.snapshot]\npath = \"{}\"\ninterval = \"0s\"\non-shutdown = false\n",
+        snap.display()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    // objstore: 1M objects through BatchPut, then resident memory.
+    let (mut child, addr, _) = start_objstore(&bin, &dir, &config);
+    let base = rss_of(child.id());
+    rt.block_on(async {
+        let mut c = ObjectStoreClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect")
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        for chunk in (0..N).collect::<Vec<_>>().chunks(5000) {
+            let puts = chunk
+                .iter()
+                .map(|&i| {
+                    let (key, value) = object(i);
+                    proto::PutRequest {
+                        key,
+                        value,
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            c.batch_put(proto::BatchPutRequest { puts })
+                .await
+                .expect("batch put");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let ours = rss_of(child.id());
+    // Snapshot, then stop.
+    let snap_stats = rt.block_on(async {
+        let c = objstore::client::Client::connect(&addr, Default::default())
+            .await
+            .expect("connect");
+        c.snapshot().await.expect("snapshot")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // redis-server: the same objects through pipelined SETs.
+    let redis = testkit::RedisServer::start();
+    let redis_pid = redis.pid().ok_or("redis pid")?;
+    let redis_base = rss_of(redis_pid);
+    rt.block_on(async {
+        let client = redis_client::Client::builder()
+            .url(&redis.url())
+            .build()
+            .expect("redis client");
+        for chunk in (0..N).collect::<Vec<_>>().chunks(5000) {
+            let mut p = client.pipeline();
+            for &i in chunk {
+                let (k, v) = object(i);
+                p.add(redis_client::cmd("SET").arg(&k[..]).arg(&v[..]));
+            }
+            p.query_each().await.expect("pipeline");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let theirs = rss_of(redis_pid);
+    let rdb = redis.dir().join("bench.rdb");
+    redis
+        .command(&["CONFIG", "SET", "dbfilename", "bench.rdb"])
+        .map_err(|e| format!("{e:?}"))?;
+    redis.command(&["SAVE"]).map_err(|e| format!("{e:?}"))?;
+    let rdb_size = std::fs::metadata(&rdb).map(|m| m.len()).unwrap_or(0);
+
+    println!("\nmemory: 1M objects, 16 B keys, 100 B random values (payload 116 MB)");
+    println!(
+        "{:<14} {:>14} {:>14} {:>14}",
+        "server", "RSS MB", "data MB", "B / object"
+    );
+    for (name, rss, base) in [
+        ("objstore", ours, base),
+        ("redis-server", theirs, redis_base),
+    ] {
+        println!(
+            "{name:<14} {:>14.1} {:>14.1} {:>14.1}",
+            rss / 1e6,
+            (rss - base) / 1e6,
+            (rss - base) / N as f64
+        );
+    }
+    println!("objstore / redis (RSS): {:.2}×", ours / theirs);
+
+    // Restore: three turns each, page cache warm; median.
+    let mut ours_t = Vec::new();
+    let mut theirs_t = Vec::new();
+    for _ in 0..3 {
+        let (mut child, _, took) = start_objstore(&bin, &dir, &config);
+        ours_t.push(took.as_secs_f64());
+        let _ = child.kill();
+        let _ = child.wait();
+        theirs_t.push(redis_load(&rdb)?);
+    }
+    let (o, t) = (median(ours_t), median(theirs_t));
+    println!(
+        "\nrestore of 1M objects: objstore snapshot ({:.1} MB) {o:.3} s; redis-server RDB ({:.1} MB) {t:.3} s; objstore is {:.2}× faster",
+        snap_stats.2 as f64 / 1e6,
+        rdb_size as f64 / 1e6,
+        t / o
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Starts a redis-server on `rdb`; seconds until it stops answering `LOADING`.
+fn redis_load(rdb: &Path) -> Result<f64, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| e.to_string())?
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .port();
+    let t0 = Instant::now();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(rdb.parent().ok_or("dir")?)
+        .args([
+            "--dbfilename",
+            rdb.file_name().and_then(|f| f.to_str()).ok_or("name")?,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server: {e}"))?;
+    let loaded = loop {
+        if t0.elapsed() > Duration::from_secs(60) {
+            break Err("redis-server did not load in 60 s".to_owned());
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"PING\r\n");
+            let mut b = [0u8; 64];
+            if let Ok(n) = s.read(&mut b)
+                && b[..n].starts_with(b"+PONG")
+            {
+                break Ok(t0.elapsed().as_secs_f64());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    loaded
+}
+
+/// The suite.
+pub fn objstore_suite() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let secs: f64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3.0);
+    let echo = serve(ObjectStoreServer::new(Echo {
+        value: Bytes::from(vec![7u8; 1024]),
+    }));
+    let metrics = jupiter_core::metrics::Metrics::new();
+    let engine = objstore::engine::Engine::new(objstore::engine::EngineConfig::default());
+    let store =
+        serve(objstore::server::Service::new(engine, Default::default(), &metrics).into_server());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("gRPC, 1 KiB values, 64 calls in flight, {secs} s a turn, median of {rounds}");
+    println!(
+        "{:<6} {:>14} {:>14} {:>10}",
+        "call", "objstore/s", "empty svc/s", "ratio"
+    );
+    for (name, op) in [("Get", Op::Get), ("Put", Op::Put)] {
+        let (mut ours, mut limit) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            ours.push(drive(&rt, store, op, secs));
+            limit.push(drive(&rt, echo, op, secs));
+        }
+        let (o, l) = (median(ours), median(limit));
+        println!("{name:<6} {o:>14.0} {l:>14.0} {:>9.2}×", o / l);
+    }
+    if let Err(e) = memory_and_restore() {
+        eprintln!("objstore memory/restore: {e}");
+    }
+}
