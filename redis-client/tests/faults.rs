@@ -180,6 +180,34 @@ async fn paused_server_gives_timeouts_and_recovers_in_step() {
     assert_eq!(client.get::<String>("k").await.unwrap(), "v");
 }
 
+/// At the in-flight bound with a stalled server, a request that arrives after every earlier
+/// deadline has passed (nothing left to time) still gets its timeout: the owner task watches
+/// requests it cannot send yet. (A found bug: such a request waited forever.)
+#[tokio::test]
+async fn a_request_held_back_by_the_in_flight_bound_still_times_out() {
+    let redis = RedisServer::start();
+    let mut c = config(&redis.url());
+    c.command_timeout = Duration::from_millis(50);
+    c.pool_size = 1;
+    c.max_in_flight = 1;
+    let client = connect(c).await;
+    client.set("k", "v").await.unwrap();
+    redis.pause();
+    // Fills the one in-flight slot; its reply never comes while the server is paused.
+    let e = client.get::<Bytes>("k").await.unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    // Every deadline has passed: the owner task has nothing left to time.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let e = tokio::time::timeout(HANG, client.get::<Bytes>("k"))
+            .await
+            .expect("a request behind the in-flight bound must still time out")
+            .unwrap_err();
+        assert!(e.is_timeout(), "{e:?}");
+    }
+    redis.resume();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_cancellations_never_desynchronize_replies() {
     let redis = RedisServer::start();

@@ -63,6 +63,8 @@ pub(super) struct Driver<'a, S> {
     rx: &'a mut mpsc::Receiver<Request>,
     /// Requests to send before anything from `rx` (retries after a reconnect).
     pending: &'a mut VecDeque<Request>,
+    /// Most requests waiting in `pending` while the bounds keep them out of the FIFO.
+    hold_capacity: usize,
     pub(super) in_flight: VecDeque<InFlight>,
     max_in_flight: usize,
     wbuf: BytesMut,
@@ -85,6 +87,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
         rx: &'a mut mpsc::Receiver<Request>,
         pending: &'a mut VecDeque<Request>,
         max_in_flight: usize,
+        hold_capacity: usize,
         decoder: Decoder,
         push: Option<&'a mpsc::UnboundedSender<Frame>>,
     ) -> Self {
@@ -92,6 +95,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
             stream,
             rx,
             pending,
+            hold_capacity: hold_capacity.max(1),
             in_flight: VecDeque::with_capacity(256),
             max_in_flight,
             wbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -230,6 +234,29 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
         took
     }
 
+    /// While the bounds keep requests out of the FIFO (a stalled server), moves arrivals into
+    /// `pending`, where their deadlines are watched: a request left in the channel would not
+    /// wake this task, and its caller would wait past its deadline. Returns whether any moved.
+    fn hold(&mut self, cx: &mut Context<'_>) -> bool {
+        let blocked =
+            self.in_flight.len() >= self.max_in_flight || self.queued_bytes >= WRITE_HIGH_WATER;
+        let mut moved = false;
+        while blocked && !self.rx_closed && self.pending.len() < self.hold_capacity {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(req)) => {
+                    if let Some(d) = req.deadline {
+                        self.arm(d.at);
+                    }
+                    self.pending.push_back(req);
+                    moved = true;
+                }
+                Poll::Ready(None) => self.rx_closed = true,
+                Poll::Pending => break,
+            }
+        }
+        moved
+    }
+
     /// Writes what is queued. `Ready(Ok(true))` if anything was written.
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
         let mut wrote = false;
@@ -359,6 +386,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<'_, S> {
                 return Poll::Pending;
             }
             this.yielded = false;
+            let held = this.hold(cx);
             let wrote = match this.poll_flush_out(cx) {
                 Poll::Ready(Ok(wrote)) => wrote,
                 Poll::Ready(Err(e)) => return Poll::Ready(Stop::Io(e)),
@@ -371,7 +399,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<'_, S> {
             {
                 return Poll::Ready(Stop::Closed);
             }
-            if !(read || took || wrote) {
+            if !(read || took || held || wrote) {
                 // Every source returned Pending and registered the waker.
                 return Poll::Pending;
             }

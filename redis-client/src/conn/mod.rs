@@ -201,6 +201,7 @@ async fn run(
                     &mut rx,
                     &mut pending,
                     config.max_in_flight,
+                    config.queue_capacity,
                     decoder,
                     push.as_ref(),
                 );
