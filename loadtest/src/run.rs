@@ -332,6 +332,7 @@ async fn connect_targets(plan: &Plan) -> Result<(Vec<Client>, Vec<Embedded>), Ru
                     timeout: plan.run.timeout,
                     read_attempts: 1,
                     token: s.token.clone(),
+                    tls: None,
                 };
                 Client::Objstore(
                     objstore::client::Client::connect_lazy(&addr, config)

@@ -188,6 +188,18 @@ pub struct ClientConfig {
     pub read_attempts: u32,
     /// Bearer token, if the server wants one.
     pub token: Option<String>,
+    /// TLS: the CA that signed the server's certificate. Used for `https://` addresses (and
+    /// makes a bare `host:port` one).
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS settings of a client.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    /// PEM certificate(s) of the CA to trust.
+    pub ca_pem: Vec<u8>,
+    /// The name the server's certificate must carry; by default the address's host.
+    pub domain: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -196,8 +208,40 @@ impl Default for ClientConfig {
             timeout: Duration::from_secs(5),
             read_attempts: 3,
             token: None,
+            tls: None,
         }
     }
+}
+
+/// The endpoint for `addr`: `http://` unless TLS is configured or the address says `https://`.
+fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
+    let err = |message: String| Error::Connect {
+        addr: addr.to_owned(),
+        message,
+    };
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else if config.tls.is_some() {
+        format!("https://{addr}")
+    } else {
+        format!("http://{addr}")
+    };
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| err(e.to_string()))?
+        .connect_timeout(config.timeout)
+        .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let tls = config.tls.as_ref().ok_or_else(|| {
+            err("an https:// address needs the client's TLS settings (the CA to trust)".into())
+        })?;
+        let mut t = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem));
+        if let Some(d) = &tls.domain {
+            t = t.domain_name(d.clone());
+        }
+        endpoint = endpoint.tls_config(t).map_err(|e| err(e.to_string()))?;
+    }
+    Ok(endpoint)
 }
 
 /// A handle to one objstore server. Cheap to clone.
@@ -214,19 +258,11 @@ impl Client {
     ///
     /// The address is invalid or the server cannot be reached within the timeout.
     pub async fn connect(addr: &str, config: ClientConfig) -> Result<Client, Error> {
-        let url = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
         let connect_err = |message: String| Error::Connect {
             addr: addr.to_owned(),
             message,
         };
-        let endpoint = Endpoint::from_shared(url)
-            .map_err(|e| connect_err(e.to_string()))?
-            .connect_timeout(config.timeout)
-            .tcp_nodelay(true);
+        let endpoint = endpoint(addr, &config)?;
         let channel = endpoint.connect().await.map_err(|e| {
             connect_err(format!(
                 "{e}: {}",
@@ -250,18 +286,7 @@ impl Client {
     ///
     /// The address is invalid.
     pub fn connect_lazy(addr: &str, config: ClientConfig) -> Result<Client, Error> {
-        let url = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(url)
-            .map_err(|e| Error::Connect {
-                addr: addr.to_owned(),
-                message: e.to_string(),
-            })?
-            .connect_timeout(config.timeout)
-            .tcp_nodelay(true);
+        let endpoint = endpoint(addr, &config)?;
         Ok(Client {
             grpc: ObjectStoreClient::new(endpoint.connect_lazy())
                 .max_decoding_message_size(usize::MAX)

@@ -37,6 +37,46 @@ pub struct ObjstoreConfig {
     pub shadow_prefix: String,
     /// `[objstore.snapshot]`.
     pub snapshot: SnapshotConfig,
+    /// `[objstore.tls]`: serve gRPC over TLS (rustls) when both files are set.
+    pub tls: TlsConfig,
+}
+
+/// `[objstore.tls]`
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the server.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The server's TLS settings, or `None` without TLS.
+    ///
+    /// # Errors
+    ///
+    /// Only one of the two files is set, or a file cannot be read.
+    pub fn server(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+        match (&self.cert_file, &self.key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => {
+                let read = |p: &PathBuf, what: &str| {
+                    std::fs::read(p).map_err(|e| {
+                        format!("objstore.tls.{what}: cannot read {}: {e}", p.display())
+                    })
+                };
+                let identity = tonic::transport::Identity::from_pem(
+                    read(cert, "cert-file")?,
+                    read(key, "key-file")?,
+                );
+                Ok(Some(
+                    tonic::transport::ServerTlsConfig::new().identity(identity),
+                ))
+            }
+            _ => Err("objstore.tls: set both cert-file and key-file, or neither".into()),
+        }
+    }
 }
 
 /// What to do with a snapshot that fails its checks at start.
@@ -94,6 +134,7 @@ impl Default for ObjstoreConfig {
             auth_token: None,
             shadow_prefix: "__shadow__/".to_owned(),
             snapshot: SnapshotConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }

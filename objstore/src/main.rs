@@ -18,7 +18,7 @@ use jupiter_core::shadow::{ShadowLayer, ShadowSwitch};
 use objstore::client::{Client, ClientConfig, PutOptions};
 use objstore::config::{ObjstoreConfig, OnCorrupt};
 use objstore::engine::Engine;
-use objstore::server::{Service, serve};
+use objstore::server::{Service, serve_with};
 use objstore::snapshot::{self, Snapshotter};
 
 const USAGE: &str = "\
@@ -202,6 +202,8 @@ async fn run_server(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let log = logging::init(&log_config)?;
     let metrics = Metrics::global().clone();
+    // Before anything loads: a TLS mistake is reported at once.
+    let tls = section.tls.server()?;
     let snap = &section.snapshot;
     let engine = match &snap.path {
         Some(path) if path.exists() => {
@@ -239,7 +241,8 @@ async fn run_server(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", section.listen))?;
     let addr = listener.local_addr()?;
-    println!("objstore listening on grpc://{addr}");
+    let scheme = if tls.is_some() { "grpcs" } else { "grpc" };
+    println!("objstore listening on {scheme}://{addr}");
     let registry = registry::from_config(&registry_config).await?;
     let registrar = ServiceRegistrar::new(
         registry.clone(),
@@ -282,12 +285,9 @@ async fn run_server(
         .component(component_fn("grpc", move |mut ctx| async move {
             ctx.ready();
             let stop = ctx.stop_token();
-            serve(
-                service,
-                listener,
-                shadow,
-                async move { stop.cancelled().await },
-            )
+            serve_with(service, listener, shadow, tls, async move {
+                stop.cancelled().await
+            })
             .await
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
             // Drained: the last writes are in; keep them.

@@ -688,6 +688,21 @@ pub async fn serve(
     shadow: jupiter_core::shadow::ShadowLayer,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::result::Result<(), tonic::transport::Error> {
+    serve_with(service, listener, shadow, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given.
+///
+/// # Errors
+///
+/// The TLS settings are invalid, or the transport failed.
+pub async fn serve_with(
+    service: Service,
+    listener: tokio::net::TcpListener,
+    shadow: jupiter_core::shadow::ShadowLayer,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::result::Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<proto::object_store_server::ObjectStoreServer<Service>>()
@@ -697,7 +712,11 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the embedded descriptor sets are valid");
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .layer(shadow)
         .add_service(health_service)
         .add_service(reflection)
