@@ -136,7 +136,9 @@ where
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .serve_with_incoming(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                )
                 .await;
         });
     });
@@ -360,7 +362,10 @@ fn memory_and_restore() -> Result<(), String> {
     redis
         .command(&["CONFIG", "SET", "dbfilename", "bench.rdb"])
         .map_err(|e| format!("{e:?}"))?;
-    redis.command(&["SAVE"]).map_err(|e| format!("{e:?}"))?;
+    // SAVE of 1M keys outlasts the 2 s timeout of `command`.
+    testkit::resp::Conn::connect(redis.addr(), Duration::from_secs(300))
+        .and_then(|mut c| c.command(&["SAVE"]))
+        .map_err(|e| format!("SAVE: {e:?}"))?;
     let rdb_size = std::fs::metadata(&rdb).map(|m| m.len()).unwrap_or(0);
 
     println!("\nmemory: 1M objects, 16 B keys, 100 B random values (payload 116 MB)");

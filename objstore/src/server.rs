@@ -722,7 +722,8 @@ pub async fn serve_with(
         .add_service(reflection)
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Small replies must not wait for Nagle (40 ms with a delayed ACK on the peer).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await
