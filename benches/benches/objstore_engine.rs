@@ -1,7 +1,7 @@
 //! objstore's engine: get and put throughput at 1 and 2 threads, and the concurrency scheme
-//! chosen by this measurement — sharded `RwLock<BTreeMap>` (what the engine uses) against an
-//! epoch-reclaimed lock-free ordered map (`crossbeam-skiplist`, built on crossbeam-epoch), both
-//! ordered because List needs prefix scans.
+//! chosen by this measurement — sharded locks (`RwLock<BTreeMap>` shards, the scheme the
+//! engine uses around its own segment index) against an epoch-reclaimed lock-free ordered
+//! map (`crossbeam-skiplist`, built on crossbeam-epoch).
 //!
 //! Each iteration is one operation; with 2 threads, both run the same number of operations
 //! and the time is the wall time of the pair, so a scheme that scales halves its time.

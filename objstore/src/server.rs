@@ -496,7 +496,7 @@ impl ObjectStore for Service {
                                     EventKind::Expire => proto::EventType::Expire,
                                     EventKind::Evict => proto::EventType::Evict,
                                 } as i32,
-                                meta: e.object.as_deref().map(meta),
+                                meta: e.object.as_ref().map(meta),
                                 value: match (&e.object, r.include_values) {
                                     (Some(o), true) => o.value.clone(),
                                     _ => Bytes::new(),
@@ -633,7 +633,7 @@ impl ObjectStore for Service {
                 part: Some(proto::download_chunk::Part::Meta(meta(&o))),
             };
             // Slices of the stored value: no copy.
-            let value = o.value.clone();
+            let value = o.value;
             let chunks = (0..value.len()).step_by(chunk).map(move |at| {
                 Ok(proto::DownloadChunk {
                     part: Some(proto::download_chunk::Part::Data(

@@ -67,7 +67,7 @@ fn one_million_objects_round_trip() {
         let key = format!("key:{i:012}");
         let a = engine.get(key.as_bytes()).unwrap();
         let b = loaded.get(key.as_bytes()).unwrap();
-        assert_eq!(*a, *b, "{key}");
+        assert_eq!(a, b, "{key}");
     }
     let o = loaded.get(b"key:000000000007").unwrap();
     assert_eq!(

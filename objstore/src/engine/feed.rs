@@ -6,12 +6,13 @@
 //! resume from.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use super::Object;
+use super::store::RecordRef;
 
 /// What happened to a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub enum EventKind {
     Evict,
 }
 
-/// One change.
+/// One change, as delivered to a watcher.
 #[derive(Clone, Debug)]
 pub struct Event {
     /// Its revision.
@@ -36,7 +37,62 @@ pub struct Event {
     /// What happened.
     pub kind: EventKind,
     /// The new object, for puts.
-    pub object: Option<Arc<Object>>,
+    pub object: Option<Object>,
+}
+
+/// What a change carries, as kept: a put points at its record (no copy; puts are appended
+/// in revision order, so the history pins only the most recent segments), a removal carries
+/// a copy of the key (its record may sit in any old segment, which it must not pin).
+#[derive(Clone)]
+pub(super) enum Body {
+    Record(RecordRef),
+    Key(Bytes),
+}
+
+/// One change, as kept in the history and sent to live watchers.
+#[derive(Clone)]
+pub(super) struct Stored {
+    revision: u64,
+    kind: EventKind,
+    body: Body,
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored")
+            .field("revision", &self.revision)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl Stored {
+    fn key(&self) -> &[u8] {
+        match &self.body {
+            Body::Record(r) => r.key(),
+            Body::Key(k) => k,
+        }
+    }
+
+    fn event(&self) -> Event {
+        match &self.body {
+            Body::Record(r) => {
+                let (key, object) = super::materialize(r);
+                Event {
+                    revision: self.revision,
+                    key,
+                    kind: self.kind,
+                    object: Some(object),
+                }
+            }
+            Body::Key(k) => Event {
+                revision: self.revision,
+                key: k.clone(),
+                kind: self.kind,
+                object: None,
+            },
+        }
+    }
 }
 
 /// Why a watch cannot start or cannot go on.
@@ -68,7 +124,7 @@ pub enum WatchError {
 
 struct State {
     revision: u64,
-    history: VecDeque<Arc<Event>>,
+    history: VecDeque<Stored>,
     history_bytes: usize,
     /// The newest revision dropped from the history.
     compacted: u64,
@@ -76,13 +132,17 @@ struct State {
 
 pub(super) struct Feed {
     state: Mutex<State>,
-    live: broadcast::Sender<Arc<Event>>,
+    live: broadcast::Sender<Stored>,
     max_events: usize,
     max_bytes: usize,
 }
 
-fn event_bytes(e: &Event) -> usize {
-    e.key.len() + e.object.as_ref().map_or(0, |o| o.value.len()) + 96
+fn event_bytes(e: &Stored) -> usize {
+    std::mem::size_of::<Stored>()
+        + match &e.body {
+            Body::Record(r) => r.len as usize,
+            Body::Key(k) => k.len(),
+        }
 }
 
 impl Feed {
@@ -120,47 +180,26 @@ impl Feed {
             .revision
     }
 
-    /// Appends a change without an object; returns its revision.
-    pub(super) fn append(&self, key: Bytes, kind: EventKind, object: Option<Arc<Object>>) -> u64 {
+    /// Appends a change; `make` builds what it carries from its revision (under the feed's
+    /// lock, which is what orders revisions) and returns it with anything else the caller
+    /// needs.
+    pub(super) fn append<R>(&self, kind: EventKind, make: impl FnOnce(u64) -> (Body, R)) -> R {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.revision += 1;
         let revision = state.revision;
+        let (body, out) = make(revision);
         self.push(
             &mut state,
-            Event {
+            Stored {
                 revision,
-                key,
                 kind,
-                object,
+                body,
             },
         );
-        revision
+        out
     }
 
-    /// Appends a put whose object is built from its revision.
-    pub(super) fn append_with(
-        &self,
-        key: Bytes,
-        make: impl FnOnce(u64) -> Arc<Object>,
-    ) -> Arc<Object> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.revision += 1;
-        let object = make(state.revision);
-        let revision = state.revision;
-        self.push(
-            &mut state,
-            Event {
-                revision,
-                key,
-                kind: EventKind::Put,
-                object: Some(object.clone()),
-            },
-        );
-        object
-    }
-
-    fn push(&self, state: &mut State, event: Event) {
-        let event = Arc::new(event);
+    fn push(&self, state: &mut State, event: Stored) {
         // Never blocks: a full buffer overwrites the oldest event, and a watcher that had not
         // read it learns that it lagged.
         let _ = self.live.send(event.clone());
@@ -202,7 +241,7 @@ impl Feed {
             .history
             .iter()
             .skip(skip)
-            .filter(|e| e.key.starts_with(&prefix))
+            .filter(|e| e.key().starts_with(&prefix))
             .cloned()
             .collect();
         Ok(Watcher {
@@ -217,8 +256,8 @@ impl Feed {
 /// A stream of changes under a prefix, in revision order.
 #[derive(Debug)]
 pub struct Watcher {
-    backlog: VecDeque<Arc<Event>>,
-    live: broadcast::Receiver<Arc<Event>>,
+    backlog: VecDeque<Stored>,
+    live: broadcast::Receiver<Stored>,
     prefix: Bytes,
     /// The first revision not yet delivered.
     next: u64,
@@ -227,10 +266,10 @@ pub struct Watcher {
 impl Watcher {
     /// The next change. `None` when the engine is gone; `Err(Lagged)` (then `None`) when this
     /// watcher fell behind by more than its buffer.
-    pub async fn next(&mut self) -> Option<Result<Arc<Event>, WatchError>> {
+    pub async fn next(&mut self) -> Option<Result<Event, WatchError>> {
         if let Some(e) = self.backlog.pop_front() {
             self.next = e.revision + 1;
-            return Some(Ok(e));
+            return Some(Ok(e.event()));
         }
         loop {
             match self.live.recv().await {
@@ -239,8 +278,8 @@ impl Watcher {
                         continue; // Already delivered from the backlog.
                     }
                     self.next = e.revision + 1;
-                    if e.key.starts_with(&self.prefix) {
-                        return Some(Ok(e));
+                    if e.key().starts_with(&self.prefix) {
+                        return Some(Ok(e.event()));
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {

@@ -1,24 +1,33 @@
-//! The storage engine: a sharded, ordered in-memory map of key → object, with etcd-style
-//! revisions, conditional writes, TTLs, a memory cap with eviction, and a change feed.
+//! The storage engine: a sharded in-memory map of key → object, with etcd-style revisions,
+//! conditional writes, TTLs, a memory cap with eviction, and a change feed.
+//!
+//! # Layout
+//!
+//! Objects are byte-packed records in 64 KiB segments, found through a hash index of 8-byte
+//! slots; there is no allocation per object (see `store.rs`). A 16-byte key with a 100-byte
+//! value costs about 125 bytes of record and 10–16 bytes of index, against ~208 bytes in
+//! redis-server. Reads hand out values as `Bytes` that point into the segment (no copy).
 //!
 //! # Concurrency
 //!
-//! Keys hash to one of N shards (a power of two, default 64), each an ordered map behind its
-//! own reader-writer lock. Reads take one shard's read lock for a lookup and clone an `Arc`;
-//! writers of different shards never meet. The one global step of a write is assigning its
-//! revision and appending to the change feed (a short mutex), which is what makes revisions a
-//! total order that watchers can resume from. Growth is per shard and small (an ordered map
-//! grows node by node), so there is no stop-the-world rehash.
+//! Keys hash to one of N shards (a power of two, default 64), each behind its own
+//! reader-writer lock: chosen by measurement over an epoch-reclaimed lock-free map (see the
+//! `objstore_engine` bench). Reads take one shard's read lock for a lookup and an `Arc` of a
+//! segment; writers of different shards never meet. The one global step of a write is
+//! assigning its revision and appending to the change feed (a short mutex), which is what
+//! makes revisions a total order that watchers can resume from. An index grows by half when
+//! 80% full, one shard at a time and reading only its slots (8 bytes each, never a key).
 //!
 //! # Memory
 //!
-//! Every object is charged `key + value + metadata + OBJECT_OVERHEAD` bytes against
-//! `max-memory`. The charge is an estimate; a background sampler compares the process's
-//! resident memory with it and lowers the data budget by the difference, so the cap holds for
+//! Every object is charged its record plus `RECORD_OVERHEAD` against `max-memory`. A
+//! background sampler compares the process's resident memory with the charges and lowers the
+//! data budget by the difference (allocator, runtime, segment slack), so the cap holds for
 //! the real resident memory. When a write would exceed the budget, `noeviction` refuses it
-//! (RESOURCE_EXHAUSTED) and `sampled-lru` evicts the least recently read of a few sampled
-//! objects until it fits. An object is replaced as a whole: readers see the old or the new
-//! one, never a mix.
+//! (RESOURCE_EXHAUSTED) and `sampled-lru` evicts the least recently read of 5 sampled
+//! segments — all of its objects at once, which frees its memory at once (object-by-object
+//! eviction would leave holes that free nothing until compaction). An object is replaced as a
+//! whole: readers see the old or the new record, never a mix.
 //!
 //! # Expiry
 //!
@@ -27,20 +36,22 @@
 
 mod feed;
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+mod store;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use self::feed::Feed;
+use self::feed::{Body, Feed};
 pub use self::feed::{Event, EventKind, WatchError, Watcher};
+pub(crate) use self::store::RecordRef;
+use self::store::{Header, INLINE_MAX, MAX_HEADER, SegMeta, Segment, Segments, Table};
 
-/// Bytes charged per object beyond its key, value and metadata: the map node, the `Arc`, the
-/// object header. Measured against resident memory, see the memory benchmark.
-pub const OBJECT_OVERHEAD: usize = 160;
+/// Bytes charged per object beyond its record: its index slot at the table's average load
+/// and its share of segment slack. Resident-memory sampling corrects the rest.
+pub const RECORD_OVERHEAD: usize = 16;
 
 /// What to do when a write would exceed the memory budget.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -110,26 +121,6 @@ impl Object {
     pub fn etag(&self) -> String {
         format!("\"{:x}-{:x}\"", self.mod_revision, self.version)
     }
-
-    fn charge(
-        key: &[u8],
-        value_len: usize,
-        content_type: Option<&str>,
-        metadata: &[(String, String)],
-    ) -> usize {
-        key.len()
-            + value_len
-            + content_type.map_or(0, str::len)
-            + metadata
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 48)
-                .sum::<usize>()
-            + OBJECT_OVERHEAD
-    }
-
-    fn expired(&self, now_ms: u64) -> bool {
-        self.expires_at_ms.is_some_and(|t| t <= now_ms)
-    }
 }
 
 /// A precondition on a write.
@@ -189,20 +180,37 @@ pub struct Listed {
     /// The key.
     pub key: Bytes,
     /// The object.
-    pub object: Arc<Object>,
-}
-
-struct Entry {
-    object: Arc<Object>,
-    /// Seconds since the engine started, of the last read (for LRU).
-    last_access: AtomicU32,
+    pub object: Object,
 }
 
 #[derive(Default)]
 struct Shard {
-    map: BTreeMap<Bytes, Entry>,
+    table: Table,
+    segs: Segments,
     /// Objects with an expiry (the sweeper skips shards without).
     with_ttl: usize,
+}
+
+impl Shard {
+    /// Position and slot of `key`.
+    fn find(&self, key: &[u8], hash: u64) -> Option<(usize, u64)> {
+        let segs = &self.segs;
+        let i = self.table.find(store::tag(hash), |s| segs.key(s) == key)?;
+        Some((i, self.table.get(i)))
+    }
+
+    /// Position of the slot pointing at the record at `off` of segment `id`.
+    fn find_record(&self, key: &[u8], id: u32, off: usize) -> Option<(usize, u64)> {
+        let t = store::tag(hash(key));
+        let target = store::slot(t, id, off);
+        let i = self.table.find(t, |s| s == target)?;
+        Some((i, t))
+    }
+
+    /// Room for a segment more (segment ids are 24 bits per shard).
+    fn has_room(&self) -> bool {
+        self.segs.metas.len() + 2 < (1 << 24) || self.segs.count + 2 < self.segs.metas.len()
+    }
 }
 
 struct Inner {
@@ -242,14 +250,54 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The key's hash: its low bits pick the shard, its top 24 bits are the index tag.
 fn hash(key: &[u8]) -> u64 {
-    // FNV-1a: keys are short, and the hash only spreads keys over shards.
+    // FNV-1a (keys are short), then a 64-bit finaliser so that both ends of the hash are
+    // well mixed.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in key {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h ^ (h >> 29)
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Bytes charged for a record of `len` bytes: itself plus its share of the index.
+fn charge(len: usize) -> usize {
+    len + RECORD_OVERHEAD
+}
+
+/// The object of the record at `off` of `segment` (the value is not copied).
+fn object_of(segment: &Arc<Segment>, off: usize, h: &Header) -> Object {
+    let (va, vb) = h.value(off);
+    let (ea, eb) = h.extra(off);
+    let (content_type, metadata) =
+        store::decode_extra(segment.slice(ea, eb)).expect("extra validated when written");
+    Object {
+        value: segment.bytes(va, vb),
+        create_revision: h.create_revision,
+        mod_revision: h.mod_revision,
+        version: h.version,
+        expires_at_ms: h.expires_at_ms,
+        content_type,
+        metadata,
+    }
+}
+
+/// Key and object of a record.
+fn materialize(r: &RecordRef) -> (Bytes, Object) {
+    let h = r.header();
+    let off = r.off as usize;
+    let (ka, kb) = h.key(off);
+    (r.segment.bytes(ka, kb), object_of(&r.segment, off, &h))
+}
+
+fn etag(mod_revision: u64, version: u64) -> String {
+    format!("\"{mod_revision:x}-{version:x}\"")
 }
 
 impl Engine {
@@ -322,8 +370,8 @@ impl Engine {
         )
     }
 
-    fn shard(&self, key: &[u8]) -> &RwLock<Shard> {
-        &self.inner.shards[hash(key) as usize & self.inner.mask]
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        &self.inner.shards[hash as usize & self.inner.mask]
     }
 
     fn tick(&self) -> u32 {
@@ -345,45 +393,80 @@ impl Engine {
     }
 
     /// The object under `key`, if present and not expired.
-    pub fn get(&self, key: &[u8]) -> Option<Arc<Object>> {
+    pub fn get(&self, key: &[u8]) -> Option<Object> {
         let now = now_ms();
-        {
-            let shard = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
-            let entry = shard.map.get(key)?;
-            if !entry.object.expired(now) {
-                entry.last_access.store(self.tick(), Ordering::Relaxed);
-                return Some(entry.object.clone());
+        let h = hash(key);
+        let found = {
+            let shard = self.shard(h).read().unwrap_or_else(|e| e.into_inner());
+            let (_, s) = shard.find(key, h)?;
+            let (header, segment, off) = shard.segs.header(s);
+            (!header.expired(now)).then(|| {
+                segment.last_read.store(self.tick(), Ordering::Relaxed);
+                (segment.clone(), off, header)
+            })
+        };
+        match found {
+            Some((segment, off, header)) => Some(object_of(&segment, off, &header)),
+            None => {
+                // Lazy expiry.
+                self.remove_expired(key, h, now);
+                None
             }
         }
-        // Lazy expiry.
-        self.remove_expired(key, now);
-        None
     }
 
-    fn remove_expired(&self, key: &[u8], now: u64) {
-        let mut shard = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
-        if shard.map.get(key).is_some_and(|e| e.object.expired(now)) {
-            let (k, entry) = shard.map.remove_entry(key).expect("present");
-            self.removed(&mut shard, &k, &entry.object);
-            self.inner.expirations.fetch_add(1, Ordering::Relaxed);
-            self.inner.feed.append(k, EventKind::Expire, None);
+    fn remove_expired(&self, key: &[u8], h: u64, now: u64) {
+        let mut guard = self.shard(h).write().unwrap_or_else(|e| e.into_inner());
+        let shard = &mut *guard;
+        if let Some((i, s)) = shard.find(key, h) {
+            let header = shard.segs.header(s).0;
+            if header.expired(now) {
+                shard.table.remove(i);
+                self.dead(shard, s, &header);
+                self.inner.expirations.fetch_add(1, Ordering::Relaxed);
+                let key = Bytes::copy_from_slice(key);
+                self.inner
+                    .feed
+                    .append(EventKind::Expire, |_| (Body::Key(key), ()));
+            }
         }
     }
 
-    fn removed(&self, shard: &mut Shard, key: &[u8], obj: &Object) {
-        if obj.expires_at_ms.is_some() {
+    /// Accounts for a record that is no longer indexed: counters, charge, and its bytes
+    /// dead in its segment (which is compacted if that leaves it mostly dead).
+    fn dead(&self, shard: &mut Shard, s: u64, h: &Header) {
+        if h.expires_at_ms.is_some() {
             shard.with_ttl -= 1;
         }
         self.inner.objects.fetch_sub(1, Ordering::Relaxed);
-        self.inner.charged.fetch_sub(
-            Object::charge(
-                key,
-                obj.value.len(),
-                obj.content_type.as_deref(),
-                &obj.metadata,
-            ),
-            Ordering::Relaxed,
-        );
+        self.inner
+            .charged
+            .fetch_sub(charge(h.total()), Ordering::Relaxed);
+        let id = store::slot_segment(s);
+        if shard.segs.kill(id, h.total()) {
+            self.compact(shard, id);
+        }
+    }
+
+    /// Moves the live records of segment `id` to the active segment and frees it.
+    fn compact(&self, shard: &mut Shard, id: u32) {
+        let segment = shard.segs.meta(id).segment.clone();
+        let tick = self.tick();
+        for (off, h) in shard.segs.walk(id) {
+            let (ka, kb) = h.key(off);
+            let Some((i, t)) = shard.find_record(segment.slice(ka, kb), id, off) else {
+                continue; // Dead.
+            };
+            match shard
+                .segs
+                .append(&[segment.slice(off, off + h.total())], tick)
+            {
+                Some((nid, noff)) => shard.table.set(i, store::slot(t, nid, noff)),
+                // Out of segment ids: the segment stays as it is.
+                None => return,
+            }
+        }
+        shard.segs.remove(id);
     }
 
     /// Bytes counted against the cap: live objects and the change history.
@@ -404,7 +487,10 @@ impl Engine {
         };
         let mut attempts = 0;
         while self.used() + need > budget {
-            if self.inner.config.eviction == Eviction::Noeviction || attempts > 10_000 {
+            if self.inner.config.eviction == Eviction::Noeviction
+                || attempts > 10_000
+                || !self.evict_one(protect)
+            {
                 return Err(EngineError::Exhausted(format!(
                     "memory cap of {} bytes reached ({} bytes in use, {} more needed)",
                     self.inner.config.max_memory,
@@ -413,39 +499,97 @@ impl Engine {
                 )));
             }
             attempts += 1;
-            self.evict_one(protect);
         }
         Ok(())
     }
 
-    /// Evicts the least recently read of up to 5 objects sampled from a random shard.
-    fn evict_one(&self, protect: &[u8]) {
+    /// Evicts the least recently read of up to 5 segments sampled from a random shard: all
+    /// of its objects go at once, and so does its memory. Returns false if nothing could be
+    /// evicted.
+    fn evict_one(&self, protect: &[u8]) -> bool {
         let n = self.inner.shards.len();
         let start = fastrand::usize(..n);
-        for i in 0..n {
-            let lock = &self.inner.shards[(start + i) % n];
-            let mut shard = lock.write().unwrap_or_else(|e| e.into_inner());
-            if shard.map.is_empty() {
+        for d in 0..n {
+            let lock = &self.inner.shards[(start + d) % n];
+            let mut guard = lock.write().unwrap_or_else(|e| e.into_inner());
+            let shard = &mut *guard;
+            if shard.table.len() == 0 || shard.segs.count == 0 {
                 continue;
             }
-            // Sample from a random point of the key space.
-            let probe = Bytes::from(fastrand::u64(..).to_be_bytes().to_vec());
-            let victim = shard
-                .map
-                .range::<Bytes, _>((Bound::Included(&probe), Bound::Unbounded))
-                .chain(shard.map.iter())
-                .filter(|(k, _)| &k[..] != protect)
-                .take(5)
-                .min_by_key(|(_, e)| e.last_access.load(Ordering::Relaxed))
-                .map(|(k, _)| k.clone());
-            if let Some(k) = victim {
-                let (k, entry) = shard.map.remove_entry(&k).expect("present");
-                self.removed(&mut shard, &k, &entry.object);
-                self.inner.evictions.fetch_add(1, Ordering::Relaxed);
-                self.inner.feed.append(k, EventKind::Evict, None);
-                return;
+            let ids = shard.segs.metas.len();
+            let mut best: Option<(u32, u32)> = None;
+            let mut sampled = 0;
+            for _ in 0..32 {
+                let id = fastrand::usize(1..ids) as u32;
+                if let Some(m) = &shard.segs.metas[id as usize] {
+                    let t = m.segment.last_read.load(Ordering::Relaxed);
+                    if best.is_none_or(|(bt, _)| t < bt) {
+                        best = Some((t, id));
+                    }
+                    sampled += 1;
+                    if sampled == 5 {
+                        break;
+                    }
+                }
+            }
+            let id = match best {
+                Some((_, id)) => id,
+                None => match shard.segs.metas.iter().position(Option::is_some) {
+                    Some(id) => id as u32,
+                    None => continue,
+                },
+            };
+            if self.evict_segment(shard, id, protect) {
+                return true;
             }
         }
+        false
+    }
+
+    /// Evicts every object of segment `id` (except `protect`, which moves) and frees it.
+    fn evict_segment(&self, shard: &mut Shard, id: u32, protect: &[u8]) -> bool {
+        if shard.segs.active == id {
+            shard.segs.meta_mut(id).sealed = true;
+            shard.segs.active = 0;
+        }
+        let segment = shard.segs.meta(id).segment.clone();
+        let tick = self.tick();
+        let mut evicted = false;
+        for (off, h) in shard.segs.walk(id) {
+            let (ka, kb) = h.key(off);
+            let key = segment.slice(ka, kb);
+            let Some((i, t)) = shard.find_record(key, id, off) else {
+                continue;
+            };
+            if key == protect {
+                match shard
+                    .segs
+                    .append(&[segment.slice(off, off + h.total())], tick)
+                {
+                    Some((nid, noff)) => {
+                        shard.table.set(i, store::slot(t, nid, noff));
+                        continue;
+                    }
+                    None => return evicted,
+                }
+            }
+            shard.table.remove(i);
+            if h.expires_at_ms.is_some() {
+                shard.with_ttl -= 1;
+            }
+            self.inner.objects.fetch_sub(1, Ordering::Relaxed);
+            self.inner
+                .charged
+                .fetch_sub(charge(h.total()), Ordering::Relaxed);
+            self.inner.evictions.fetch_add(1, Ordering::Relaxed);
+            let key = Bytes::copy_from_slice(key);
+            self.inner
+                .feed
+                .append(EventKind::Evict, |_| (Body::Key(key), ()));
+            evicted = true;
+        }
+        shard.segs.remove(id);
+        true
     }
 
     /// Writes an object. Returns it as stored.
@@ -453,7 +597,7 @@ impl Engine {
     /// # Errors
     ///
     /// Invalid key or value, a failed condition, or the memory cap.
-    pub fn put(&self, put: Put) -> Result<Arc<Object>, EngineError> {
+    pub fn put(&self, put: Put) -> Result<Object, EngineError> {
         self.check_key(&put.key)?;
         if put.value.len() > self.inner.config.max_value {
             return Err(EngineError::Invalid(format!(
@@ -462,68 +606,108 @@ impl Engine {
                 self.inner.config.max_value
             )));
         }
+        let extra = store::encode_extra(put.content_type.as_deref(), &put.metadata);
+        let body = extra.len() + put.key.len() + put.value.len();
+        if body + MAX_HEADER > u32::MAX as usize {
+            return Err(EngineError::Invalid(format!(
+                "an object of {body} bytes is larger than 4 GiB"
+            )));
+        }
+        self.reserve(charge(MAX_HEADER / 4 + body), &put.key)?;
         let now = now_ms();
-        let charge = Object::charge(
-            &put.key,
-            put.value.len(),
-            put.content_type.as_deref(),
-            &put.metadata,
-        );
-        self.reserve(charge, &put.key)?;
-        let lock = self.shard(&put.key);
-        let mut shard = lock.write().unwrap_or_else(|e| e.into_inner());
-        let current = shard
-            .map
-            .get(&put.key)
-            .map(|e| e.object.clone())
-            .filter(|o| !o.expired(now));
+        let expires_at_ms = put.ttl.map(|t| now + t.as_millis().max(1) as u64);
+        let tick = self.tick();
+        // A large object gets a segment of its own, filled before the lock is taken: only
+        // its header (which holds the revision) is written under it.
+        let own = (MAX_HEADER + body > INLINE_MAX).then(|| {
+            let segment = Arc::new(Segment::heap(MAX_HEADER + body, tick));
+            // SAFETY: a new segment nobody else knows of.
+            unsafe { segment.write(MAX_HEADER, &[&extra, &put.key, &put.value]) };
+            segment
+        });
+        let h = hash(&put.key);
+        let mut guard = self.shard(h).write().unwrap_or_else(|e| e.into_inner());
+        let shard = &mut *guard;
+        if !shard.has_room() {
+            return Err(EngineError::Exhausted(
+                "the shard has no segment ids left".into(),
+            ));
+        }
+        let found = shard
+            .find(&put.key, h)
+            .map(|(i, s)| (i, s, shard.segs.header(s).0));
+        let current = found.map(|f| f.2).filter(|c| !c.expired(now));
         match (&put.condition, &current) {
             (Condition::Always, _) => {}
             (Condition::IfAbsent, None) => {}
             (Condition::IfRevision(r), Some(c)) if c.mod_revision == *r => {}
-            (Condition::IfEtag(t), Some(c)) if c.etag() == *t => {}
+            (Condition::IfEtag(t), Some(c)) if etag(c.mod_revision, c.version) == *t => {}
             (_, c) => {
                 return Err(EngineError::Precondition {
                     current: c.as_ref().map(|c| c.mod_revision),
                 });
             }
         }
-        let expires_at_ms = put.ttl.map(|t| now + t.as_millis().max(1) as u64);
-        let Put {
-            key,
-            value,
-            content_type,
-            metadata,
-            ..
-        } = put;
-        let object = self.inner.feed.append_with(key.clone(), |revision| {
-            Arc::new(Object {
-                value,
-                create_revision: current.as_ref().map_or(revision, |c| c.create_revision),
+        let (id, off, header) = self.inner.feed.append(EventKind::Put, |revision| {
+            let header = Header {
+                key_len: put.key.len(),
+                value_len: put.value.len(),
                 mod_revision: revision,
-                version: current.as_ref().map_or(1, |c| c.version + 1),
+                create_revision: current.map_or(revision, |c| c.create_revision),
+                version: current.map_or(1, |c| c.version + 1),
                 expires_at_ms,
-                content_type,
-                metadata,
-            })
+                extra_len: extra.len(),
+                len: 0,
+            };
+            let mut head = [0u8; MAX_HEADER];
+            let n = header.encode(&mut head);
+            let header = Header { len: n, ..header };
+            let (id, off) = match &own {
+                Some(segment) => {
+                    let start = MAX_HEADER - n;
+                    // SAFETY: the bytes just before what was written, still unpublished.
+                    unsafe { segment.write(start, &[&head[..n]]) };
+                    let id = shard.segs.add_dedicated(segment.clone(), start);
+                    (id.expect("room checked"), start)
+                }
+                None => shard
+                    .segs
+                    .append(&[&head[..n], &extra, &put.key, &put.value], tick)
+                    .expect("room checked"),
+            };
+            let record = RecordRef {
+                segment: shard.segs.meta(id).segment.clone(),
+                off: off as u32,
+                len: header.total() as u32,
+            };
+            (Body::Record(record), (id, off, header))
         });
-        let old = shard.map.insert(
-            key.clone(),
-            Entry {
-                object: object.clone(),
-                last_access: AtomicU32::new(self.tick()),
-            },
-        );
-        if let Some(old) = old {
-            // Replaced (an expired one too): release its charge.
-            self.removed(&mut shard, &key, &old.object);
+        let new = store::slot(store::tag(h), id, off);
+        match found {
+            Some((i, old, old_header)) => {
+                shard.table.set(i, new);
+                // Replaced (an expired one too): release it.
+                self.dead(shard, old, &old_header);
+            }
+            None => shard.table.insert(new),
         }
         if expires_at_ms.is_some() {
             shard.with_ttl += 1;
         }
         self.inner.objects.fetch_add(1, Ordering::Relaxed);
-        self.inner.charged.fetch_add(charge, Ordering::Relaxed);
-        Ok(object)
+        self.inner
+            .charged
+            .fetch_add(charge(header.total()), Ordering::Relaxed);
+        drop(guard);
+        Ok(Object {
+            value: put.value,
+            create_revision: header.create_revision,
+            mod_revision: header.mod_revision,
+            version: header.version,
+            expires_at_ms,
+            content_type: put.content_type,
+            metadata: put.metadata,
+        })
     }
 
     /// Deletes `key`, under an optional condition. Returns the deletion's revision.
@@ -534,13 +718,14 @@ impl Engine {
     pub fn delete(&self, key: &[u8], condition: &Condition) -> Result<u64, EngineError> {
         self.check_key(key)?;
         let now = now_ms();
-        let mut shard = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
-        let current = shard
-            .map
-            .get(key)
-            .map(|e| e.object.clone())
-            .filter(|o| !o.expired(now));
-        let Some(current) = current else {
+        let h = hash(key);
+        let mut guard = self.shard(h).write().unwrap_or_else(|e| e.into_inner());
+        let shard = &mut *guard;
+        let found = shard
+            .find(key, h)
+            .map(|(i, s)| (i, s, shard.segs.header(s).0))
+            .filter(|f| !f.2.expired(now));
+        let Some((i, s, current)) = found else {
             return match condition {
                 Condition::IfRevision(_) | Condition::IfEtag(_) => {
                     Err(EngineError::Precondition { current: None })
@@ -552,20 +737,27 @@ impl Engine {
             Condition::Always => true,
             Condition::IfAbsent => false,
             Condition::IfRevision(r) => current.mod_revision == *r,
-            Condition::IfEtag(t) => current.etag() == *t,
+            Condition::IfEtag(t) => etag(current.mod_revision, current.version) == *t,
         };
         if !ok {
             return Err(EngineError::Precondition {
                 current: Some(current.mod_revision),
             });
         }
-        let (k, entry) = shard.map.remove_entry(key).expect("present");
-        self.removed(&mut shard, &k, &entry.object);
-        Ok(self.inner.feed.append(k, EventKind::Delete, None))
+        shard.table.remove(i);
+        self.dead(shard, s, &current);
+        let key = Bytes::copy_from_slice(key);
+        Ok(self
+            .inner
+            .feed
+            .append(EventKind::Delete, |revision| (Body::Key(key), revision)))
     }
 
     /// Up to `limit` objects with keys starting with `prefix`, in key order, after
     /// `start_after` (exclusive). The bool says whether more follow.
+    ///
+    /// The index is a hash table, so a page costs a pass over every key (like Redis's SCAN
+    /// with MATCH), holding one shard's read lock at a time.
     pub fn list(
         &self,
         prefix: &[u8],
@@ -573,38 +765,52 @@ impl Engine {
         limit: usize,
     ) -> (Vec<Listed>, bool) {
         let now = now_ms();
-        let from: Bytes = match start_after {
-            Some(s) if s >= prefix => Bytes::copy_from_slice(s),
-            _ => Bytes::copy_from_slice(prefix),
-        };
         let exclusive = start_after.is_some_and(|s| s >= prefix);
-        // Per shard, the first `limit + 1` matching keys; merged and cut. Each shard's lock is
-        // held only while copying its few entries.
-        let mut all: Vec<Listed> = Vec::new();
+        let from: &[u8] = match start_after {
+            Some(s) if s >= prefix => s,
+            _ => prefix,
+        };
+        // Per shard, the first `limit + 1` matching keys; merged and cut.
+        let mut all: Vec<RecordRef> = Vec::new();
         for lock in self.inner.shards.iter() {
             let shard = lock.read().unwrap_or_else(|e| e.into_inner());
-            let lower = if exclusive {
-                Bound::Excluded(&from)
-            } else {
-                Bound::Included(&from)
-            };
-            all.extend(
-                shard
-                    .map
-                    .range::<Bytes, _>((lower, Bound::Unbounded))
-                    .take_while(|(k, _)| k.starts_with(prefix))
-                    .filter(|(_, e)| !e.object.expired(now))
-                    .take(limit + 1)
-                    .map(|(k, e)| Listed {
-                        key: k.clone(),
-                        object: e.object.clone(),
-                    }),
-            );
+            let mut found: Vec<(&[u8], RecordRef)> = shard
+                .table
+                .iter()
+                .filter_map(|(_, s)| {
+                    let (h, segment, off) = shard.segs.header(s);
+                    let (ka, kb) = h.key(off);
+                    let key = segment.slice(ka, kb);
+                    let after = if exclusive { key > from } else { key >= from };
+                    (after && key.starts_with(prefix) && !h.expired(now)).then(|| {
+                        (
+                            key,
+                            RecordRef {
+                                segment: segment.clone(),
+                                off: off as u32,
+                                len: h.total() as u32,
+                            },
+                        )
+                    })
+                })
+                .collect();
+            if found.len() > limit + 1 {
+                found.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+                found.truncate(limit + 1);
+            }
+            all.extend(found.into_iter().map(|(_, r)| r));
         }
-        all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        all.sort_unstable_by(|a, b| a.key().cmp(b.key()));
         let more = all.len() > limit;
         all.truncate(limit);
-        (all, more)
+        let listed = all
+            .iter()
+            .map(|r| {
+                let (key, object) = materialize(r);
+                Listed { key, object }
+            })
+            .collect();
+        (listed, more)
     }
 
     /// Watches changes to keys starting with `prefix`, from revision `from` (0: from now).
@@ -622,29 +828,37 @@ impl Engine {
         let n = self.inner.shards.len();
         let now = now_ms();
         let mut removed = 0;
-        let mut i = cursor % n;
+        let mut next = cursor % n;
         for _ in 0..max_shards.min(n) {
-            let lock = &self.inner.shards[i];
-            i = (i + 1) % n;
+            let lock = &self.inner.shards[next];
+            next = (next + 1) % n;
             if lock.read().unwrap_or_else(|e| e.into_inner()).with_ttl == 0 {
                 continue;
             }
-            let mut shard = lock.write().unwrap_or_else(|e| e.into_inner());
-            let expired: Vec<Bytes> = shard
-                .map
-                .iter()
-                .filter(|(_, e)| e.object.expired(now))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in expired {
-                let (k, entry) = shard.map.remove_entry(&k).expect("present");
-                self.removed(&mut shard, &k, &entry.object);
-                self.inner.expirations.fetch_add(1, Ordering::Relaxed);
-                self.inner.feed.append(k, EventKind::Expire, None);
-                removed += 1;
+            let mut guard = lock.write().unwrap_or_else(|e| e.into_inner());
+            let shard = &mut *guard;
+            let mut i = 0;
+            while i < shard.table.capacity() {
+                let s = shard.table.get(i);
+                if s != 0 {
+                    let h = shard.segs.header(s).0;
+                    if h.expired(now) {
+                        let key = Bytes::copy_from_slice(shard.segs.key(s));
+                        // The slot after moves into `i`: look at `i` again.
+                        shard.table.remove(i);
+                        self.dead(shard, s, &h);
+                        self.inner.expirations.fetch_add(1, Ordering::Relaxed);
+                        self.inner
+                            .feed
+                            .append(EventKind::Expire, |_| (Body::Key(key), ()));
+                        removed += 1;
+                        continue;
+                    }
+                }
+                i += 1;
             }
         }
-        (i, removed)
+        (next, removed)
     }
 
     /// Records the process's resident memory: the part the charge does not explain lowers the
@@ -652,8 +866,8 @@ impl Engine {
     pub fn observe_resident(&self, mut resident: usize) {
         let cap = self.inner.config.max_memory as usize;
         if cap > 0 && resident > cap / 20 * 19 {
-            // Freed values may sit in the allocator's free lists, resident but reusable: give
-            // them back first, or they would count as overhead and evict live data for
+            // Freed segments may sit in the allocator's free lists, resident but reusable:
+            // give them back first, or they would count as overhead and evict live data for
             // nothing.
             release_free_memory();
             resident = resident_bytes().unwrap_or(resident);
@@ -665,8 +879,7 @@ impl Engine {
             && let Some(budget) = self.budget()
         {
             let mut guard = 0;
-            while self.used() > budget && guard < 100_000 {
-                self.evict_one(&[]);
+            while self.used() > budget && guard < 100_000 && self.evict_one(&[]) {
                 guard += 1;
             }
         }
@@ -703,53 +916,137 @@ impl Engine {
     }
 }
 
+/// Snapshots: records go out as they are stored and come back as segments.
 impl Engine {
     /// Shards, for walking the data one shard at a time.
     pub fn shard_count(&self) -> usize {
         self.inner.shards.len()
     }
 
-    /// The live objects of shard `i`: `Arc` clones taken under its read lock (no value is
-    /// copied), so a snapshot walks the data without stopping writers for long.
-    pub fn shard_entries(&self, i: usize) -> Vec<(Bytes, Arc<Object>)> {
+    /// The live records of shard `i`, in segment order: `Arc`s taken under its read lock (no
+    /// record is copied), so a snapshot walks the data without stopping writers for long.
+    pub(crate) fn shard_records(&self, i: usize) -> Vec<RecordRef> {
         let now = now_ms();
         let shard = self.inner.shards[i]
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        shard
-            .map
+        let mut out: Vec<RecordRef> = shard
+            .table
             .iter()
-            .filter(|(_, e)| !e.object.expired(now))
-            .map(|(k, e)| (k.clone(), e.object.clone()))
-            .collect()
+            .filter_map(|(_, s)| {
+                let (h, segment, off) = shard.segs.header(s);
+                (!h.expired(now)).then(|| RecordRef {
+                    segment: segment.clone(),
+                    off: off as u32,
+                    len: h.total() as u32,
+                })
+            })
+            .collect();
+        drop(shard);
+        out.sort_unstable_by_key(|r| (Arc::as_ptr(&r.segment) as usize, r.off));
+        out
     }
 
-    /// Inserts an object as it was (revisions included), when loading a snapshot: no change
-    /// event, no memory check. Replaces an existing object under the key.
-    pub fn restore(&self, key: Bytes, object: Object) {
-        let charge = Object::charge(
-            &key,
-            object.value.len(),
-            object.content_type.as_deref(),
-            &object.metadata,
-        );
-        let has_ttl = object.expires_at_ms.is_some();
-        let mut shard = self.shard(&key).write().unwrap_or_else(|e| e.into_inner());
-        let old = shard.map.insert(
-            key.clone(),
-            Entry {
-                object: Arc::new(object),
-                last_access: AtomicU32::new(self.tick()),
-            },
-        );
-        if let Some(old) = old {
-            self.removed(&mut shard, &key, &old.object);
+    /// Loads a block of records written by a snapshot. When every record of it belongs to
+    /// shard `hint` (the same shard count as the writer's), the block becomes a segment of
+    /// that shard as it is, without a copy; otherwise each record is copied to its shard.
+    /// Expired records are skipped. Returns how many records were loaded.
+    ///
+    /// # Errors
+    ///
+    /// A malformed record: what and where in the block.
+    pub(crate) fn load_block(&self, hint: usize, block: Bytes) -> Result<u64, String> {
+        let now = now_ms();
+        let tick = self.tick();
+        let mut records = Vec::new();
+        let mut at = 0;
+        let mut in_place = hint < self.inner.shards.len();
+        while at < block.len() {
+            let h = Header::decode(&block[at..])
+                .ok_or_else(|| format!("malformed record at byte {at} of the block"))?;
+            let (ea, eb) = h.extra(at);
+            if store::decode_extra(&block[ea..eb]).is_none() {
+                return Err(format!("malformed metadata at byte {at} of the block"));
+            }
+            if h.key_len == 0 {
+                return Err(format!("empty key at byte {at} of the block"));
+            }
+            let (ka, kb) = h.key(at);
+            let hash = hash(&block[ka..kb]);
+            in_place &= hash as usize & self.inner.mask == hint && at < 1 << 16;
+            records.push((at, h, hash));
+            at += h.total();
         }
-        if has_ttl {
+        if in_place {
+            let mut guard = self.inner.shards[hint]
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            let shard = &mut *guard;
+            let used = block.len();
+            // Unsealed while loading: a key found twice in the block must not get the
+            // segment freed or compacted under the loop.
+            let id = shard
+                .segs
+                .add(SegMeta {
+                    segment: Arc::new(Segment::mapped(block, tick)),
+                    start: 0,
+                    used,
+                    live: 0,
+                    sealed: false,
+                })
+                .ok_or("the shard has no segment ids left")?;
+            let mut loaded = 0;
+            for (off, h, hash) in records {
+                if h.expired(now) {
+                    continue;
+                }
+                shard.segs.meta_mut(id).live += h.total();
+                self.index_loaded(shard, store::slot(store::tag(hash), id, off), &h, hash);
+                loaded += 1;
+            }
+            let meta = shard.segs.meta_mut(id);
+            meta.sealed = true;
+            if meta.live == 0 {
+                shard.segs.remove(id);
+            }
+            return Ok(loaded);
+        }
+        let mut loaded = 0;
+        for (off, h, hash) in records {
+            if h.expired(now) {
+                continue;
+            }
+            let mut guard = self.shard(hash).write().unwrap_or_else(|e| e.into_inner());
+            let shard = &mut *guard;
+            let (id, noff) = shard
+                .segs
+                .append(&[&block[off..off + h.total()]], tick)
+                .ok_or("the shard has no segment ids left")?;
+            self.index_loaded(shard, store::slot(store::tag(hash), id, noff), &h, hash);
+            loaded += 1;
+        }
+        Ok(loaded)
+    }
+
+    /// Indexes a loaded record (its bytes already placed and counted live in its segment).
+    fn index_loaded(&self, shard: &mut Shard, s: u64, h: &Header, hash: u64) {
+        let found = shard.find(shard.segs.key(s), hash);
+        match found {
+            // A key twice: the later record wins.
+            Some((i, old)) => {
+                let old_header = shard.segs.header(old).0;
+                shard.table.set(i, s);
+                self.dead(shard, old, &old_header);
+            }
+            None => shard.table.insert(s),
+        }
+        if h.expires_at_ms.is_some() {
             shard.with_ttl += 1;
         }
         self.inner.objects.fetch_add(1, Ordering::Relaxed);
-        self.inner.charged.fetch_add(charge, Ordering::Relaxed);
+        self.inner
+            .charged
+            .fetch_add(charge(h.total()), Ordering::Relaxed);
     }
 }
 
