@@ -311,3 +311,134 @@ fn concurrent_writers_get_distinct_ordered_revisions() {
     assert_eq!(all, (1..=8000).collect::<Vec<_>>());
     assert_eq!(e.len(), 8000);
 }
+
+/// Segment bytes allocated in all shards, and bytes of live records.
+fn segment_bytes(e: &Engine) -> (usize, usize) {
+    let mut allocated = 0;
+    let mut live = 0;
+    for lock in e.inner.shards.iter() {
+        let shard = lock.read().unwrap();
+        for m in shard.segs.metas.iter().flatten() {
+            allocated += m.segment.capacity();
+            live += m.live;
+        }
+    }
+    (allocated, live)
+}
+
+#[test]
+fn overwrites_compact_segments_and_keep_every_value() {
+    let e = Engine::new(EngineConfig {
+        shards: 4,
+        ..EngineConfig::default()
+    });
+    let value = |i: usize, round: usize| format!("{i}:{round}:{}", "v".repeat(i % 300));
+    for round in 0..8 {
+        for i in 0..5000 {
+            e.put(put(&format!("k{i}"), &value(i, round))).unwrap();
+        }
+    }
+    assert_eq!(e.len(), 5000);
+    for i in 0..5000 {
+        let o = e.get(format!("k{i}").as_bytes()).unwrap();
+        assert_eq!(o.value, value(i, 7), "k{i}");
+        assert_eq!(o.version, 8);
+    }
+    // Eight generations were written; dead ones were compacted away: what is allocated stays
+    // within twice the live bytes plus one active segment a shard.
+    let (allocated, live) = segment_bytes(&e);
+    assert!(
+        allocated <= 2 * live + 4 * store::SEGMENT,
+        "{allocated} allocated for {live} live"
+    );
+    // Deleting everything frees every sealed segment.
+    for i in 0..5000 {
+        e.delete(format!("k{i}").as_bytes(), &Condition::Always)
+            .unwrap();
+    }
+    assert_eq!((e.len(), e.charged_bytes()), (0, 0));
+    assert!(segment_bytes(&e).0 <= 4 * store::SEGMENT);
+}
+
+#[test]
+fn a_value_read_outlives_its_segment() {
+    let e = Engine::new(EngineConfig {
+        shards: 1,
+        ..EngineConfig::default()
+    });
+    for i in 0..2000 {
+        e.put(put(&format!("k{i}"), &format!("first-{i}"))).unwrap();
+    }
+    let held = e.get(b"k7").unwrap().value;
+    // Rewrite everything a few times: the first segments are compacted and freed.
+    for round in 0..4 {
+        for i in 0..2000 {
+            e.put(put(&format!("k{i}"), &format!("round{round}-{i}")))
+                .unwrap();
+        }
+    }
+    assert_eq!(held, "first-7");
+    assert_eq!(e.get(b"k7").unwrap().value, "round3-7");
+}
+
+#[test]
+fn large_objects_get_their_own_segment() {
+    let e = engine();
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut p = put("big", "");
+    p.value = Bytes::from(big.clone());
+    p.content_type = Some("application/octet-stream".into());
+    p.metadata = vec![("k".into(), "v".into())];
+    let stored = e.put(p).unwrap();
+    let got = e.get(b"big").unwrap();
+    assert_eq!(got, stored);
+    assert_eq!(got.value, big);
+    assert_eq!(
+        got.content_type.as_deref(),
+        Some("application/octet-stream")
+    );
+    // Small and large under one key, both ways.
+    e.put(put("big", "small now")).unwrap();
+    assert_eq!(e.get(b"big").unwrap().value, "small now");
+    let mut p = put("big", "");
+    p.value = Bytes::from(big.clone());
+    e.put(p).unwrap();
+    assert_eq!(e.get(b"big").unwrap().value, big);
+    assert_eq!(e.get(b"big").unwrap().version, 3);
+    e.delete(b"big", &Condition::Always).unwrap();
+    assert_eq!((e.len(), e.charged_bytes()), (0, 0));
+}
+
+#[tokio::test]
+async fn evicted_segments_announce_their_objects() {
+    let e = Engine::new(EngineConfig {
+        max_memory: 300_000,
+        eviction: Eviction::SampledLru,
+        shards: 2,
+        feed_history: 0,
+        ..EngineConfig::default()
+    });
+    let mut w = e.watch(Bytes::new(), 0).unwrap();
+    let value = "x".repeat(1000);
+    for i in 0..1000 {
+        e.put(put(&format!("k{i}"), &value)).unwrap();
+    }
+    let (evicted, _) = e.evictions();
+    assert!(evicted > 500, "{evicted}");
+    let mut seen = 0;
+    let mut puts = 0;
+    while puts + seen < 1000 + evicted as usize {
+        match w.next().await.unwrap() {
+            Ok(ev) if ev.kind == EventKind::Evict => {
+                // Every key was written once: an evicted one is gone.
+                assert!(e.get(&ev.key).is_none(), "{:?}", ev.key);
+                seen += 1;
+            }
+            Ok(_) => puts += 1,
+            Err(WatchError::Lagged { .. }) => break,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(seen > 0, "no eviction event among {puts} puts");
+    assert_eq!(e.len() as u64 + evicted, 1000);
+}
