@@ -266,10 +266,18 @@ fn hash(key: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// Bytes charged for a record of `len` bytes: itself plus its share of the index.
+/// Bytes charged for a record of `len` bytes: itself plus its share of the index, plus, for
+/// a record with a segment of its own, that segment's bookkeeping (its allocation's header,
+/// the unused part of the header area, the `Arc`, its entry in the shard's segment table).
 fn charge(len: usize) -> usize {
-    len + RECORD_OVERHEAD
+    if len + MAX_HEADER > INLINE_MAX {
+        len + RECORD_OVERHEAD + DEDICATED_OVERHEAD
+    } else {
+        len + RECORD_OVERHEAD
+    }
 }
+
+const DEDICATED_OVERHEAD: usize = 192;
 
 /// The object of the record at `off` of `segment` (the value is not copied).
 fn object_of(segment: &Arc<Segment>, off: usize, h: &Header) -> Object {
@@ -474,10 +482,13 @@ impl Engine {
         self.inner.charged.load(Ordering::Relaxed) + self.inner.feed.history_bytes()
     }
 
-    /// The data budget: the cap minus what sampling found the charge misses.
+    /// The data budget: the cap minus what sampling found the charge misses, minus 2% of
+    /// headroom for what changes between two samples (allocator free lists, buffers of
+    /// requests in flight).
     fn budget(&self) -> Option<usize> {
         let cap = self.inner.config.max_memory as usize;
-        (cap > 0).then(|| cap.saturating_sub(self.inner.untracked.load(Ordering::Relaxed)))
+        (cap > 0)
+            .then(|| (cap - cap / 50).saturating_sub(self.inner.untracked.load(Ordering::Relaxed)))
     }
 
     /// Makes room for `need` more bytes: evicts, or refuses.
