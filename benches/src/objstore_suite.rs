@@ -9,6 +9,9 @@
 //! - **Restore**: 1M objects from a snapshot (`objstore serve` start until it answers) vs
 //!   redis-server loading an RDB of the same data (start until `PING` stops answering
 //!   `LOADING`), page cache warm.
+//! - **Growth**: the latency of each of 2M puts into a one-shard engine (the worst case: one
+//!   index holds everything): the slowest put against the median. A table rehashed in one go
+//!   would make the slowest put wait for all of it; an incremental one spreads it out.
 //!
 //! Needs the release `objstore` binary next to this one (`cargo build --release -p objstore`).
 
@@ -500,4 +503,35 @@ pub fn objstore_suite() {
     if let Err(e) = memory_and_restore() {
         eprintln!("objstore memory/restore: {e}");
     }
+    growth();
+}
+
+/// Put latencies while one shard's index grows from empty to 2M keys.
+fn growth() {
+    const PUTS: usize = 2_000_000;
+    let engine = objstore::engine::Engine::new(objstore::engine::EngineConfig {
+        shards: 1,
+        ..Default::default()
+    });
+    let mut took = Vec::with_capacity(PUTS);
+    for i in 0..PUTS {
+        let (key, value) = object(i);
+        let put = objstore::engine::Put {
+            key,
+            value,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        engine.put(put).expect("put");
+        took.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    took.sort_unstable_by(f64::total_cmp);
+    let at = |q: f64| took[((PUTS as f64 * q) as usize).min(PUTS - 1)];
+    println!(
+        "\ngrowth: {PUTS} puts into one shard: p50 {:.2} µs, p99 {:.2} µs, p99.99 {:.1} µs, max {:.1} µs",
+        at(0.5),
+        at(0.99),
+        at(0.9999),
+        took[PUTS - 1]
+    );
 }

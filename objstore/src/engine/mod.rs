@@ -16,7 +16,8 @@
 //! segment; writers of different shards never meet. The one global step of a write is
 //! assigning its revision and appending to the change feed (a short mutex), which is what
 //! makes revisions a total order that watchers can resume from. An index grows by half when
-//! 80% full, one shard at a time and reading only its slots (8 bytes each, never a key).
+//! 80% full, incrementally: later writes to the shard each move a few of its old slots, so
+//! there is no stop-the-world rehash.
 //!
 //! # Memory
 //!
@@ -47,7 +48,7 @@ use bytes::Bytes;
 use self::feed::{Body, Feed};
 pub use self::feed::{Event, EventKind, WatchError, Watcher};
 pub(crate) use self::store::RecordRef;
-use self::store::{Header, INLINE_MAX, MAX_HEADER, SegMeta, Segment, Segments, Table};
+use self::store::{Header, INLINE_MAX, MAX_HEADER, Pos, SegMeta, Segment, Segments, Table};
 
 /// Bytes charged per object beyond its record: its index slot at the table's average load
 /// and its share of segment slack. Resident-memory sampling corrects the rest.
@@ -193,14 +194,14 @@ struct Shard {
 
 impl Shard {
     /// Position and slot of `key`.
-    fn find(&self, key: &[u8], hash: u64) -> Option<(usize, u64)> {
+    fn find(&self, key: &[u8], hash: u64) -> Option<(Pos, u64)> {
         let segs = &self.segs;
         let i = self.table.find(store::tag(hash), |s| segs.key(s) == key)?;
         Some((i, self.table.get(i)))
     }
 
     /// Position of the slot pointing at the record at `off` of segment `id`.
-    fn find_record(&self, key: &[u8], id: u32, off: usize) -> Option<(usize, u64)> {
+    fn find_record(&self, key: &[u8], id: u32, off: usize) -> Option<(Pos, u64)> {
         let t = store::tag(hash(key));
         let target = store::slot(t, id, off);
         let i = self.table.find(t, |s| s == target)?;
@@ -788,7 +789,7 @@ impl Engine {
             let mut found: Vec<(&[u8], RecordRef)> = shard
                 .table
                 .iter()
-                .filter_map(|(_, s)| {
+                .filter_map(|s| {
                     let (h, segment, off) = shard.segs.header(s);
                     let (ka, kb) = h.key(off);
                     let key = segment.slice(ka, kb);
@@ -848,25 +849,27 @@ impl Engine {
             }
             let mut guard = lock.write().unwrap_or_else(|e| e.into_inner());
             let shard = &mut *guard;
-            let mut i = 0;
-            while i < shard.table.capacity() {
-                let s = shard.table.get(i);
-                if s != 0 {
-                    let h = shard.segs.header(s).0;
-                    if h.expired(now) {
-                        let key = Bytes::copy_from_slice(shard.segs.key(s));
-                        // The slot after moves into `i`: look at `i` again.
-                        shard.table.remove(i);
-                        self.dead(shard, s, &h);
-                        self.inner.expirations.fetch_add(1, Ordering::Relaxed);
-                        self.inner
-                            .feed
-                            .append(EventKind::Expire, |_| (Body::Key(key), ()));
-                        removed += 1;
-                        continue;
-                    }
-                }
-                i += 1;
+            // Keys copied first: removing one may compact a segment and move the others.
+            let expired: Vec<(Bytes, u64)> = shard
+                .table
+                .iter()
+                .filter(|&s| shard.segs.header(s).0.expired(now))
+                .map(|s| (Bytes::copy_from_slice(shard.segs.key(s)), s))
+                .collect();
+            for (key, s) in expired {
+                let Some((p, _)) =
+                    shard.find_record(&key, store::slot_segment(s), store::slot_offset(s))
+                else {
+                    continue; // Moved by a compaction: the next sweep gets it.
+                };
+                let h = shard.segs.header(s).0;
+                shard.table.remove(p);
+                self.dead(shard, s, &h);
+                self.inner.expirations.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .feed
+                    .append(EventKind::Expire, |_| (Body::Key(key), ()));
+                removed += 1;
             }
         }
         (next, removed)
@@ -944,7 +947,7 @@ impl Engine {
         let mut out: Vec<RecordRef> = shard
             .table
             .iter()
-            .filter_map(|(_, s)| {
+            .filter_map(|s| {
                 let (h, segment, off) = shard.segs.header(s);
                 (!h.expired(now)).then(|| RecordRef {
                     segment: segment.clone(),

@@ -38,8 +38,9 @@
 //! key's hash (the tag, which is also where the slot's home is computed from, so growing
 //! never reads a key), 24 bits of segment id, 16 bits of offset. A lookup compares tags and
 //! reads a record's key only on a tag match. Deletion shifts the following slots back, so
-//! there are no tombstones. The table grows by half when 80% full: the rehash is of one shard
-//! only, and reads only the slots.
+//! there are no tombstones. The table grows by half when 80% full, incrementally: each later
+//! write moves a few clusters of the old table to the new one (reading slots only, never a
+//! key), and lookups check both meanwhile, so no write pays for a whole rehash.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -394,33 +395,33 @@ pub(super) fn tag(hash: u64) -> u64 {
     hash >> 40
 }
 
-/// A shard's index: open addressing, linear probing, backward-shift deletion.
-#[derive(Default)]
-pub(super) struct Table {
-    slots: Box<[u64]>,
-    len: usize,
+/// A position in a shard's index: in the table, or in the one it is growing out of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Pos {
+    old: bool,
+    i: usize,
 }
 
-impl Table {
-    pub(super) fn len(&self) -> usize {
-        self.len
-    }
+/// Old slots moved to the new table per write while a table grows.
+const MIGRATE: usize = 64;
 
-    pub(super) fn capacity(&self) -> usize {
-        self.slots.len()
-    }
+/// One array of slots.
+#[derive(Default)]
+struct Slots {
+    slots: Box<[u64]>,
+}
 
+impl Slots {
     fn home(tag: u64, cap: usize) -> usize {
         ((tag * cap as u64) >> 24) as usize
     }
 
-    /// The position of the slot with `tag` for which `is` says yes.
-    pub(super) fn find(&self, tag: u64, mut is: impl FnMut(u64) -> bool) -> Option<usize> {
+    fn find(&self, tag: u64, mut is: impl FnMut(u64) -> bool) -> Option<usize> {
         let cap = self.slots.len();
         if cap == 0 {
             return None;
         }
-        let mut i = Table::home(tag, cap);
+        let mut i = Slots::home(tag, cap);
         loop {
             let s = self.slots[i];
             if s == 0 {
@@ -436,48 +437,20 @@ impl Table {
         }
     }
 
-    pub(super) fn get(&self, i: usize) -> u64 {
-        self.slots[i]
-    }
-
-    /// Points an occupied position at a record of the same key.
-    pub(super) fn set(&mut self, i: usize, s: u64) {
-        debug_assert_eq!(slot_tag(self.slots[i]), slot_tag(s));
-        self.slots[i] = s;
-    }
-
-    /// Inserts a slot whose key is not in the table.
-    pub(super) fn insert(&mut self, s: u64) {
-        if (self.len + 1) * 5 > self.slots.len() * 4 {
-            self.grow();
-        }
-        Table::place(&mut self.slots, s);
-        self.len += 1;
-    }
-
-    fn place(slots: &mut [u64], s: u64) {
-        let cap = slots.len();
-        let mut i = Table::home(slot_tag(s), cap);
-        while slots[i] != 0 {
+    fn place(&mut self, s: u64) {
+        let cap = self.slots.len();
+        let mut i = Slots::home(slot_tag(s), cap);
+        while self.slots[i] != 0 {
             i += 1;
             if i == cap {
                 i = 0;
             }
         }
-        slots[i] = s;
+        self.slots[i] = s;
     }
 
-    fn grow(&mut self) {
-        let cap = (self.slots.len() + self.slots.len() / 2).max(16);
-        let mut slots = vec![0u64; cap].into_boxed_slice();
-        for &s in self.slots.iter().filter(|&&s| s != 0) {
-            Table::place(&mut slots, s);
-        }
-        self.slots = slots;
-    }
-
-    /// Removes the slot at position `i`.
-    pub(super) fn remove(&mut self, mut i: usize) {
+    /// Empties position `i`, shifting back the slots after it that may move.
+    fn remove(&mut self, mut i: usize) {
         let cap = self.slots.len();
         let mut j = i;
         loop {
@@ -489,7 +462,7 @@ impl Table {
             if s == 0 {
                 break;
             }
-            let h = Table::home(slot_tag(s), cap);
+            let h = Slots::home(slot_tag(s), cap);
             // `s` stays if its home lies cyclically in (i, j]; otherwise it moves back to `i`.
             let stays = if i <= j {
                 i < h && h <= j
@@ -502,16 +475,147 @@ impl Table {
             }
         }
         self.slots[i] = 0;
-        self.len -= 1;
+    }
+}
+
+/// A table being grown out of: slots not yet moved, and where moving goes on.
+struct Old {
+    slots: Slots,
+    /// The next position to move; moving started just after an empty slot and always stops
+    /// at one, so whole clusters move together and no probe chain left behind is cut.
+    next: usize,
+    /// Positions left to visit.
+    left: usize,
+}
+
+/// A shard's index: open addressing, linear probing, backward-shift deletion (no
+/// tombstones).
+///
+/// Growing is incremental: a new table half as large again is allocated and every later
+/// write moves the next few clusters of the old one over, so no write pays for a whole
+/// rehash. Lookups look in both tables meanwhile.
+#[derive(Default)]
+pub(super) struct Table {
+    new: Slots,
+    old: Option<Old>,
+    len: usize,
+}
+
+impl Table {
+    pub(super) fn len(&self) -> usize {
+        self.len
     }
 
-    /// Occupied slots with their positions.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.slots
+    /// The position of the slot with `tag` for which `is` says yes.
+    pub(super) fn find(&self, tag: u64, mut is: impl FnMut(u64) -> bool) -> Option<Pos> {
+        if let Some(i) = self.new.find(tag, &mut is) {
+            return Some(Pos { old: false, i });
+        }
+        let old = self.old.as_ref()?;
+        old.slots.find(tag, is).map(|i| Pos { old: true, i })
+    }
+
+    pub(super) fn get(&self, p: Pos) -> u64 {
+        if p.old {
+            self.old.as_ref().expect("old table").slots.slots[p.i]
+        } else {
+            self.new.slots[p.i]
+        }
+    }
+
+    /// Points an occupied position at a record of the same key.
+    pub(super) fn set(&mut self, p: Pos, s: u64) {
+        debug_assert_eq!(slot_tag(self.get(p)), slot_tag(s));
+        if p.old {
+            self.old.as_mut().expect("old table").slots.slots[p.i] = s;
+        } else {
+            self.new.slots[p.i] = s;
+        }
+    }
+
+    /// Inserts a slot whose key is in neither table.
+    pub(super) fn insert(&mut self, s: u64) {
+        self.migrate(MIGRATE);
+        if (self.len + 1) * 5 > self.new.slots.len() * 4 {
+            self.grow();
+        }
+        self.new.place(s);
+        self.len += 1;
+    }
+
+    /// Removes the slot at `p`.
+    pub(super) fn remove(&mut self, p: Pos) {
+        if p.old {
+            self.old.as_mut().expect("old table").slots.remove(p.i);
+        } else {
+            self.new.remove(p.i);
+        }
+        self.len -= 1;
+        self.migrate(MIGRATE);
+    }
+
+    fn grow(&mut self) {
+        // Finish a growth still under way first (rare: the new table had room for half
+        // again as much as the old held).
+        self.migrate(usize::MAX);
+        let cap = (self.new.slots.len() + self.new.slots.len() / 2).max(16);
+        let old = std::mem::replace(
+            &mut self.new,
+            Slots {
+                slots: vec![0u64; cap].into_boxed_slice(),
+            },
+        );
+        let n = old.slots.len();
+        if n == 0 {
+            return;
+        }
+        // Start after an empty slot (there is one: the table is at most 80% full).
+        let empty = old
+            .slots
             .iter()
-            .enumerate()
-            .filter(|(_, s)| **s != 0)
-            .map(|(i, s)| (i, *s))
+            .position(|&s| s == 0)
+            .expect("an empty slot");
+        self.old = Some(Old {
+            slots: old,
+            next: (empty + 1) % n,
+            left: n,
+        });
+    }
+
+    /// Moves at least `budget` positions of the old table (finishing the cluster it is in).
+    fn migrate(&mut self, budget: usize) {
+        let Some(old) = &mut self.old else {
+            return;
+        };
+        let n = old.slots.slots.len();
+        let mut visited = 0;
+        while old.left > 0 {
+            let s = old.slots.slots[old.next];
+            if s == 0 && visited >= budget {
+                break;
+            }
+            if s != 0 {
+                old.slots.slots[old.next] = 0;
+                self.new.place(s);
+            }
+            old.next = (old.next + 1) % n;
+            old.left -= 1;
+            visited += 1;
+        }
+        if old.left == 0 {
+            self.old = None;
+        }
+    }
+
+    /// Occupied slots.
+    pub(super) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let old = self.old.iter().flat_map(|o| o.slots.slots.iter());
+        self.new
+            .slots
+            .iter()
+            .chain(old)
+            .copied()
+            .filter(|&s| s != 0)
     }
 }
 
@@ -758,32 +862,55 @@ mod tests {
         assert!(decode_extra(&[0, 200, 200, 200, 1]).is_none());
     }
 
+    /// Against a model, with tags that collide a lot and with spread ones, checking every key
+    /// often (growth is incremental: lookups must work mid-way through moving).
     #[test]
     fn table_insert_find_remove() {
-        let mut t = Table::default();
-        let mut model = std::collections::HashMap::new();
-        let mut rng = fastrand::Rng::with_seed(7);
-        for round in 0..20_000u32 {
-            let key = rng.u32(..3000);
-            // Few distinct tags: long probe chains and many collisions.
-            let tag = u64::from(key % 97);
-            let target = slot(tag, 1 + key, 0);
-            let pos = t.find(tag, |s| s == target);
-            if round % 3 == 0 {
-                if let Some(i) = pos {
-                    t.remove(i);
-                    model.remove(&key);
+        let spread = |key: u32| (u64::from(key) * 2_654_435_761) % (1 << 24);
+        let colliding = |key: u32| u64::from(key % 97);
+        for tag_of in [&spread as &dyn Fn(u32) -> u64, &colliding] {
+            let mut t = Table::default();
+            let mut model = std::collections::HashSet::new();
+            let mut rng = fastrand::Rng::with_seed(7);
+            for round in 0..40_000u32 {
+                // Grow to ~6000 keys, then churn with more removals than inserts.
+                let key = rng.u32(..8000);
+                let tag = tag_of(key);
+                let target = slot(tag, 1 + key, 0);
+                let pos = t.find(tag, |s| s == target);
+                if let Some(p) = pos {
+                    assert_eq!(t.get(p), target);
                 }
-            } else if pos.is_none() {
-                t.insert(target);
-                model.insert(key, ());
+                let remove = if round < 20_000 {
+                    round % 5 == 0
+                } else {
+                    round % 3 != 0
+                };
+                match pos {
+                    Some(p) if remove => {
+                        t.remove(p);
+                        model.remove(&key);
+                    }
+                    None if !remove => {
+                        t.insert(target);
+                        model.insert(key);
+                    }
+                    _ => {}
+                }
+                assert_eq!(t.len(), model.len());
+                if round % 1000 == 0 {
+                    for &k in &model {
+                        let tag = tag_of(k);
+                        assert!(t.find(tag, |s| s == slot(tag, 1 + k, 0)).is_some(), "{k}");
+                    }
+                }
             }
-            assert_eq!(t.len(), model.len());
-        }
-        for key in 0..3000u32 {
-            let tag = u64::from(key % 97);
-            let found = t.find(tag, |s| s == slot(tag, 1 + key, 0)).is_some();
-            assert_eq!(found, model.contains_key(&key), "key {key}");
+            for key in 0..8000u32 {
+                let tag = tag_of(key);
+                let found = t.find(tag, |s| s == slot(tag, 1 + key, 0)).is_some();
+                assert_eq!(found, model.contains(&key), "key {key}");
+            }
+            assert_eq!(t.iter().count(), model.len());
         }
     }
 }
