@@ -264,12 +264,34 @@ impl Client {
         self.inner.conns.iter().all(Connection::is_connected)
     }
 
+    /// The connection for a command from the current task.
+    ///
+    /// Each task keeps to one connection (its task id, hashed): the tasks sharing a connection
+    /// then wake together when its replies arrive and queue their next commands together, so
+    /// each connection writes one large batch per round trip while the server works on
+    /// another connection's. Spreading every command round-robin instead splits those cohorts
+    /// over all connections: smaller batches, more syscalls per command, and rounds that no
+    /// longer overlap (measured in `compare redis`: at 64 tasks on 4 connections, 2.1 against
+    /// 1.0 CPU µs per command, and half the throughput). Outside a task (`block_on`),
+    /// round-robin. A connection that is down is passed over while another is up.
     fn pick(&self) -> &Connection {
         let conns = &self.inner.conns;
         if conns.len() == 1 {
             return &conns[0];
         }
-        &conns[self.inner.next.fetch_add(1, Ordering::Relaxed) % conns.len()]
+        let start = match tokio::task::try_id() {
+            Some(id) => {
+                let mut h = TaskHasher(0);
+                std::hash::Hash::hash(&id, &mut h);
+                (h.0 >> 32) as usize
+            }
+            None => self.inner.next.fetch_add(1, Ordering::Relaxed),
+        };
+        let n = conns.len();
+        (0..n)
+            .map(|k| &conns[(start + k) % n])
+            .find(|c| c.is_connected())
+            .unwrap_or(&conns[start % n])
     }
 
     /// Applies the shadow policy: the command as it must be sent, or the refusal.
@@ -420,5 +442,23 @@ impl std::fmt::Display for ErrorSummary<'_> {
             Error::Type { into, .. } => write!(f, "reply does not convert into {into}"),
             e => write!(f, "{e}"),
         }
+    }
+}
+
+/// Spreads task ids over the pool: a multiplicative hash of the id's one `u64` (ids are
+/// handed out in sequence; the high bits of the product spread them evenly).
+struct TaskHasher(u64);
+
+impl std::hash::Hasher for TaskHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }

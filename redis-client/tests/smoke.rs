@@ -30,3 +30,39 @@ async fn basic_round_trips_both_protocols() {
         assert!(e.to_string().contains("not an integer"), "{e}");
     }
 }
+
+/// Each task keeps to one pooled connection (its batches stay whole) and tasks spread over
+/// the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_keep_to_one_connection_and_spread_over_the_pool() {
+    let redis = RedisServer::start();
+    let client = Client::builder()
+        .url(&redis.url())
+        .pool_size(4)
+        .metrics(&jupiter_core::Metrics::new())
+        .connect()
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..32 {
+        let client = client.clone();
+        handles.push(tokio::spawn(async move {
+            let mut ids = std::collections::BTreeSet::new();
+            for _ in 0..20 {
+                let id: i64 = client.query(cmd("CLIENT").arg("ID")).await.unwrap();
+                ids.insert(id);
+            }
+            ids
+        }));
+    }
+    let mut used = std::collections::BTreeSet::new();
+    for h in handles {
+        let ids = h.await.unwrap();
+        assert_eq!(ids.len(), 1, "one task used several connections: {ids:?}");
+        used.extend(ids);
+    }
+    assert!(
+        used.len() >= 3,
+        "32 tasks should spread over a pool of 4: {used:?}"
+    );
+}
