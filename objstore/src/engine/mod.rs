@@ -387,7 +387,12 @@ impl Engine {
         self.inner.started.elapsed().as_secs() as u32
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<(), EngineError> {
+    /// Whether `key` may be stored: not empty, at most `max-key` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Invalid`] naming what is wrong.
+    pub fn check_key(&self, key: &[u8]) -> Result<(), EngineError> {
         if key.is_empty() {
             return Err(EngineError::Invalid("key is empty".into()));
         }
@@ -776,7 +781,21 @@ impl Engine {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> (Vec<Listed>, bool) {
+        self.list_excluding(prefix, start_after, limit, None)
+    }
+
+    /// As [`list`](Self::list), passing over keys that start with `exclude` (the shadow
+    /// namespace in a live listing) inside the scan, so a page is full whenever more keys
+    /// follow, however many excluded keys lie between.
+    pub fn list_excluding(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+        exclude: Option<&[u8]>,
+    ) -> (Vec<Listed>, bool) {
         let now = now_ms();
+        let excluded = |key: &[u8]| exclude.is_some_and(|x| key.starts_with(x));
         let exclusive = start_after.is_some_and(|s| s >= prefix);
         let from: &[u8] = match start_after {
             Some(s) if s >= prefix => s,
@@ -794,16 +813,18 @@ impl Engine {
                     let (ka, kb) = h.key(off);
                     let key = segment.slice(ka, kb);
                     let after = if exclusive { key > from } else { key >= from };
-                    (after && key.starts_with(prefix) && !h.expired(now)).then(|| {
-                        (
-                            key,
-                            RecordRef {
-                                segment: segment.clone(),
-                                off: off as u32,
-                                len: h.total() as u32,
-                            },
-                        )
-                    })
+                    (after && key.starts_with(prefix) && !excluded(key) && !h.expired(now)).then(
+                        || {
+                            (
+                                key,
+                                RecordRef {
+                                    segment: segment.clone(),
+                                    off: off as u32,
+                                    len: h.total() as u32,
+                                },
+                            )
+                        },
+                    )
                 })
                 .collect();
             if found.len() > limit + 1 {
