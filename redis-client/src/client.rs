@@ -294,8 +294,9 @@ impl Client {
             .unwrap_or(&conns[start % n])
     }
 
-    /// Applies the shadow policy: the command as it must be sent, or the refusal.
-    pub(crate) fn shadow_route(&self, cmd: Cmd) -> Result<Cmd, Error> {
+    /// Applies the shadow policy: the command as it must be sent, the refusal, or a shadow
+    /// request for a command whose spec must first be learned from the server.
+    pub(crate) fn shadow_route(&self, cmd: Cmd) -> Result<Routed, Error> {
         let spec = cmd.spec();
         let access = if spec.is_some_and(|s| s.is_readonly()) {
             Access::Read
@@ -303,14 +304,56 @@ impl Client {
             Access::Write
         };
         match self.inner.shadow.route(access)? {
-            Route::Live => Ok(cmd),
-            Route::Shadow => match self.inner.shadow.target() {
-                jupiter_core::shadow::ShadowTarget::KeyPrefix(prefix) => {
-                    Ok(cmd.with_prefixed_keys(prefix))
+            Route::Live => Ok(Routed::Ready(cmd)),
+            Route::Shadow => {
+                let jupiter_core::shadow::ShadowTarget::KeyPrefix(prefix) =
+                    self.inner.shadow.target()
+                else {
+                    return Ok(Routed::Ready(cmd));
+                };
+                if cmd.is_shadow_mapped() {
+                    return Ok(Routed::Ready(cmd));
                 }
-                _ => Ok(cmd),
-            },
+                let Some(spec) = spec else {
+                    return Ok(Routed::Learn(cmd));
+                };
+                if let Some(reason) = spec.shadow_unmappable() {
+                    return Err(Error::ShadowUnmappable {
+                        command: spec.name.to_owned(),
+                        reason,
+                    });
+                }
+                Ok(Routed::Ready(cmd.with_prefixed_keys(prefix)))
+            }
         }
+    }
+
+    /// [`shadow_route`](Self::shadow_route), learning an unknown command's key specs from
+    /// `COMMAND INFO` when a shadow request needs them.
+    pub(crate) async fn shadow_route_learning(&self, cmd: Cmd) -> Result<Cmd, Error> {
+        match self.shadow_route(cmd)? {
+            Routed::Ready(cmd) => Ok(cmd),
+            Routed::Learn(cmd) => {
+                self.learn_command(&cmd).await?;
+                match self.shadow_route(cmd)? {
+                    Routed::Ready(cmd) => Ok(cmd),
+                    Routed::Learn(cmd) => Err(Error::ShadowUnmappable {
+                        command: cmd.first_word(),
+                        reason: "the server does not describe it (COMMAND INFO), so its keys are unknown",
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Asks the server for the spec of `cmd`'s command (live: it touches no key) and keeps it.
+    async fn learn_command(&self, cmd: &Cmd) -> Result<(), Error> {
+        let name = cmd.first_word();
+        let info = crate::cmd::cmd("COMMAND").arg("INFO").arg(name.as_str());
+        let reply = self.send(self.pick(), info.finish(), 1, true).await?;
+        let frame = check(reply_one(reply)?)?;
+        crate::cmd::learn(&frame, &[&name]);
+        Ok(())
     }
 
     /// Sends any command and converts its reply.
@@ -351,7 +394,7 @@ impl Client {
         }
         let retry = spec.is_some_and(|s| s.is_readonly());
         let name = cmd.name();
-        let cmd = self.shadow_route(cmd)?;
+        let cmd = self.shadow_route_learning(cmd).await?;
         let conn = self.pick();
         let guard = self.inner.metrics.as_ref().map(|m| m.get(spec).start());
         // The command's name and the server, never its arguments or reply (values may be
@@ -413,6 +456,15 @@ impl Client {
     pub fn transaction(&self) -> Pipeline {
         Pipeline::new(self.clone(), true)
     }
+}
+
+/// What the shadow policy makes of a command.
+pub(crate) enum Routed {
+    /// Send this.
+    Ready(Cmd),
+    /// A shadow request for a command neither the table nor earlier learning knows: learn its
+    /// spec from the server, then route it again.
+    Learn(Cmd),
 }
 
 pub(crate) fn reply_one(reply: Reply) -> Result<Frame, Error> {

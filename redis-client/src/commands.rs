@@ -229,7 +229,7 @@ impl Client {
         let pattern = match (&prefix, pattern) {
             (Ok(Some(p)), pat) => Some(format!(
                 "{}{}",
-                String::from_utf8_lossy(p),
+                glob_escape(&String::from_utf8_lossy(p)),
                 pat.unwrap_or("*")
             )),
             (_, pat) => pat.map(str::to_owned),
@@ -240,7 +240,7 @@ impl Client {
             async move {
                 let prefix = prefix.map_err(Error::ShadowRefused)?;
                 let (next, keys): (u64, Vec<Bytes>) = client
-                    .query(cmds::scan(cursor, pattern.as_deref(), count, None))
+                    .query(cmds::scan(cursor, pattern.as_deref(), count, None).shadow_mapped())
                     .await?;
                 let keys = match prefix {
                     Some(p) => keys
@@ -254,7 +254,8 @@ impl Client {
         })
     }
 
-    /// The shadow key prefix SCAN must stay within, or the refusal.
+    /// The shadow key prefix SCAN must stay within (its `MATCH` starts with it), or the
+    /// refusal.
     fn shadow_scan_prefix(&self) -> Result<Option<Bytes>, jupiter_core::shadow::ShadowRefused> {
         match self.inner.shadow.route(Access::Read)? {
             Route::Live => Ok(None),
@@ -922,4 +923,16 @@ where
             }
         },
     )
+}
+
+/// `s` as a glob pattern matching itself (for `MATCH`): `*`, `?`, `[`, `]` and `\` escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -77,6 +77,17 @@ pub enum Error {
     #[error(transparent)]
     ShadowRefused(#[from] jupiter_core::shadow::ShadowRefused),
 
+    /// A shadow request for a command whose keys cannot all be mapped into the shadow key
+    /// space (a whole-keyspace command such as `FLUSHDB` or `KEYS`, `SORT … BY`/`STORE`, a
+    /// command the server does not know); nothing was sent.
+    #[error("shadow traffic refused for {command}: {reason}")]
+    ShadowUnmappable {
+        /// The command, as named by the caller (upper case).
+        command: String,
+        /// Why its keys cannot be mapped.
+        reason: &'static str,
+    },
+
     /// Invalid configuration or arguments.
     #[error("{0}")]
     Invalid(String),
@@ -145,6 +156,10 @@ impl Error {
             },
             Error::Closed => Error::Closed,
             Error::ShadowRefused(r) => Error::ShadowRefused(r.clone()),
+            Error::ShadowUnmappable { command, reason } => Error::ShadowUnmappable {
+                command: command.clone(),
+                reason,
+            },
             Error::Invalid(s) => Error::Invalid(s.clone()),
             Error::Auth(b) => Error::Auth(b.clone()),
         }
@@ -159,7 +174,7 @@ impl Error {
             | Error::Connect { .. }
             | Error::Io { .. }
             | Error::Closed => Code::UNAVAILABLE,
-            Error::ShadowRefused(_) => Code::SHADOW_REFUSED,
+            Error::ShadowRefused(_) | Error::ShadowUnmappable { .. } => Code::SHADOW_REFUSED,
             Error::Type { .. } | Error::Invalid(_) => Code::INVALID,
             Error::Protocol { .. } => Code::from_static("ProtocolError"),
             Error::Auth(_) => Code::from_static("AuthError"),

@@ -20,8 +20,14 @@
 //! # Shadow traffic
 //!
 //! Under a jupiter-core shadow context, every key argument is mapped into the shadow key space
-//! (`shadow-prefix`), found by the command's key specs; with no shadow prefix configured,
-//! shadow requests are refused before anything is sent. Live traffic is untouched.
+//! (`shadow-prefix`), found by the command's key specs: from the table generated from the
+//! server's `COMMAND` reply, or, for a command it does not know (a module's, a renamed one),
+//! learned once from `COMMAND INFO`. With no shadow prefix configured, shadow requests are
+//! refused before anything is sent; so are commands whose keys cannot all be mapped
+//! ([`Error::ShadowUnmappable`]: whole-keyspace commands such as `FLUSHDB` or `KEYS`, `SORT`
+//! with `BY`/`GET`/`STORE`, commands the server does not describe). `SCAN` streams stay in
+//! the shadow key space. Scripts see their `KEYS` mapped; a script that builds key names of
+//! its own is beyond any client's reach. Live traffic is untouched.
 //!
 //! # Metrics
 //!

@@ -3,7 +3,7 @@
 use bytes::BytesMut;
 
 use crate::Error;
-use crate::client::{Client, check};
+use crate::client::{Client, Routed, check};
 use crate::cmd::Cmd;
 use crate::conn::{Connection, Reply};
 use crate::resp::Frame;
@@ -39,6 +39,9 @@ pub struct Pipeline {
     atomic: bool,
     readonly: bool,
     error: Option<Error>,
+    /// Shadow commands whose specs must be learned before they can be mapped, with where in
+    /// `data` each goes (`add` cannot wait for the server; `exec` can).
+    unlearned: Vec<(usize, Cmd)>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -60,6 +63,7 @@ impl Pipeline {
             atomic,
             readonly: true,
             error: None,
+            unlearned: Vec::new(),
         }
     }
 
@@ -99,8 +103,12 @@ impl Pipeline {
         }
         self.readonly &= spec.is_some_and(|s| s.is_readonly());
         match self.client.shadow_route(cmd) {
-            Ok(cmd) => {
+            Ok(Routed::Ready(cmd)) => {
                 self.data.extend_from_slice(&cmd.finish());
+                self.count += 1;
+            }
+            Ok(Routed::Learn(cmd)) => {
+                self.unlearned.push((self.data.len(), cmd));
                 self.count += 1;
             }
             Err(e) => self.error = Some(e),
@@ -155,12 +163,25 @@ impl Pipeline {
             .map(|frames| frames.into_iter().map(check).collect()))
     }
 
-    async fn exec(self) -> Result<Option<Vec<Frame>>, Error> {
+    async fn exec(mut self) -> Result<Option<Vec<Frame>>, Error> {
         if let Some(e) = self.error {
             return Err(e);
         }
         if self.count == 0 {
             return Ok(Some(Vec::new()));
+        }
+        if !self.unlearned.is_empty() {
+            // Learn and map them, then splice each in where it was added.
+            let mut data = BytesMut::with_capacity(self.data.len() + 256);
+            let mut at = 0;
+            for (offset, cmd) in std::mem::take(&mut self.unlearned) {
+                let cmd = self.client.shadow_route_learning(cmd).await?;
+                data.extend_from_slice(&self.data[at..offset]);
+                data.extend_from_slice(&cmd.finish());
+                at = offset;
+            }
+            data.extend_from_slice(&self.data[at..]);
+            self.data = data;
         }
         let (data, replies) = if self.atomic {
             let mut all = BytesMut::with_capacity(self.data.len() + 32);

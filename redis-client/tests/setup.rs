@@ -333,6 +333,104 @@ async fn shadow_traffic_never_touches_live_keys() {
     assert_eq!(strict.get::<String>("user:1").await.unwrap(), "live");
 }
 
+/// Commands the generated table does not know get their key positions from the server's
+/// `COMMAND INFO` (here: commands the server renamed); commands whose keys cannot all be
+/// mapped, and commands the server does not know, are refused under shadow traffic before
+/// anything is sent. Live keys stay untouched throughout.
+#[tokio::test]
+async fn shadow_learns_unknown_commands_and_refuses_unmappable_ones() {
+    let redis = RedisServer::builder()
+        .config_words("rename-command", &["SET", "PUTVAL"])
+        // (HSET's reply depends on its name's second letter: HMSET answers OK.)
+        .config_words("rename-command", &["HSET", "HSTORE"])
+        .start();
+    let client = Client::builder()
+        .url(&redis.url())
+        .shadow_prefix("shadow:")
+        .metrics(&metrics())
+        .connect()
+        .await
+        .unwrap();
+    let _: () = client
+        .query(cmd("PUTVAL").arg("user:1").arg("live"))
+        .await
+        .unwrap();
+    let _: () = client
+        .query(cmd("PUTVAL").arg("list:1").arg("live"))
+        .await
+        .unwrap();
+    let shadow = Some(ShadowContext::new());
+    ShadowContext::scope(shadow.clone(), async {
+        // Learned from COMMAND INFO, then mapped like any known command.
+        let _: () = client
+            .query(cmd("PUTVAL").arg("user:1").arg("shadow"))
+            .await
+            .unwrap();
+        // In a pipeline and a transaction too (learned when they are sent).
+        let mut p = client.pipeline();
+        p.add(cmd("HSTORE").arg("cart:1").arg("item").arg("shadow"))
+            .add(redis_client::cmds::get("user:1"));
+        let (_, v): (i64, String) = p.query().await.unwrap();
+        assert_eq!(v, "shadow");
+        let mut tx = client.transaction();
+        tx.add(cmd("HSTORE").arg("cart:2").arg("item").arg("shadow"));
+        let r: Option<(i64,)> = tx.query().await.unwrap();
+        assert_eq!(r, Some((1,)));
+
+        // Refused, with the command and the reason, and nothing sent (NOSUCHCMD costs one
+        // COMMAND INFO, which finds nothing).
+        let calls_before = command_calls(&client).await;
+        for (c, reason) in [
+            (cmd("FLUSHDB"), "whole keyspace"),
+            (cmd("KEYS").arg("*"), "whole keyspace"),
+            (cmd("RANDOMKEY"), "whole keyspace"),
+            (
+                cmd("SORT").arg("list:1").arg("STORE").arg("dst"),
+                "cannot be found",
+            ),
+            (cmd("NOSUCHCMD").arg("user:1"), "does not describe it"),
+        ] {
+            let e = client
+                .query::<redis_client::resp::Frame>(c)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::ShadowUnmappable { .. }), "{e:?}");
+            assert!(e.to_string().contains(reason), "{e}");
+        }
+        let mut p = client.pipeline();
+        p.add(cmd("FLUSHALL"));
+        assert!(matches!(
+            p.query::<()>().await,
+            Err(Error::ShadowUnmappable { .. })
+        ));
+        assert_eq!(
+            command_calls(&client).await,
+            calls_before + 2,
+            "only COMMAND INFO NOSUCHCMD and our INFO reached the server"
+        );
+    })
+    .await;
+
+    // Live data is as it was; everything shadow is under the prefix.
+    assert_eq!(
+        client.get::<String>("user:1").await.unwrap(),
+        "live",
+        "a learned command wrote a live key"
+    );
+    let mut all: Vec<String> = client.query(cmd("KEYS").arg("*")).await.unwrap();
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            "list:1",
+            "shadow:cart:1",
+            "shadow:cart:2",
+            "shadow:user:1",
+            "user:1"
+        ]
+    );
+}
+
 /// Every live key with its value, sorted.
 async fn snapshot(c: &Client) -> Vec<(String, String)> {
     let mut out = vec![

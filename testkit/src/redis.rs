@@ -31,7 +31,7 @@ impl RedisNode {
         dir: &Path,
         name: &str,
         cluster: bool,
-        extra: &[(String, String)],
+        extra: &[(String, Vec<String>)],
     ) -> Result<RedisNode, Error> {
         let program = find_binary(binary)?;
         let mut last = None;
@@ -62,8 +62,9 @@ impl RedisNode {
                 set("cluster-node-timeout", "1500");
                 set("repl-diskless-sync-delay", "0");
             }
-            for (k, v) in extra {
-                set(k, v);
+            for (k, words) in extra {
+                args.push(format!("--{k}").into());
+                args.extend(words.iter().map(OsString::from));
             }
             let node = RedisNode {
                 proc: Proc::new(program.clone(), args, dir.join(format!("{name}.log"))),
@@ -255,13 +256,22 @@ pub struct RedisServer {
 #[must_use]
 pub struct RedisBuilder {
     binary: String,
-    config: Vec<(String, String)>,
+    config: Vec<(String, Vec<String>)>,
 }
 
 impl RedisBuilder {
     /// Adds a config directive, e.g. `("requirepass", "secret")`.
     pub fn config(mut self, key: &str, value: &str) -> Self {
-        self.config.push((key.to_owned(), value.to_owned()));
+        self.config.push((key.to_owned(), vec![value.to_owned()]));
+        self
+    }
+
+    /// Adds a directive of several words, e.g. `("rename-command", &["SET", "PUTVAL"])`.
+    pub fn config_words(mut self, key: &str, words: &[&str]) -> Self {
+        self.config.push((
+            key.to_owned(),
+            words.iter().map(|w| (*w).to_owned()).collect(),
+        ));
         self
     }
 

@@ -1,7 +1,10 @@
 //! Commands: the [`Cmd`] builder, argument encoding, and command metadata.
 
+mod learn;
 pub(crate) mod spec;
 mod table;
+
+pub(crate) use self::learn::learn;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -28,6 +31,9 @@ pub struct Cmd {
     buf: BytesMut,
     argc: u32,
     spec: Option<&'static Spec>,
+    /// Built to stay inside the shadow key space already (the `SCAN` stream's `MATCH`): the
+    /// shadow policy sends it as it is.
+    shadow_mapped: bool,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -55,6 +61,7 @@ impl Cmd {
             buf,
             argc: 1,
             spec: None,
+            shadow_mapped: false,
         }
     }
 
@@ -68,6 +75,7 @@ impl Cmd {
             buf,
             argc: words,
             spec: Some(spec),
+            shadow_mapped: false,
         }
     }
 
@@ -150,6 +158,22 @@ impl Cmd {
         out
     }
 
+    /// Marks a command built to stay inside the shadow key space already.
+    pub(crate) fn shadow_mapped(mut self) -> Cmd {
+        self.shadow_mapped = true;
+        self
+    }
+
+    pub(crate) fn is_shadow_mapped(&self) -> bool {
+        self.shadow_mapped
+    }
+
+    /// The first word (the command's name as given), upper case.
+    pub(crate) fn first_word(&self) -> String {
+        let args = self.arg_slices();
+        String::from_utf8_lossy(args[0]).to_ascii_uppercase()
+    }
+
     /// A copy with every key argument (by the command's key specs) prefixed.
     pub(crate) fn with_prefixed_keys(&self, prefix: &[u8]) -> Cmd {
         let Some(spec) = self.spec() else {
@@ -161,6 +185,7 @@ impl Cmd {
             buf: BytesMut::with_capacity(self.buf.len() + keys.len() * prefix.len()),
             argc: 0,
             spec: self.spec,
+            shadow_mapped: true,
         };
         out.buf.put_bytes(0, HEADROOM);
         for (i, a) in args.iter().enumerate() {

@@ -106,6 +106,26 @@ impl Spec {
         self.flags & F_PUBSUB != 0
     }
 
+    /// Why shadow traffic cannot run this command with every key mapped into the shadow key
+    /// space, or `None` when it can.
+    ///
+    /// Refused: commands that act on the whole keyspace (flagged read or write with no key
+    /// specs: `FLUSHDB`, `KEYS`, `SCAN`, `RANDOMKEY`, `SWAPDB`, …), and commands with a key spec
+    /// the server itself cannot describe from the arguments (`SORT … BY`/`GET`/`STORE`,
+    /// `MIGRATE … KEYS`): some of their keys would reach live data unmapped.
+    pub(crate) fn shadow_unmappable(&self) -> Option<&'static str> {
+        if self.key_specs.is_empty() && self.flags & (F_WRITE | F_READONLY) != 0 {
+            return Some("it acts on the whole keyspace");
+        }
+        let partial = self.key_specs.iter().any(|ks| {
+            ks.flags & K_NOT_KEY == 0
+                && (ks.flags & K_INCOMPLETE != 0
+                    || matches!(ks.begin, Begin::Unknown)
+                    || matches!(ks.find, Find::Unknown))
+        });
+        partial.then_some("some of its keys cannot be found from its arguments")
+    }
+
     /// Indices into `args` (0 is the command name) of every key, in argument order, without
     /// duplicates. `args` is the whole command.
     pub(crate) fn key_indices<A: AsRef<[u8]>>(&self, args: &[A]) -> Vec<usize> {
@@ -239,6 +259,11 @@ fn find(name: &[u8]) -> Option<&'static Spec> {
         *d = s.to_ascii_uppercase();
     }
     let upper = &upper[..name.len()];
+    in_table(upper).or_else(|| super::learn::find(upper))
+}
+
+/// The generated table's spec for an upper-case full name.
+pub(crate) fn in_table(upper: &[u8]) -> Option<&'static Spec> {
     COMMANDS
         .binary_search_by(|spec| spec.name.as_bytes().cmp(upper))
         .ok()
@@ -282,5 +307,44 @@ mod tests {
         assert!(lookup(&["SUBSCRIBE"]).unwrap().is_pubsub());
         assert!(lookup(&["NOSUCHCMD"]).is_none());
         assert_eq!(lookup(&["config", "get"]).unwrap().name, "CONFIG GET");
+    }
+
+    #[test]
+    fn shadow_refuses_commands_whose_keys_cannot_all_be_mapped() {
+        let why = |cmd: &str| {
+            let args: Vec<&str> = cmd.split(' ').collect();
+            lookup(&args).unwrap().shadow_unmappable()
+        };
+        for whole in [
+            "FLUSHDB",
+            "FLUSHALL ASYNC",
+            "KEYS *",
+            "SCAN 0",
+            "RANDOMKEY",
+            "DBSIZE",
+            "SWAPDB 0 1",
+        ] {
+            assert_eq!(why(whole), Some("it acts on the whole keyspace"), "{whole}");
+        }
+        for partial in [
+            "SORT k BY w_* STORE dst",
+            "SORT_RO k",
+            "MIGRATE h 1 \"\" 0 5 KEYS a b",
+        ] {
+            assert!(
+                why(partial).is_some_and(|w| w.contains("cannot be found")),
+                "{partial}"
+            );
+        }
+        for fine in [
+            "GET k",
+            "MSET a 1 b 2",
+            "EVAL s 1 k",
+            "PING",
+            "PUBLISH ch m",
+            "XREAD STREAMS s 0",
+        ] {
+            assert_eq!(why(fine), None, "{fine}");
+        }
     }
 }
