@@ -69,4 +69,21 @@ mod tests {
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
     }
+
+    #[test]
+    fn clients_that_lost_the_same_server_do_not_retry_in_lockstep() {
+        // Twenty clients at the same step: their delays spread over [step/2, step].
+        let step = Duration::from_millis(800);
+        let delays: std::collections::BTreeSet<Duration> = (0..20)
+            .map(|_| Backoff::new(step, step).next_delay())
+            .collect();
+        assert!(delays.len() >= 15, "delays bunch up: {delays:?}");
+        assert!(delays.iter().all(|d| *d >= step / 2 && *d <= step));
+        let (lo, hi) = (*delays.first().unwrap(), *delays.last().unwrap());
+        assert!(hi - lo >= step / 8, "spread only {:?}", hi - lo);
+        // And one client's delays at a capped step vary from one attempt to the next.
+        let mut b = Backoff::new(step, step);
+        let one: std::collections::BTreeSet<Duration> = (0..20).map(|_| b.next_delay()).collect();
+        assert!(one.len() >= 15, "{one:?}");
+    }
 }

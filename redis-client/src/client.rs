@@ -297,6 +297,11 @@ impl Client {
     /// Applies the shadow policy: the command as it must be sent, the refusal, or a shadow
     /// request for a command whose spec must first be learned from the server.
     pub(crate) fn shadow_route(&self, cmd: Cmd) -> Result<Routed, Error> {
+        // Every path to the server comes through here: refuse a command with an argument that
+        // could not be encoded.
+        if let Some(why) = cmd.invalid() {
+            return Err(Error::Invalid(format!("{}: {why}", cmd.first_word())));
+        }
         let spec = cmd.spec();
         let access = if spec.is_some_and(|s| s.is_readonly()) {
             Access::Read

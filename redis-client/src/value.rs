@@ -239,10 +239,22 @@ pub struct Json<T>(pub T);
 
 impl<T: serde::Serialize> crate::ToArg for Json<T> {
     fn write_arg(&self, out: &mut bytes::BytesMut) {
-        // Serializing plain data to JSON does not fail; a map with non-string keys would, and
-        // writes `null` rather than panicking.
+        // Only reached by callers that encode arguments by hand; commands go through
+        // `try_write_arg` and refuse a value that does not serialize.
         let text = serde_json::to_vec(&self.0).unwrap_or_else(|_| b"null".to_vec());
         crate::resp::put_bulk(out, &text);
+    }
+
+    fn try_write_arg(&self, out: &mut bytes::BytesMut) -> Result<(), String> {
+        // Plain data always serializes; a map with non-string keys does not.
+        let text = serde_json::to_vec(&self.0).map_err(|e| {
+            format!(
+                "{} does not serialize as JSON: {e}",
+                std::any::type_name::<T>()
+            )
+        })?;
+        crate::resp::put_bulk(out, &text);
+        Ok(())
     }
 }
 

@@ -552,6 +552,17 @@ async fn conversions_body(c: &Client, p: Protocol) {
         e.to_string().contains("User") || e.to_string().contains("JSON"),
         "{e}"
     );
+    // A value JSON cannot hold (map keys that are not strings) is refused before anything is
+    // sent, with what and why; nothing is written.
+    let unserializable: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+    let e = c.set("bad-json", Json(&unserializable)).await.unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("SET") && text.contains("argument 2") && text.contains("JSON"),
+        "{text}"
+    );
+    assert_eq!(c.exists(&["bad-json"]).await.unwrap(), 0);
 
     // The escape hatch: any command, any reply shape.
     let f: Frame = c

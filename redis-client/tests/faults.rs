@@ -530,3 +530,115 @@ async fn the_command_timeout_covers_connecting_and_a_silent_server() {
         }
     }
 }
+
+/// A TCP proxy in front of a real server that injects one fault when armed: it forwards a
+/// command containing `marker` to the server (so it runs), then drops the connection instead
+/// of forwarding the reply. Returns the proxy's URL and the switch that arms it.
+async fn dropping_proxy(
+    upstream: std::net::SocketAddr,
+    marker: &'static [u8],
+) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::AtomicBool;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    let armed = Arc::new(AtomicBool::new(false));
+    let switch = armed.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let armed = armed.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                // Server to client, until told to drop.
+                let (drop_tx, mut drop_rx) = tokio::sync::oneshot::channel::<()>();
+                let down = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        tokio::select! {
+                            biased;
+                            // The faulty command is on its way: read its reply and drop it
+                            // with the connection.
+                            _ = &mut drop_rx => {
+                                let _ = sr.read(&mut buf).await;
+                                return;
+                            }
+                            n = sr.read(&mut buf) => match n {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => {
+                                    if cw.write_all(&buf[..n]).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            },
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut drop_tx = Some(drop_tx);
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    // Told before the command goes on, so its reply can never slip through.
+                    let hit = buf[..n].windows(marker.len()).any(|w| w == marker)
+                        && armed.swap(false, Ordering::SeqCst);
+                    if hit && let Some(tx) = drop_tx.take() {
+                        let _ = tx.send(());
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() || hit {
+                        break;
+                    }
+                }
+                // Dropping both halves (and the server task) closes both connections.
+                let _ = down.await;
+            });
+        }
+    });
+    (url, switch)
+}
+
+/// Retries: a read whose connection broke before its reply is sent again on the next
+/// connection (`retry-reads`, default on); a write never is — it may have run, and here it
+/// did, once. With `retry-reads = false` reads fail like writes.
+#[tokio::test]
+async fn reads_are_resent_after_a_broken_connection_and_writes_never_are() {
+    let redis = RedisServer::start();
+    let direct = connect(config(&redis.url())).await;
+    direct.set("dropme:value", "v").await.unwrap();
+    let (url, arm) = dropping_proxy(redis.addr(), b"dropme").await;
+    let mut c = config(&url);
+    c.pool_size = 1;
+    let client = connect(c.clone()).await;
+
+    arm.store(true, Ordering::SeqCst);
+    let v: Option<String> = client.get("dropme:value").await.unwrap();
+    assert_eq!(v.as_deref(), Some("v"), "the read was resent and answered");
+    assert!(!arm.load(Ordering::SeqCst), "the fault was injected");
+
+    arm.store(true, Ordering::SeqCst);
+    let e = client.incr("dropme:counter").await.unwrap_err();
+    assert!(matches!(e, Error::ConnectionLost { .. }), "{e:?}");
+    assert!(!arm.load(Ordering::SeqCst), "the fault was injected");
+    assert_eq!(
+        direct.get::<i64>("dropme:counter").await.unwrap(),
+        1,
+        "the write ran once and was not sent again"
+    );
+    // The connection is replaced; later commands work.
+    assert_eq!(client.incr("dropme:counter").await.unwrap(), 2);
+
+    c.retry_reads = false;
+    let strict = connect(c).await;
+    arm.store(true, Ordering::SeqCst);
+    let e = strict
+        .get::<Option<String>>("dropme:value")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ConnectionLost { .. }), "{e:?}");
+    assert!(!arm.load(Ordering::SeqCst), "the fault was injected");
+    assert_eq!(strict.get::<String>("dropme:value").await.unwrap(), "v");
+}

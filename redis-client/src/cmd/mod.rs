@@ -34,6 +34,8 @@ pub struct Cmd {
     /// Built to stay inside the shadow key space already (the `SCAN` stream's `MATCH`): the
     /// shadow policy sends it as it is.
     shadow_mapped: bool,
+    /// Why an argument could not be encoded (the command fails before it is sent).
+    invalid: Option<Box<str>>,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -62,6 +64,7 @@ impl Cmd {
             argc: 1,
             spec: None,
             shadow_mapped: false,
+            invalid: None,
         }
     }
 
@@ -76,6 +79,7 @@ impl Cmd {
             argc: words,
             spec: Some(spec),
             shadow_mapped: false,
+            invalid: None,
         }
     }
 
@@ -93,8 +97,7 @@ impl Cmd {
     /// Appends an argument.
     #[must_use]
     pub fn arg(mut self, a: impl ToArg) -> Self {
-        a.write_arg(&mut self.buf);
-        self.argc += a.count();
+        self.push(a);
         self
     }
 
@@ -102,16 +105,30 @@ impl Cmd {
     #[must_use]
     pub fn args<A: ToArg>(mut self, args: impl IntoIterator<Item = A>) -> Self {
         for a in args {
-            a.write_arg(&mut self.buf);
-            self.argc += a.count();
+            self.push(a);
         }
         self
     }
 
     /// Appends an argument in place.
     pub(crate) fn push(&mut self, a: impl ToArg) {
-        a.write_arg(&mut self.buf);
-        self.argc += a.count();
+        let mark = self.buf.len();
+        match a.try_write_arg(&mut self.buf) {
+            Ok(()) => self.argc += a.count(),
+            Err(why) => {
+                // Keep the encoding well-formed (the arguments stay parseable); the command
+                // is refused when sent.
+                self.buf.truncate(mark);
+                if self.invalid.is_none() {
+                    self.invalid = Some(format!("argument {}: {why}", self.argc).into());
+                }
+            }
+        }
+    }
+
+    /// Why an argument could not be encoded, if one could not.
+    pub(crate) fn invalid(&self) -> Option<&str> {
+        self.invalid.as_deref()
     }
 
     /// Number of arguments, the name included.
@@ -186,6 +203,7 @@ impl Cmd {
             argc: 0,
             spec: self.spec,
             shadow_mapped: true,
+            invalid: self.invalid.clone(),
         };
         out.buf.put_bytes(0, HEADROOM);
         for (i, a) in args.iter().enumerate() {
@@ -225,6 +243,21 @@ impl Cmd {
 pub trait ToArg {
     /// Appends the argument(s) as bulk strings.
     fn write_arg(&self, out: &mut BytesMut);
+
+    /// As [`write_arg`](Self::write_arg), or why the value cannot be an argument (a [`Json`]
+    /// value that does not serialize). A command with such an argument fails with
+    /// [`Error::Invalid`](crate::Error::Invalid) before anything is sent. Default: never
+    /// fails.
+    ///
+    /// [`Json`]: crate::Json
+    ///
+    /// # Errors
+    ///
+    /// The reason, for the error message.
+    fn try_write_arg(&self, out: &mut BytesMut) -> Result<(), String> {
+        self.write_arg(out);
+        Ok(())
+    }
 
     /// How many arguments `write_arg` writes. Default is 1.
     fn count(&self) -> u32 {
@@ -301,6 +334,10 @@ impl<T: ToArg + ?Sized> ToArg for &T {
         (**self).write_arg(out);
     }
 
+    fn try_write_arg(&self, out: &mut BytesMut) -> Result<(), String> {
+        (**self).try_write_arg(out)
+    }
+
     fn count(&self) -> u32 {
         (**self).count()
     }
@@ -311,6 +348,10 @@ impl<T: ToArg> ToArg for Option<T> {
         if let Some(v) = self {
             v.write_arg(out);
         }
+    }
+
+    fn try_write_arg(&self, out: &mut BytesMut) -> Result<(), String> {
+        self.as_ref().map_or(Ok(()), |v| v.try_write_arg(out))
     }
 
     fn count(&self) -> u32 {
@@ -325,6 +366,10 @@ impl<T: ToArg> ToArg for [T] {
         }
     }
 
+    fn try_write_arg(&self, out: &mut BytesMut) -> Result<(), String> {
+        self.iter().try_for_each(|v| v.try_write_arg(out))
+    }
+
     fn count(&self) -> u32 {
         self.iter().map(ToArg::count).sum()
     }
@@ -333,6 +378,10 @@ impl<T: ToArg> ToArg for [T] {
 impl<T: ToArg> ToArg for Vec<T> {
     fn write_arg(&self, out: &mut BytesMut) {
         self.as_slice().write_arg(out);
+    }
+
+    fn try_write_arg(&self, out: &mut BytesMut) -> Result<(), String> {
+        self.as_slice().try_write_arg(out)
     }
 
     fn count(&self) -> u32 {
@@ -344,6 +393,11 @@ impl<A: ToArg, B: ToArg> ToArg for (A, B) {
     fn write_arg(&self, out: &mut BytesMut) {
         self.0.write_arg(out);
         self.1.write_arg(out);
+    }
+
+    fn try_write_arg(&self, out: &mut BytesMut) -> Result<(), String> {
+        self.0.try_write_arg(out)?;
+        self.1.try_write_arg(out)
     }
 
     fn count(&self) -> u32 {

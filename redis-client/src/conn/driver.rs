@@ -406,3 +406,140 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<'_, S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The batching itself, seen through a stream that counts the driver's writes; the peer
+    //! answers `+OK` to every command it decodes.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::resp::encode_command;
+
+    /// Counts the write calls that moved bytes.
+    struct Counting {
+        inner: DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if let Poll::Ready(Ok(n)) = r
+                && n > 0
+            {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    fn request(key: &str) -> (Request, oneshot::Receiver<Result<Reply, crate::Error>>) {
+        let mut data = BytesMut::new();
+        encode_command(&mut data, &[&b"GET"[..], key.as_bytes()]);
+        let (tx, rx) = oneshot::channel();
+        let req = Request {
+            data: data.freeze(),
+            replies: 1,
+            tx,
+            retry: false,
+            deadline: None,
+        };
+        (req, rx)
+    }
+
+    #[tokio::test]
+    async fn queued_commands_go_out_in_one_write_and_a_lone_one_at_once() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let stream = Counting {
+            inner: ours,
+            writes: writes.clone(),
+        };
+        let commands = Arc::new(AtomicUsize::new(0));
+        let seen = commands.clone();
+        tokio::spawn(async move {
+            let (mut buf, mut decoder) = (BytesMut::new(), Decoder::new());
+            while peer.read_buf(&mut buf).await.unwrap_or(0) > 0 {
+                let mut out = Vec::new();
+                while let Ok(Some(_)) = decoder.decode(&mut buf) {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                    out.extend_from_slice(b"+OK\r\n");
+                }
+                if peer.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (tx, mut rx) = mpsc::channel(1024);
+        // A hundred callers queue while the owner task is busy elsewhere.
+        let mut replies = Vec::new();
+        for i in 0..100 {
+            let (req, reply) = request(&format!("k{i}"));
+            tx.try_send(req).unwrap();
+            replies.push(reply);
+        }
+        let driver = tokio::spawn(async move {
+            let mut pending = VecDeque::new();
+            Driver::new(
+                stream,
+                &mut rx,
+                &mut pending,
+                1000,
+                1024,
+                Decoder::new(),
+                None,
+            )
+            .await;
+        });
+        for r in replies {
+            assert!(matches!(
+                r.await.unwrap().unwrap(),
+                Reply::One(Frame::Simple(_))
+            ));
+        }
+        assert_eq!(commands.load(Ordering::Relaxed), 100);
+        assert_eq!(
+            writes.load(Ordering::Relaxed),
+            1,
+            "a hundred queued commands are one write"
+        );
+
+        // The queue drained: a lone command is written without waiting for company.
+        let (req, reply) = request("alone");
+        tx.send(req).await.unwrap();
+        assert!(matches!(reply.await.unwrap().unwrap(), Reply::One(_)));
+        assert_eq!(writes.load(Ordering::Relaxed), 2);
+        drop(tx);
+        driver.await.unwrap();
+    }
+}
