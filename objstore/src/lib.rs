@@ -1,20 +1,39 @@
-//! A memory-based object store served over gRPC (and a RESP port), with revisions, watches and
-//! memory-mapped snapshots.
+//! A memory-based object store served over gRPC, with etcd-style revisions, watches, TTLs, a
+//! memory cap that holds for resident memory, and memory-mapped snapshots.
+//!
+//! Run it with `objstore serve [--config objstore.toml]` (embedded defaults: loopback, the
+//! in-process registry, no snapshot unless configured; see `objstore.example.toml`), operate
+//! it with `objstore put|get|rm|ls|stat|snapshot`, call it from Rust through [`client`] or from
+//! any language through `proto/objstore.proto`.
 //!
 //! # Layout
 //!
 //! - [`engine`]: sharded in-memory map of key → object (value as `Bytes`, revisions, expiry,
-//!   metadata), memory accounting with eviction, TTL, change feed.
-//! - [`server`]: tonic gRPC service (Put/Get/Head/Delete/List/BatchGet/BatchPut/Watch,
-//!   streaming upload/download), health and reflection; the RESP port on the same engine.
-//! - `snapshot` (to come): atomic, checksummed snapshots loaded through memmap2 without
-//!   copying values.
+//!   content type, metadata): records packed into segments behind a compact hash index that
+//!   grows incrementally, memory accounting against real resident memory with eviction, lazy
+//!   and active expiry, and the change feed watches resume from.
+//! - [`server`]: the tonic service (Put/Get/Head/Delete/List/BatchGet/BatchPut/Watch,
+//!   streaming Upload/Download, Snapshot), health and reflection, token auth, TLS, the shadow
+//!   namespace, per-call metrics.
+//! - [`snapshot`]: atomic, checksummed snapshots written shard by shard while writers go on,
+//!   loaded through memmap2 without copying values.
 //! - [`client`]: the Rust client with our own types, deadlines, and retries for reads.
+//! - [`config`]: the `[objstore]` section.
 //!
-//! # Status
+//! # Example
 //!
-//! The engine is implemented and tested; the service, snapshots and client are not yet (see
-//! the objstore issue).
+//! ```no_run
+//! # async fn f() -> Result<(), objstore::client::Error> {
+//! use objstore::client::{Client, ClientConfig, PutOptions};
+//!
+//! let client = Client::connect("127.0.0.1:7070", ClientConfig::default()).await?;
+//! let info = client
+//!     .put(b"docs/readme", "hello".into(), PutOptions::default())
+//!     .await?;
+//! let object = client.get(b"docs/readme").await?.expect("just written");
+//! assert_eq!(object.info.mod_revision, info.mod_revision);
+//! # Ok(()) }
+//! ```
 
 pub mod client;
 pub mod config;

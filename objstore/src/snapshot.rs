@@ -223,7 +223,7 @@ pub fn load(path: &Path, config: EngineConfig) -> Result<(Engine, SnapshotStats)
     if &h[0..8] != MAGIC {
         return Err(corrupt(if &h[0..7] == b"JUPOBJS" {
             format!(
-                "format {} (this build reads format {FORMAT}); start with --empty and take a new snapshot",
+                "format {} (this build reads format {FORMAT}); set [objstore.snapshot] on-corrupt = \"start-empty\" and take a new snapshot",
                 char::from(h[7])
             )
         } else {

@@ -309,3 +309,115 @@ fn snapshots_survive_restarts_and_a_sigkill_mid_snapshot() {
     drop(s4);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A plain HTTP/1.1 GET on loopback: the body.
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(out)
+}
+
+/// What `objstore serve` runs besides the gRPC service: periodic snapshots (no call, no
+/// shutdown asked for one), active expiry (an object nobody reads is removed on its own and
+/// watchers see it go), and its registration in the registry, shown by the governance
+/// server's `/registry`.
+#[tokio::test]
+async fn serve_snapshots_periodically_expires_actively_and_registers() {
+    use objstore::client::{Client, ClientConfig, PutOptions};
+    use tokio_stream::StreamExt;
+
+    let dir = std::env::temp_dir().join(format!(
+        "objstore-cli-periodic-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("periodic.snap");
+    let s = serve(&format!(
+        "[objstore.snapshot]\npath = \"{}\"\ninterval = \"1s\"\n",
+        path.display()
+    ));
+    let governance = loop {
+        let line = s
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("objstore serve prints the governance address");
+        if let Some(a) = line.strip_prefix("governance listening on http://") {
+            break a.to_owned();
+        }
+    };
+    let client = Client::connect(&s.addr, ClientConfig::default())
+        .await
+        .unwrap();
+    let mut changes = client.watch(b"", 0, false).await.unwrap();
+    client
+        .put(
+            b"keep",
+            bytes::Bytes::from_static(b"kept"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    client
+        .put(
+            b"brief",
+            bytes::Bytes::from_static(b"gone soon"),
+            PutOptions {
+                ttl: Some(Duration::from_millis(200)),
+                ..PutOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // Active expiry: "brief" is never read, yet it expires and the watcher is told.
+    let expired = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(c) = changes.next().await {
+            let c = c.unwrap();
+            if c.kind == "expire" {
+                return c.key;
+            }
+        }
+        panic!("the watch ended");
+    })
+    .await
+    .expect("the background sweep expires an unread object");
+    assert_eq!(&expired[..], b"brief");
+
+    // A periodic snapshot appears with no call asking for one, and a later one holds "keep"
+    // (the first may have been taken before it was written).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let has_keep = path.exists()
+            && objstore::snapshot::load(&path, objstore::engine::EngineConfig::default())
+                .expect("a periodic snapshot loads")
+                .0
+                .get(b"keep")
+                .is_some();
+        if has_keep {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no periodic snapshot with \"keep\" at {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Registered: the in-process registry lists this instance's gRPC address.
+    let registry = http_get(&governance, "/registry").await;
+    assert!(registry.contains(&s.addr), "{registry}");
+    assert!(registry.contains("grpc"), "{registry}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
