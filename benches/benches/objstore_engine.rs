@@ -1,7 +1,9 @@
-//! objstore's engine: get and put throughput at 1 and 2 threads, and the concurrency scheme
-//! chosen by this measurement — sharded locks (`RwLock<BTreeMap>` shards, the scheme the
-//! engine uses around its own segment index) against an epoch-reclaimed lock-free ordered
-//! map (`crossbeam-skiplist`, built on crossbeam-epoch).
+//! objstore's engine: get and put throughput at 1 and 2 threads (`engine/…`), and the
+//! concurrency scheme it was chosen by (`scheme/…`): sharded reader-writer locks against
+//! epoch-based reclamation, each around the same kind of ordered map — 64 `RwLock<BTreeMap>`
+//! shards against one lock-free `crossbeam-skiplist` (crossbeam-epoch) — so the comparison is
+//! of the schemes, not of the maps. The engine itself is sharded locks around its own hash
+//! index of packed segments (see `objstore::engine`), which `engine/…` measures.
 //!
 //! Each iteration is one operation; with 2 threads, both run the same number of operations
 //! and the time is the wall time of the pair, so a scheme that scales halves its time.

@@ -415,7 +415,12 @@ impl Engine {
             let (_, s) = shard.find(key, h)?;
             let (header, segment, off) = shard.segs.header(s);
             (!header.expired(now)).then(|| {
-                segment.last_read.store(self.tick(), Ordering::Relaxed);
+                // Written only when the tick (seconds) moved on: readers of one segment on
+                // several cores would otherwise bounce its cache line on every read.
+                let tick = self.tick();
+                if segment.last_read.load(Ordering::Relaxed) != tick {
+                    segment.last_read.store(tick, Ordering::Relaxed);
+                }
                 (segment.clone(), off, header)
             })
         };
