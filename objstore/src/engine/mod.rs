@@ -11,8 +11,12 @@
 //! # Concurrency
 //!
 //! Keys hash to one of N shards (a power of two, default 64), each behind its own
-//! reader-writer lock: chosen by measurement over an epoch-reclaimed lock-free map (see the
-//! `objstore_engine` bench). Reads take one shard's read lock for a lookup and an `Arc` of a
+//! reader-writer lock: chosen by measurement over an epoch-reclaimed lock-free map (the
+//! `objstore_engine` bench, `scheme/…`, both around ordered maps of 100,000 keys: sharded
+//! locks did gets 1.4× faster on one thread and 1.7× on two, puts 3.1× and 2.8×, on the
+//! 2-core machine of 2026-12-01; the skiplist pays for epoch pins and node allocation on
+//! every operation, and sharded locks are uncontended when keys spread over 64 shards).
+//! Reads take one shard's read lock for a lookup and an `Arc` of a
 //! segment; writers of different shards never meet. The one global step of a write is
 //! assigning its revision and appending to the change feed (a short mutex), which is what
 //! makes revisions a total order that watchers can resume from. An index grows by half when
