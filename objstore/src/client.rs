@@ -1,10 +1,29 @@
 //! The Rust client: our own types (not raw protobuf), a deadline on every call, and retries
 //! with backoff for calls that are safe to repeat (reads).
+//!
+//! # Retries
+//!
+//! Reads (`get`, `head`, `list_page`, `batch_get`, `download`) are idempotent: one that fails
+//! with [`Error::Unavailable`] is made again, up to [`ClientConfig::read_attempts`] times in
+//! all, with jittered exponential backoff (20 ms doubling up to 1 s). A read that times out is
+//! not repeated: it has used its whole deadline already.
+//!
+//! Writes (`put`, `delete`, `delete_with`, `batch_put`) are never repeated, conditional ones
+//! included: if the server applied a write whose reply was lost, the repeat of a conditional
+//! write would fail its own condition and report a failure for a write that happened. A write
+//! that failed with an error whose [`Error::retryable`] is true may or may not have been
+//! applied; the caller decides (a conditional write is the safe way to repeat one).
+//!
+//! # Deadlines
+//!
+//! Every call is bounded by [`ClientConfig::timeout`] on the client's own clock (connecting
+//! included) and carries it to the server as `grpc-timeout`. Streams are bounded per message:
+//! opening a download or watch, and each chunk of a download, must arrive within the timeout.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -12,7 +31,8 @@ use tonic::{Code, Request, Status};
 use crate::proto;
 use crate::proto::object_store_client::ObjectStoreClient;
 
-/// Objects larger than this are uploaded in chunks.
+/// Objects larger than this are uploaded in chunks by [`Client::put`]; read them back with
+/// [`Client::download`].
 pub const STREAM_THRESHOLD: usize = 4 * 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
 
@@ -69,6 +89,15 @@ pub enum Error {
 
 impl Error {
     fn from_status(s: Status, timeout: Duration) -> Error {
+        // tonic's own client-side deadline (from `grpc-timeout`) surfaces as CANCELLED; it is
+        // the same deadline as ours, so whichever fires first means the same thing.
+        let mut source = std::error::Error::source(&s);
+        while let Some(e) = source {
+            if e.is::<tonic::TimeoutExpired>() {
+                return Error::Timeout(timeout);
+            }
+            source = e.source();
+        }
         let message = s.message().to_owned();
         match s.code() {
             Code::NotFound => Error::NotFound,
@@ -86,6 +115,37 @@ impl Error {
                 message,
             },
             code => Error::Other { code, message },
+        }
+    }
+
+    /// Whether the same call may succeed if made again: the server could not be reached or
+    /// did not answer in time. Reads are repeated for [`Error::Unavailable`] already (see the
+    /// [module docs](self#retries)); a write that failed this way may or may not have been
+    /// applied.
+    #[must_use]
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::Timeout(_) | Error::Connect { .. }
+        )
+    }
+
+    /// Whether the call had no answer within its deadline.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_))
+    }
+
+    /// For [`Error::Precondition`]: the key's current mod revision, as the server reported it;
+    /// `None` if the key does not exist (or for any other error).
+    #[must_use]
+    pub fn current_revision(&self) -> Option<u64> {
+        match self {
+            // The server's wording: "condition failed: current revision is 7".
+            Error::Precondition(m) => m
+                .split_once("current revision is ")
+                .and_then(|(_, r)| r.trim().parse().ok()),
+            _ => None,
         }
     }
 }
@@ -135,20 +195,24 @@ pub struct Object {
     pub info: Info,
 }
 
-/// Options of a write.
+/// Options of a write. The default is an unconditional write with no expiry, content type
+/// or metadata.
+///
+/// At most one condition applies: `if_absent`, else `if_revision`, else `if_etag`. A write
+/// whose condition fails is [`Error::Precondition`].
 #[derive(Clone, Debug, Default)]
 pub struct PutOptions {
-    /// Time to live.
+    /// Time to live, in whole milliseconds (at least 1). Default: none.
     pub ttl: Option<Duration>,
-    /// MIME type.
+    /// MIME type. Default: none.
     pub content_type: Option<String>,
-    /// User metadata.
+    /// User metadata. Default: empty.
     pub metadata: HashMap<String, String>,
-    /// Only if absent.
+    /// Only if the key does not exist. Default: false.
     pub if_absent: bool,
-    /// Only if the current mod revision is this.
+    /// Only if the key's current mod revision is this. Default: none.
     pub if_revision: Option<u64>,
-    /// Only if the current ETag is this.
+    /// Only if the key's current ETag is this. Default: none.
     pub if_etag: Option<String>,
 }
 
@@ -163,6 +227,111 @@ impl PutOptions {
             self.if_etag.clone().map(Kind::IfEtag)
         };
         kind.map(|k| proto::Condition { kind: Some(k) })
+    }
+}
+
+/// Conditions of a delete. The default deletes unconditionally.
+///
+/// At most one condition applies: `if_revision`, else `if_etag`. A delete whose condition
+/// fails, or that has a condition and finds no key, is [`Error::Precondition`].
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// Only if the key's current mod revision is this. Default: none.
+    pub if_revision: Option<u64>,
+    /// Only if the key's current ETag is this. Default: none.
+    pub if_etag: Option<String>,
+}
+
+impl DeleteOptions {
+    fn condition(&self) -> Option<proto::Condition> {
+        use proto::condition::Kind;
+        let kind = match (self.if_revision, &self.if_etag) {
+            (Some(r), _) => Kind::IfRevision(r),
+            (None, Some(t)) => Kind::IfEtag(t.clone()),
+            (None, None) => return None,
+        };
+        Some(proto::Condition { kind: Some(kind) })
+    }
+}
+
+/// An object being downloaded: its metadata, then its value a chunk at a time (see
+/// [`Client::download_stream`]).
+pub struct Download {
+    /// The object's metadata; `info.size` is what the chunks add up to.
+    pub info: Info,
+    chunks: tonic::Streaming<proto::DownloadChunk>,
+    received: u64,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Download")
+            .field("info", &self.info)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Download {
+    /// The next chunk of the value (at most 64 KiB), `None` after the last one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if a chunk does not arrive within the client's timeout; the stream
+    /// broke ([`Error::Unavailable`] and others, see [`Error`]); or the server sent more or
+    /// fewer bytes than `info.size` ([`Error::Other`] with `DATA_LOSS`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a chunk not yet returned stays in the stream for the next call.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        let next = tokio::time::timeout(self.timeout, self.chunks.message())
+            .await
+            .map_err(|_| Error::Timeout(self.timeout))?
+            .map_err(|s| Error::from_status(s, self.timeout))?;
+        let short = |received: u64, info: &Info| Error::Other {
+            code: Code::DataLoss,
+            message: format!(
+                "download sent {received} bytes of an object of {} bytes",
+                info.size
+            ),
+        };
+        match next {
+            None if self.received == self.info.size => Ok(None),
+            None => Err(short(self.received, &self.info)),
+            Some(proto::DownloadChunk {
+                part: Some(proto::download_chunk::Part::Data(d)),
+            }) => {
+                self.received += d.len() as u64;
+                if self.received > self.info.size {
+                    return Err(short(self.received, &self.info));
+                }
+                Ok(Some(d))
+            }
+            Some(_) => Err(Error::Other {
+                code: Code::Internal,
+                message: "download sent a second metadata message".into(),
+            }),
+        }
+    }
+
+    /// The rest of the value, assembled.
+    ///
+    /// # Errors
+    ///
+    /// As [`Download::chunk`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the chunks read so far are lost.
+    pub async fn bytes(mut self) -> Result<Bytes, Error> {
+        let rest = self.info.size.saturating_sub(self.received);
+        let mut value = BytesMut::with_capacity(usize::try_from(rest).unwrap_or(0));
+        while let Some(chunk) = self.chunk().await? {
+            value.extend_from_slice(&chunk);
+        }
+        Ok(value.freeze())
     }
 }
 
@@ -182,14 +351,15 @@ pub struct Change {
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Deadline of one call.
+    /// Deadline of one call (of one attempt, for reads), connecting included. Default is 5
+    /// seconds.
     pub timeout: Duration,
-    /// Attempts for reads (1: no retry).
+    /// Attempts for reads that find the server unavailable (1: no retry). Default is 3.
     pub read_attempts: u32,
-    /// Bearer token, if the server wants one.
+    /// Bearer token, if the server wants one. Default: none.
     pub token: Option<String>,
     /// TLS: the CA that signed the server's certificate. Used for `https://` addresses (and
-    /// makes a bare `host:port` one).
+    /// makes a bare `host:port` one). Default: none (plaintext).
     pub tls: Option<ClientTls>,
 }
 
@@ -244,7 +414,27 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
     Ok(endpoint)
 }
 
-/// A handle to one objstore server. Cheap to clone.
+/// A handle to one objstore server. Cheap to clone (the clones share one connection).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example() -> Result<(), objstore::client::Error> {
+/// use bytes::Bytes;
+/// use objstore::client::{Client, ClientConfig, DeleteOptions, PutOptions};
+///
+/// let c = Client::connect("127.0.0.1:7070", ClientConfig::default()).await?;
+/// let info = c.put(b"k", Bytes::from_static(b"v"), PutOptions::default()).await?;
+/// // Delete only what we wrote: if another writer came in between, this is
+/// // `Error::Precondition` and its `current_revision()` says where the key is now.
+/// let only_ours = DeleteOptions {
+///     if_revision: Some(info.mod_revision),
+///     ..DeleteOptions::default()
+/// };
+/// c.delete_with(b"k", only_ours).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Client {
     grpc: ObjectStoreClient<Channel>,
@@ -257,20 +447,29 @@ impl Client {
     /// # Errors
     ///
     /// The address is invalid or the server cannot be reached within the timeout.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is kept of a connection that did not finish.
     pub async fn connect(addr: &str, config: ClientConfig) -> Result<Client, Error> {
         let connect_err = |message: String| Error::Connect {
             addr: addr.to_owned(),
             message,
         };
         let endpoint = endpoint(addr, &config)?;
-        let channel = endpoint.connect().await.map_err(|e| {
-            connect_err(format!(
-                "{e}: {}",
-                std::error::Error::source(&e)
-                    .map(ToString::to_string)
-                    .unwrap_or_default()
-            ))
-        })?;
+        // `connect_timeout` bounds the TCP connect only; this bounds the TLS handshake too,
+        // which a peer that accepts and never answers would stall forever.
+        let channel = tokio::time::timeout(config.timeout, endpoint.connect())
+            .await
+            .map_err(|_| connect_err(format!("no answer within {:?}", config.timeout)))?
+            .map_err(|e| {
+                connect_err(format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ))
+            })?;
         Ok(Client {
             grpc: ObjectStoreClient::new(channel)
                 .max_decoding_message_size(usize::MAX)
@@ -302,6 +501,10 @@ impl Client {
     /// # Errors
     ///
     /// The server could not be asked; see [`Error`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a read.
     pub async fn probe_shadow(&self, key: &[u8]) -> Result<bool, Error> {
         let ctx = jupiter_core::shadow::ShadowContext::new();
         let req = jupiter_core::shadow::ShadowContext::sync_scope(Some(ctx), || {
@@ -311,21 +514,20 @@ impl Client {
         });
         let acked =
             |m: &tonic::metadata::MetadataMap| m.get(jupiter_core::shadow::ACK_HEADER).is_some();
-        match self.grpc.clone().head(req).await {
-            Ok(r) => Ok(acked(r.metadata())),
-            Err(s) if s.code() == Code::NotFound => Ok(acked(s.metadata())),
-            Err(s) => Err(self.err(s)),
+        let mut grpc = self.grpc.clone();
+        let timeout = self.config.timeout;
+        match tokio::time::timeout(timeout, grpc.head(req)).await {
+            Err(_) => Err(Error::Timeout(timeout)),
+            Ok(Ok(r)) => Ok(acked(r.metadata())),
+            Ok(Err(s)) if s.code() == Code::NotFound => Ok(acked(s.metadata())),
+            Ok(Err(s)) => Err(self.err(s)),
         }
     }
 
     fn request<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         r.set_timeout(self.config.timeout);
-        if let Some(t) = &self.config.token
-            && let Ok(v) = format!("Bearer {t}").parse()
-        {
-            r.metadata_mut().insert("authorization", v);
-        }
+        self.authorize(&mut r);
         // Shadow traffic stays shadow traffic across this hop.
         if let Some(ctx) = jupiter_core::shadow::ShadowContext::current() {
             let mut headers = http::HeaderMap::new();
@@ -342,46 +544,67 @@ impl Client {
         r
     }
 
+    fn authorize<T>(&self, r: &mut Request<T>) {
+        if let Some(t) = &self.config.token
+            && let Ok(v) = format!("Bearer {t}").parse()
+        {
+            r.metadata_mut().insert("authorization", v);
+        }
+    }
+
     fn err(&self, s: Status) -> Error {
         Error::from_status(s, self.config.timeout)
     }
 
-    /// Runs a read with retries on UNAVAILABLE (jittered exponential backoff).
+    /// `call` within the client's deadline, on the client's clock: tonic's own deadline
+    /// starts only once a connection is ready, so it misses a connect that never completes.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.config.timeout, call).await {
+            Ok(r) => r.map_err(|s| self.err(s)),
+            Err(_) => Err(Error::Timeout(self.config.timeout)),
+        }
+    }
+
+    /// Runs a read with retries on [`Error::Unavailable`] (jittered exponential backoff).
+    /// Each attempt is bounded by the deadline on its own.
     async fn read<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
     where
         F: FnMut(ObjectStoreClient<Channel>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, Status>>,
+        Fut: std::future::Future<Output = Result<T, Error>>,
     {
         let mut delay = Duration::from_millis(20);
         let mut attempt = 1;
         loop {
             match call(self.grpc.clone()).await {
                 Ok(v) => return Ok(v),
-                Err(s) if s.code() == Code::Unavailable && attempt < self.config.read_attempts => {
+                Err(Error::Unavailable(_)) if attempt < self.config.read_attempts => {
                     attempt += 1;
                     let jitter = fastrand::u64(..=delay.as_millis() as u64);
                     tokio::time::sleep(delay / 2 + Duration::from_millis(jitter / 2)).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
-                Err(s) => return Err(self.err(s)),
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// Writes `value` under `key`. Large values are uploaded in chunks.
+    /// Writes `value` under `key`. Values larger than [`STREAM_THRESHOLD`] are uploaded in
+    /// 64 KiB chunks (the whole upload within the timeout). Not retried (see the
+    /// [module docs](self#retries)).
     ///
     /// # Errors
     ///
-    /// See [`Error`].
+    /// [`Error::Precondition`] if a condition of `options` failed; see [`Error`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a write cancelled after it was sent may or may not be applied. (An
+    /// upload cancelled before its last chunk stores nothing.)
     pub async fn put(&self, key: &[u8], value: Bytes, options: PutOptions) -> Result<Info, Error> {
-        let put = proto::PutRequest {
-            key: Bytes::copy_from_slice(key),
-            value: Bytes::new(),
-            content_type: options.content_type.clone().unwrap_or_default(),
-            metadata: options.metadata.clone(),
-            ttl_ms: options.ttl.map_or(0, |t| t.as_millis().max(1) as u64),
-            condition: options.condition(),
-        };
+        let put = put_request(key, Bytes::new(), options);
         let mut grpc = self.grpc.clone();
         let reply = if value.len() > STREAM_THRESHOLD {
             let size = value.len();
@@ -397,26 +620,77 @@ impl Client {
                 )),
             });
             let stream = tokio_stream::iter(std::iter::once(header).chain(chunks));
-            grpc.upload(self.request(stream)).await
+            self.bounded(grpc.upload(self.request(stream))).await
         } else {
-            grpc.put(self.request(proto::PutRequest { value, ..put }))
+            self.bounded(grpc.put(self.request(proto::PutRequest { value, ..put })))
                 .await
         };
-        let r = reply.map_err(|s| self.err(s))?.into_inner();
-        Ok(r.meta.unwrap_or_default().into())
+        Ok(reply?.into_inner().meta.unwrap_or_default().into())
     }
 
-    /// The object under `key`, or `None`.
+    /// Writes many objects in one call; each succeeds or fails on its own. The results are
+    /// in the order of `items`. Not retried, and not split: the server takes at most
+    /// [`MAX_BATCH`](crate::server::MAX_BATCH) writes and a request no larger than its
+    /// largest object (plus 64 KiB) in one call.
+    ///
+    /// # Errors
+    ///
+    /// The outer error: the call as a whole failed (then none, some or all of the writes may
+    /// have been applied). The inner ones: that write failed (a failed condition is
+    /// [`Error::Precondition`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: writes cancelled after they were sent may or may not be applied.
+    pub async fn batch_put<K: AsRef<[u8]>>(
+        &self,
+        items: impl IntoIterator<Item = (K, Bytes, PutOptions)>,
+    ) -> Result<Vec<Result<Info, Error>>, Error> {
+        let puts: Vec<proto::PutRequest> = items
+            .into_iter()
+            .map(|(k, v, o)| put_request(k.as_ref(), v, o))
+            .collect();
+        let sent = puts.len();
+        let mut grpc = self.grpc.clone();
+        let results = self
+            .bounded(grpc.batch_put(self.request(proto::BatchPutRequest { puts })))
+            .await?
+            .into_inner()
+            .results;
+        if results.len() != sent {
+            return Err(Error::Other {
+                code: Code::Internal,
+                message: format!(
+                    "batch put of {sent} writes came back with {} results",
+                    results.len()
+                ),
+            });
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| match Code::from_i32(r.code) {
+                Code::Ok => Ok(r.put.and_then(|p| p.meta).unwrap_or_default().into()),
+                code => Err(self.err(Status::new(code, r.message))),
+            })
+            .collect())
+    }
+
+    /// The object under `key`, or `None`. The value comes in one message; for values larger
+    /// than [`STREAM_THRESHOLD`] prefer [`Client::download`]. Retried as a read.
     ///
     /// # Errors
     ///
     /// See [`Error`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a read.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Object>, Error> {
         let key = Bytes::copy_from_slice(key);
         let r = self
             .read(|mut g| {
                 let req = self.request(proto::GetRequest { key: key.clone() });
-                async move { g.get(req).await }
+                self.bounded(async move { g.get(req).await })
             })
             .await;
         match r {
@@ -432,17 +706,169 @@ impl Client {
         }
     }
 
-    /// The metadata of `key`, or `None`.
+    /// The objects under `keys`, in the order of `keys` (`None` for a key that does not
+    /// exist). More keys than [`MAX_BATCH`](crate::server::MAX_BATCH) go in several calls,
+    /// each retried as a read; the objects are not one snapshot of the store.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]; one invalid key fails the call.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a read.
+    pub async fn batch_get<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Object>>, Error> {
+        let mut out = Vec::with_capacity(keys.len());
+        for part in keys.chunks(crate::server::MAX_BATCH) {
+            let keys: Vec<Bytes> = part
+                .iter()
+                .map(|k| Bytes::copy_from_slice(k.as_ref()))
+                .collect();
+            let items = self
+                .read(|mut g| {
+                    let req = self.request(proto::BatchGetRequest { keys: keys.clone() });
+                    self.bounded(async move { g.batch_get(req).await })
+                })
+                .await?
+                .into_inner()
+                .items;
+            if items.len() != part.len() {
+                return Err(Error::Other {
+                    code: Code::Internal,
+                    message: format!(
+                        "batch get of {} keys came back with {} items",
+                        part.len(),
+                        items.len()
+                    ),
+                });
+            }
+            out.extend(items.into_iter().map(|i| {
+                i.found.then(|| Object {
+                    value: i.value,
+                    info: i.meta.unwrap_or_default().into(),
+                })
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The object under `key` through the Download stream, assembled: for large values,
+    /// which [`Client::get`] would fetch in one message. The value arrives in chunks of 64
+    /// KiB, each within the timeout. Retried as a read, from the start: an attempt that
+    /// breaks off mid-stream keeps nothing.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`] and [`Download::chunk`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a read.
+    pub async fn download(&self, key: &[u8]) -> Result<Option<Object>, Error> {
+        let key = Bytes::copy_from_slice(key);
+        let r = self
+            .read(|g| {
+                let key = key.clone();
+                async move {
+                    let d = self.open_download(g, key).await?;
+                    let info = d.info.clone();
+                    Ok(Object {
+                        value: d.bytes().await?,
+                        info,
+                    })
+                }
+            })
+            .await;
+        match r {
+            Ok(o) => Ok(Some(o)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the Download stream of `key`: the object's metadata now, its value a chunk at a
+    /// time from [`Download::chunk`]; `None` if there is no such key. Opening is retried as a
+    /// read; a stream that breaks later is the caller's to reopen.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(c: objstore::client::Client) -> Result<(), objstore::client::Error> {
+    /// if let Some(mut d) = c.download_stream(b"backups/today").await? {
+    ///     let mut total = 0;
+    ///     while let Some(chunk) = d.chunk().await? {
+    ///         total += chunk.len();
+    ///     }
+    ///     assert_eq!(total as u64, d.info.size);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
     /// See [`Error`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a read.
+    pub async fn download_stream(&self, key: &[u8]) -> Result<Option<Download>, Error> {
+        let key = Bytes::copy_from_slice(key);
+        match self.read(|g| self.open_download(g, key.clone())).await {
+            Ok(d) => Ok(Some(d)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a download up to its metadata message, within the deadline.
+    async fn open_download(
+        &self,
+        mut grpc: ObjectStoreClient<Channel>,
+        key: Bytes,
+    ) -> Result<Download, Error> {
+        let req = self.request(proto::DownloadRequest {
+            key,
+            // The server's default, 64 KiB.
+            chunk_size: 0,
+        });
+        self.bounded(async move {
+            let mut chunks = grpc.download(req).await?.into_inner();
+            match chunks.message().await? {
+                Some(proto::DownloadChunk {
+                    part: Some(proto::download_chunk::Part::Meta(m)),
+                }) => Ok(Download {
+                    info: m.into(),
+                    chunks,
+                    received: 0,
+                    timeout: self.config.timeout,
+                }),
+                _ => Err(Status::internal(
+                    "download did not begin with the object's metadata",
+                )),
+            }
+        })
+        .await
+    }
+
+    /// The metadata of `key`, or `None`. Retried as a read.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a read.
     pub async fn head(&self, key: &[u8]) -> Result<Option<Info>, Error> {
         let key = Bytes::copy_from_slice(key);
         match self
             .read(|mut g| {
                 let req = self.request(proto::HeadRequest { key: key.clone() });
-                async move { g.head(req).await }
+                self.bounded(async move { g.head(req).await })
             })
             .await
         {
@@ -452,31 +878,61 @@ impl Client {
         }
     }
 
-    /// Deletes `key`; returns the deletion's revision, `None` if it did not exist.
+    /// Deletes `key`; returns the deletion's revision, `None` if it did not exist. Not
+    /// retried.
     ///
     /// # Errors
     ///
     /// See [`Error`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a delete cancelled after it was sent may or may not be applied.
     pub async fn delete(&self, key: &[u8]) -> Result<Option<u64>, Error> {
+        self.delete_with(key, DeleteOptions::default()).await
+    }
+
+    /// Deletes `key` if the conditions of `options` hold; returns the deletion's revision,
+    /// `None` if the key did not exist and there was no condition. Not retried, conditional or
+    /// not (see the [module docs](self#retries)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Precondition`] if the condition failed or found no key
+    /// ([`Error::current_revision`] tells which); see [`Error`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a delete cancelled after it was sent may or may not be applied.
+    pub async fn delete_with(
+        &self,
+        key: &[u8],
+        options: DeleteOptions,
+    ) -> Result<Option<u64>, Error> {
         let mut grpc = self.grpc.clone();
-        match grpc
-            .delete(self.request(proto::DeleteRequest {
-                key: Bytes::copy_from_slice(key),
-                condition: None,
-            }))
-            .await
-        {
+        let req = self.request(proto::DeleteRequest {
+            key: Bytes::copy_from_slice(key),
+            condition: options.condition(),
+        });
+        match self.bounded(grpc.delete(req)).await {
             Ok(r) => Ok(Some(r.into_inner().revision)),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(self.err(s)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    /// One page of keys under `prefix`: `(key, info)` pairs and the token of the next page.
+    /// One page of keys under `prefix`: `(key, info)` pairs in key order and the token of the
+    /// next page (`None` on the last page). `limit` 0 is the server's default (1000); at most
+    /// [`MAX_LIST`](crate::server::MAX_LIST). Pass `""` for the first page. Retried as a
+    /// read.
     ///
     /// # Errors
     ///
-    /// See [`Error`].
+    /// See [`Error`]; a token not from a previous page is [`Error::Invalid`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a read.
     pub async fn list_page(
         &self,
         prefix: &[u8],
@@ -491,7 +947,7 @@ impl Client {
                     limit,
                     page_token: token.to_owned(),
                 });
-                async move { g.list(req).await }
+                self.bounded(async move { g.list(req).await })
             })
             .await?
             .into_inner();
@@ -511,6 +967,10 @@ impl Client {
     /// # Errors
     ///
     /// See [`Error`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a read (the pages read so far are dropped).
     pub async fn list_all(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Info)>, Error> {
         let mut out = Vec::new();
         let mut token = String::new();
@@ -524,30 +984,42 @@ impl Client {
         }
     }
 
-    /// Asks the server to write a snapshot now: `(objects, revision, bytes, path)`.
+    /// Asks the server to write a snapshot now: `(objects, revision, bytes, path)`. The
+    /// deadline is the timeout or 10 minutes, whichever is longer. Not retried.
     ///
     /// # Errors
     ///
     /// See [`Error`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe as to the store; the snapshot may still be written.
     pub async fn snapshot(&self) -> Result<(u64, u64, u64, String), Error> {
         let mut grpc = self.grpc.clone();
         let mut req = self.request(proto::SnapshotRequest {});
         // Writing a large store takes longer than a usual call.
-        req.set_timeout(self.config.timeout.max(Duration::from_secs(600)));
-        let r = grpc
-            .snapshot(req)
+        let deadline = self.config.timeout.max(Duration::from_secs(600));
+        req.set_timeout(deadline);
+        let r = tokio::time::timeout(deadline, grpc.snapshot(req))
             .await
-            .map_err(|s| self.err(s))?
+            .map_err(|_| Error::Timeout(deadline))?
+            .map_err(|s| Error::from_status(s, deadline))?
             .into_inner();
         Ok((r.objects, r.revision, r.bytes, r.path))
     }
 
-    /// Changes under `prefix` from revision `from` (0: from now).
+    /// Changes under `prefix` from revision `from` (0: from now), in revision order. Opening
+    /// the stream is bounded by the timeout (and not retried); the stream itself has no
+    /// deadline.
     ///
     /// # Errors
     ///
     /// See [`Error`]; a watch that falls behind ends with [`Error::OutOfRange`] carrying
     /// `resume_from`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a watch not yet open is dropped; dropping the stream ends the watch.
     pub async fn watch(
         &self,
         prefix: &[u8],
@@ -555,22 +1027,15 @@ impl Client {
         values: bool,
     ) -> Result<impl Stream<Item = Result<Change, Error>> + use<>, Error> {
         let mut grpc = self.grpc.clone();
+        // No `grpc-timeout`: a watch lives as long as its caller keeps the stream.
         let mut req = Request::new(proto::WatchRequest {
             prefix: Bytes::copy_from_slice(prefix),
             start_revision: from,
             include_values: values,
         });
-        if let Some(t) = &self.config.token
-            && let Ok(v) = format!("Bearer {t}").parse()
-        {
-            req.metadata_mut().insert("authorization", v);
-        }
+        self.authorize(&mut req);
         let timeout = self.config.timeout;
-        let stream = grpc
-            .watch(req)
-            .await
-            .map_err(|s| Error::from_status(s, timeout))?
-            .into_inner();
+        let stream = self.bounded(grpc.watch(req)).await?.into_inner();
         use tokio_stream::StreamExt;
         Ok(stream.map(move |e| {
             let e = e.map_err(|s| Error::from_status(s, timeout))?;
@@ -591,5 +1056,17 @@ impl Client {
                 }),
             })
         }))
+    }
+}
+
+/// The request of a write; `value` is empty for an upload's header.
+fn put_request(key: &[u8], value: Bytes, options: PutOptions) -> proto::PutRequest {
+    proto::PutRequest {
+        key: Bytes::copy_from_slice(key),
+        condition: options.condition(),
+        value,
+        content_type: options.content_type.unwrap_or_default(),
+        metadata: options.metadata,
+        ttl_ms: options.ttl.map_or(0, |t| t.as_millis().max(1) as u64),
     }
 }
