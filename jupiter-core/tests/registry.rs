@@ -315,19 +315,30 @@ async fn etcd_restart_and_lease_loss_are_survived() {
         .kvs()[0]
         .lease();
     raw.lease_revoke(lease).await.unwrap();
+    // Regression: the watched set may still show both instances from before the revoke, so
+    // wait for the key itself to come back rather than for the set (the key was read while
+    // still deleted and the test indexed an empty reply).
+    let new_lease = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let reply = raw
+                .get("grpc:objstore:v1:prod/127.0.0.1:7001", None)
+                .await
+                .unwrap();
+            match reply.kvs().first().map(|kv| kv.lease()) {
+                Some(l) if l != lease => return l,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("the key is re-put after its lease was revoked");
+    assert_ne!(new_lease, lease, "re-put under a new lease");
     converge(
         &mut rx,
         &["127.0.0.1:7001", "127.0.0.1:7003"],
         Duration::from_secs(15),
     )
     .await;
-    let new_lease = raw
-        .get("grpc:objstore:v1:prod/127.0.0.1:7001", None)
-        .await
-        .unwrap()
-        .kvs()[0]
-        .lease();
-    assert_ne!(new_lease, lease, "re-put under a new lease");
 }
 
 #[tokio::test]
