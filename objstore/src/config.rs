@@ -17,6 +17,8 @@ use crate::server::ServiceConfig;
 pub struct ObjstoreConfig {
     /// gRPC listen address. Default `127.0.0.1:7070` (loopback).
     pub listen: SocketAddr,
+    /// RESP port (the Redis string subset on the same engine; no shadow tag). Default: off.
+    pub resp_listen: Option<SocketAddr>,
     /// Engine shards (a power of two).
     pub shards: usize,
     /// Memory cap for the process's resident memory; `0` for none.
@@ -124,6 +126,7 @@ impl Default for ObjstoreConfig {
         let engine = EngineConfig::default();
         ObjstoreConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            resp_listen: None,
             shards: engine.shards,
             max_memory: ByteSize(0),
             eviction: Eviction::Noeviction,

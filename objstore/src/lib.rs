@@ -15,6 +15,8 @@
 //! - [`server`]: the tonic service (Put/Get/Head/Delete/List/BatchGet/BatchPut/Watch,
 //!   streaming Upload/Download, Snapshot), health and reflection, token auth, TLS, the shadow
 //!   namespace, per-call metrics.
+//! - [`resp`]: the RESP port, the Redis string subset on the same engine (off unless
+//!   `resp-listen` is set), so redis-cli, redis-benchmark and Redis clients drive it.
 //! - [`snapshot`]: atomic, checksummed snapshots written shard by shard while writers go on,
 //!   loaded through memmap2 without copying values.
 //! - [`client`]: the Rust client with our own types, deadlines, and retries for reads.
@@ -38,6 +40,7 @@
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod resp;
 pub mod server;
 pub mod snapshot;
 

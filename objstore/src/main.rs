@@ -259,6 +259,16 @@ async fn run_server(
             snap.write_rate_limit.bytes(),
         ))
     });
+    let resp = match section.resp_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("cannot listen on {at} (resp-listen): {e}"))?;
+            println!("objstore RESP listening on redis://{}", l.local_addr()?);
+            Some((l, engine.clone()))
+        }
+        None => None,
+    };
     let mut service = Service::new(engine, section.service(), &metrics);
     if let Some(s) = &snapshots {
         service = service.with_snapshots(s.clone());
@@ -302,6 +312,24 @@ async fn run_server(
             }
             Ok(())
         }));
+    let app = match resp {
+        Some((listener, engine)) => {
+            let config = objstore::resp::RespConfig {
+                max_object: section.max_object_size.bytes() as usize,
+            };
+            let metrics = metrics.clone();
+            app.component(component_fn("resp", move |mut ctx| async move {
+                ctx.ready();
+                let stop = ctx.stop_token();
+                objstore::resp::serve(engine, listener, config, &metrics, async move {
+                    stop.cancelled().await
+                })
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            }))
+        }
+        None => app,
+    };
     app.run().await?;
     Ok(())
 }

@@ -421,3 +421,28 @@ async fn serve_snapshots_periodically_expires_actively_and_registers() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `resp-listen` opens the RESP port beside gRPC, on the same engine.
+#[tokio::test]
+async fn serve_opens_the_resp_port_on_the_same_engine() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = serve("resp-listen = \"127.0.0.1:0\"\n");
+    let resp = loop {
+        let line = s
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("objstore serve prints the RESP address");
+        if let Some(a) = line.strip_prefix("objstore RESP listening on redis://") {
+            break a.to_owned();
+        }
+    };
+    let (code, _, err) = run(&s.addr, &["put", "from-grpc", "-"], b"hello");
+    assert_eq!(code, 0, "{err}");
+    let mut sock = tokio::net::TcpStream::connect(&resp).await.unwrap();
+    sock.write_all(b"*2\r\n$3\r\nGET\r\n$9\r\nfrom-grpc\r\n*1\r\n$4\r\nQUIT\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    sock.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply, b"$5\r\nhello\r\n+OK\r\n");
+}

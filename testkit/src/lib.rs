@@ -38,5 +38,6 @@ pub mod resp;
 pub use error::{Error, INSTALL_HINT};
 pub use etcd::Etcd;
 pub use ports::free_port;
+pub use process::binary;
 pub use redis::{RedisBuilder, RedisCluster, RedisNode, RedisServer};
 pub use resp::Reply;

@@ -43,6 +43,15 @@ fn spawn(cmd: Command) -> std::io::Result<Child> {
 }
 
 /// Finds `name` in `PATH`.
+/// The path of a tool the tests need (`redis-cli`, `redis-benchmark`, …), looked up in `PATH`.
+///
+/// # Panics
+///
+/// The binary is missing: the message names it and the command that installs it.
+pub fn binary(name: &str) -> PathBuf {
+    find_binary(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
 pub(crate) fn find_binary(name: &str) -> Result<PathBuf, Error> {
     if name.contains('/') {
         let p = PathBuf::from(name);
