@@ -76,6 +76,10 @@ pub(super) struct Driver<'a, S> {
     rx_closed: bool,
     /// Whether this batch already yielded once to let other tasks queue their requests.
     yielded: bool,
+    /// Requests taken into the previous batch: a lone caller (1, nothing in flight) is not
+    /// kept waiting for company that is not coming.
+    last_batch: usize,
+    batch: usize,
     /// One timer for every deadline on this connection, armed at the earliest pending one.
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
@@ -106,6 +110,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
             push,
             rx_closed: false,
             yielded: false,
+            last_batch: 0,
+            batch: 0,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
         }
@@ -375,15 +381,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<'_, S> {
                 Poll::Pending => false,
             };
             this.poll_deadlines(cx);
+            let in_flight_before = this.in_flight.len();
             let took = this.intake(cx);
-            if took && !this.yielded {
+            if took {
+                this.batch += this.in_flight.len() - in_flight_before;
+            }
+            // A lone caller: the last batch was one request and nothing is in flight; its
+            // request goes out now instead of after a trip through the run queue.
+            let lone = in_flight_before == 0 && this.last_batch <= 1 && this.batch == 1;
+            if took && !this.yielded && !lone {
                 // Auto-pipelining on one thread: the task that queued a request woke us, and we
                 // would run (LIFO slot) before every other task that is about to queue one.
-                // Yield once so they do, then write them all in one syscall. A lone request
-                // costs one trip through the run queue.
+                // Yield once so they do, then write them all in one syscall.
                 this.yielded = true;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
+            }
+            if this.batch > 0 {
+                this.last_batch = this.batch;
+                this.batch = 0;
             }
             this.yielded = false;
             let held = this.hold(cx);
