@@ -525,8 +525,14 @@ impl Client {
     }
 
     fn request<T>(&self, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
+        let mut r = self.untimed_request(msg);
         r.set_timeout(self.config.timeout);
+        r
+    }
+
+    /// A request with the token and the shadow tag but no `grpc-timeout` (watches).
+    fn untimed_request<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
         self.authorize(&mut r);
         // Shadow traffic stays shadow traffic across this hop.
         if let Some(ctx) = jupiter_core::shadow::ShadowContext::current() {
@@ -1027,13 +1033,13 @@ impl Client {
         values: bool,
     ) -> Result<impl Stream<Item = Result<Change, Error>> + use<>, Error> {
         let mut grpc = self.grpc.clone();
-        // No `grpc-timeout`: a watch lives as long as its caller keeps the stream.
-        let mut req = Request::new(proto::WatchRequest {
+        // No `grpc-timeout`: a watch lives as long as its caller keeps the stream. Under a
+        // shadow context it watches the shadow namespace, like every other call.
+        let req = self.untimed_request(proto::WatchRequest {
             prefix: Bytes::copy_from_slice(prefix),
             start_revision: from,
             include_values: values,
         });
-        self.authorize(&mut req);
         let timeout = self.config.timeout;
         let stream = self.bounded(grpc.watch(req)).await?.into_inner();
         use tokio_stream::StreamExt;

@@ -837,3 +837,48 @@ async fn reads_get_through_a_server_restart_on_the_same_port() {
         .unwrap();
     assert_eq!(second.engine.get(b"k2").unwrap().value, "v2");
 }
+
+/// Under a shadow context every call of the client carries the tag, watches included: a
+/// shadow watch sees the shadow namespace (keys as the caller wrote them), a live one never
+/// sees shadow writes.
+#[tokio::test]
+async fn shadow_context_reaches_every_call_watches_included() {
+    use jupiter_core::shadow::ShadowContext;
+    let s = start(EngineConfig::default(), ServiceConfig::default()).await;
+    let c = client(&s).await;
+    let mut live_watch = Box::pin(c.watch(b"orders/", 0, false).await.unwrap());
+    let shadow = Some(ShadowContext::new());
+    let mut shadow_watch = ShadowContext::scope(shadow.clone(), async {
+        Box::pin(c.watch(b"orders/", 0, false).await.unwrap())
+    })
+    .await;
+    let shadow_put = ShadowContext::scope(shadow.clone(), async {
+        c.put(b"orders/1", value("shadow"), PutOptions::default())
+            .await
+            .unwrap()
+    })
+    .await;
+    c.put(b"orders/1", value("live"), PutOptions::default())
+        .await
+        .unwrap();
+
+    let seen = live(shadow_watch.next()).await.unwrap().unwrap();
+    assert_eq!((&seen.key[..], seen.kind), (&b"orders/1"[..], "put"));
+    assert_eq!(
+        seen.revision, shadow_put.mod_revision,
+        "the shadow watcher's first event is the shadow write"
+    );
+    let seen = live(live_watch.next()).await.unwrap().unwrap();
+    assert_eq!(&seen.key[..], b"orders/1");
+    let live_value = c.get(b"orders/1").await.unwrap().unwrap();
+    assert_eq!(
+        &live_value.value[..],
+        b"live",
+        "the live watch saw the live write"
+    );
+    assert_eq!(
+        seen.revision, live_value.info.mod_revision,
+        "the live watcher's first event is the live write, not the shadow one"
+    );
+    assert!(s.engine.get(b"__shadow__/orders/1").is_some());
+}
