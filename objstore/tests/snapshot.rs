@@ -265,3 +265,59 @@ fn a_failed_write_leaves_the_previous_snapshot() {
         .collect();
     assert_eq!(names, ["store.snap"]);
 }
+
+/// The address ranges where this process maps `path` (from `/proc/self/maps`).
+fn mapped_ranges(path: &std::path::Path) -> Vec<(usize, usize)> {
+    let canonical = std::fs::canonicalize(path).unwrap();
+    let name = canonical.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with(name.as_str()))
+        .filter_map(|l| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                usize::from_str_radix(lo, 16).ok()?,
+                usize::from_str_radix(hi, 16).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Loading maps the file and hands out values that point into the mapping: no value is
+/// copied, and writes after loading leave the file untouched.
+#[test]
+fn loaded_values_point_into_the_mapped_file() {
+    let d = dir();
+    let path = d.0.join("mapped.snap");
+    let engine = Engine::new(EngineConfig::default());
+    for i in 0..10_000u32 {
+        engine
+            .put(put(format!("k{i:06}"), vec![(i % 251) as u8; 200]))
+            .unwrap();
+    }
+    snapshot::write(&engine, &path, 0).unwrap();
+    drop(engine);
+    let before = std::fs::read(&path).unwrap();
+
+    let (loaded, stats) = snapshot::load(&path, EngineConfig::default()).unwrap();
+    assert_eq!(stats.objects, 10_000);
+    let ranges = mapped_ranges(&path);
+    assert!(!ranges.is_empty(), "the snapshot file is not mapped");
+    for i in (0..10_000u32).step_by(97) {
+        let o = loaded.get(format!("k{i:06}").as_bytes()).unwrap();
+        assert_eq!(&o.value[..], &[(i % 251) as u8; 200][..]);
+        let at = o.value.as_ptr() as usize;
+        assert!(
+            ranges
+                .iter()
+                .any(|&(lo, hi)| lo <= at && at + o.value.len() <= hi),
+            "value of k{i:06} at {at:#x} is a copy, not in the mapping {ranges:x?}"
+        );
+    }
+    // New writes go to new segments; the mapped file is never written.
+    loaded.put(put("k000001", "changed")).unwrap();
+    loaded.put(put("new", "value")).unwrap();
+    assert_eq!(&loaded.get(b"k000001").unwrap().value[..], b"changed");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
