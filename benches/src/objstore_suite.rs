@@ -9,6 +9,9 @@
 //! - **Restore**: 1M objects from a snapshot (`objstore serve` start until it answers) vs
 //!   redis-server loading an RDB of the same data (start until `PING` stops answering
 //!   `LOADING`), page cache warm.
+//! - **RESP port**: redis-benchmark (`-t set,get`, 50 connections, pipelines of 16, 64-byte
+//!   values) against `objstore serve`'s RESP port and against redis-server, rounds
+//!   interleaved, medians, requests per second and server CPU per request.
 //! - **Growth**: the latency of each of 2M puts into a one-shard engine (the worst case: one
 //!   index holds everything): the slowest put against the median. A table rehashed in one go
 //!   would make the slowest put wait for all of it; an incremental one spreads it out.
@@ -503,7 +506,102 @@ pub fn objstore_suite() {
     if let Err(e) = memory_and_restore() {
         eprintln!("objstore memory/restore: {e}");
     }
+    if let Err(e) = resp_vs_redis(rounds) {
+        eprintln!("objstore RESP port: {e}");
+    }
     growth();
+}
+
+/// Server CPU seconds of `pid` (user + system, from `/proc`).
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// redis-benchmark's requests per second for SET and GET against `port`, and the server's
+/// CPU microseconds per request meanwhile.
+fn redis_benchmark(port: u16, pid: u32) -> Result<(f64, f64, f64), String> {
+    const REQUESTS: usize = 400_000;
+    let cpu0 = cpu_of(pid);
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", "set,get", "-n", &REQUESTS.to_string(), "-c", "50", "-P", "16"])
+        .args(["-d", "64", "-r", "10000", "--csv"])
+        .output()
+        .map_err(|e| format!("redis-benchmark: {e} (apt-get install redis-tools)"))?;
+    let cpu = cpu_of(pid) - cpu0;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("\"{name}\"")))
+            .and_then(|l| l.split(',').nth(1))
+            .and_then(|v| v.trim_matches('"').parse::<f64>().ok())
+            .ok_or_else(|| format!("no {name} figure in redis-benchmark's output: {text}"))
+    };
+    Ok((rps("SET")?, rps("GET")?, cpu * 1e6 / (2 * REQUESTS) as f64))
+}
+
+fn resp_vs_redis(rounds: usize) -> Result<(), String> {
+    let bin = sibling("objstore")?;
+    let dir = std::env::temp_dir().join(format!("objstore-bench-resp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let port = testkit::free_port().map_err(|e| e.to_string())?;
+    let (mut child, _, _) = start_objstore(
+        &bin,
+        &dir,
+        &format!(
+            "[governance]\naddr = \"127.0.0.1:0\"\n[objstore]\nlisten = \"127.0.0.1:0\"\nresp-listen = \"127.0.0.1:{port}\"\n"
+        ),
+    );
+    // The RESP port is bound just after the gRPC address is printed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!("the RESP port 127.0.0.1:{port} never opened"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let redis = testkit::RedisServer::start();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        ours.push(redis_benchmark(port, child.id())?);
+        theirs.push(redis_benchmark(redis.port(), redis.pid().unwrap_or(0))?);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let pick = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+        median(v.iter().map(f).collect())
+    };
+    println!(
+        "\nRESP port: redis-benchmark -t set,get -c 50 -P 16 -d 64, median of {rounds}"
+    );
+    println!(
+        "{:<14} {:>12} {:>12} {:>16}",
+        "server", "SET/s", "GET/s", "server CPU µs/req"
+    );
+    for (name, v) in [("objstore RESP", &ours), ("redis-server", &theirs)] {
+        println!(
+            "{name:<14} {:>12.0} {:>12.0} {:>16.2}",
+            pick(v, |s| s.0),
+            pick(v, |s| s.1),
+            pick(v, |s| s.2)
+        );
+    }
+    println!(
+        "objstore / redis: SET {:.2}×, GET {:.2}×",
+        pick(&ours, |s| s.0) / pick(&theirs, |s| s.0),
+        pick(&ours, |s| s.1) / pick(&theirs, |s| s.1)
+    );
+    Ok(())
 }
 
 /// Put latencies while one shard's index grows from empty to 2M keys.
