@@ -532,7 +532,16 @@ fn redis_benchmark(port: u16, pid: u32) -> Result<(f64, f64, f64), String> {
     let cpu0 = cpu_of(pid);
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-t", "set,get", "-n", &REQUESTS.to_string(), "-c", "50", "-P", "16"])
+        .args([
+            "-t",
+            "set,get",
+            "-n",
+            &REQUESTS.to_string(),
+            "-c",
+            "50",
+            "-P",
+            "16",
+        ])
         .args(["-d", "64", "-r", "10000", "--csv"])
         .output()
         .map_err(|e| format!("redis-benchmark: {e} (apt-get install redis-tools)"))?;
@@ -578,12 +587,9 @@ fn resp_vs_redis(rounds: usize) -> Result<(), String> {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    let pick = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
-        median(v.iter().map(f).collect())
-    };
-    println!(
-        "\nRESP port: redis-benchmark -t set,get -c 50 -P 16 -d 64, median of {rounds}"
-    );
+    let pick =
+        |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| median(v.iter().map(f).collect());
+    println!("\nRESP port: redis-benchmark -t set,get -c 50 -P 16 -d 64, median of {rounds}");
     println!(
         "{:<14} {:>12} {:>12} {:>16}",
         "server", "SET/s", "GET/s", "server CPU µs/req"

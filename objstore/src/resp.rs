@@ -107,8 +107,9 @@ struct Conn {
     peer: SocketAddr,
     id: u64,
     name: Option<Bytes>,
-    /// Per-command metric series of this connection, resolved once.
-    series: Vec<(&'static str, HandleMetrics)>,
+    /// Per-command metric series of this connection (by position in `KNOWN`), resolved on
+    /// first use.
+    series: Vec<Option<HandleMetrics>>,
 }
 
 /// Replies of one batch: small ones packed, large values as they are.
@@ -262,26 +263,29 @@ impl Conn {
         if args.is_empty() {
             return None;
         }
-        let name = upper(&args[0]);
-        let started = std::time::Instant::now();
-        let (code, close) = self.command(&name, &args, out);
-        if let Some(cmd) = KNOWN.iter().copied().find(|c| *c == name) {
-            self.observe(cmd, started.elapsed(), code);
+        // Resolved without allocating: the known name (`""` for an unknown one, which gets
+        // the unknown-command error and no series of its own).
+        let known = KNOWN
+            .iter()
+            .position(|c| c.as_bytes().eq_ignore_ascii_case(&args[0]));
+        let name = known.map_or("", |i| KNOWN[i]);
+        // The TSC clock: a quarter of `std::time::Instant`'s cost per reading.
+        let started = quanta::Instant::now();
+        let (code, close) = self.command(name, &args, out);
+        if let Some(i) = known {
+            self.observe(i, started.elapsed(), code);
         }
         close
     }
 
-    fn observe(&mut self, cmd: &'static str, took: Duration, code: Code) {
-        let i = match self.series.iter().position(|(c, _)| *c == cmd) {
-            Some(i) => i,
-            None => {
-                let peer = self.peer.ip().to_string();
-                self.series
-                    .push((cmd, self.metrics.server("resp", cmd, &peer)));
-                self.series.len() - 1
-            }
-        };
-        self.series[i].1.observe(took, code);
+    fn observe(&mut self, i: usize, took: Duration, code: Code) {
+        if self.series.is_empty() {
+            self.series = (0..KNOWN.len()).map(|_| None).collect();
+        }
+        let (metrics, peer) = (&self.metrics, self.peer);
+        self.series[i]
+            .get_or_insert_with(|| metrics.server("resp", KNOWN[i], &peer.ip().to_string()))
+            .observe(took, code);
     }
 
     fn command(&mut self, name: &str, args: &[Bytes], out: &mut Out) -> (Code, Option<Close>) {
@@ -651,7 +655,8 @@ impl Conn {
         let (key, value) = (&args[1], &args[2]);
         let e = &self.engine;
         for _ in 0..CAS_ATTEMPTS {
-            let current = if nx && !get { None } else { e.get(key) };
+            // A plain SET (or SET NX) needs no read: the engine's condition decides.
+            let current = if xx || get || keep { e.get(key) } else { None };
             let condition = match (&current, nx, xx) {
                 (Some(_), true, _) => {
                     reply_set(out, get, current.as_ref(), false);
