@@ -20,13 +20,19 @@ impl Drop for Served {
     }
 }
 
-fn serve(extra_config: &str) -> Served {
+/// A new, empty directory for one test (removed by the tests that care).
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
-        "objstore-cli-{}-{}",
+        "objstore-{tag}-{}-{}",
         std::process::id(),
         fastrand::u64(..)
     ));
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn serve(extra_config: &str) -> Served {
+    let dir = scratch_dir("cli");
     let file = dir.join("objstore.toml");
     std::fs::write(
         &file,
@@ -193,12 +199,7 @@ fn sigkill(child: &mut Child) {
 
 #[test]
 fn snapshots_survive_restarts_and_a_sigkill_mid_snapshot() {
-    let dir = std::env::temp_dir().join(format!(
-        "objstore-cli-snap-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("cli-snap");
     let path = dir.join("store.snap");
     // 2 MB/s: a 6 MB snapshot takes about 3 s, long enough to kill the server in the middle.
     let config = format!(
@@ -335,12 +336,7 @@ async fn serve_snapshots_periodically_expires_actively_and_registers() {
     use objstore::client::{Client, ClientConfig, PutOptions};
     use tokio_stream::StreamExt;
 
-    let dir = std::env::temp_dir().join(format!(
-        "objstore-cli-periodic-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("cli-periodic");
     let path = dir.join("periodic.snap");
     let s = serve(&format!(
         "[objstore.snapshot]\npath = \"{}\"\ninterval = \"1s\"\n",
