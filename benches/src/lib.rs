@@ -30,6 +30,22 @@ pub mod redis_suite;
 use std::fmt::Write as _;
 use std::time::Instant;
 
+/// CPU seconds (user + system) another process has used so far, from `/proc/<pid>/stat`; 0
+/// when it cannot be read.
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime, in clock ticks of 1/100 s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Runs `f` `iters` times per round, `rounds` rounds, and returns the best round's mean in
 /// nanoseconds per call (the least disturbed by other work on a noisy machine).
 pub fn measure_ns(iters: u64, rounds: u32, mut f: impl FnMut()) -> f64 {

@@ -512,24 +512,11 @@ pub fn objstore_suite() {
     growth();
 }
 
-/// Server CPU seconds of `pid` (user + system, from `/proc`).
-fn cpu_of(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
-}
-
 /// redis-benchmark's requests per second for SET and GET against `port`, and the server's
 /// CPU microseconds per request meanwhile.
 fn redis_benchmark(port: u16, pid: u32) -> Result<(f64, f64, f64), String> {
     const REQUESTS: usize = 400_000;
-    let cpu0 = cpu_of(pid);
+    let cpu0 = crate::process_cpu_seconds(pid);
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args([
@@ -545,7 +532,7 @@ fn redis_benchmark(port: u16, pid: u32) -> Result<(f64, f64, f64), String> {
         .args(["-d", "64", "-r", "10000", "--csv"])
         .output()
         .map_err(|e| format!("redis-benchmark: {e} (apt-get install redis-tools)"))?;
-    let cpu = cpu_of(pid) - cpu0;
+    let cpu = crate::process_cpu_seconds(pid) - cpu0;
     let text = String::from_utf8_lossy(&out.stdout);
     let rps = |name: &str| {
         text.lines()

@@ -145,19 +145,7 @@ fn redis_suite() {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(64);
-        let server_cpu = || {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid().unwrap_or(0)))
-                .unwrap_or_default();
-            let f: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-                + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-                / 100.0
-        };
+        let server_cpu = || benches::process_cpu_seconds(server.pid().unwrap_or(0));
         let before = server_cpu();
         let s = match only.as_str() {
             "ours" => ours(&url, tasks, d),
