@@ -249,6 +249,17 @@ fn rss_of(pid: u32) -> f64 {
 /// Starts `objstore serve` with `config`; returns the child, its gRPC address and the time it
 /// took to print it.
 fn start_objstore(bin: &Path, dir: &Path, config: &str) -> (Child, String, Duration) {
+    start_objstore_until(bin, dir, config, "objstore listening on grpc://")
+}
+
+/// Starts `objstore serve` with `config` and waits for the line that starts with `prefix`;
+/// returns the child, the rest of that line (an address) and the time it took.
+fn start_objstore_until(
+    bin: &Path,
+    dir: &Path,
+    config: &str,
+    prefix: &str,
+) -> (Child, String, Duration) {
     let file = dir.join("objstore.toml");
     std::fs::write(&file, config).expect("config");
     let t0 = Instant::now();
@@ -266,7 +277,7 @@ fn start_objstore(bin: &Path, dir: &Path, config: &str) -> (Child, String, Durat
             .next()
             .expect("objstore printed its address")
             .expect("line");
-        if let Some(a) = line.strip_prefix("objstore listening on grpc://") {
+        if let Some(a) = line.strip_prefix(prefix) {
             break a.to_owned();
         }
     };
@@ -548,23 +559,17 @@ fn resp_vs_redis(rounds: usize) -> Result<(), String> {
     let bin = sibling("objstore")?;
     let dir = std::env::temp_dir().join(format!("objstore-bench-resp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let port = testkit::free_port().map_err(|e| e.to_string())?;
-    let (mut child, _, _) = start_objstore(
+    let (mut child, addr, _) = start_objstore_until(
         &bin,
         &dir,
-        &format!(
-            "[governance]\naddr = \"127.0.0.1:0\"\n[objstore]\nlisten = \"127.0.0.1:0\"\nresp-listen = \"127.0.0.1:{port}\"\n"
-        ),
+        "[governance]\naddr = \"127.0.0.1:0\"\n[objstore]\nlisten = \"127.0.0.1:0\"\nresp-listen = \"127.0.0.1:0\"\n",
+        "objstore RESP listening on redis://",
     );
-    // The RESP port is bound just after the gRPC address is printed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err(format!("the RESP port 127.0.0.1:{port} never opened"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let port: u16 = addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("bad RESP address {addr}"))?;
     let redis = testkit::RedisServer::start();
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..rounds {

@@ -2,14 +2,14 @@
 //! and reflection services.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use jupiter_core::Metrics;
-use jupiter_core::metrics::Code;
+use jupiter_core::metrics::{Code, HandleMetrics};
 use jupiter_core::shadow::{Access, Route, ShadowPolicy};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -52,6 +52,7 @@ pub struct Service {
     config: ServiceConfig,
     shadow: ShadowPolicy,
     metrics: Metrics,
+    series: Series,
     snapshots: Option<std::sync::Arc<crate::snapshot::Snapshotter>>,
 }
 
@@ -125,6 +126,7 @@ impl Service {
             config,
             shadow,
             metrics: metrics.clone(),
+            series: Series::default(),
             snapshots: None,
         }
     }
@@ -278,16 +280,43 @@ impl Call<'_> {
     }
 }
 
-fn peer<T>(req: &Request<T>) -> String {
-    req.remote_addr()
-        .map_or_else(|| "unknown".to_owned(), |a: SocketAddr| a.ip().to_string())
+/// Most (method, peer) series kept resolved; past it, calls from new peers resolve theirs
+/// per call (the registry caps the series themselves).
+const MAX_CACHED_SERIES: usize = 4096;
+
+/// The resolved metric series of each (method, peer IP): a call costs a read lock and a hash
+/// lookup instead of the registry's label resolution (three allocations and a global mutex).
+#[derive(Clone, Debug, Default)]
+struct Series {
+    map: std::sync::Arc<std::sync::RwLock<HashMap<SeriesKey, HandleMetrics>>>,
+}
+
+/// A call's RPC and the caller's address.
+type SeriesKey = (&'static str, Option<IpAddr>);
+
+impl Series {
+    fn get<T>(&self, metrics: &Metrics, method: &'static str, req: &Request<T>) -> HandleMetrics {
+        let key = (method, req.remote_addr().map(|a: SocketAddr| a.ip()));
+        if let Some(h) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return h.clone();
+        }
+        let peer = key
+            .1
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let h = metrics.server("grpc", method, &peer);
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() < MAX_CACHED_SERIES {
+            map.insert(key, h.clone());
+        }
+        h
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
 
 macro_rules! call {
     ($self:ident, $method:literal, $req:ident, $body:expr) => {{
-        let handle = $self.metrics.server("grpc", $method, &peer(&$req));
+        let handle = $self.series.get(&$self.metrics, $method, &$req);
         let call = Call {
             recorder: Some(handle.start()),
         };
@@ -529,10 +558,10 @@ impl ObjectStore for Service {
         &self,
         req: Request<Streaming<proto::UploadChunk>>,
     ) -> Result<proto::PutResponse> {
-        let handle = self.metrics.server(
-            "grpc",
+        let handle = self.series.get(
+            &self.metrics,
             "/jupiter.objstore.v1.ObjectStore/Upload",
-            &peer(&req),
+            &req,
         );
         let call = Call {
             recorder: Some(handle.start()),
@@ -602,10 +631,10 @@ impl ObjectStore for Service {
         &self,
         req: Request<proto::SnapshotRequest>,
     ) -> Result<proto::SnapshotResponse> {
-        let handle = self.metrics.server(
-            "grpc",
+        let handle = self.series.get(
+            &self.metrics,
             "/jupiter.objstore.v1.ObjectStore/Snapshot",
-            &peer(&req),
+            &req,
         );
         let call = Call {
             recorder: Some(handle.start()),
