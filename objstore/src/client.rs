@@ -218,16 +218,24 @@ pub struct PutOptions {
 
 impl PutOptions {
     fn condition(&self) -> Option<proto::Condition> {
-        use proto::condition::Kind;
-        let kind = if self.if_absent {
-            Some(Kind::IfAbsent(true))
-        } else if let Some(r) = self.if_revision {
-            Some(Kind::IfRevision(r))
-        } else {
-            self.if_etag.clone().map(Kind::IfEtag)
-        };
-        kind.map(|k| proto::Condition { kind: Some(k) })
+        condition(self.if_absent, self.if_revision, self.if_etag.as_deref())
     }
+}
+
+/// The one condition that applies, in order of precedence: if-absent, if-revision, if-etag.
+fn condition(
+    if_absent: bool,
+    if_revision: Option<u64>,
+    if_etag: Option<&str>,
+) -> Option<proto::Condition> {
+    use proto::condition::Kind;
+    let kind = match (if_absent, if_revision, if_etag) {
+        (true, _, _) => Kind::IfAbsent(true),
+        (false, Some(r), _) => Kind::IfRevision(r),
+        (false, None, Some(t)) => Kind::IfEtag(t.to_owned()),
+        (false, None, None) => return None,
+    };
+    Some(proto::Condition { kind: Some(kind) })
 }
 
 /// Conditions of a delete. The default deletes unconditionally.
@@ -244,13 +252,7 @@ pub struct DeleteOptions {
 
 impl DeleteOptions {
     fn condition(&self) -> Option<proto::Condition> {
-        use proto::condition::Kind;
-        let kind = match (self.if_revision, &self.if_etag) {
-            (Some(r), _) => Kind::IfRevision(r),
-            (None, Some(t)) => Kind::IfEtag(t.clone()),
-            (None, None) => return None,
-        };
-        Some(proto::Condition { kind: Some(kind) })
+        condition(false, self.if_revision, self.if_etag.as_deref())
     }
 }
 

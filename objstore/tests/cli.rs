@@ -13,6 +13,21 @@ struct Served {
     lines: std::sync::mpsc::Receiver<String>,
 }
 
+impl Served {
+    /// The rest of the next line it prints that starts with `prefix` (an address).
+    fn printed(&self, prefix: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("objstore serve never printed {prefix:?}"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -53,20 +68,13 @@ fn serve(extra_config: &str) -> Served {
             let _ = tx.send(line);
         }
     });
-    let mut addr = None;
-    while addr.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("objstore serve prints its address");
-        addr = line
-            .strip_prefix("objstore listening on grpc://")
-            .map(str::to_owned);
-    }
-    Served {
+    let mut served = Served {
         child,
-        addr: addr.unwrap(),
+        addr: String::new(),
         lines: rx,
-    }
+    };
+    served.addr = served.printed("objstore listening on grpc://");
+    served
 }
 
 fn run(addr: &str, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
@@ -342,15 +350,7 @@ async fn serve_snapshots_periodically_expires_actively_and_registers() {
         "[objstore.snapshot]\npath = \"{}\"\ninterval = \"1s\"\n",
         path.display()
     ));
-    let governance = loop {
-        let line = s
-            .lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("objstore serve prints the governance address");
-        if let Some(a) = line.strip_prefix("governance listening on http://") {
-            break a.to_owned();
-        }
-    };
+    let governance = s.printed("governance listening on http://");
     let client = Client::connect(&s.addr, ClientConfig::default())
         .await
         .unwrap();
@@ -423,15 +423,7 @@ async fn serve_snapshots_periodically_expires_actively_and_registers() {
 async fn serve_opens_the_resp_port_on_the_same_engine() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = serve("resp-listen = \"127.0.0.1:0\"\n");
-    let resp = loop {
-        let line = s
-            .lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("objstore serve prints the RESP address");
-        if let Some(a) = line.strip_prefix("objstore RESP listening on redis://") {
-            break a.to_owned();
-        }
-    };
+    let resp = s.printed("objstore RESP listening on redis://");
     let (code, _, err) = run(&s.addr, &["put", "from-grpc", "-"], b"hello");
     assert_eq!(code, 0, "{err}");
     let mut sock = tokio::net::TcpStream::connect(&resp).await.unwrap();

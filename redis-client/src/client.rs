@@ -294,11 +294,11 @@ impl Client {
             .unwrap_or(&conns[start % n])
     }
 
-    /// Applies the shadow policy: the command as it must be sent, the refusal, or a shadow
-    /// request for a command whose spec must first be learned from the server.
-    pub(crate) fn shadow_route(&self, cmd: Cmd) -> Result<Routed, Error> {
-        // Every path to the server comes through here: refuse a command with an argument that
-        // could not be encoded.
+    /// Readies a command for the wire, on every path to the server (plain, dedicated,
+    /// pipelined): refuses one with an argument that could not be encoded, then applies the
+    /// shadow policy. The command as it must be sent, the refusal, or a shadow request for a
+    /// command whose spec must first be learned from the server.
+    pub(crate) fn route(&self, cmd: Cmd) -> Result<Routed, Error> {
         if let Some(why) = cmd.invalid() {
             return Err(Error::Invalid(format!("{}: {why}", cmd.first_word())));
         }
@@ -333,14 +333,14 @@ impl Client {
         }
     }
 
-    /// [`shadow_route`](Self::shadow_route), learning an unknown command's key specs from
+    /// [`route`](Self::route), learning an unknown command's key specs from
     /// `COMMAND INFO` when a shadow request needs them.
-    pub(crate) async fn shadow_route_learning(&self, cmd: Cmd) -> Result<Cmd, Error> {
-        match self.shadow_route(cmd)? {
+    pub(crate) async fn route_learning(&self, cmd: Cmd) -> Result<Cmd, Error> {
+        match self.route(cmd)? {
             Routed::Ready(cmd) => Ok(cmd),
             Routed::Learn(cmd) => {
                 self.learn_command(&cmd).await?;
-                match self.shadow_route(cmd)? {
+                match self.route(cmd)? {
                     Routed::Ready(cmd) => Ok(cmd),
                     Routed::Learn(cmd) => Err(Error::ShadowUnmappable {
                         command: cmd.first_word(),
@@ -399,7 +399,7 @@ impl Client {
         }
         let retry = spec.is_some_and(|s| s.is_readonly());
         let name = cmd.name();
-        let cmd = self.shadow_route_learning(cmd).await?;
+        let cmd = self.route_learning(cmd).await?;
         let conn = self.pick();
         let guard = self.inner.metrics.as_ref().map(|m| m.get(spec).start());
         // The command's name and the server, never its arguments or reply (values may be

@@ -144,7 +144,7 @@ impl Dedicated {
                 _ => None,
             },
         };
-        let cmd = self.client.shadow_route_learning(cmd).await?;
+        let cmd = self.client.route_learning(cmd).await?;
         let fut = self.conn.request(cmd.finish(), 1, false, None);
         let timeout = match (block, self.client.inner.config.timeout()) {
             (Some(None), _) | (None, None) => None,

@@ -102,7 +102,7 @@ impl Pipeline {
             return self;
         }
         self.readonly &= spec.is_some_and(|s| s.is_readonly());
-        match self.client.shadow_route(cmd) {
+        match self.client.route(cmd) {
             Ok(Routed::Ready(cmd)) => {
                 self.data.extend_from_slice(&cmd.finish());
                 self.count += 1;
@@ -175,7 +175,7 @@ impl Pipeline {
             let mut data = BytesMut::with_capacity(self.data.len() + 256);
             let mut at = 0;
             for (offset, cmd) in std::mem::take(&mut self.unlearned) {
-                let cmd = self.client.shadow_route_learning(cmd).await?;
+                let cmd = self.client.route_learning(cmd).await?;
                 data.extend_from_slice(&self.data[at..offset]);
                 data.extend_from_slice(&cmd.finish());
                 at = offset;
