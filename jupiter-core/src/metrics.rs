@@ -11,9 +11,17 @@
 //! | `server_handle_total` | counter | `type`, `method`, `peer`, `code` | servers: requests by result code |
 //! | `client_handle_seconds` | histogram | `type`, `name`, `method`, `peer` | clients: time of one call, queueing included |
 //! | `client_handle_total` | counter | `type`, `name`, `method`, `peer`, `code` | clients: calls by result code |
+//! | `client_events_total` | counter | `type`, `name`, `event` | clients: what happened besides calls ([`Metrics::event`]); `event` is one of a fixed set per client type, listed below |
 //! | `config_reload_total` | counter | `source`, `result` | [`Config`](crate::config::Config): dynamic reloads, `result` = `applied` / `unchanged` / `rejected` |
 //! | `governance_requests_total` | counter | `path`, `code` | governance HTTP server |
 //! | `shadow_requests_total` | counter | `service`, `traffic` (`shadow`/`live`), `outcome` (`served`/`refused`) | [`ShadowLayer`](crate::shadow::ShadowLayer) on servers |
+//!
+//! Events by client type:
+//! - `redis` (cluster mode): `moved`, `ask`, `tryagain`, `clusterdown` (redirections and
+//!   retries the router handled), `refresh` / `refresh_failed` (slot-map reads).
+//! - `cache`: `l1_hit`, `l1_miss`, `l2_hit`, `l2_miss`, `load`, `load_error`,
+//!   `l2_error`, `decode_error`, `eviction`, `invalidation_received`, `invalidation_lost`
+//!   (the load latency is `client_handle_seconds{type="cache",method="load"}`).
 //!
 //! The handle families keep Go Jupiter's names so existing dashboards keep working, with two
 //! deliberate differences:
@@ -188,6 +196,7 @@ struct Inner {
     server_total: Family<Labels, Counter>,
     client_seconds: HistogramFamily,
     client_total: Family<Labels, Counter>,
+    client_events: Family<Labels, Counter>,
     series: Mutex<SeriesCaps>,
 }
 
@@ -219,6 +228,7 @@ impl Metrics {
         let client_seconds =
             HistogramFamily::new_with_constructor(handle_histogram as fn() -> Histogram);
         let client_total = Family::<Labels, Counter>::default();
+        let client_events = Family::<Labels, Counter>::default();
         registry.register(
             "server_handle_seconds",
             "Time servers took to handle one request.",
@@ -240,6 +250,11 @@ impl Metrics {
             "Calls made by clients, by result code.",
             client_total.clone(),
         );
+        registry.register(
+            "client_events",
+            "What clients did besides calls (redirections, refreshes, cache hits), by event.",
+            client_events.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry: RwLock::new(registry),
@@ -247,6 +262,7 @@ impl Metrics {
                 server_total,
                 client_seconds,
                 client_total,
+                client_events,
                 series: Mutex::new(SeriesCaps::default()),
             }),
         }
@@ -295,6 +311,20 @@ impl Metrics {
             ],
         );
         HandleMetrics::new(&self.inner.client_seconds, &self.inner.client_total, base)
+    }
+
+    /// The counter of one client event (`client_events_total`): `event` is a static name from
+    /// the client type's fixed set (see the module docs), so the series stay bounded. Resolve
+    /// it once and keep it: incrementing costs one atomic add.
+    pub fn event(&self, ty: &'static str, name: &str, event: &'static str) -> Counter {
+        self.inner
+            .client_events
+            .get_or_create(&vec![
+                ("type", ty.to_owned()),
+                ("name", name.to_owned()),
+                ("event", event.to_owned()),
+            ])
+            .clone()
     }
 
     fn capped(&self, client: bool, mut labels: Labels) -> Labels {

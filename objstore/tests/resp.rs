@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use objstore::engine::{Engine, EngineConfig};
 use objstore::resp::{RespConfig, serve};
+use redis_client::cmds::Ttl;
 use redis_client::{Client, Error, cmd, cmds};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -66,14 +67,17 @@ async fn our_redis_client_drives_the_string_subset() {
     assert!(e.to_string().contains("not an integer"), "{e}");
 
     // Expiry: TTL, PERSIST, and the value kept through both.
-    assert!(c.expire("a", 100).await.unwrap());
-    let ttl = c.ttl("a").await.unwrap();
-    assert!((99..=100).contains(&ttl), "{ttl}");
-    assert_eq!(c.ttl("user:1").await.unwrap(), -1);
-    assert_eq!(c.ttl("nope").await.unwrap(), -2);
+    assert!(c.expire("a", Duration::from_secs(100)).await.unwrap());
+    let ttl = c.ttl("a").await.unwrap().remaining().expect("expires");
+    assert!(
+        ttl > Duration::from_secs(99) && ttl <= Duration::from_secs(100),
+        "{ttl:?}"
+    );
+    assert_eq!(c.ttl("user:1").await.unwrap(), Ttl::Persistent);
+    assert_eq!(c.ttl("nope").await.unwrap(), Ttl::Missing);
     let persisted: bool = c.query(cmd("PERSIST").arg("a")).await.unwrap();
     assert!(persisted);
-    assert_eq!(c.ttl("a").await.unwrap(), -1);
+    assert_eq!(c.ttl("a").await.unwrap(), Ttl::Persistent);
     assert_eq!(c.get::<String>("a").await.unwrap(), "1");
     let r: Option<String> = c
         .query(cmd("SET").arg("brief").arg("x").arg("PX").arg(50))

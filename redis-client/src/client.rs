@@ -1,27 +1,38 @@
-//! The public client handle: a pool of multiplexed connections.
+//! The public client handle: one server's pool, or a cluster's router over one pool per node.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use jupiter_core::metrics::{Code, HandleMetrics, Metrics};
+use jupiter_core::metrics::Metrics;
 use jupiter_core::shadow::{Access, Route, ShadowPolicy};
 
+use crate::cluster::Router;
 use crate::cmd::Cmd;
+use crate::cmd::spec::Spec;
 use crate::config::{ClientConfig, Settings};
-use crate::conn::{Connection, Reply};
-use crate::dedicated::Dedicated;
+use crate::dedicated::Placement;
+use crate::pool::{Pool, PoolOptions};
 use crate::resp::Frame;
+use crate::tracking::Tracking;
 use crate::value::FromReply;
 use crate::{Error, Pipeline};
 
-/// A Redis client: a pool of multiplexed, auto-pipelined connections to one server. Cheap to
-/// clone (an `Arc` inside); clones share the pool.
+/// A Redis client: multiplexed, auto-pipelined connections to one server or to every node of
+/// a Redis Cluster. Cheap to clone (an `Arc` inside); clones share the connections.
 ///
-/// Commands from any number of tasks share the pool's connections: each connection writes
-/// whatever is queued in one batch and matches replies in order, so throughput grows with
-/// concurrency without a connection per task.
+/// Commands from any number of tasks share the connections: each connection writes whatever
+/// is queued in one batch and matches replies in order, so throughput grows with concurrency
+/// without a connection per task.
+///
+/// # One type for both modes
+///
+/// A standalone client and a cluster client are the same type with the same methods: code
+/// written against one runs against the other, and `cluster = true` in the configuration is
+/// the only change. (The alternative, a `ClusterClient` sharing the methods through a trait,
+/// makes every caller generic or boxed for no gain: the mode is one branch per command, next
+/// to a network round trip.) What needs one slot in cluster mode says so with
+/// [`Error::CrossSlot`] before anything is sent.
 ///
 /// # Examples
 ///
@@ -33,6 +44,9 @@ use crate::{Error, Pipeline};
 /// client.set("greeting", "hello").await?;
 /// let v: Option<String> = client.get("greeting").await?;
 /// assert_eq!(v.as_deref(), Some("hello"));
+///
+/// let cluster = Client::connect_cluster(&["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]).await?;
+/// cluster.set("{user:1}:name", "ada").await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -42,45 +56,31 @@ pub struct Client {
 
 pub(crate) struct Inner {
     pub(crate) config: Arc<Settings>,
-    conns: Vec<Connection>,
-    next: AtomicUsize,
     pub(crate) shadow: ShadowPolicy,
-    metrics: Option<CmdMetrics>,
-    /// Idle dedicated connections for blocking commands, reused.
-    pub(crate) idle: Mutex<Vec<Dedicated>>,
+    pub(crate) mode: Mode,
+    pub(crate) tracking: Option<Tracking>,
+}
+
+/// Where commands go.
+pub(crate) enum Mode {
+    /// One server.
+    Single(Arc<Pool>),
+    /// A Redis Cluster: by slot, over one pool per node.
+    Cluster(Router),
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("addr", &self.inner.config.addr())
-            .field("pool_size", &self.inner.conns.len())
-            .finish()
+        let mut d = f.debug_struct("Client");
+        match &self.inner.mode {
+            Mode::Single(pool) => d.field("addr", &pool.addr),
+            Mode::Cluster(router) => d.field("cluster", router),
+        };
+        d.field("pool_size", &self.inner.config.pool_size).finish()
     }
 }
 
-/// Per-command metrics series, resolved once per command: indexed by the command's position
-/// in the command table, so the hot path does no hashing and takes no lock.
-struct CmdMetrics {
-    registry: Metrics,
-    name: String,
-    peer: String,
-    series: Box<[OnceLock<HandleMetrics>]>,
-    other: OnceLock<HandleMetrics>,
-}
-
-impl CmdMetrics {
-    fn get(&self, spec: Option<&'static crate::cmd::spec::Spec>) -> &HandleMetrics {
-        let (slot, name) =
-            match spec.and_then(|s| crate::cmd::spec::index_of(s).map(|i| (i, s.name))) {
-                Some((i, name)) => (&self.series[i], name),
-                None => (&self.other, "?"),
-            };
-        slot.get_or_init(|| self.registry.client("redis", &self.name, name, &self.peer))
-    }
-}
-
-/// Builds a [`Client`].
+/// Builds a [`Client`]. Its `Debug` output never shows a password.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ClientBuilder {
@@ -96,6 +96,14 @@ impl ClientBuilder {
         self
     }
 
+    /// A Redis Cluster, discovered from these seed nodes (any few of its nodes); the first
+    /// URL's credentials, protocol and name apply to all. Default: standalone.
+    pub fn cluster(mut self, seeds: &[&str]) -> Self {
+        self.config.cluster = true;
+        self.config.urls = seeds.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
     /// All settings at once (a `[redis.<name>]` section).
     pub fn config(mut self, config: ClientConfig) -> Self {
         self.config = config;
@@ -108,13 +116,14 @@ impl ClientBuilder {
         self
     }
 
-    /// Connections in the pool. Default is 4.
+    /// Connections per server. Default is 4.
     pub fn pool_size(mut self, n: usize) -> Self {
         self.config.pool_size = n;
         self
     }
 
-    /// Deadline of one command, queueing included (`Duration::ZERO`: none). Default is 10 s.
+    /// Deadline of one command, queueing, redirections and retries included
+    /// (`Duration::ZERO`: none). Default is 10 s.
     pub fn command_timeout(mut self, d: Duration) -> Self {
         self.config.command_timeout = d;
         self
@@ -123,6 +132,21 @@ impl ClientBuilder {
     /// Protocol version. Default is RESP2.
     pub fn protocol(mut self, p: crate::Protocol) -> Self {
         self.config.protocol = p;
+        self
+    }
+
+    /// Cluster: where read-only commands go. Default is [`ReadFrom::Primary`].
+    ///
+    /// [`ReadFrom::Primary`]: crate::ReadFrom::Primary
+    pub fn read_from(mut self, r: crate::ReadFrom) -> Self {
+        self.config.read_from = r;
+        self
+    }
+
+    /// RESP3 client-side caching; see [`Client::invalidations`]. Default is off.
+    pub fn tracking(mut self, mode: crate::TrackingMode, prefixes: &[&str]) -> Self {
+        self.config.tracking = mode;
+        self.config.tracking_prefixes = prefixes.iter().map(|p| (*p).to_owned()).collect();
         self
     }
 
@@ -138,43 +162,43 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client; connections are made in the background.
+    /// Builds the client; connections are made (and a cluster's slot map read) in the
+    /// background. Commands sent meanwhile wait, under their deadlines.
     ///
     /// # Errors
     ///
     /// Invalid configuration. Must be called inside a tokio runtime.
     pub fn build(self) -> Result<Client, Error> {
         let config = Arc::new(self.config.resolve()?);
-        let conns = (0..config.pool_size)
-            .map(|_| Connection::spawn(config.clone(), None).0)
-            .collect();
         let store = format!("redis.{}", self.name);
         let shadow = match &config.shadow_prefix {
             Some(p) => ShadowPolicy::key_prefix(&store, p),
             None => ShadowPolicy::none(&store),
         };
-        let metrics = config.metrics.then(|| CmdMetrics {
-            registry: self.metrics.unwrap_or_else(|| Metrics::global().clone()),
-            name: self.name.clone(),
-            peer: config.addr(),
-            series: (0..crate::cmd::spec::COUNT)
-                .map(|_| OnceLock::new())
-                .collect(),
-            other: OnceLock::new(),
-        });
+        let registry = self.metrics.unwrap_or_else(|| Metrics::global().clone());
+        let tracking = (config.tracking != crate::TrackingMode::Off).then(Tracking::new);
+        let options = PoolOptions {
+            name: Arc::from(self.name.as_str()),
+            metrics: Some(registry),
+            events: tracking.as_ref().map(Tracking::events),
+        };
+        let mode = if config.cluster {
+            Mode::Cluster(Router::new(config.clone(), options)?)
+        } else {
+            Mode::Single(Arc::new(Pool::new(config.clone(), options)))
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
-                conns,
-                next: AtomicUsize::new(0),
                 shadow,
-                metrics,
-                idle: Mutex::new(Vec::new()),
+                mode,
+                tracking,
             }),
         })
     }
 
-    /// Builds the client and waits until the server answers `PING` on every connection.
+    /// Builds the client and waits until the server (every primary of a cluster) answers
+    /// `PING` on every connection.
     ///
     /// # Errors
     ///
@@ -205,51 +229,79 @@ impl Client {
         Client::builder().url(url).connect().await
     }
 
+    /// Connects to the Redis Cluster these seed nodes belong to and waits until every primary
+    /// answers.
+    ///
+    /// # Errors
+    ///
+    /// An invalid URL, or no seed answered with the cluster's slot map within the connect
+    /// timeout.
+    pub async fn connect_cluster(seeds: &[&str]) -> Result<Client, Error> {
+        Client::builder().cluster(seeds).connect().await
+    }
+
     /// Connects with the `[redis.<name>]` section of `config`.
     ///
     /// # Errors
     ///
-    /// The section is invalid (the message names the key and where it came from), or the
-    /// server does not answer.
+    /// The section is invalid ([`Error::ConfigSection`], whose source names the file, line
+    /// and key), or the server does not answer.
     pub async fn from_config(config: &jupiter_core::Config, name: &str) -> Result<Client, Error> {
-        let section: ClientConfig = config
-            .get(&format!("redis.{name}"))
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        Client::builder().config(section).name(name).connect().await
+        let section = format!("redis.{name}");
+        let parsed: ClientConfig = match config.get(&section) {
+            Ok(parsed) => parsed,
+            Err(jupiter_core::Error::Config(source)) => {
+                return Err(Error::ConfigSection { section, source });
+            }
+            Err(other) => {
+                return Err(Error::Config {
+                    key: "section",
+                    message: format!("{section}: {other}"),
+                });
+            }
+        };
+        Client::builder().config(parsed).name(name).connect().await
     }
 
     async fn wait_connected(&self) -> Result<(), Error> {
         let deadline = self.inner.config.connect_timeout + Duration::from_millis(500);
-        for conn in &self.inner.conns {
-            let ping = async {
-                // No retry: a connection the server drops right after the handshake (a
-                // refused TLS client certificate) must surface as that error, not a timeout.
-                let reply = conn
-                    .request(crate::cmds::ping().finish(), 1, false, None)
-                    .await?;
-                check(reply_one(reply)?)
-            };
-            match tokio::time::timeout(deadline, ping).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e @ Error::Connect { .. })) => return Err(e),
-                Ok(Err(e)) => {
-                    return Err(Error::Connect {
-                        addr: self.inner.config.addr(),
-                        source: Box::new(e),
-                    });
-                }
-                Err(_) => {
-                    return Err(Error::Connect {
-                        addr: self.inner.config.addr(),
-                        source: Box::new(Error::Timeout(deadline)),
-                    });
+        let pools = match &self.inner.mode {
+            Mode::Single(pool) => vec![pool.clone()],
+            Mode::Cluster(router) => router.primaries_when_known(deadline).await?,
+        };
+        for pool in pools {
+            for conn in pool.connections() {
+                let ping = async {
+                    // No retry: a connection the server drops right after the handshake (a
+                    // refused TLS client certificate) must surface as that error, not a
+                    // timeout.
+                    let reply = conn
+                        .request(crate::cmds::ping().finish(), 1, false, None)
+                        .await?;
+                    check(crate::pool::reply_one(reply))
+                };
+                match tokio::time::timeout(deadline, ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e @ Error::Connect { .. })) => return Err(e),
+                    Ok(Err(e)) => {
+                        return Err(Error::Connect {
+                            addr: pool.addr.to_string(),
+                            source: Box::new(e),
+                        });
+                    }
+                    Err(_) => {
+                        return Err(Error::Connect {
+                            addr: pool.addr.to_string(),
+                            source: Box::new(Error::Timeout(deadline)),
+                        });
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    /// The server's `host:port`.
+    /// The server's `host:port` (a cluster's first seed).
     pub fn addr(&self) -> String {
         self.inner.config.addr()
     }
@@ -259,39 +311,17 @@ impl Client {
         &self.inner.config.config
     }
 
-    /// Whether every pooled connection is currently up.
+    /// Whether every connection is currently up (in cluster mode: to every primary).
     pub fn is_connected(&self) -> bool {
-        self.inner.conns.iter().all(Connection::is_connected)
+        match &self.inner.mode {
+            Mode::Single(pool) => pool.is_connected(),
+            Mode::Cluster(router) => router.is_connected(),
+        }
     }
 
-    /// The connection for a command from the current task.
-    ///
-    /// Each task keeps to one connection (its task id, hashed): the tasks sharing a connection
-    /// then wake together when its replies arrive and queue their next commands together, so
-    /// each connection writes one large batch per round trip while the server works on
-    /// another connection's. Spreading every command round-robin instead splits those cohorts
-    /// over all connections: smaller batches, more syscalls per command, and rounds that no
-    /// longer overlap (measured in `compare redis`: at 64 tasks on 4 connections, 2.1 against
-    /// 1.0 CPU µs per command, and half the throughput). Outside a task (`block_on`),
-    /// round-robin. A connection that is down is passed over while another is up.
-    fn pick(&self) -> &Connection {
-        let conns = &self.inner.conns;
-        if conns.len() == 1 {
-            return &conns[0];
-        }
-        let start = match tokio::task::try_id() {
-            Some(id) => {
-                let mut h = TaskHasher(0);
-                std::hash::Hash::hash(&id, &mut h);
-                (h.0 >> 32) as usize
-            }
-            None => self.inner.next.fetch_add(1, Ordering::Relaxed),
-        };
-        let n = conns.len();
-        (0..n)
-            .map(|k| &conns[(start + k) % n])
-            .find(|c| c.is_connected())
-            .unwrap_or(&conns[start % n])
+    /// Whether this is a cluster client.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.mode, Mode::Cluster(_))
     }
 
     /// Readies a command for the wire, on every path to the server (plain, dedicated,
@@ -300,7 +330,10 @@ impl Client {
     /// command whose spec must first be learned from the server.
     pub(crate) fn route(&self, cmd: Cmd) -> Result<Routed, Error> {
         if let Some(why) = cmd.invalid() {
-            return Err(Error::Invalid(format!("{}: {why}", cmd.first_word())));
+            return Err(Error::Argument {
+                command: cmd.first_word(),
+                reason: why.to_owned(),
+            });
         }
         let spec = cmd.spec();
         let access = if spec.is_some_and(|s| s.is_readonly()) {
@@ -355,8 +388,7 @@ impl Client {
     async fn learn_command(&self, cmd: &Cmd) -> Result<(), Error> {
         let name = cmd.first_word();
         let info = crate::cmd::cmd("COMMAND").arg("INFO").arg(name.as_str());
-        let reply = self.send(self.pick(), info.finish(), 1, true).await?;
-        let frame = check(reply_one(reply)?)?;
+        let frame = self.send(info, None, true).await?;
         crate::cmd::learn(&frame, &[&name]);
         Ok(())
     }
@@ -388,76 +420,89 @@ impl Client {
     pub async fn query_frame(&self, cmd: Cmd) -> Result<Frame, Error> {
         let spec = cmd.spec();
         match crate::dedicated::placement(&cmd, spec) {
-            crate::dedicated::Placement::Shared => {}
+            Placement::Shared => {}
             // Blocking commands would stall every command behind them on a shared connection.
-            crate::dedicated::Placement::Blocking(block) => {
+            Placement::Blocking(block) => {
+                let cmd = self.route_learning(cmd).await?;
                 return self.blocking_query(cmd, block).await;
             }
-            crate::dedicated::Placement::Refused(why) => {
-                return Err(Error::Invalid(why.to_owned()));
+            Placement::Refused(reason) => {
+                return Err(Error::Unsupported {
+                    command: cmd.first_word(),
+                    reason,
+                });
             }
         }
         let retry = spec.is_some_and(|s| s.is_readonly());
-        let name = cmd.name();
         let cmd = self.route_learning(cmd).await?;
-        let conn = self.pick();
-        let guard = self.inner.metrics.as_ref().map(|m| m.get(spec).start());
-        // The command's name and the server, never its arguments or reply (values may be
-        // personal data). Disabled spans cost one check.
-        let span = tracing::debug_span!("redis", command = name, peer = %conn.addr);
-        let fut = self.send(conn, cmd.finish(), 1, retry);
-        let result = if span.is_disabled() {
-            fut.await
-        } else {
-            tracing::Instrument::instrument(fut, span).await
-        }
-        .and_then(reply_one)
-        .and_then(check);
-        if let Err(e) = &result {
-            tracing::debug!(command = name, peer = %conn.addr, error = %ErrorSummary(e), "redis command failed");
-        }
-        if let Some(g) = guard {
-            g.finish(match &result {
-                Ok(_) => Code::OK,
-                Err(e) => e.metric_code(),
-            });
-        }
-        result
+        self.send(cmd, spec, retry).await
     }
 
+    /// Sends a routed command to where it must go and checks the reply.
     async fn send(
         &self,
-        conn: &Connection,
-        data: Bytes,
-        replies: u32,
+        cmd: Cmd,
+        spec: Option<&'static Spec>,
         retry: bool,
-    ) -> Result<Reply, Error> {
-        // The connection's owner task enforces the deadline: no timer per request.
-        conn.request(data, replies, retry, self.inner.config.timeout())
-            .await
+    ) -> Result<Frame, Error> {
+        match &self.inner.mode {
+            Mode::Single(pool) => check(
+                pool.call(cmd.finish(), spec, retry, self.inner.config.deadline())
+                    .await?,
+            ),
+            Mode::Cluster(router) => check(router.query(cmd, spec, retry).await?),
+        }
+    }
+
+    /// Sends `cmd` to one node (`SCAN` over a cluster), or where it routes (`None`).
+    pub(crate) async fn query_on<T: FromReply>(
+        &self,
+        target: Option<Arc<Pool>>,
+        cmd: Cmd,
+    ) -> Result<T, Error> {
+        let Some(pool) = target else {
+            return self.query(cmd).await;
+        };
+        let spec = cmd.spec();
+        let retry = spec.is_some_and(|s| s.is_readonly());
+        let cmd = self.route_learning(cmd).await?;
+        let frame = pool
+            .call(cmd.finish(), spec, retry, self.inner.config.deadline())
+            .await?;
+        T::from_reply(check(frame)?)
+    }
+
+    /// The servers a whole-keyspace scan visits: `None` for "wherever the command routes" (a
+    /// standalone server), or every primary of a cluster.
+    pub(crate) fn scan_targets(&self) -> Vec<Option<Arc<Pool>>> {
+        match &self.inner.mode {
+            Mode::Single(_) => vec![None],
+            Mode::Cluster(router) => router.primaries().into_iter().map(Some).collect(),
+        }
     }
 
     /// Sends several encoded commands as one request on one connection (pipelines and
-    /// transactions): they are written together and nothing interleaves.
+    /// transactions on a standalone server): they are written together and nothing
+    /// interleaves.
     pub(crate) async fn send_many(
         &self,
+        pool: &Pool,
         data: Bytes,
         replies: u32,
         retry: bool,
     ) -> Result<Vec<Frame>, Error> {
-        let conn = self.pick();
-        match self.send(conn, data, replies, retry).await? {
-            Reply::Many(frames) => Ok(frames),
-            Reply::One(frame) => Ok(vec![frame]),
-        }
+        pool.call_many(data, replies, retry, self.inner.config.deadline())
+            .await
     }
 
-    /// A new pipeline: commands sent together, replies returned together.
+    /// A new pipeline: commands sent together, replies returned together. In cluster mode
+    /// the commands are split per node and the replies put back in order.
     pub fn pipeline(&self) -> Pipeline {
         Pipeline::new(self.clone(), false)
     }
 
-    /// A new `MULTI`/`EXEC` transaction: commands run atomically.
+    /// A new `MULTI`/`EXEC` transaction: commands run atomically. In cluster mode every key
+    /// must be in one slot.
     pub fn transaction(&self) -> Pipeline {
         Pipeline::new(self.clone(), true)
     }
@@ -472,50 +517,10 @@ pub(crate) enum Routed {
     Learn(Cmd),
 }
 
-pub(crate) fn reply_one(reply: Reply) -> Result<Frame, Error> {
-    match reply {
-        Reply::One(f) => Ok(f),
-        Reply::Many(mut v) if v.len() == 1 => Ok(v.remove(0)),
-        Reply::Many(v) => Ok(Frame::Array(v)),
-    }
-}
-
 /// Turns an error reply into [`Error::Server`].
 pub(crate) fn check(frame: Frame) -> Result<Frame, Error> {
     match frame {
         Frame::Error(e) => Err(Error::Server(e)),
         f => Ok(f),
-    }
-}
-
-/// An error for logs: its kind and, for server errors, only the error code (the message may
-/// quote a value).
-struct ErrorSummary<'a>(&'a Error);
-
-impl std::fmt::Display for ErrorSummary<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Error::Server(_) => write!(f, "server error {}", self.0.server_code().unwrap_or("?")),
-            Error::Type { into, .. } => write!(f, "reply does not convert into {into}"),
-            e => write!(f, "{e}"),
-        }
-    }
-}
-
-/// Spreads task ids over the pool: a multiplicative hash of the id's one `u64` (ids are
-/// handed out in sequence; the high bits of the product spread them evenly).
-struct TaskHasher(u64);
-
-impl std::hash::Hasher for TaskHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }

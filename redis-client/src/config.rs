@@ -22,6 +22,35 @@ pub enum Protocol {
 /// Default URL.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
+/// Where a cluster client sends read-only commands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadFrom {
+    /// The slot's primary: reads see every acknowledged write. The default.
+    #[default]
+    Primary,
+    /// A replica of the slot (round robin over its replicas), the primary when none is up.
+    /// Reads may lag behind writes by the replication delay.
+    PreferReplica,
+    /// Round robin over the primary and its replicas.
+    RoundRobin,
+}
+
+/// RESP3 client-side caching (`CLIENT TRACKING`): the server tells the client when a key
+/// it may have cached changes; see [`Client::invalidations`](crate::Client::invalidations).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrackingMode {
+    /// No tracking. The default.
+    #[default]
+    Off,
+    /// The server remembers the keys each connection read and invalidates those.
+    Default,
+    /// Broadcast: every change to a key under one of `tracking-prefixes` (all keys without
+    /// prefixes) is reported, read or not; the server keeps no per-key state.
+    Bcast,
+}
+
 /// The `[redis.<name>]` section, with every default in place.
 ///
 /// ```toml
@@ -31,13 +60,43 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// command-timeout = "2s"
 /// protocol = "resp3"
 /// shadow-prefix = "shadow:"
+///
+/// [redis.sessions]
+/// cluster = true
+/// urls = ["redis://:secret@10.0.0.1:7000", "redis://10.0.0.2:7000"]
+/// read-from = "prefer-replica"
 /// ```
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+///
+/// Its `Debug` output never shows the password (nor the password part of a URL).
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClientConfig {
     /// `redis://[user[:password]@]host[:port][/db][?protocol=resp3&name=app]`. Default is
-    /// `redis://127.0.0.1:6379`.
+    /// `redis://127.0.0.1:6379`. In cluster mode, one seed node (or use `urls`).
     pub url: String,
+    /// Redis Cluster: route commands by slot over the cluster's nodes, discovered from the
+    /// seeds (`urls`, or `url`). Default is false.
+    pub cluster: bool,
+    /// Seed nodes of a cluster (any few of its nodes). The first URL's user, password,
+    /// protocol and name apply to every node; all must use the same scheme.
+    pub urls: Vec<String>,
+    /// Cluster: where read-only commands go. Default is `primary`.
+    pub read_from: ReadFrom,
+    /// Cluster: how often the slot map is refreshed even when nothing asks for it. Default
+    /// is 30 s.
+    #[serde(with = "duration")]
+    pub refresh_interval: Duration,
+    /// Cluster: the least time between two slot-map refreshes (redirections, lost nodes and
+    /// timeouts ask for one; they are coalesced, jittered, never a storm). Default is 200 ms.
+    #[serde(with = "duration")]
+    pub refresh_min_interval: Duration,
+    /// Cluster: most `MOVED`/`ASK` redirections one command follows. Default is 16.
+    pub max_redirects: u32,
+    /// RESP3 client-side caching: `off`, `default` or `bcast`. Default is `off`. Needs
+    /// `protocol = "resp3"`.
+    pub tracking: TrackingMode,
+    /// Key prefixes for `tracking = "bcast"` (none: every key).
+    pub tracking_prefixes: Vec<String>,
     /// ACL user; overrides the URL's.
     pub username: Option<String>,
     /// Password; overrides the URL's.
@@ -104,12 +163,43 @@ pub struct TlsOptions {
     pub server_name: Option<String>,
 }
 
-/// A checked configuration with its URL parsed: what connections use.
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| redact(u)).collect();
+        f.debug_struct("ClientConfig")
+            .field("url", &redact(&self.url))
+            .field("cluster", &self.cluster)
+            .field("urls", &urls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("db", &self.db)
+            .field("protocol", &self.protocol)
+            .field("client_name", &self.client_name)
+            .field("pool_size", &self.pool_size)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_from", &self.read_from)
+            .field("tracking", &self.tracking)
+            .field("shadow_prefix", &self.shadow_prefix)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A checked configuration with its URL parsed: what connections use. One per server: a
+/// cluster client derives one per node ([`Settings::for_node`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) config: ClientConfig,
     host: String,
     port: u16,
+    /// Cluster seeds, `url`'s first (empty for a standalone client).
+    pub(crate) seeds: Vec<(String, u16)>,
+    /// Requests to a server that is down fail at once instead of waiting for the reconnect
+    /// (cluster nodes: the router sends them elsewhere).
+    pub(crate) fail_fast: bool,
+    /// Send `READONLY` in the handshake (cluster replicas serving reads).
+    pub(crate) readonly: bool,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::conn::tls::Tls>,
 }
@@ -136,6 +226,37 @@ impl Settings {
     pub(crate) fn timeout(&self) -> Option<Duration> {
         (!self.command_timeout.is_zero()).then_some(self.command_timeout)
     }
+
+    /// The deadline of a command starting now.
+    pub(crate) fn deadline(&self) -> Option<crate::conn::Deadline> {
+        self.timeout().map(crate::conn::Deadline::after)
+    }
+
+    /// The same settings for another node of the cluster: same credentials, protocol and
+    /// TLS (the certificate checked against that node's host unless `server-name` is set).
+    pub(crate) fn for_node(&self, host: &str, port: u16) -> Result<Settings, Error> {
+        Ok(Settings {
+            config: self.config.clone(),
+            host: host.to_owned(),
+            port,
+            seeds: Vec::new(),
+            fail_fast: true,
+            readonly: self.config.read_from != ReadFrom::Primary,
+            #[cfg(feature = "tls")]
+            tls: match &self.tls {
+                Some(tls) => Some(
+                    tls.for_host(
+                        self.config
+                            .tls
+                            .as_ref()
+                            .and_then(|t| t.server_name.as_deref())
+                            .unwrap_or(host),
+                    )?,
+                ),
+                None => None,
+            },
+        })
+    }
 }
 
 impl Default for ClientConfig {
@@ -159,6 +280,14 @@ impl Default for ClientConfig {
             shadow_prefix: None,
             metrics: true,
             tls: None,
+            cluster: false,
+            urls: Vec::new(),
+            read_from: ReadFrom::Primary,
+            refresh_interval: Duration::from_secs(30),
+            refresh_min_interval: Duration::from_millis(200),
+            max_redirects: 16,
+            tracking: TrackingMode::Off,
+            tracking_prefixes: Vec::new(),
         }
     }
 }
@@ -179,7 +308,32 @@ impl ClientConfig {
 
     /// Parses the URL and checks every value; explicit fields win over the URL's.
     pub(crate) fn resolve(mut self) -> Result<Settings, Error> {
-        let url = parse_url(&self.url)?;
+        if !self.urls.is_empty() && !self.cluster {
+            return Err(Error::config(
+                "urls",
+                "seed URLs are for a cluster; set cluster = true (or use url)",
+            ));
+        }
+        if self.cluster && self.urls.is_empty() {
+            self.urls.push(self.url.clone());
+        }
+        let first = self
+            .urls
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.url.clone());
+        let url = parse_url(&first)?;
+        let mut seeds = Vec::new();
+        for other in &self.urls {
+            let seed = parse_url(other)?;
+            if seed.tls != url.tls {
+                return Err(Error::config(
+                    "urls",
+                    "every seed must use the same scheme (redis:// or rediss://)",
+                ));
+            }
+            seeds.push((seed.host, seed.port));
+        }
         if self.username.is_none() {
             self.username = url.username;
         }
@@ -198,7 +352,25 @@ impl ClientConfig {
         if self.client_name.is_none() {
             self.client_name = url.name;
         }
-        let bad = |key: &str, msg: &str| Err(Error::Invalid(format!("redis config: {key}: {msg}")));
+        let bad = |key: &'static str, msg: &str| Err(Error::config(key, msg));
+        if self.cluster && self.db != 0 {
+            return bad("db", "a cluster has only database 0");
+        }
+        if self.cluster && self.max_redirects == 0 {
+            return bad("max-redirects", "must be at least 1");
+        }
+        if self.cluster && self.refresh_min_interval.is_zero() {
+            return bad("refresh-min-interval", "must be more than 0s");
+        }
+        if self.tracking != TrackingMode::Off && self.protocol != Protocol::Resp3 {
+            return bad(
+                "tracking",
+                "client tracking delivers invalidations as RESP3 pushes; set protocol = \"resp3\"",
+            );
+        }
+        if self.tracking != TrackingMode::Bcast && !self.tracking_prefixes.is_empty() {
+            return bad("tracking-prefixes", "only with tracking = \"bcast\"");
+        }
         if self.pool_size == 0 {
             return bad("pool-size", "must be at least 1");
         }
@@ -237,10 +409,14 @@ impl ClientConfig {
                 "TLS (a tls table or rediss://) needs redis-client's `tls` feature",
             );
         }
+        let readonly = self.cluster && self.read_from != ReadFrom::Primary;
         Ok(Settings {
             config: self,
             host: url.host,
             port: url.port,
+            seeds,
+            fail_fast: false,
+            readonly,
             #[cfg(feature = "tls")]
             tls,
         })
@@ -268,12 +444,7 @@ struct Url {
 }
 
 fn parse_url(url: &str) -> Result<Url, Error> {
-    let bad = |msg: String| {
-        Err(Error::Invalid(format!(
-            "redis url {:?}: {msg}",
-            redact(url)
-        )))
-    };
+    let bad = |msg: String| Err(Error::config("url", format!("{:?}: {msg}", redact(url))));
     let Some((scheme, rest)) = url.split_once("://") else {
         return bad("expected redis://host:port".into());
     };
@@ -365,7 +536,7 @@ fn percent_decode(s: &str) -> Result<String, Error> {
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
             let Some(v) = hex else {
-                return Err(Error::Invalid("redis url: bad percent-encoding".into()));
+                return Err(Error::config("url", "bad percent-encoding"));
             };
             out.push(v);
             i += 3;
@@ -374,8 +545,7 @@ fn percent_decode(s: &str) -> Result<String, Error> {
             i += 1;
         }
     }
-    String::from_utf8(out)
-        .map_err(|_| Error::Invalid("redis url: percent-encoding is not UTF-8".into()))
+    String::from_utf8(out).map_err(|_| Error::config("url", "percent-encoding is not UTF-8"))
 }
 
 /// The URL with its password replaced, for error messages.

@@ -5,18 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::AbortHandle;
+use bytes::Bytes;
 
-use crate::client::{Client, check, reply_one};
-use crate::cmd::Cmd;
+use crate::client::{Client, Mode, check};
 use crate::cmd::spec::Spec;
-use crate::conn::Connection;
+use crate::cmd::{Cmd, ToArg};
+use crate::conn::{Deadline, Reply};
+use crate::pool::{Link, Pool, reply_one};
 use crate::resp::Frame;
 use crate::value::FromReply;
 use crate::{Error, Pipeline};
-
-/// Idle dedicated connections kept for reuse by blocking commands.
-const MAX_IDLE: usize = 8;
 
 pub(crate) enum Placement {
     Shared,
@@ -44,7 +42,12 @@ pub(crate) fn placement(cmd: &Cmd, spec: Option<&'static Spec>) -> Placement {
         }
         "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => {
             return Placement::Refused(
-                "use Client::transaction() or Dedicated::watch() for transactions",
+                "use Client::transaction() or Dedicated::transaction() (after WATCH on a Dedicated) for transactions",
+            );
+        }
+        "CLIENT TRACKING" => {
+            return Placement::Refused(
+                "tracking applies to every pooled connection: set tracking in the client's configuration",
             );
         }
         _ => {}
@@ -69,14 +72,28 @@ pub(crate) fn placement(cmd: &Cmd, spec: Option<&'static Spec>) -> Placement {
         "WAIT" | "WAITAOF" => secs(args.last()).map(|ms| ms / 1000.0),
         _ => secs(args.last()),
     };
+    // A caller's number: anything that is no duration (negative, NaN, past `Duration::MAX`)
+    // waits as long as the server does, which answers those itself.
     Placement::Blocking(match block {
-        Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+        Some(s) if s > 0.0 => Duration::try_from_secs_f64(s).ok(),
         _ => None,
     })
 }
 
+/// How long a blocking command may take: its block time plus the command timeout, or no
+/// limit for one that blocks until served.
+fn blocking_deadline(block: Option<Duration>, timeout: Option<Duration>) -> Option<Deadline> {
+    let block = block?;
+    Some(Deadline::after(
+        block.saturating_add(timeout.unwrap_or_default()),
+    ))
+}
+
 /// One connection of your own: commands on it run in order, nothing else shares it. Closed
 /// when dropped.
+///
+/// In cluster mode it is bound to one slot's primary ([`Client::dedicated_for`]): commands
+/// with keys in another slot fail with [`Error::CrossSlot`] before anything is sent.
 ///
 /// # Examples
 ///
@@ -85,7 +102,7 @@ pub(crate) fn placement(cmd: &Cmd, spec: Option<&'static Spec>) -> Placement {
 /// use redis_client::cmds;
 ///
 /// // Optimistic locking: the EXEC fails (None) if `balance` changed after WATCH.
-/// let conn = client.dedicated().await?;
+/// let conn = client.dedicated_for("balance").await?;
 /// conn.query::<()>(redis_client::cmd("WATCH").arg("balance")).await?;
 /// let balance: i64 = conn.query::<Option<i64>>(cmds::get("balance")).await?.unwrap_or(0);
 /// let mut tx = conn.transaction();
@@ -95,22 +112,16 @@ pub(crate) fn placement(cmd: &Cmd, spec: Option<&'static Spec>) -> Placement {
 /// ```
 pub struct Dedicated {
     client: Client,
-    conn: Connection,
-    task: AbortHandle,
+    link: Link,
+    slot: Option<u16>,
 }
 
 impl std::fmt::Debug for Dedicated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dedicated")
-            .field("addr", &self.conn.addr)
+            .field("addr", &self.link.conn.addr)
+            .field("slot", &self.slot)
             .finish()
-    }
-}
-
-impl Drop for Dedicated {
-    fn drop(&mut self) {
-        // A blocked command may never be answered: stop the task rather than wait for it.
-        self.task.abort();
     }
 }
 
@@ -120,7 +131,8 @@ impl Dedicated {
     ///
     /// # Errors
     ///
-    /// As [`Client::query`].
+    /// As [`Client::query`]; in cluster mode [`Error::CrossSlot`] for a key outside this
+    /// connection's slot.
     ///
     /// # Cancel safety
     ///
@@ -133,11 +145,12 @@ impl Dedicated {
 
     async fn query_frame(&self, cmd: Cmd) -> Result<Frame, Error> {
         let spec = cmd.spec();
-        let block = match spec.map(|s| (s.name, s.is_pubsub())) {
-            Some(("SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE", _)) => {
-                return Err(Error::Invalid(
-                    "subscribe through Client::subscriber(), not as a plain command".into(),
-                ));
+        let block = match spec.map(|s| s.name) {
+            Some("SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE") => {
+                return Err(Error::Unsupported {
+                    command: cmd.first_word(),
+                    reason: "subscribe through Client::subscriber(), not as a plain command",
+                });
             }
             _ => match placement(&cmd, spec) {
                 Placement::Blocking(b) => Some(b),
@@ -145,81 +158,144 @@ impl Dedicated {
             },
         };
         let cmd = self.client.route_learning(cmd).await?;
-        let fut = self.conn.request(cmd.finish(), 1, false, None);
-        let timeout = match (block, self.client.inner.config.timeout()) {
-            (Some(None), _) | (None, None) => None,
-            (Some(Some(b)), t) => Some(b + t.unwrap_or_default()),
-            (None, Some(t)) => Some(t),
+        if let Some(bound) = self.slot
+            && let Some(slot) = crate::cluster::cmd_slot(&cmd, spec)?
+            && slot != bound
+        {
+            return Err(Error::CrossSlot {
+                command: cmd.first_word(),
+                first: bound,
+                other: slot,
+            });
+        }
+        let timeout = self.client.inner.config.timeout();
+        let deadline = match block {
+            Some(b) => blocking_deadline(b, timeout),
+            None => timeout.map(Deadline::after),
         };
-        let reply = match timeout {
-            Some(t) => tokio::time::timeout(t, fut)
-                .await
-                .map_err(|_| Error::Timeout(t))??,
-            None => fut.await?,
-        };
-        check(reply_one(reply)?)
+        let reply = self
+            .link
+            .conn
+            .request(cmd.finish(), 1, false, deadline)
+            .await?;
+        check(reply_one(reply))
     }
 
     /// A `MULTI`/`EXEC` transaction on this connection (after `WATCH`, it fails with `None`
     /// when a watched key changed).
     pub fn transaction(&self) -> Pipeline {
-        Pipeline::on_connection(self.client.clone(), self.conn.clone(), true)
+        Pipeline::on_connection(self.client.clone(), self.link.conn.clone(), self.slot)
     }
 }
 
 impl Client {
     /// Opens a connection of your own (for `WATCH` transactions, or anything that must not be
-    /// shared) and waits until it answers.
+    /// shared) and waits until it answers. In cluster mode use
+    /// [`dedicated_for`](Self::dedicated_for).
     ///
     /// # Errors
     ///
-    /// The server does not answer within the connect timeout.
+    /// The server does not answer within the connect timeout; [`Error::Unsupported`] on a
+    /// cluster.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a connection not handed out is closed.
     pub async fn dedicated(&self) -> Result<Dedicated, Error> {
-        let (conn, task) = Connection::spawn(Arc::clone(&self.inner.config), None);
+        match &self.inner.mode {
+            Mode::Single(pool) => self.open_dedicated(pool.clone(), None).await,
+            Mode::Cluster(_) => Err(Error::Unsupported {
+                command: "dedicated".to_owned(),
+                reason: "in cluster mode a dedicated connection serves one slot: use Client::dedicated_for(key)",
+            }),
+        }
+    }
+
+    /// A dedicated connection to the server of `key` (in cluster mode, the primary of its
+    /// slot; the connection then serves that slot only).
+    ///
+    /// # Errors
+    ///
+    /// As [`dedicated`](Self::dedicated); in cluster mode the slot map could not be read.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn dedicated_for(&self, key: impl ToArg) -> Result<Dedicated, Error> {
+        match &self.inner.mode {
+            Mode::Single(pool) => self.open_dedicated(pool.clone(), None).await,
+            Mode::Cluster(router) => {
+                // The key as sent: under shadow traffic, mapped.
+                let probe = self.route_learning(crate::cmds::get(key)).await?;
+                let slot = crate::cluster::cmd_slot(&probe, probe.spec())?.unwrap_or(0);
+                let pool = router.primary_for(slot).await?;
+                self.open_dedicated(pool, Some(slot)).await
+            }
+        }
+    }
+
+    async fn open_dedicated(&self, pool: Arc<Pool>, slot: Option<u16>) -> Result<Dedicated, Error> {
         let d = Dedicated {
             client: self.clone(),
-            conn,
-            task,
+            link: Link::open(&pool.settings),
+            slot,
         };
         let t = self.inner.config.connect_timeout + Duration::from_millis(500);
         match tokio::time::timeout(t, d.query_frame(crate::cmds::ping())).await {
             Ok(Ok(_)) => Ok(d),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Connect {
-                addr: self.addr(),
+                addr: pool.addr.to_string(),
                 source: Box::new(Error::Timeout(t)),
             }),
         }
     }
 
-    /// Runs a blocking command on an idle dedicated connection (or a new one), which goes back
-    /// to the idle set only if the command completed.
+    /// Runs a (routed) blocking command on an idle dedicated connection of its server, or a
+    /// new one; in cluster mode following redirections.
     pub(crate) async fn blocking_query(
         &self,
         cmd: Cmd,
-        _block: Option<Duration>,
+        block: Option<Duration>,
     ) -> Result<Frame, Error> {
-        let idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
-        let d = match idle {
-            Some(d) => d,
-            None => self.dedicated().await?,
-        };
-        let result = d.query_frame(cmd).await;
-        let reusable = match &result {
-            Ok(_) => true,
-            Err(e) => matches!(e, Error::Server(_) | Error::Type { .. }),
-        };
-        if reusable {
-            let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < MAX_IDLE {
-                idle.push(d);
-            }
+        let deadline = blocking_deadline(block, self.inner.config.timeout());
+        match &self.inner.mode {
+            Mode::Single(pool) => check(blocking_call(pool, cmd.finish(), deadline).await?),
+            Mode::Cluster(router) => check(router.blocking(cmd, deadline).await?),
         }
-        result
     }
+}
+
+/// Sends `data` (one command, or `ASKING` and one) on a dedicated connection of `pool`'s
+/// server, which goes back to the idle set if the command completed. The last reply.
+pub(crate) async fn blocking_call(
+    pool: &Pool,
+    data: Bytes,
+    deadline: Option<Deadline>,
+) -> Result<Frame, Error> {
+    let replies = if data.starts_with(crate::cluster::ASKING) {
+        2
+    } else {
+        1
+    };
+    let link = pool
+        .take_idle()
+        .unwrap_or_else(|| Link::open(&pool.settings));
+    let result = link
+        .conn
+        .request(data, replies, false, deadline)
+        .await
+        .map(|r| match r {
+            // `ASKING`'s OK, then the command's reply.
+            Reply::Many(mut v) => v.pop().unwrap_or(Frame::Null),
+            Reply::One(f) => f,
+        });
+    let reusable = match &result {
+        Ok(_) => true,
+        Err(e) => matches!(e, Error::Server(_) | Error::Type { .. }),
+    };
+    if reusable {
+        pool.put_idle(link);
+    }
+    result
 }

@@ -88,9 +88,74 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// Invalid configuration or arguments.
-    #[error("{0}")]
-    Invalid(String),
+    /// A configuration value is invalid: the key and what is wrong with it.
+    #[error("redis config: {key}: {message}")]
+    Config {
+        /// The key (`pool-size`, `url`, `tls.ca-file`).
+        key: &'static str,
+        /// What is wrong, naming the bad value (never a password).
+        message: String,
+    },
+
+    /// The `[redis.<name>]` section could not be read; the source names the file, line and
+    /// key.
+    #[error("redis config section {section}")]
+    ConfigSection {
+        /// `redis.<name>`.
+        section: String,
+        /// Where and why (file, line, column, key).
+        #[source]
+        source: jupiter_core::config::ConfigError,
+    },
+
+    /// An argument cannot be sent (a value that does not serialize, a duration Redis cannot
+    /// represent); nothing was sent.
+    #[error("{command}: {reason}")]
+    Argument {
+        /// The command.
+        command: String,
+        /// What is wrong with which argument.
+        reason: String,
+    },
+
+    /// The command cannot be sent this way (a subscription as a plain command, a blocking
+    /// command in a pipeline); the message says what to use instead. Nothing was sent.
+    #[error("{command}: {reason}")]
+    Unsupported {
+        /// The command.
+        command: String,
+        /// Why, and what to use instead.
+        reason: &'static str,
+    },
+
+    /// Cluster: the command's keys are in different slots, and it (or a transaction,
+    /// a script, a dedicated connection) must run on one. Nothing was sent.
+    #[error(
+        "{command}: its keys are in slots {first} and {other}, but it must run in one slot; \
+         give the keys one hash tag (`{{user1}}:a`, `{{user1}}:b`)"
+    )]
+    CrossSlot {
+        /// The command (or `MULTI` for a transaction).
+        command: String,
+        /// The first key's slot.
+        first: u16,
+        /// A slot of another key.
+        other: u16,
+    },
+
+    /// Cluster: the slot map could not be read from any node, or no node serves the slot.
+    #[error("redis cluster: {0}")]
+    Cluster(String),
+
+    /// The server refused a step of the connection handshake (`HELLO 3` on Redis 5, a
+    /// `SELECT` past the configured databases).
+    #[error("{step} refused: {}", String::from_utf8_lossy(.reply))]
+    Handshake {
+        /// The step (`HELLO 3`, `SELECT`, `CLIENT TRACKING`).
+        step: &'static str,
+        /// The server's reply.
+        reply: Bytes,
+    },
 
     /// Authentication failed.
     #[error("authentication failed: {}", String::from_utf8_lossy(.0))]
@@ -160,9 +225,56 @@ impl Error {
                 command: command.clone(),
                 reason,
             },
-            Error::Invalid(s) => Error::Invalid(s.clone()),
+            Error::Config { key, message } => Error::Config {
+                key,
+                message: message.clone(),
+            },
+            // The source is not `Clone`: keep its text under the section's name.
+            Error::ConfigSection { section, source } => Error::Config {
+                key: "section",
+                message: format!("{section}: {source}"),
+            },
+            Error::Argument { command, reason } => Error::Argument {
+                command: command.clone(),
+                reason: reason.clone(),
+            },
+            Error::Unsupported { command, reason } => Error::Unsupported {
+                command: command.clone(),
+                reason,
+            },
+            Error::CrossSlot {
+                command,
+                first,
+                other,
+            } => Error::CrossSlot {
+                command: command.clone(),
+                first: *first,
+                other: *other,
+            },
+            Error::Cluster(s) => Error::Cluster(s.clone()),
+            Error::Handshake { step, reply } => Error::Handshake {
+                step,
+                reply: reply.clone(),
+            },
             Error::Auth(b) => Error::Auth(b.clone()),
         }
+    }
+
+    /// A configuration error for `key`.
+    pub(crate) fn config(key: &'static str, message: impl Into<String>) -> Error {
+        Error::Config {
+            key,
+            message: message.into(),
+        }
+    }
+
+    /// Whether nothing reached the server: the command can be sent again anywhere without
+    /// running twice (connect failures, refusals before sending).
+    pub(crate) fn not_sent(&self) -> bool {
+        matches!(
+            self,
+            Error::Connect { .. } | Error::Closed | Error::ShadowRefused(_)
+        )
     }
 
     /// The bounded result code for metrics.
@@ -175,19 +287,36 @@ impl Error {
             | Error::Io { .. }
             | Error::Closed => Code::UNAVAILABLE,
             Error::ShadowRefused(_) | Error::ShadowUnmappable { .. } => Code::SHADOW_REFUSED,
-            Error::Type { .. } | Error::Invalid(_) => Code::INVALID,
+            Error::Type { .. }
+            | Error::Config { .. }
+            | Error::ConfigSection { .. }
+            | Error::Argument { .. }
+            | Error::Unsupported { .. }
+            | Error::CrossSlot { .. } => Code::INVALID,
+            Error::Cluster(_) => Code::UNAVAILABLE,
             Error::Protocol { .. } => Code::from_static("ProtocolError"),
-            Error::Auth(_) => Code::from_static("AuthError"),
-            Error::Server(_) => match self.server_code() {
-                Some("WRONGTYPE") => Code::from_static("WRONGTYPE"),
-                Some("NOSCRIPT") => Code::from_static("NOSCRIPT"),
-                Some("MOVED") => Code::from_static("MOVED"),
-                Some("ASK") => Code::from_static("ASK"),
-                Some("LOADING") => Code::from_static("LOADING"),
-                Some("BUSY") => Code::from_static("BUSY"),
-                Some("OOM") => Code::from_static("OOM"),
-                _ => Code::from_static("ERR"),
-            },
+            Error::Auth(_) | Error::Handshake { .. } => Code::from_static("AuthError"),
+            Error::Server(msg) => server_metric_code(msg),
         }
+    }
+}
+
+/// The bounded metrics code of an error reply: its first word when it is one of a known
+/// few, else `ERR`.
+pub(crate) fn server_metric_code(msg: &[u8]) -> jupiter_core::metrics::Code {
+    use jupiter_core::metrics::Code;
+    let word = msg.split(|b| *b == b' ').next().unwrap_or_default();
+    match word {
+        b"WRONGTYPE" => Code::from_static("WRONGTYPE"),
+        b"NOSCRIPT" => Code::from_static("NOSCRIPT"),
+        b"MOVED" => Code::from_static("MOVED"),
+        b"ASK" => Code::from_static("ASK"),
+        b"TRYAGAIN" => Code::from_static("TRYAGAIN"),
+        b"CLUSTERDOWN" => Code::from_static("CLUSTERDOWN"),
+        b"CROSSSLOT" => Code::from_static("CROSSSLOT"),
+        b"LOADING" => Code::from_static("LOADING"),
+        b"BUSY" => Code::from_static("BUSY"),
+        b"OOM" => Code::from_static("OOM"),
+        _ => Code::from_static("ERR"),
     }
 }

@@ -11,11 +11,18 @@
 //! - `conn`: one connection's owner task — FIFO reply matching, writes batched while requests
 //!   are queued (auto-pipelining), a bounded in-flight queue (backpressure), reconnect with
 //!   jittered backoff. Cancel-safe: a dropped request never desynchronizes it.
-//! - [`Cmd`] and [`cmds`]: the command builder, argument encoding ([`ToArg`]), command metadata
-//!   (flags and key positions from the server's own table), and a constructor per command.
-//! - [`Client`]: the pool handle with a typed method per command, [`Pipeline`]s and
+//! - `pool`: one server's connections (picked by task), its per-command metrics, its idle
+//!   dedicated connections.
+//! - `cluster`: the slot map, routing by slot, redirections, refreshes, commands split by
+//!   slot; see [`ClusterStats`].
+//! - [`Cmd`] and [`ToArg`]: the command builder and argument encoding, with command metadata
+//!   (flags and key positions from the server's own table).
+//! - `commands` (re-exported as [`cmds`]): every typed command, one entry each, from which
+//!   both its constructor (`cmds::get`) and its method (`Client::get`) are generated.
+//! - [`Client`]: the handle, the same type for one server and a cluster; [`Pipeline`]s and
 //!   transactions, [`Dedicated`] connections (blocking commands, `WATCH`), [`Subscriber`]s,
-//!   `SCAN` streams and [`Script`]s; replies convert through [`FromReply`].
+//!   `SCAN` streams, [`Script`]s, the [`Invalidations`] of client-side caching; replies
+//!   convert through [`FromReply`].
 //!
 //! # Shadow traffic
 //!
@@ -54,27 +61,49 @@
 //! ```
 
 mod client;
-pub mod cmd;
-pub mod cmds;
+mod cluster;
+mod cmd;
 mod commands;
 mod config;
 mod conn;
 mod dedicated;
 mod error;
 mod pipeline;
+mod pool;
 mod pubsub;
 pub mod resp;
 mod script;
 mod stream;
+mod tracking;
 mod value;
 
+/// Command constructors: each returns a [`Cmd`] for [`Client::query`], a [`Pipeline`] or a
+/// transaction; the method of the same name on [`Client`] sends it. Option and reply types of
+/// the typed commands live here too.
+pub mod cmds {
+    pub use crate::commands::*;
+}
+
 pub use client::{Client, ClientBuilder};
+pub use cluster::{ClusterStats, key_slot};
 pub use cmd::{Cmd, ToArg, cmd};
-pub use config::{ClientConfig, DEFAULT_URL, Protocol, TlsOptions};
+pub use config::{ClientConfig, DEFAULT_URL, Protocol, ReadFrom, TlsOptions, TrackingMode};
 pub use dedicated::Dedicated;
 pub use error::Error;
 pub use pipeline::Pipeline;
 pub use pubsub::{Message, Subscriber};
 pub use script::Script;
 pub use stream::{PendingSummary, StreamEntry, StreamRead};
+pub use tracking::{Invalidation, Invalidations};
 pub use value::{FromReply, Json};
+
+impl Client {
+    /// What a cluster client's router did (refreshes, redirections, retries); `None` for a
+    /// standalone client.
+    pub fn cluster_stats(&self) -> Option<ClusterStats> {
+        match &self.inner.mode {
+            client::Mode::Cluster(router) => Some(router.stats()),
+            client::Mode::Single(_) => None,
+        }
+    }
+}

@@ -65,6 +65,9 @@ pub struct Subscriber {
     ctl: mpsc::Sender<Control>,
     messages: mpsc::Receiver<Message>,
     task: AbortHandle,
+    /// How long a change waits for the server's confirmation: the connect timeout plus the
+    /// command timeout (`None`: no command timeout).
+    timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -84,11 +87,14 @@ impl Client {
     pub fn subscriber(&self) -> Subscriber {
         let (ctl_tx, ctl_rx) = mpsc::channel(64);
         let (msg_tx, msg_rx) = mpsc::channel(MESSAGE_BUFFER);
-        let task = tokio::spawn(run(Arc::clone(&self.inner.config), ctl_rx, msg_tx));
+        let config = Arc::clone(&self.inner.config);
+        let timeout = config.timeout().map(|t| t + config.connect_timeout);
+        let task = tokio::spawn(run(config, ctl_rx, msg_tx));
         Subscriber {
             ctl: ctl_tx,
             messages: msg_rx,
             task: task.abort_handle(),
+            timeout,
         }
     }
 }
@@ -100,16 +106,7 @@ impl Subscriber {
         subscribe: bool,
         names: &[C],
     ) -> Result<(), Error> {
-        let names: Vec<Bytes> = names
-            .iter()
-            .map(|n| {
-                let mut b = BytesMut::new();
-                n.write_arg(&mut b);
-                // Strip the `$len\r\n` framing written by `write_arg`.
-                let start = b.iter().position(|&c| c == b'\n').map_or(0, |i| i + 1);
-                Bytes::copy_from_slice(&b[start..b.len() - 2])
-            })
-            .collect();
+        let names: Vec<Bytes> = names.iter().map(crate::commands::arg_bytes).collect();
         if names.is_empty() {
             return Ok(());
         }
@@ -123,14 +120,24 @@ impl Subscriber {
             })
             .await
             .map_err(|_| Error::Closed)?;
-        done.await.map_err(|_| Error::Closed)?
+        // The server confirms once connected: while it is down, the caller hears a timeout
+        // (the change stays wanted and is made when the connection is back).
+        match self.timeout {
+            Some(t) => match tokio::time::timeout(t, done).await {
+                Ok(r) => r.map_err(|_| Error::Closed)?,
+                Err(_) => Err(Error::Timeout(t)),
+            },
+            None => done.await.map_err(|_| Error::Closed)?,
+        }
     }
 
     /// Subscribes to channels; returns once the server confirmed.
     ///
     /// # Errors
     ///
-    /// The subscriber's task ended, or the server refused.
+    /// The subscriber's task ended, the server refused, or it did not confirm within the
+    /// connect and command timeouts ([`Error::Timeout`]: it is down; the subscription is made
+    /// once it is back).
     ///
     /// # Cancel safety
     ///

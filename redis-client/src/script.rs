@@ -7,8 +7,11 @@ use crate::cmd::ToArg;
 use crate::value::FromReply;
 use crate::{Error, cmds};
 
-/// A Lua script, invoked with `EVALSHA` and loaded with `SCRIPT LOAD` when the server does not
-/// know it yet (after a restart or `SCRIPT FLUSH`). Cheap to clone.
+/// A Lua script, invoked with `EVALSHA`; when the server does not know it yet (after a
+/// restart, `SCRIPT FLUSH`, or on a cluster node that never ran it) it is sent once with
+/// `EVAL`, which also loads it there. Cheap to clone.
+///
+/// In cluster mode the script's keys must share one slot: it runs on that slot's primary.
 ///
 /// # Examples
 ///
@@ -45,22 +48,22 @@ impl Script {
     ///
     /// # Errors
     ///
-    /// The script's error, or the usual transport errors.
+    /// The script's error, or the usual transport errors; [`Error::CrossSlot`] in cluster
+    /// mode for keys in different slots.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe; the script may or may not have run.
-    pub async fn invoke<T: FromReply, K: ToArg, A: ToArg>(
+    pub async fn invoke<T: FromReply>(
         &self,
         client: &Client,
-        keys: &[K],
-        args: &[A],
+        keys: &[impl ToArg],
+        args: &[impl ToArg],
     ) -> Result<T, Error> {
         match client.query(cmds::evalsha(&self.sha1, keys, args)).await {
+            // Not run: send the source, which the server keeps for the next EVALSHA.
             Err(e) if e.server_code() == Some("NOSCRIPT") => {
-                let loaded: String = client.query(cmds::script_load(&self.code)).await?;
-                debug_assert_eq!(loaded, *self.sha1);
-                client.query(cmds::evalsha(&self.sha1, keys, args)).await
+                client.query(cmds::eval(&self.code, keys, args)).await
             }
             other => other,
         }

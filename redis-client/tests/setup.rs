@@ -161,17 +161,27 @@ shadow-prefix = "shadow:"
     let info: String = c.query(cmd("CLIENT").arg("INFO")).await.unwrap();
     assert!(info.contains(" db=2 ") && info.contains("resp=3"), "{info}");
 
-    // A bad section names the key and where it came from.
+    // A bad section names the key and where it came from: the configuration's own error
+    // is kept as the source (not flattened into a string), file and line included.
     let bad = jupiter_core::Config::builder()
         .toml("app.toml", "[redis.main]\npool-size = \"four\"\n")
         .no_env()
         .build()
         .unwrap();
     let e = Client::from_config(&bad, "main").await.unwrap_err();
-    let msg = e.to_string();
     assert!(
-        msg.contains("pool-size") && msg.contains("app.toml"),
-        "{msg}"
+        matches!(e, redis_client::Error::ConfigSection { .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.to_string(), "redis config section redis.main");
+    let source = std::error::Error::source(&e).expect("the config error is kept");
+    let config_error = source
+        .downcast_ref::<jupiter_core::config::ConfigError>()
+        .expect("a jupiter_core ConfigError");
+    let msg = chain(&e);
+    assert!(
+        msg.contains("pool-size") && msg.contains("app.toml:2"),
+        "{msg} ({config_error:?})"
     );
     let bad = jupiter_core::Config::builder()
         .toml("app.toml", "[redis.main]\npool-sise = 4\n")
@@ -179,7 +189,7 @@ shadow-prefix = "shadow:"
         .build()
         .unwrap();
     let e = Client::from_config(&bad, "main").await.unwrap_err();
-    assert!(e.to_string().contains("pool-sise"), "{e}");
+    assert!(chain(&e).contains("pool-sise"), "{}", chain(&e));
 
     // Invalid URLs and values are refused before connecting, without echoing passwords.
     for (url, needle) in [
@@ -251,7 +261,10 @@ async fn shadow_traffic_never_touches_live_keys() {
         tx.add(redis_client::cmds::set("tx", 1));
         let _: Option<((),)> = tx.query().await.unwrap();
         // A blocking pop on a dedicated connection is mapped too.
-        let popped = client.blpop::<String, _>(&["queue"], 1.0).await.unwrap();
+        let popped = client
+            .blpop::<String>(&["queue"], std::time::Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(popped, Some(("shadow:queue".into(), "shadow".into())));
         // SCAN stays in the shadow key space and strips the prefix.
         use futures::TryStreamExt;
@@ -493,4 +506,16 @@ async fn per_command_metrics_with_bounded_codes() {
     assert!(!text.contains("NOSUCH"), "{text}");
     assert!(!text.contains("never show up"), "{text}");
     assert!(!text.contains("unknown command"), "{text}");
+}
+
+/// The error and its sources, as a CLI prints them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

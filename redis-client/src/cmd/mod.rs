@@ -153,6 +153,26 @@ impl Cmd {
         })
     }
 
+    /// Argument `index` (0 is the name's first word), found without allocating: the cluster
+    /// router reads a single-key command's key with it on every command.
+    pub(crate) fn arg_at(&self, index: usize) -> Option<&[u8]> {
+        let b = &self.buf[HEADROOM..];
+        let mut i = 0;
+        let mut n = 0;
+        while i < b.len() {
+            // `$<len>\r\n<data>\r\n`, written by us.
+            let nl = memchr::memchr(b'\n', &b[i..])? + i;
+            let len = parse_len(b.get(i + 1..nl.checked_sub(1)?)?)?;
+            let start = nl + 1;
+            if n == index {
+                return b.get(start..start + len);
+            }
+            i = start + len + 2;
+            n += 1;
+        }
+        None
+    }
+
     /// The arguments, as encoded (for key mapping and routing; not on the live hot path).
     pub(crate) fn arg_slices(&self) -> Vec<&[u8]> {
         let mut out = Vec::with_capacity(self.argc as usize);
@@ -238,6 +258,13 @@ impl Cmd {
     }
 }
 
+fn parse_len(digits: &[u8]) -> Option<usize> {
+    digits.iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(usize::from(d - b'0')))?
+    })
+}
+
 /// Something that encodes as command arguments: strings, bytes, numbers, and collections of
 /// them.
 pub trait ToArg {
@@ -246,7 +273,7 @@ pub trait ToArg {
 
     /// As [`write_arg`](Self::write_arg), or why the value cannot be an argument (a [`Json`]
     /// value that does not serialize). A command with such an argument fails with
-    /// [`Error::Invalid`](crate::Error::Invalid) before anything is sent. Default: never
+    /// [`Error::Argument`](crate::Error::Argument) before anything is sent. Default: never
     /// fails.
     ///
     /// [`Json`]: crate::Json

@@ -129,10 +129,35 @@ impl Spec {
     /// Indices into `args` (0 is the command name) of every key, in argument order, without
     /// duplicates. `args` is the whole command.
     pub(crate) fn key_indices<A: AsRef<[u8]>>(&self, args: &[A]) -> Vec<usize> {
+        self.indices(args, false)
+    }
+
+    /// As [`key_indices`](Self::key_indices), and sharded channels too (`SPUBLISH`,
+    /// `SSUBSCRIBE`: not keys, but routed by slot like keys).
+    pub(crate) fn routing_key_indices<A: AsRef<[u8]>>(&self, args: &[A]) -> Vec<usize> {
+        self.indices(args, true)
+    }
+
+    /// The argument index of the one key of a single-key command (`GET`, `SET`, `HGET`: one
+    /// key spec at a fixed index, one key), the hot path of cluster routing.
+    pub(crate) fn single_key_index(&self) -> Option<usize> {
+        match self.key_specs {
+            [
+                KeySpec {
+                    begin: Begin::Index(i),
+                    find: Find::Range { last_key: 0, .. },
+                    ..
+                },
+            ] if *i > 0 => Some(*i as usize),
+            _ => None,
+        }
+    }
+
+    fn indices<A: AsRef<[u8]>>(&self, args: &[A], with_channels: bool) -> Vec<usize> {
         let argc = args.len() as i64;
         let mut keys = Vec::new();
         for ks in self.key_specs {
-            if ks.flags & K_NOT_KEY != 0 {
+            if ks.flags & K_NOT_KEY != 0 && !with_channels {
                 continue;
             }
             let start = match ks.begin {
@@ -195,7 +220,16 @@ impl Spec {
                     };
                     let first = start + i64::from(first_key);
                     let step = i64::from(step.max(1));
-                    (first, first + (n - 1) * step, step)
+                    // `n` is the caller's number: a count past the arguments (or one that
+                    // overflows) names no keys, and the server refuses the command.
+                    let Some(last) = n
+                        .checked_sub(1)
+                        .and_then(|n| n.checked_mul(step))
+                        .and_then(|n| n.checked_add(first))
+                    else {
+                        continue;
+                    };
+                    (first, last, step)
                 }
                 Find::Unknown => continue,
             };
@@ -297,6 +331,22 @@ mod tests {
         assert_eq!(keys("BLPOP l1 l2 5"), ["l1", "l2"]);
         assert_eq!(keys("LMOVE src dst LEFT RIGHT"), ["src", "dst"]);
         assert_eq!(keys("PING"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn absurd_numkeys_name_no_keys_and_do_not_overflow() {
+        // Regression: `first + (n - 1) * step` on a caller's numkeys overflowed (a panic in
+        // debug builds) for numbers near i64's ends.
+        for n in [
+            "9223372036854775807",
+            "-9223372036854775808",
+            "99",
+            "-1",
+            "0",
+        ] {
+            let cmd = format!("EVAL s {n} k1 k2");
+            assert_eq!(keys(&cmd), Vec::<String>::new(), "{cmd}");
+        }
     }
 
     #[test]

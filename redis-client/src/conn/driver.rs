@@ -72,7 +72,11 @@ pub(super) struct Driver<'a, S> {
     queued_bytes: usize,
     rbuf: BytesMut,
     decoder: Decoder,
-    push: Option<&'a mpsc::UnboundedSender<Frame>>,
+    events: Option<&'a super::Events>,
+    /// Bytes were handed to the stream since its last flush. TLS buffers what `poll_write`
+    /// accepts; without a flush a batch's tail can sit there until the next request or the
+    /// timeout.
+    needs_flush: bool,
     rx_closed: bool,
     /// Whether this batch already yielded once to let other tasks queue their requests.
     yielded: bool,
@@ -93,7 +97,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
         max_in_flight: usize,
         hold_capacity: usize,
         decoder: Decoder,
-        push: Option<&'a mpsc::UnboundedSender<Frame>>,
+        events: Option<&'a super::Events>,
     ) -> Self {
         Driver {
             stream,
@@ -107,7 +111,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
             queued_bytes: 0,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             decoder,
-            push,
+            events,
+            needs_flush: false,
             rx_closed: false,
             yielded: false,
             last_batch: 0,
@@ -269,12 +274,17 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
         loop {
             if self.chunks.is_empty() {
                 if self.wbuf.is_empty() {
+                    if self.needs_flush {
+                        ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+                        self.needs_flush = false;
+                    }
                     return Poll::Ready(Ok(wrote));
                 }
                 let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.wbuf))?;
                 if n == 0 {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
+                self.needs_flush = true;
                 self.wbuf.advance(n);
                 self.queued_bytes -= n;
                 wrote = true;
@@ -293,6 +303,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
             if n == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
+            self.needs_flush = true;
             self.queued_bytes -= n;
             wrote = true;
             let mut left = n;
@@ -340,8 +351,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
     fn dispatch(&mut self, frame: Frame) -> Result<(), Stop> {
         if let Frame::Push(_) = frame {
             // Out-of-band (RESP3): client-tracking invalidations and the like. Never a reply.
-            if let Some(push) = self.push {
-                let _ = push.send(frame);
+            if let Some(events) = self.events {
+                events(super::ConnEvent::Push(frame));
             }
             return Ok(());
         }

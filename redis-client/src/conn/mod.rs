@@ -57,10 +57,34 @@ pub(crate) struct Deadline {
 }
 
 impl Deadline {
+    /// `timeout` from now.
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + timeout,
+            timeout,
+        }
+    }
+
     pub(crate) fn error(self) -> Error {
         Error::Timeout(self.timeout)
     }
 }
+
+/// What a connection reports besides replies.
+#[derive(Debug)]
+pub(crate) enum ConnEvent<'a> {
+    /// An out-of-band frame (RESP3 push: a client-tracking invalidation, a server-initiated
+    /// unsubscribe), never a reply.
+    Push(Frame),
+    /// The connection is up (again); what it tracked before it went down is gone, which its
+    /// `Down` said.
+    Up,
+    /// The connection to this server was lost.
+    Down(&'a str),
+}
+
+/// Where connections report [`ConnEvent`]s: called on the owner task, so it must not block.
+pub(crate) type Events = Arc<dyn Fn(ConnEvent<'_>) + Send + Sync>;
 
 /// Answers `Timeout` to the expired requests at the front of `queue` (deadlines are in FIFO
 /// order: one timeout per connection). Returns the next deadline there, if any.
@@ -94,12 +118,12 @@ impl Connection {
     /// it is connected wait in the queue (bounded, under their timeout).
     pub(crate) fn spawn(
         config: Arc<Settings>,
-        push: Option<mpsc::UnboundedSender<Frame>>,
+        events: Option<Events>,
     ) -> (Connection, AbortHandle) {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let addr: Arc<str> = Arc::from(config.addr());
         let connected = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(config, rx, push, addr.clone(), connected.clone()));
+        let task = tokio::spawn(run(config, rx, events, addr.clone(), connected.clone()));
         (
             Connection {
                 tx,
@@ -115,7 +139,7 @@ impl Connection {
         self.connected.load(Ordering::Relaxed)
     }
 
-    /// Queues `data` and waits for its `replies` replies, for at most `timeout` (time in the
+    /// Queues `data` and waits for its `replies` replies, until `deadline` (time in the
     /// queue included).
     ///
     /// # Cancel safety
@@ -127,13 +151,9 @@ impl Connection {
         data: Bytes,
         replies: u32,
         retry: bool,
-        timeout: Option<Duration>,
+        deadline: Option<Deadline>,
     ) -> Result<Reply, Error> {
         let (tx, rx) = oneshot::channel();
-        let deadline = timeout.map(|timeout| Deadline {
-            at: Instant::now() + timeout,
-            timeout,
-        });
         let req = Request {
             data,
             replies,
@@ -173,7 +193,7 @@ impl Connection {
 async fn run(
     config: Arc<Settings>,
     mut rx: mpsc::Receiver<Request>,
-    push: Option<mpsc::UnboundedSender<Frame>>,
+    events: Option<Events>,
     addr: Arc<str>,
     connected: Arc<AtomicBool>,
 ) {
@@ -192,6 +212,9 @@ async fn run(
                 backoff.reset();
                 connected.store(true, Ordering::Relaxed);
                 tracing::debug!(%addr, "redis connected");
+                if let Some(events) = &events {
+                    events(ConnEvent::Up);
+                }
                 let decoder = Decoder::with_limits(
                     config.max_frame.bytes() as usize,
                     crate::resp::DEFAULT_MAX_DEPTH,
@@ -203,12 +226,15 @@ async fn run(
                     config.max_in_flight,
                     config.queue_capacity,
                     decoder,
-                    push.as_ref(),
+                    events.as_ref(),
                 );
                 let stop = (&mut driver).await;
                 let in_flight = std::mem::take(&mut driver.in_flight);
                 drop(driver);
                 connected.store(false, Ordering::Relaxed);
+                if let Some(events) = &events {
+                    events(ConnEvent::Down(&addr));
+                }
                 let (source, protocol) = match stop {
                     Stop::Closed => return,
                     Stop::Eof => (
@@ -274,6 +300,15 @@ async fn run(
                 if rx.is_closed() {
                     return;
                 }
+                if config.fail_fast {
+                    // A cluster node: the router sends elsewhere once the topology says so, so
+                    // requests arriving while this node is down fail now (as never sent).
+                    let sleep = tokio::time::sleep(backoff.next_delay());
+                    if wait_failing(sleep, &mut rx, &e).await.is_none() {
+                        return;
+                    }
+                    continue;
+                }
             }
         }
         // Back off; requests arriving meanwhile wait in `pending` (bounded) for the next attempt.
@@ -283,6 +318,27 @@ async fn run(
             .is_none()
         {
             return;
+        }
+    }
+}
+
+/// Waits for `fut` while the server is unreachable, answering every arriving request with
+/// `error`. `None`: every handle is gone.
+async fn wait_failing<F: std::future::Future>(
+    fut: F,
+    rx: &mut mpsc::Receiver<Request>,
+    error: &Error,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            req = rx.recv() => match req {
+                Some(req) => {
+                    let _ = req.tx.send(Err(error.clone_lossy()));
+                }
+                None => return None,
+            },
         }
     }
 }
@@ -382,11 +438,12 @@ pub(crate) async fn connect(config: &Settings) -> Result<Stream, Error> {
                     Frame::Error(e) if e.starts_with(b"WRONGPASS") || e.starts_with(b"NOAUTH") => {
                         return Err(Error::Auth(e));
                     }
+                    // RESP3 needs Redis 6 or later.
                     Frame::Error(e) => {
-                        return Err(Error::Invalid(format!(
-                            "server refused HELLO 3 (RESP3 needs Redis 6 or later): {}",
-                            String::from_utf8_lossy(&e)
-                        )));
+                        return Err(Error::Handshake {
+                            step: "HELLO 3",
+                            reply: e,
+                        });
                     }
                     _ => {}
                 }
@@ -406,7 +463,10 @@ pub(crate) async fn connect(config: &Settings) -> Result<Stream, Error> {
                         .call(&[&b"CLIENT"[..], b"SETNAME", name.as_bytes()])
                         .await?
                 {
-                    return Err(Error::Server(e));
+                    return Err(Error::Handshake {
+                        step: "CLIENT SETNAME",
+                        reply: e,
+                    });
                 }
             }
         }
@@ -415,7 +475,33 @@ pub(crate) async fn connect(config: &Settings) -> Result<Stream, Error> {
                 .call(&[&b"SELECT"[..], config.db.to_string().as_bytes()])
                 .await?
         {
-            return Err(Error::Server(e));
+            return Err(Error::Handshake {
+                step: "SELECT",
+                reply: e,
+            });
+        }
+        if config.readonly
+            && let Frame::Error(e) = hs.call(&[&b"READONLY"[..]]).await?
+        {
+            return Err(Error::Handshake {
+                step: "READONLY",
+                reply: e,
+            });
+        }
+        if config.tracking != crate::config::TrackingMode::Off {
+            let mut args: Vec<&[u8]> = vec![b"CLIENT", b"TRACKING", b"ON"];
+            if config.tracking == crate::config::TrackingMode::Bcast {
+                args.push(b"BCAST");
+                for p in &config.tracking_prefixes {
+                    args.extend([&b"PREFIX"[..], p.as_bytes()]);
+                }
+            }
+            if let Frame::Error(e) = hs.call(&args).await? {
+                return Err(Error::Handshake {
+                    step: "CLIENT TRACKING",
+                    reply: e,
+                });
+            }
         }
         Ok(())
     };
@@ -423,6 +509,32 @@ pub(crate) async fn connect(config: &Settings) -> Result<Stream, Error> {
         Ok(Ok(())) => Ok(stream),
         Ok(Err(e)) => Err(connect_err(e)),
         Err(_) => Err(connect_err(Error::Timeout(config.connect_timeout))),
+    }
+}
+
+/// Connects to the server of `config`, sends one command and returns its reply, within the
+/// connect timeout; the connection is closed after (a cluster's slot-map query to a seed).
+pub(crate) async fn oneshot(config: &Settings, args: &[&[u8]]) -> Result<Frame, Error> {
+    let addr = config.addr();
+    let call = async {
+        let mut stream = connect(config).await?;
+        let mut hs = Handshake {
+            stream: &mut stream,
+            rbuf: BytesMut::with_capacity(4096),
+            decoder: Decoder::with_limits(
+                config.max_frame.bytes() as usize,
+                crate::resp::DEFAULT_MAX_DEPTH,
+            ),
+            addr: &addr,
+        };
+        hs.call(args).await
+    };
+    match tokio::time::timeout(config.connect_timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Connect {
+            addr: addr.clone(),
+            source: Box::new(Error::Timeout(config.connect_timeout)),
+        }),
     }
 }
 
