@@ -31,7 +31,8 @@
 //! dedicated connections need one slot and fail with [`Error::CrossSlot`] before anything is
 //! sent. Whole-cluster commands go to every primary: `FLUSHALL`, `FLUSHDB`, `SCRIPT LOAD`,
 //! `SCRIPT FLUSH`, `FUNCTION LOAD|DELETE|FLUSH` (the first reply), `DBSIZE` (the sum), `KEYS`
-//! (every node's keys). Other keyless commands go to any primary.
+//! (every node's keys), `RANDOMKEY` (a key of a node that has one). Other keyless commands go
+//! to any primary.
 
 mod slot;
 mod topology;
@@ -201,6 +202,8 @@ enum Target {
 #[derive(Clone, Copy)]
 enum Combine {
     First,
+    /// The first reply that is not null (`RANDOMKEY`: a node with keys).
+    FirstNonNull,
     Sum,
     Concat,
 }
@@ -230,6 +233,7 @@ fn classify(cmd: &Cmd, spec: Option<&'static Spec>) -> Result<Target, Error> {
             return Ok(Target::All(Combine::First));
         }
         "DBSIZE" => return Ok(Target::All(Combine::Sum)),
+        "RANDOMKEY" => return Ok(Target::All(Combine::FirstNonNull)),
         "KEYS" => return Ok(Target::All(Combine::Concat)),
         _ => {}
     }
@@ -644,6 +648,8 @@ impl Router {
             out = Some(match (combine, out) {
                 (_, None) => frame,
                 (Combine::First, Some(first)) => first,
+                (Combine::FirstNonNull, Some(Frame::Null)) => frame,
+                (Combine::FirstNonNull, Some(first)) => first,
                 (Combine::Sum, Some(Frame::Integer(a))) => match frame {
                     Frame::Integer(b) => Frame::Integer(a.saturating_add(b)),
                     other => return Err(crate::value::mismatch::<i64>(&other)),
@@ -768,8 +774,7 @@ impl Router {
         self.wait_known(deadline).await?;
         let mut results: Vec<Frame> = vec![Frame::Null; cmds.len()];
         // Per command still to send: where, when redirected (and whether after ASKING).
-        let mut todo: Vec<(usize, Option<Hop>)> =
-            (0..cmds.len()).map(|i| (i, None)).collect();
+        let mut todo: Vec<(usize, Option<Hop>)> = (0..cmds.len()).map(|i| (i, None)).collect();
         let mut pause = Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
         let mut round = 0u32;
         while !todo.is_empty() {

@@ -48,7 +48,7 @@ impl NodeAddr {
 pub(crate) struct ShardDesc {
     pub(crate) ranges: Vec<(u16, u16)>,
     pub(crate) primary: NodeAddr,
-    /// Replicas that report themselves healthy.
+    /// Replicas not reported failed.
     pub(crate) replicas: Vec<NodeAddr>,
 }
 
@@ -279,7 +279,10 @@ pub(crate) fn parse_shards(
                 ),
                 port,
             };
-            let online = field(&n, "health").and_then(text).as_deref() == Some("online");
+            // Redis 7.0 reports a replica that has not replicated a byte yet (an idle new
+            // cluster) as "loading": only "failed" nodes are left out. A replica that really
+            // is loading answers LOADING, which the router retries elsewhere.
+            let online = field(&n, "health").and_then(text).as_deref() != Some("failed");
             match field(&n, "role").and_then(text).as_deref() {
                 // A failed primary stays the primary until a replica takes over.
                 Some("master") => match &primary {

@@ -1,0 +1,243 @@
+//! Redis Cluster mode against testkit's real 6-node cluster (3 primaries, 3 replicas): every
+//! command group, routing, redirections, cross-slot refusals.
+
+mod groups;
+
+use std::collections::HashSet;
+
+use redis_client::cmds;
+use redis_client::resp::Frame;
+use redis_client::{Client, ClientConfig, Error, Protocol, ReadFrom, cmd, key_slot};
+use testkit::RedisCluster;
+
+fn seeds(cluster: &RedisCluster) -> Vec<String> {
+    cluster
+        .seed_addrs()
+        .iter()
+        .map(|a| format!("redis://{a}"))
+        .collect()
+}
+
+async fn connect(cluster: &RedisCluster, protocol: Protocol) -> Client {
+    Client::builder()
+        .config(ClientConfig {
+            cluster: true,
+            urls: seeds(cluster),
+            protocol,
+            ..ClientConfig::default()
+        })
+        .metrics(&jupiter_core::Metrics::new())
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect {protocol:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_group_routes_in_cluster_mode() {
+    let cluster = RedisCluster::start();
+    for protocol in [Protocol::Resp2, Protocol::Resp3] {
+        let c = connect(&cluster, protocol).await;
+        assert!(c.is_cluster());
+        for group in groups::GROUPS {
+            c.flushall().await.unwrap();
+            groups::run(group, &c, protocol).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn commands_reach_the_node_of_their_slot() {
+    let cluster = RedisCluster::start();
+    let c = connect(&cluster, Protocol::Resp2).await;
+    // Keys on every primary: each is on exactly the node that owns its slot.
+    let keys: Vec<String> = (0..300).map(|i| format!("spread:{i}")).collect();
+    for k in &keys {
+        c.set(k, k).await.unwrap();
+    }
+    let mut nodes_with_keys = 0;
+    let mut seen = 0;
+    for node in cluster.masters() {
+        let n = match node.command(&["DBSIZE"]).unwrap() {
+            testkit::Reply::Integer(n) => n,
+            other => panic!("{other:?}"),
+        };
+        if n > 0 {
+            nodes_with_keys += 1;
+        }
+        seen += n;
+    }
+    assert_eq!(seen, 300, "every key on one primary");
+    assert_eq!(nodes_with_keys, 3, "keys spread over all primaries");
+    // The slot we compute is the server's.
+    for k in keys.iter().take(20) {
+        let slot = cluster.nodes()[0]
+            .command(&["CLUSTER", "KEYSLOT", k])
+            .unwrap();
+        assert_eq!(
+            slot,
+            testkit::Reply::Integer(i64::from(key_slot(k.as_bytes())))
+        );
+    }
+    // Whole-cluster commands: DBSIZE sums, KEYS gathers, FLUSHALL clears every primary.
+    assert_eq!(c.dbsize().await.unwrap(), 300);
+    let all: HashSet<String> = c.keys("spread:*").await.unwrap();
+    assert_eq!(all.len(), 300);
+    let mget: Vec<Option<String>> = c.mget(&keys).await.unwrap();
+    assert_eq!(mget.iter().flatten().count(), 300);
+    assert_eq!(
+        mget[7].as_deref(),
+        Some("spread:7"),
+        "in the caller's order"
+    );
+    assert_eq!(c.exists(&keys).await.unwrap(), 300);
+    assert_eq!(c.del(&keys[..150]).await.unwrap(), 150);
+    c.flushall().await.unwrap();
+    assert_eq!(c.dbsize().await.unwrap(), 0);
+    assert_eq!(
+        c.cluster_stats().unwrap().moved,
+        0,
+        "a fresh map needs no redirection"
+    );
+}
+
+#[tokio::test]
+async fn commands_that_need_one_slot_say_so_before_sending() {
+    let cluster = RedisCluster::start();
+    let c = connect(&cluster, Protocol::Resp3).await;
+    let (a, b) = ("foo", "bar");
+    assert_ne!(key_slot(a.as_bytes()), key_slot(b.as_bytes()));
+    let cross = |e: Error| match e {
+        Error::CrossSlot {
+            command,
+            first,
+            other,
+        } => {
+            assert_ne!(first, other);
+            command
+        }
+        other => panic!("expected CrossSlot, got {other:?}"),
+    };
+    assert_eq!(
+        cross(c.sinter::<Vec<String>>(&[a, b]).await.unwrap_err()),
+        "SINTER"
+    );
+    assert_eq!(cross(c.rename(a, b).await.unwrap_err()), "RENAME");
+    assert_eq!(
+        cross(c.msetnx(&[(a, 1), (b, 2)]).await.unwrap_err()),
+        "MSETNX"
+    );
+    let e = c
+        .eval::<()>("return 1", &[a, b], &[] as &[&str])
+        .await
+        .unwrap_err();
+    assert_eq!(cross(e), "EVAL");
+    let mut tx = c.transaction();
+    tx.add(cmds::set(a, 1)).add(cmds::set(b, 2));
+    assert_eq!(
+        cross(tx.query::<Option<((), ())>>().await.unwrap_err()),
+        "MULTI"
+    );
+    // The message says what to do.
+    let e = c.sinter::<Vec<String>>(&[a, b]).await.unwrap_err();
+    assert!(e.to_string().contains("hash tag"), "{e}");
+    // A dedicated connection serves its key's slot only.
+    let d = c.dedicated_for(a).await.unwrap();
+    d.query::<()>(cmds::set(a, 1)).await.unwrap();
+    assert_eq!(
+        cross(d.query::<()>(cmds::set(b, 1)).await.unwrap_err()),
+        "SET"
+    );
+    assert!(matches!(
+        c.dedicated().await.unwrap_err(),
+        Error::Unsupported { .. }
+    ));
+    // Nothing was written by the refused commands.
+    assert_eq!(c.exists(&[b]).await.unwrap(), 0);
+    // The raw escape hatch routes too.
+    let v: Option<String> = c.query(cmd("GET").arg(a)).await.unwrap();
+    assert_eq!(v.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn pipelines_split_per_node_and_keep_their_order() {
+    let cluster = RedisCluster::start();
+    let c = connect(&cluster, Protocol::Resp2).await;
+    let mut p = c.pipeline();
+    for i in 0..200 {
+        p.add(cmds::set(format!("pipe:{i}"), i));
+        p.add(cmds::incr(format!("pipe:{i}")));
+    }
+    p.add(cmds::ping());
+    let frames: Vec<Frame> = p.query().await.unwrap();
+    assert_eq!(frames.len(), 401);
+    for i in 0..200 {
+        assert_eq!(
+            frames[2 * i + 1],
+            Frame::Integer(i as i64 + 1),
+            "reply {i} in place"
+        );
+    }
+    let mut p = c.pipeline();
+    for i in (0..200).rev() {
+        p.add(cmds::get(format!("pipe:{i}")));
+    }
+    let values: Vec<i64> = p.query().await.unwrap();
+    assert_eq!(values, (1..=200).rev().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn replica_reads_are_served_by_replicas() {
+    let cluster = RedisCluster::start();
+    let c = Client::builder()
+        .config(ClientConfig {
+            cluster: true,
+            urls: seeds(&cluster),
+            read_from: ReadFrom::PreferReplica,
+            ..ClientConfig::default()
+        })
+        .metrics(&jupiter_core::Metrics::new())
+        .connect()
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..100).map(|i| format!("rr:{i}")).collect();
+    for k in &keys {
+        c.set(k, 1).await.unwrap();
+    }
+    // Replicas lag: wait until every write reached them (WAIT on each primary).
+    for node in cluster.masters() {
+        node.command(&["WAIT", "1", "5000"]).unwrap();
+    }
+    let gets_on = |role: &str| -> i64 {
+        let nodes = if role == "master" {
+            cluster.masters()
+        } else {
+            cluster.replicas()
+        };
+        nodes
+            .iter()
+            .map(|n| {
+                let info = n
+                    .command(&["INFO", "commandstats"])
+                    .unwrap()
+                    .text()
+                    .unwrap();
+                info.lines()
+                    .find(|l| l.starts_with("cmdstat_get:"))
+                    .and_then(|l| l.split("calls=").nth(1))
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let before = (gets_on("master"), gets_on("slave"));
+    for k in &keys {
+        assert_eq!(c.get::<i64>(k).await.unwrap(), 1);
+    }
+    let after = (gets_on("master"), gets_on("slave"));
+    assert_eq!(after.0 - before.0, 0, "no GET reached a primary");
+    assert_eq!(after.1 - before.1, 100, "every GET was served by a replica");
+    // Writes still go to primaries (a replica would refuse them with MOVED).
+    c.set("rr:w", 2).await.unwrap();
+    assert_eq!(c.cluster_stats().unwrap().moved, 0);
+}
