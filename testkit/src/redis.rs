@@ -495,6 +495,89 @@ impl RedisCluster {
             .collect()
     }
 
+    /// The node's cluster id (`CLUSTER MYID`).
+    pub fn node_id(&self, node: &RedisNode) -> Result<String, Error> {
+        node.text(&["CLUSTER", "MYID"])
+    }
+
+    /// The running primary that serves `slot`, as `CLUSTER SHARDS` on any node reports it.
+    pub fn master_of(&self, slot: u16) -> Result<&RedisNode, Error> {
+        for node in self.masters() {
+            if let Reply::Array(Some(ranges)) = node.command(&["CLUSTER", "SLOTS"])? {
+                let me = node.port() as i64;
+                for r in ranges {
+                    let Reply::Array(Some(items)) = r else {
+                        continue;
+                    };
+                    let (Some(Reply::Integer(lo)), Some(Reply::Integer(hi))) =
+                        (items.first(), items.get(1))
+                    else {
+                        continue;
+                    };
+                    let owner = match items.get(2) {
+                        Some(Reply::Array(Some(n))) => n.get(1).cloned(),
+                        _ => None,
+                    };
+                    if (*lo..=*hi).contains(&i64::from(slot)) && owner == Some(Reply::Integer(me)) {
+                        return Ok(node);
+                    }
+                }
+            }
+        }
+        Err(Error::Protocol(format!(
+            "no running primary serves slot {slot}"
+        )))
+    }
+
+    /// Live resharding, as `redis-cli --cluster reshard` does it: for each slot, `CLUSTER
+    /// SETSLOT … IMPORTING` on `to` and `… MIGRATING` on `from`, the keys moved with `MIGRATE`
+    /// in batches of `batch`, then `CLUSTER SETSLOT … NODE` on every primary. Clients keep
+    /// running meanwhile and see `ASK`, `TRYAGAIN` and `MOVED`.
+    pub fn move_slots(
+        &self,
+        slots: impl IntoIterator<Item = u16>,
+        from: &RedisNode,
+        to: &RedisNode,
+        batch: usize,
+    ) -> Result<(), Error> {
+        let (from_id, to_id) = (self.node_id(from)?, self.node_id(to)?);
+        let to_port = to.port().to_string();
+        for slot in slots {
+            let s = slot.to_string();
+            to.expect_ok(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id])?;
+            from.expect_ok(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id])?;
+            loop {
+                let keys =
+                    match from.command(&["CLUSTER", "GETKEYSINSLOT", &s, &batch.to_string()])? {
+                        Reply::Array(Some(keys)) => {
+                            keys.iter().filter_map(Reply::text).collect::<Vec<_>>()
+                        }
+                        other => {
+                            return Err(Error::Protocol(format!("GETKEYSINSLOT {s}: {other:?}")));
+                        }
+                    };
+                if keys.is_empty() {
+                    break;
+                }
+                let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+                args.extend(keys.iter().map(String::as_str));
+                match from.command(&args)? {
+                    Reply::Simple(_) => {}
+                    other => return Err(Error::Protocol(format!("MIGRATE slot {s}: {other:?}"))),
+                }
+            }
+            // The new owner first (it stops answering ASK-only), then the others.
+            to.expect_ok(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id])?;
+            from.expect_ok(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id])?;
+            for node in self.masters() {
+                if node.port() != to.port() && node.port() != from.port() {
+                    node.expect_ok(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Addresses of all nodes, to seed a cluster client.
     pub fn seed_addrs(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(RedisNode::addr).collect()

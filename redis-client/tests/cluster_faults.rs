@@ -1,0 +1,364 @@
+//! The cluster changing under load: live resharding, a manual failover and a killed primary,
+//! against testkit's real 6-node cluster, with mixed GET/SET/MGET running through the client
+//! the whole time.
+//!
+//! Each worker task owns its keys (one hash tag, so its `MGET` is one slot), writes
+//! increasing values and remembers the last one acknowledged: every read must return it.
+//! The scenarios run one at a time (a static lock): each drives six servers and the load on
+//! a 2-core machine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis_client::{Client, ClientConfig, ClusterStats, key_slot};
+use testkit::RedisCluster;
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const WORKERS: usize = 16;
+const KEYS_PER_WORKER: usize = 8;
+/// Most operations one worker runs (load loops are bounded in count as well as time).
+const MAX_OPS: u64 = 5_000_000;
+
+fn seeds(cluster: &RedisCluster) -> Vec<String> {
+    cluster
+        .seed_addrs()
+        .iter()
+        .map(|a| format!("redis://{a}"))
+        .collect()
+}
+
+async fn connect(cluster: &RedisCluster, timeout: Duration) -> Client {
+    Client::builder()
+        .config(ClientConfig {
+            cluster: true,
+            urls: seeds(cluster),
+            command_timeout: timeout,
+            ..ClientConfig::default()
+        })
+        .metrics(&jupiter_core::Metrics::new())
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Hash tags whose slots are in `range`, one per worker, each in a different slot.
+fn tags_in(range: std::ops::Range<u16>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    (0u64..)
+        .map(|i| format!("w{i}"))
+        .filter(|t| {
+            let s = key_slot(t.as_bytes());
+            range.contains(&s) && seen.insert(s)
+        })
+        .take(WORKERS)
+        .collect()
+}
+
+#[derive(Default)]
+struct Tally {
+    ops: AtomicU64,
+    errors: std::sync::Mutex<Vec<String>>,
+    /// Set once the event (resharding, failover) is over: operations after it count here.
+    after: AtomicU64,
+}
+
+/// Runs the workers until `stop`; each checks every read against its own last write.
+/// `tolerate` decides which errors are allowed (none, for resharding and manual failover).
+fn spawn_load(
+    client: &Client,
+    tags: &[String],
+    stop: &Arc<AtomicBool>,
+    event_over: &Arc<AtomicBool>,
+    tally: &Arc<Tally>,
+    op_timeout: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    tags.iter()
+        .cloned()
+        .map(|tag| {
+            let (c, stop, over, tally) = (
+                client.clone(),
+                stop.clone(),
+                event_over.clone(),
+                tally.clone(),
+            );
+            tokio::spawn(async move {
+                let keys: Vec<String> = (0..KEYS_PER_WORKER)
+                    .map(|j| format!("{{{tag}}}:{j}"))
+                    .collect();
+                // The last value acknowledged per key; None until written.
+                let mut last: Vec<Option<u64>> = vec![None; keys.len()];
+                // A write whose outcome is unknown (it failed): the key may hold either value.
+                let mut unsure: Vec<Option<u64>> = vec![None; keys.len()];
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < MAX_OPS {
+                    n += 1;
+                    let j = (n as usize * 7) % keys.len();
+                    let step = n % 10;
+                    let r = tokio::time::timeout(op_timeout, async {
+                        if step < 5 {
+                            let v = n;
+                            match c.set(&keys[j], v).await {
+                                Ok(()) => {
+                                    last[j] = Some(v);
+                                    unsure[j] = None;
+                                    Ok(())
+                                }
+                                Err(e) => {
+                                    unsure[j] = Some(v);
+                                    Err(e)
+                                }
+                            }
+                        } else if step < 9 {
+                            let got: Option<u64> = c.get(&keys[j]).await?;
+                            check(&keys[j], got, last[j], unsure[j]);
+                            if unsure[j].is_some() {
+                                last[j] = got;
+                                unsure[j] = None;
+                            }
+                            Ok(())
+                        } else {
+                            let got: Vec<Option<u64>> = c.mget(&keys).await?;
+                            for (i, g) in got.into_iter().enumerate() {
+                                check(&keys[i], g, last[i], unsure[i]);
+                            }
+                            Ok(())
+                        }
+                    })
+                    .await;
+                    match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tally.errors.lock().unwrap().push(format!("{e}")),
+                        Err(_) => panic!("an operation did not resolve within {op_timeout:?}"),
+                    }
+                    tally.ops.fetch_add(1, Ordering::Relaxed);
+                    if over.load(Ordering::Relaxed) {
+                        tally.after.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// A read returns the last acknowledged write (or, after a write whose outcome is unknown,
+/// either that one or the one before).
+fn check(key: &str, got: Option<u64>, last: Option<u64>, unsure: Option<u64>) {
+    assert!(
+        got == last || (unsure.is_some() && got == unsure),
+        "{key}: read {got:?}, last acknowledged write {last:?} (unsure {unsure:?})"
+    );
+}
+
+async fn run_ops_until(tally: &Tally, more: u64) {
+    let target = tally.ops.load(Ordering::Relaxed) + more;
+    while tally.ops.load(Ordering::Relaxed) < target {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn report(what: &str, tally: &Tally, elapsed: Duration, stats: ClusterStats) {
+    let ops = tally.ops.load(Ordering::Relaxed);
+    eprintln!(
+        "{what}: {ops} operations in {elapsed:?} ({:.0}/s), {} errors, {stats:?}",
+        ops as f64 / elapsed.as_secs_f64(),
+        tally.errors.lock().unwrap().len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_resharding_under_load_has_no_caller_errors() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Arc::new(RedisCluster::start());
+    let client = connect(&cluster, Duration::from_secs(10)).await;
+    // Keys in slots 0..400, which node 0 serves and which move to node 1.
+    let tags = tags_in(0..400);
+    let from = cluster.master_of(0).unwrap().port();
+    let (stop, over, tally) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Tally::default()),
+    );
+    let started = std::time::Instant::now();
+    let workers = spawn_load(
+        &client,
+        &tags,
+        &stop,
+        &over,
+        &tally,
+        Duration::from_secs(15),
+    );
+    run_ops_until(&tally, 2_000).await;
+    let before = tally.ops.load(Ordering::Relaxed);
+
+    let c2 = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        let from = c2.nodes().iter().find(|n| n.port() == from).unwrap();
+        let to = c2
+            .masters()
+            .into_iter()
+            .find(|n| n.port() != from.port())
+            .unwrap();
+        // Small batches: slots spend a while half-migrated (ASK, TRYAGAIN).
+        c2.move_slots(0..400, from, to, 2).unwrap();
+    })
+    .await
+    .unwrap();
+    let during = tally.ops.load(Ordering::Relaxed) - before;
+    over.store(true, Ordering::Relaxed);
+    run_ops_until(&tally, 2_000).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let stats = client.cluster_stats().unwrap();
+    report("resharding", &tally, started.elapsed(), stats);
+    let errors = tally.errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "callers saw errors: {errors:?}");
+    assert!(
+        during >= 1_000,
+        "only {during} operations ran during the resharding"
+    );
+    assert!(
+        stats.moved > 0,
+        "the map changed under the client: {stats:?}"
+    );
+    assert!(
+        stats.ask + stats.retried > 0,
+        "half-migrated slots were met: {stats:?}"
+    );
+    // Every slot moved: the new owner serves them.
+    let new_owner = cluster.master_of(0).unwrap().port();
+    assert_ne!(new_owner, from);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_failover_under_load_has_no_caller_errors() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Arc::new(RedisCluster::start());
+    let client = connect(&cluster, Duration::from_secs(10)).await;
+    // Keys on node 0's slots, whose replica is node 3.
+    let tags = tags_in(0..5461);
+    let (stop, over, tally) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Tally::default()),
+    );
+    let started = std::time::Instant::now();
+    let workers = spawn_load(
+        &client,
+        &tags,
+        &stop,
+        &over,
+        &tally,
+        Duration::from_secs(15),
+    );
+    run_ops_until(&tally, 2_000).await;
+
+    let c2 = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        let replica = &c2.nodes()[3];
+        assert_eq!(replica.role().unwrap(), "slave");
+        let r = replica.command(&["CLUSTER", "FAILOVER"]).unwrap();
+        assert_eq!(r, testkit::Reply::Simple("OK".into()));
+        replica
+            .wait_role("master", Duration::from_secs(30))
+            .unwrap();
+        c2.nodes()[0]
+            .wait_role("slave", Duration::from_secs(30))
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    over.store(true, Ordering::Relaxed);
+    run_ops_until(&tally, 5_000).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let stats = client.cluster_stats().unwrap();
+    report("manual failover", &tally, started.elapsed(), stats);
+    let errors = tally.errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "callers saw errors: {errors:?}");
+    assert!(stats.moved > 0, "the old primary redirected: {stats:?}");
+    assert!(tally.after.load(Ordering::Relaxed) >= 5_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_primary_under_load_resolves_every_call_and_recovers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Arc::new(RedisCluster::start());
+    let timeout = Duration::from_secs(5);
+    let client = connect(&cluster, timeout).await;
+    let tags = tags_in(0..5461);
+    let (stop, over, tally) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Tally::default()),
+    );
+    let started = std::time::Instant::now();
+    // Every call resolves within the command timeout: the guard is that plus slack.
+    let workers = spawn_load(
+        &client,
+        &tags,
+        &stop,
+        &over,
+        &tally,
+        timeout + Duration::from_secs(3),
+    );
+    run_ops_until(&tally, 2_000).await;
+    let refreshes_before = client.cluster_stats().unwrap().refreshes;
+
+    let c2 = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        c2.nodes()[0].kill();
+        c2.nodes()[3]
+            .wait_role("master", Duration::from_secs(30))
+            .unwrap();
+        c2.wait_ok(Duration::from_secs(30)).unwrap();
+    })
+    .await
+    .unwrap();
+    over.store(true, Ordering::Relaxed);
+    let errors_at_recovery = tally.errors.lock().unwrap().len();
+    run_ops_until(&tally, 5_000).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let stats = client.cluster_stats().unwrap();
+    report("killed primary", &tally, started.elapsed(), stats);
+    let errors = tally.errors.lock().unwrap().clone();
+    // Errors only of the kinds a killed node causes, and none once the replica took over.
+    for e in &errors {
+        assert!(
+            e.contains("lost") || e.contains("no reply within") || e.contains("connect"),
+            "unexpected error: {e}"
+        );
+    }
+    assert_eq!(
+        errors.len(),
+        errors_at_recovery,
+        "errors after the replica was promoted: {:?}",
+        &errors[errors_at_recovery..]
+    );
+    // Writes acknowledged after recovery are readable (every worker checked its reads), and
+    // a fresh round of writes and reads on every key succeeds.
+    for tag in &tags {
+        for j in 0..KEYS_PER_WORKER {
+            let key = format!("{{{tag}}}:{j}");
+            client.set(&key, 7u64).await.unwrap();
+            assert_eq!(client.get::<u64>(&key).await.unwrap(), 7);
+        }
+    }
+    // The event asked for many refreshes; they were coalesced and rate-limited.
+    let refreshes = stats.refreshes + stats.failed_refreshes - refreshes_before;
+    assert!(refreshes >= 1, "the failover was noticed: {stats:?}");
+    assert!(
+        refreshes <= 150,
+        "a refresh storm: {refreshes} refreshes ({stats:?})"
+    );
+    assert!(stats.unreachable > 0, "the dead node was met: {stats:?}");
+}
