@@ -14,7 +14,7 @@ use std::time::Duration;
 use redis_client::{Client, ClientConfig, ClusterStats, key_slot};
 use testkit::RedisCluster;
 
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WORKERS: usize = 16;
 const KEYS_PER_WORKER: usize = 8;
@@ -170,7 +170,7 @@ fn report(what: &str, tally: &Tally, elapsed: Duration, stats: ClusterStats) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_resharding_under_load_has_no_caller_errors() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = Arc::new(RedisCluster::start());
     let client = connect(&cluster, Duration::from_secs(10)).await;
     // Keys in slots 0..400, which node 0 serves and which move to node 1.
@@ -236,7 +236,7 @@ async fn live_resharding_under_load_has_no_caller_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_failover_under_load_has_no_caller_errors() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = Arc::new(RedisCluster::start());
     let client = connect(&cluster, Duration::from_secs(10)).await;
     // Keys on node 0's slots, whose replica is node 3.
@@ -288,7 +288,7 @@ async fn manual_failover_under_load_has_no_caller_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_primary_under_load_resolves_every_call_and_recovers() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = Arc::new(RedisCluster::start());
     let timeout = Duration::from_secs(5);
     let client = connect(&cluster, timeout).await;
