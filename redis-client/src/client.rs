@@ -319,6 +319,16 @@ impl Client {
         }
     }
 
+    /// Cluster mode: reads the slot map again now and waits for it (at most the command
+    /// timeout). Nothing to do standalone. The router refreshes by itself on redirections,
+    /// lost nodes and every `refresh-interval`; this is for callers who know the cluster
+    /// changed.
+    pub async fn refresh_cluster_map(&self) {
+        if let Mode::Cluster(router) = &self.inner.mode {
+            router.refresh_now().await;
+        }
+    }
+
     /// Whether this is a cluster client.
     pub fn is_cluster(&self) -> bool {
         matches!(self.inner.mode, Mode::Cluster(_))

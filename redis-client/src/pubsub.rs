@@ -1,7 +1,16 @@
-//! Pub/sub on a connection of its own, resubscribed after every reconnect.
+//! Pub/sub on connections of their own, resubscribed after every reconnect.
+//!
+//! A session is one subscription connection to one server: it keeps the set of channels,
+//! patterns and shard channels it was asked for, subscribes again to all of them after a
+//! reconnect, and reports what the server took away on its own. A standalone subscriber is one
+//! session. A cluster subscriber is a manager over sessions: channels and patterns on one
+//! session (the cluster forwards every `PUBLISH` to every node), shard channels on a session
+//! per primary that serves their slot, moved when the server says the slot left (a
+//! server-sent `sunsubscribe` after resharding or failover) or the node went down.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use jupiter_core::backoff::Backoff;
@@ -10,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::Error;
-use crate::client::Client;
+use crate::client::{Client, Mode};
 use crate::cmd::ToArg;
 use crate::config::Settings;
 use crate::resp::{Decoder, Frame, encode_command};
@@ -34,20 +43,31 @@ pub struct Message {
 enum Kind {
     Channel,
     Pattern,
+    /// Sharded channels (`SSUBSCRIBE`, Redis 7).
+    Shard,
 }
 
-enum Control {
-    Change {
-        kind: Kind,
-        subscribe: bool,
-        names: Vec<Bytes>,
-        ack: oneshot::Sender<Result<(), Error>>,
-    },
+type Ack = oneshot::Sender<Result<(), Error>>;
+
+struct Change {
+    kind: Kind,
+    subscribe: bool,
+    names: Vec<Bytes>,
+    ack: Ack,
 }
 
-/// A subscription connection: subscribe to channels and patterns, receive messages. After a
-/// lost connection it reconnects and subscribes again to everything it had, so a subscriber
-/// only misses what was published while it was disconnected.
+/// What a session tells its cluster manager.
+enum Notice {
+    /// The server unsubscribed the session from this shard channel (its slot moved).
+    Evicted { channel: Bytes },
+    /// The session's server could not be reached.
+    Down,
+}
+
+/// A subscription connection (a set of them in cluster mode): subscribe to channels, patterns
+/// and shard channels, receive messages. After a lost connection it reconnects and subscribes
+/// again to everything it had, so a subscriber only misses what was published while it was
+/// disconnected. In cluster mode shard channels follow their slot to its new primary.
 ///
 /// # Examples
 ///
@@ -62,12 +82,12 @@ enum Control {
 /// # Ok(()) }
 /// ```
 pub struct Subscriber {
-    ctl: mpsc::Sender<Control>,
+    ctl: mpsc::Sender<Change>,
     messages: mpsc::Receiver<Message>,
     task: AbortHandle,
     /// How long a change waits for the server's confirmation: the connect timeout plus the
     /// command timeout (`None`: no command timeout).
-    timeout: Option<std::time::Duration>,
+    timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -83,13 +103,16 @@ impl Drop for Subscriber {
 }
 
 impl Client {
-    /// A subscriber on a connection of its own (connected in the background).
+    /// A subscriber on connections of its own (connected in the background).
     pub fn subscriber(&self) -> Subscriber {
         let (ctl_tx, ctl_rx) = mpsc::channel(64);
         let (msg_tx, msg_rx) = mpsc::channel(MESSAGE_BUFFER);
         let config = Arc::clone(&self.inner.config);
         let timeout = config.timeout().map(|t| t + config.connect_timeout);
-        let task = tokio::spawn(run(config, ctl_rx, msg_tx));
+        let task = match &self.inner.mode {
+            Mode::Single(_) => tokio::spawn(session(Target::Fixed(config), ctl_rx, msg_tx, None)),
+            Mode::Cluster(_) => tokio::spawn(manage(self.clone(), ctl_rx, msg_tx)),
+        };
         Subscriber {
             ctl: ctl_tx,
             messages: msg_rx,
@@ -112,7 +135,7 @@ impl Subscriber {
         }
         let (ack, done) = oneshot::channel();
         self.ctl
-            .send(Control::Change {
+            .send(Change {
                 kind,
                 subscribe,
                 names,
@@ -185,6 +208,34 @@ impl Subscriber {
         self.change(Kind::Pattern, false, patterns).await
     }
 
+    /// Subscribes to shard channels (`SSUBSCRIBE`, Redis 7): in cluster mode on the primary of
+    /// each channel's slot, and moved with the slot. Publish with
+    /// [`Client::spublish`](crate::Client::spublish).
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling does not undo the subscription.
+    pub async fn ssubscribe<C: ToArg>(&self, channels: &[C]) -> Result<(), Error> {
+        self.change(Kind::Shard, true, channels).await
+    }
+
+    /// Unsubscribes from shard channels.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling does not undo the change.
+    pub async fn sunsubscribe<C: ToArg>(&self, channels: &[C]) -> Result<(), Error> {
+        self.change(Kind::Shard, false, channels).await
+    }
+
     /// The next message; `None` once the subscriber's task ended.
     ///
     /// # Cancel safety
@@ -195,28 +246,84 @@ impl Subscriber {
     }
 }
 
+/// Where a session connects.
+enum Target {
+    /// Always this server.
+    Fixed(Arc<Settings>),
+    /// A cluster's channel session: any primary the map knows, tried in turn.
+    AnyPrimary(Client),
+}
+
+impl Target {
+    /// The server to try next (attempt `n`).
+    fn settings(&self, n: usize) -> Arc<Settings> {
+        match self {
+            Target::Fixed(s) => s.clone(),
+            Target::AnyPrimary(client) => {
+                let primaries = client.scan_targets();
+                let pools: Vec<_> = primaries.into_iter().flatten().collect();
+                if pools.is_empty() {
+                    return client.inner.config.clone();
+                }
+                pools[n % pools.len()].settings.clone()
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Wanted {
     channels: BTreeSet<Bytes>,
     patterns: BTreeSet<Bytes>,
+    shards: BTreeSet<Bytes>,
+}
+
+impl Wanted {
+    fn set(&mut self, kind: Kind) -> &mut BTreeSet<Bytes> {
+        match kind {
+            Kind::Channel => &mut self.channels,
+            Kind::Pattern => &mut self.patterns,
+            Kind::Shard => &mut self.shards,
+        }
+    }
+
+    fn apply(&mut self, kind: Kind, subscribe: bool, names: &[Bytes]) {
+        let set = self.set(kind);
+        for n in names {
+            if subscribe {
+                set.insert(n.clone());
+            } else {
+                set.remove(n);
+            }
+        }
+    }
 }
 
 /// A change waiting for its confirmations.
 struct PendingAck {
     confirmations: usize,
-    ack: oneshot::Sender<Result<(), Error>>,
+    ack: Ack,
 }
 
-async fn run(
-    config: Arc<Settings>,
-    mut ctl: mpsc::Receiver<Control>,
+/// One subscription connection: connect, resubscribe, serve changes and messages; on a lost
+/// connection, back off and do it again. Ends when its controller goes.
+async fn session(
+    target: Target,
+    mut ctl: mpsc::Receiver<Change>,
     messages: mpsc::Sender<Message>,
+    notices: Option<mpsc::UnboundedSender<Notice>>,
 ) {
     let mut wanted = Wanted::default();
-    let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
+    let mut attempt = 0usize;
+    let mut backoff = {
+        let s = target.settings(0);
+        Backoff::new(s.reconnect_min, s.reconnect_max)
+    };
     // Changes asked for while disconnected, acknowledged after the resubscribe.
-    let mut waiting: Vec<oneshot::Sender<Result<(), Error>>> = Vec::new();
+    let mut waiting: Vec<Ack> = Vec::new();
     loop {
+        let config = target.settings(attempt);
+        attempt += 1;
         let mut stream = match crate::conn::connect(&config).await {
             Ok(s) => {
                 backoff.reset();
@@ -224,15 +331,18 @@ async fn run(
             }
             Err(e) => {
                 tracing::debug!(addr = %config.addr(), error = %e, "subscriber connect failed");
+                if let Some(n) = &notices {
+                    let _ = n.send(Notice::Down);
+                }
                 let sleep = tokio::time::sleep(backoff.next_delay());
                 tokio::pin!(sleep);
                 loop {
                     tokio::select! {
                         () = &mut sleep => break,
                         c = ctl.recv() => match c {
-                            Some(Control::Change { kind, subscribe, names, ack }) => {
-                                apply(&mut wanted, kind, subscribe, &names);
-                                waiting.push(ack);
+                            Some(change) => {
+                                wanted.apply(change.kind, change.subscribe, &change.names);
+                                waiting.push(change.ack);
                             }
                             None => return,
                         },
@@ -245,12 +355,9 @@ async fn run(
         let mut acks: Vec<PendingAck> = Vec::new();
         // Resubscribe to everything wanted; the acks of changes made while down ride on it.
         let mut resub = 0;
-        for (kind, set) in [
-            (Kind::Channel, &wanted.channels),
-            (Kind::Pattern, &wanted.patterns),
-        ] {
-            if !set.is_empty() {
-                let names: Vec<Bytes> = set.iter().cloned().collect();
+        for kind in [Kind::Channel, Kind::Pattern, Kind::Shard] {
+            let names: Vec<Bytes> = wanted.set(kind).iter().cloned().collect();
+            if !names.is_empty() {
                 write_change(&mut out, kind, true, &names);
                 resub += names.len();
             }
@@ -274,6 +381,8 @@ async fn run(
                 ack: tx,
             });
         }
+        // Shard unsubscribes we asked for: any other `sunsubscribe` is the server's doing.
+        let mut asked_sunsub: HashMap<Bytes, usize> = HashMap::new();
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let mut decoder = Decoder::with_limits(
             config.max_frame.bytes() as usize,
@@ -287,8 +396,13 @@ async fn run(
             loop {
                 tokio::select! {
                     c = ctl.recv() => match c {
-                        Some(Control::Change { kind, subscribe, names, ack }) => {
-                            apply(&mut wanted, kind, subscribe, &names);
+                        Some(Change { kind, subscribe, names, ack }) => {
+                            wanted.apply(kind, subscribe, &names);
+                            if kind == Kind::Shard && !subscribe {
+                                for n in &names {
+                                    *asked_sunsub.entry(n.clone()).or_default() += 1;
+                                }
+                            }
                             let mut buf = BytesMut::new();
                             write_change(&mut buf, kind, subscribe, &names);
                             acks.push(PendingAck { confirmations: names.len(), ack });
@@ -308,13 +422,30 @@ async fn run(
                                         return Ok(());
                                     }
                                 }
-                                Event::Confirmation => {
-                                    if let Some(first) = acks.iter_mut().find(|a| a.confirmations > 0) {
-                                        first.confirmations -= 1;
+                                Event::ShardUnsubscribed(channel) => {
+                                    match asked_sunsub.get_mut(&channel) {
+                                        Some(n) if *n > 0 => {
+                                            *n -= 1;
+                                            confirm(&mut acks);
+                                        }
+                                        // The server's own: the slot left this node.
+                                        _ => {
+                                            wanted.shards.remove(&channel);
+                                            if let Some(n) = &notices {
+                                                let _ = n.send(Notice::Evicted { channel });
+                                            }
+                                        }
                                     }
-                                    settle(&mut acks);
                                 }
+                                Event::Confirmation => confirm(&mut acks),
                                 Event::Error(e) => {
+                                    // A shard channel whose slot is elsewhere now: the
+                                    // manager places this node's channels again.
+                                    if e.starts_with(b"MOVED")
+                                        && let Some(n) = &notices
+                                    {
+                                        let _ = n.send(Notice::Down);
+                                    }
                                     if let Some(a) = acks.pop() {
                                         let _ = a.ack.send(Err(Error::Server(e)));
                                     }
@@ -331,11 +462,21 @@ async fn run(
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(addr = %config.addr(), error = %e, "subscriber connection lost; resubscribing");
+                if let Some(n) = &notices {
+                    let _ = n.send(Notice::Down);
+                }
                 waiting.extend(acks.into_iter().map(|a| a.ack));
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
+}
+
+fn confirm(acks: &mut Vec<PendingAck>) {
+    if let Some(first) = acks.iter_mut().find(|a| a.confirmations > 0) {
+        first.confirmations -= 1;
+    }
+    settle(acks);
 }
 
 /// Acknowledges, in order, the changes whose confirmations all arrived.
@@ -346,26 +487,204 @@ fn settle(acks: &mut Vec<PendingAck>) {
     }
 }
 
-fn apply(wanted: &mut Wanted, kind: Kind, subscribe: bool, names: &[Bytes]) {
-    let set = match kind {
-        Kind::Channel => &mut wanted.channels,
-        Kind::Pattern => &mut wanted.patterns,
+/// A session of the cluster manager.
+struct Session {
+    ctl: mpsc::Sender<Change>,
+    task: AbortHandle,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The cluster subscriber: channels and patterns on one session, each shard channel on the
+/// session of its slot's primary.
+async fn manage(client: Client, mut ctl: mpsc::Receiver<Change>, messages: mpsc::Sender<Message>) {
+    let (notice_tx, mut notices) = mpsc::unbounded_channel::<(String, Notice)>();
+    let spawn = |target: Target, addr: String| {
+        let (tx, rx) = mpsc::channel(64);
+        let (ntx, mut nrx) = mpsc::unbounded_channel();
+        let fwd = notice_tx.clone();
+        let messages = messages.clone();
+        let task = tokio::spawn(async move {
+            let run = session(target, rx, messages, Some(ntx));
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    () = &mut run => return,
+                    Some(n) = nrx.recv() => {
+                        let _ = fwd.send((addr.clone(), n));
+                    }
+                }
+            }
+        });
+        Session {
+            ctl: tx,
+            task: task.abort_handle(),
+        }
     };
-    for n in names {
-        if subscribe {
-            set.insert(n.clone());
-        } else {
-            set.remove(n);
+    let main = spawn(Target::AnyPrimary(client.clone()), String::new());
+    let mut shards: HashMap<String, Session> = HashMap::new();
+    // Each shard channel and the node it is subscribed on.
+    let mut placed: HashMap<Bytes, String> = HashMap::new();
+    loop {
+        tokio::select! {
+            change = ctl.recv() => {
+                let Some(change) = change else { return };
+                if change.kind != Kind::Shard {
+                    let _ = main.ctl.send(change).await;
+                    continue;
+                }
+                // Per node, the part of the change it serves; the caller's ack once all are.
+                let mut parts: HashMap<String, Vec<Bytes>> = HashMap::new();
+                let mut failed = None;
+                for name in &change.names {
+                    let node = if change.subscribe {
+                        match shard_owner(&client, name).await {
+                            Ok(node) => node,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    } else {
+                        match placed.get(name) {
+                            Some(node) => node.clone(),
+                            None => continue,
+                        }
+                    };
+                    parts.entry(node).or_default().push(name.clone());
+                }
+                if let Some(e) = failed {
+                    let _ = change.ack.send(Err(e));
+                    continue;
+                }
+                let mut acks = Vec::new();
+                for (node, names) in parts {
+                    for n in &names {
+                        if change.subscribe {
+                            placed.insert(n.clone(), node.clone());
+                        } else {
+                            placed.remove(n);
+                        }
+                    }
+                    let session = shards.entry(node.clone()).or_insert_with(|| {
+                        spawn(node_target(&client, &node), node.clone())
+                    });
+                    let (ack, done) = oneshot::channel();
+                    let part = Change { kind: Kind::Shard, subscribe: change.subscribe, names, ack };
+                    if session.ctl.send(part).await.is_ok() {
+                        acks.push(done);
+                    }
+                }
+                let ack = change.ack;
+                tokio::spawn(async move {
+                    for done in acks {
+                        match done.await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                let _ = ack.send(Err(e));
+                                return;
+                            }
+                            Err(_) => {
+                                let _ = ack.send(Err(Error::Closed));
+                                return;
+                            }
+                        }
+                    }
+                    let _ = ack.send(Ok(()));
+                });
+            }
+            Some((addr, notice)) = notices.recv() => {
+                // Shard channels to place again: the one the server took away, or all of a
+                // node that went down (those whose slot moved; the others stay, and their
+                // session resubscribes when the node is back).
+                let moving: Vec<Bytes> = match notice {
+                    Notice::Evicted { channel } => {
+                        placed.remove(&channel);
+                        vec![channel]
+                    }
+                    Notice::Down if addr.is_empty() => continue,
+                    Notice::Down => placed
+                        .iter()
+                        .filter(|(_, n)| **n == addr)
+                        .map(|(c, _)| c.clone())
+                        .collect(),
+                };
+                if moving.is_empty() {
+                    continue;
+                }
+                client.refresh_cluster_map().await;
+                for channel in moving {
+                    let Ok(node) = shard_owner(&client, &channel).await else { continue };
+                    if placed.get(&channel) == Some(&node) {
+                        continue;
+                    }
+                    if let Some(old) = placed.insert(channel.clone(), node.clone())
+                        && let Some(s) = shards.get(&old)
+                    {
+                        // The old node may be down: its session just forgets the channel.
+                        let (ack, _) = oneshot::channel();
+                        let _ = s.ctl.try_send(Change { kind: Kind::Shard, subscribe: false, names: vec![channel.clone()], ack });
+                    }
+                    let session = shards.entry(node.clone()).or_insert_with(|| {
+                        spawn(node_target(&client, &node), node.clone())
+                    });
+                    let (ack, _) = oneshot::channel();
+                    let _ = session.ctl.send(Change { kind: Kind::Shard, subscribe: true, names: vec![channel], ack }).await;
+                }
+            }
         }
     }
 }
 
+/// The `host:port` of the primary serving `channel`'s slot.
+async fn shard_owner(client: &Client, channel: &Bytes) -> Result<String, Error> {
+    let Mode::Cluster(router) = &client.inner.mode else {
+        return Ok(client.addr());
+    };
+    let pool = router
+        .primary_for(crate::cluster::key_slot(channel))
+        .await?;
+    Ok(pool.addr.to_string())
+}
+
+/// A session target for the node at `addr`.
+fn node_target(client: &Client, addr: &str) -> Target {
+    let settings = match &client.inner.mode {
+        Mode::Cluster(router) => router.settings_of(addr),
+        Mode::Single(_) => None,
+    };
+    Target::Fixed(settings.unwrap_or_else(|| client.inner.config.clone()))
+}
+
 fn write_change(out: &mut BytesMut, kind: Kind, subscribe: bool, names: &[Bytes]) {
+    if kind == Kind::Shard && names.len() > 1 {
+        // One command per slot: a cluster refuses shard channels of several slots in one
+        // (CROSSSLOT); the server confirms each channel either way.
+        let mut by_slot: std::collections::BTreeMap<u16, Vec<Bytes>> = Default::default();
+        for n in names {
+            by_slot
+                .entry(crate::cluster::key_slot(n))
+                .or_default()
+                .push(n.clone());
+        }
+        if by_slot.len() > 1 {
+            for group in by_slot.values() {
+                write_change(out, kind, subscribe, group);
+            }
+            return;
+        }
+    }
     let verb: &[u8] = match (kind, subscribe) {
         (Kind::Channel, true) => b"SUBSCRIBE",
         (Kind::Channel, false) => b"UNSUBSCRIBE",
         (Kind::Pattern, true) => b"PSUBSCRIBE",
         (Kind::Pattern, false) => b"PUNSUBSCRIBE",
+        (Kind::Shard, true) => b"SSUBSCRIBE",
+        (Kind::Shard, false) => b"SUNSUBSCRIBE",
     };
     let mut args: Vec<&[u8]> = vec![verb];
     args.extend(names.iter().map(|n| &n[..]));
@@ -375,6 +694,8 @@ fn write_change(out: &mut BytesMut, kind: Kind, subscribe: bool, names: &[Bytes]
 enum Event {
     Message(Message),
     Confirmation,
+    /// `sunsubscribe` for this channel: asked for, or the server's (the slot moved).
+    ShardUnsubscribed(Bytes),
     Error(Bytes),
     Other,
 }
@@ -407,10 +728,10 @@ fn classify(frame: Frame) -> Event {
             pattern: Some(text(1)),
             payload: text(3),
         }),
-        Some(
-            b"subscribe" | b"unsubscribe" | b"psubscribe" | b"punsubscribe" | b"ssubscribe"
-            | b"sunsubscribe",
-        ) => Event::Confirmation,
+        Some(b"sunsubscribe") => Event::ShardUnsubscribed(text(1)),
+        Some(b"subscribe" | b"unsubscribe" | b"psubscribe" | b"punsubscribe" | b"ssubscribe") => {
+            Event::Confirmation
+        }
         _ => Event::Other,
     }
 }

@@ -241,3 +241,62 @@ async fn replica_reads_are_served_by_replicas() {
     c.set("rr:w", 2).await.unwrap();
     assert_eq!(c.cluster_stats().unwrap().moved, 0);
 }
+
+async fn next(sub: &mut redis_client::Subscriber) -> redis_client::Message {
+    tokio::time::timeout(std::time::Duration::from_secs(10), sub.next_message())
+        .await
+        .expect("a message within 10 s")
+        .expect("subscriber open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_and_sharded_pubsub_follow_the_cluster() {
+    let cluster = std::sync::Arc::new(RedisCluster::start());
+    let c = connect(&cluster, Protocol::Resp3).await;
+    let mut sub = c.subscriber();
+    sub.subscribe(&["plain"]).await.unwrap();
+    sub.ssubscribe(&["{ch}orders", "{other}x"]).await.unwrap();
+    // An ordinary PUBLISH reaches the subscriber whichever node it went to.
+    for i in 0..3 {
+        c.publish("plain", format!("p{i}")).await.unwrap();
+        assert_eq!(next(&mut sub).await.payload, format!("p{i}").as_bytes());
+    }
+    assert_eq!(c.spublish("{ch}orders", "1").await.unwrap(), 1);
+    let m = next(&mut sub).await;
+    assert_eq!(
+        (&m.channel[..], &m.payload[..]),
+        (&b"{ch}orders"[..], &b"1"[..])
+    );
+
+    // Move the channel's slot: the server unsubscribes the old node's subscribers, and the
+    // subscriber follows the slot to its new primary.
+    let slot = key_slot(b"ch");
+    let from = cluster.master_of(slot).unwrap().port();
+    let c2 = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        let from = c2.nodes().iter().find(|n| n.port() == from).unwrap();
+        let to = c2
+            .masters()
+            .into_iter()
+            .find(|n| n.port() != from.port())
+            .unwrap();
+        c2.move_slots([slot], from, to, 10).unwrap();
+    })
+    .await
+    .unwrap();
+    assert_ne!(cluster.master_of(slot).unwrap().port(), from);
+    let mut tries = 0;
+    while c.spublish("{ch}orders", "2").await.unwrap() == 0 {
+        tries += 1;
+        assert!(tries < 1_000, "the subscriber never followed the slot");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let m = next(&mut sub).await;
+    assert_eq!(&m.payload[..], b"2");
+    // The other shard channel was not disturbed, and unsubscribing works wherever it lives.
+    assert_eq!(c.spublish("{other}x", "3").await.unwrap(), 1);
+    assert_eq!(&next(&mut sub).await.payload[..], b"3");
+    sub.sunsubscribe(&["{ch}orders", "{other}x"]).await.unwrap();
+    assert_eq!(c.spublish("{ch}orders", "gone").await.unwrap(), 0);
+    assert_eq!(c.spublish("{other}x", "gone").await.unwrap(), 0);
+}

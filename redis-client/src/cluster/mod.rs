@@ -321,6 +321,20 @@ impl Router {
         self.pick(Some(slot), false, deadline).await
     }
 
+    /// Asks for a refresh and waits for it (at most the command timeout).
+    pub(crate) async fn refresh_now(&self) {
+        let seen = *self.shared.generation.borrow();
+        self.shared.wake.notify_one();
+        self.wait_generation(seen, self.shared.base.deadline())
+            .await;
+    }
+
+    /// The settings of the node at `host:port` (made for it if the map does not know it).
+    pub(crate) fn settings_of(&self, addr: &str) -> Option<Arc<Settings>> {
+        let addr = NodeAddr::parse(addr)?;
+        self.shared.pool(&addr).ok().map(|p| p.settings.clone())
+    }
+
     async fn wait_known(&self, deadline: Option<Deadline>) -> Result<(), Error> {
         let mut known = self.shared.known.subscribe();
         let wait = known.wait_for(|k| *k);
