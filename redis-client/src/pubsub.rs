@@ -129,7 +129,12 @@ impl Subscriber {
         subscribe: bool,
         names: &[C],
     ) -> Result<(), Error> {
-        let names: Vec<Bytes> = names.iter().map(crate::commands::arg_bytes).collect();
+        // An argument that encodes to nothing (`None`) names no channel.
+        let names: Vec<Bytes> = names
+            .iter()
+            .filter(|n| n.count() > 0)
+            .map(crate::commands::arg_bytes)
+            .collect();
         if names.is_empty() {
             return Ok(());
         }

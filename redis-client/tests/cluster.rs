@@ -300,3 +300,67 @@ async fn pubsub_and_sharded_pubsub_follow_the_cluster() {
     assert_eq!(c.spublish("{ch}orders", "gone").await.unwrap(), 0);
     assert_eq!(c.spublish("{other}x", "gone").await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_per_node_and_for_redirections_and_refreshes() {
+    let cluster = std::sync::Arc::new(RedisCluster::start());
+    let registry = jupiter_core::Metrics::new();
+    let c = Client::builder()
+        .config(ClientConfig {
+            cluster: true,
+            urls: seeds(&cluster),
+            ..ClientConfig::default()
+        })
+        .name("sessions")
+        .metrics(&registry)
+        .connect()
+        .await
+        .unwrap();
+    for i in 0..60 {
+        c.set(format!("m:{i}"), i).await.unwrap();
+    }
+    let text = registry.encode();
+    for node in cluster.masters() {
+        let series = format!(
+            "client_handle_total{{type=\"redis\",name=\"sessions\",method=\"SET\",peer=\"{}\",code=\"OK\"}}",
+            node.addr()
+        );
+        assert!(text.contains(&series), "no {series} in\n{text}");
+    }
+    // Move the slot of one key: the next command on it is redirected, counted, and a refresh
+    // follows.
+    let key = "m:7";
+    let slot = key_slot(key.as_bytes());
+    let from = cluster.master_of(slot).unwrap().port();
+    let c2 = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        let from = c2.nodes().iter().find(|n| n.port() == from).unwrap();
+        let to = c2
+            .masters()
+            .into_iter()
+            .find(|n| n.port() != from.port())
+            .unwrap();
+        c2.move_slots([slot], from, to, 10).unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(c.get::<i64>(key).await.unwrap(), 7);
+    c.refresh_cluster_map().await;
+    let stats = c.cluster_stats().unwrap();
+    assert!(stats.moved >= 1, "{stats:?}");
+    let text = registry.encode();
+    let count = |event: &str| -> u64 {
+        let prefix =
+            format!("client_events_total{{type=\"redis\",name=\"sessions\",event=\"{event}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    };
+    assert_eq!(count("moved"), stats.moved);
+    assert_eq!(count("refresh"), stats.refreshes);
+    assert!(
+        stats.refreshes >= 2,
+        "the first map and the one after the move: {stats:?}"
+    );
+}

@@ -28,6 +28,9 @@ impl std::io::Write for Captured {
 #[test]
 fn tracing_names_commands_and_never_values() {
     let redis = RedisServer::start();
+    let secured = RedisServer::builder()
+        .config("requirepass", "right-pw")
+        .start();
     let captured = Captured::default();
     let sink = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -50,6 +53,22 @@ fn tracing_names_commands_and_never_values() {
                 .unwrap();
             c.set("secret-key", "secret-value").await.unwrap();
             let _ = c.incr("secret-key").await.unwrap_err();
+            // Passwords never reach a log line: neither a refused one nor the right one.
+            let refused = Client::builder()
+                .url(&format!("redis://:hunter2@{}", secured.addr()))
+                .metrics(&metrics())
+                .connect()
+                .await
+                .unwrap_err();
+            assert!(!format!("{refused:?}").contains("hunter2"), "{refused:?}");
+            let ok = Client::builder()
+                .url(&format!("redis://:right-pw@{}", secured.addr()))
+                .metrics(&metrics())
+                .connect()
+                .await
+                .unwrap();
+            ok.ping().await.unwrap();
+            tracing::debug!(config = ?ok.config(), "the effective configuration");
         });
     });
     let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
@@ -61,4 +80,9 @@ fn tracing_names_commands_and_never_values() {
     assert!(out.contains("redis command failed"), "{out}");
     assert!(!out.contains("secret-value"), "{out}");
     assert!(!out.contains("secret-key"), "{out}");
+    assert!(out.contains("the effective configuration"), "{out}");
+    assert!(out.contains("redis connect failed"), "{out}");
+    for secret in ["hunter2", "right-pw"] {
+        assert!(!out.contains(secret), "{secret} logged: {out}");
+    }
 }

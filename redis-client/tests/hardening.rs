@@ -1,0 +1,197 @@
+//! Regression tests for defects found in review (the hardening issue), each named after its
+//! bug, against real servers.
+
+use std::time::Duration;
+
+use redis_client::{Client, ClientConfig, Error, cmd};
+use testkit::{RedisCluster, RedisServer};
+
+fn metrics() -> jupiter_core::Metrics {
+    jupiter_core::Metrics::new()
+}
+
+/// The server's `connected_clients`, the asking connection included.
+fn connected_clients(node: &testkit::RedisNode) -> i64 {
+    let info = node.command(&["INFO", "clients"]).unwrap().text().unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("connected_clients in INFO")
+}
+
+/// Waits (bounded, by count) until `node` has `want` clients; the count it settled on.
+async fn settle_at(node: &testkit::RedisNode, want: i64) -> i64 {
+    let mut n = connected_clients(node);
+    for _ in 0..300 {
+        if n == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        n = connected_clients(node);
+    }
+    n
+}
+
+#[tokio::test]
+async fn regression_a_client_that_ran_a_blocking_command_is_freed_when_dropped() {
+    // The idle set of dedicated connections held `Dedicated`, which held a `Client`: after
+    // one BLPOP the pool's owner tasks lived, and reconnected, forever.
+    let redis = RedisServer::start();
+    let base = connected_clients(&redis);
+    let c = Client::builder()
+        .url(&redis.url())
+        .pool_size(4)
+        .metrics(&metrics())
+        .connect()
+        .await
+        .unwrap();
+    let popped: Option<(String, String)> =
+        c.blpop(&["q"], Duration::from_millis(10)).await.unwrap();
+    assert_eq!(popped, None);
+    assert_eq!(
+        connected_clients(&redis),
+        base + 5,
+        "four pooled connections and the idle dedicated one"
+    );
+    drop(c);
+    assert_eq!(settle_at(&redis, base).await, base, "every socket closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_cluster_client_is_freed_when_dropped() {
+    let cluster = RedisCluster::start();
+    let nodes = cluster.masters();
+    let base: Vec<i64> = nodes.iter().map(|n| connected_clients(n)).collect();
+    let seeds: Vec<String> = cluster
+        .seed_addrs()
+        .iter()
+        .map(|a| format!("redis://{a}"))
+        .collect();
+    let c = Client::builder()
+        .config(ClientConfig {
+            cluster: true,
+            urls: seeds,
+            ..ClientConfig::default()
+        })
+        .metrics(&metrics())
+        .connect()
+        .await
+        .unwrap();
+    for i in 0..50 {
+        c.set(format!("k{i}"), i).await.unwrap();
+    }
+    let _: Option<(String, String)> = c.blpop(&["q"], Duration::from_millis(10)).await.unwrap();
+    let mut sub = c.subscriber();
+    sub.ssubscribe(&["ch"]).await.unwrap();
+    drop(sub);
+    drop(c);
+    for (node, base) in nodes.iter().zip(base) {
+        assert_eq!(
+            settle_at(node, base).await,
+            base,
+            "{} still has our sockets",
+            node.addr()
+        );
+    }
+}
+
+#[tokio::test]
+async fn regression_a_huge_blocking_timeout_is_the_servers_error_not_a_panic() {
+    // `Duration::from_secs_f64` on the caller's BLPOP timeout panicked past `Duration::MAX`.
+    let redis = RedisServer::start();
+    let c = Client::builder()
+        .url(&redis.url())
+        .metrics(&metrics())
+        .connect()
+        .await
+        .unwrap();
+    for timeout in ["1e300", "inf", "-1", "nan", "18446744073709551616"] {
+        let r = c
+            .query::<Option<(String, String)>>(cmd("BLPOP").arg("k").arg(timeout))
+            .await;
+        match r {
+            Err(Error::Server(msg)) => {
+                assert!(msg.starts_with(b"ERR"), "{timeout}: {msg:?}");
+            }
+            other => panic!("{timeout}: expected the server's error, got {other:?}"),
+        }
+    }
+    // The connection is fine afterwards.
+    c.set("after", 1).await.unwrap();
+    assert_eq!(c.get::<i64>("after").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn regression_subscribe_resolves_while_the_server_is_down() {
+    // `Subscriber::subscribe` waited forever for a confirmation a down server never sends.
+    let redis = RedisServer::start();
+    let c = Client::builder()
+        .config(ClientConfig {
+            url: redis.url(),
+            command_timeout: Duration::from_millis(200),
+            connect_timeout: Duration::from_millis(200),
+            ..ClientConfig::default()
+        })
+        .metrics(&metrics())
+        .connect()
+        .await
+        .unwrap();
+    redis.kill();
+    let mut sub = c.subscriber();
+    let r = tokio::time::timeout(Duration::from_secs(10), sub.subscribe(&["news"]))
+        .await
+        .expect("subscribe resolves");
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    // An argument that encodes to nothing (which underflowed `len - 2`) is no channel.
+    sub.subscribe(&[None::<&str>]).await.unwrap();
+    // The subscription stays wanted: once the server is back, it is made.
+    redis.restart();
+    let mut delivered = 0;
+    for _ in 0..500 {
+        match c.publish("news", "hello").await {
+            Ok(n) if n > 0 => {
+                delivered = n;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    assert_eq!(delivered, 1, "the subscription was made after the restart");
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.next_message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"hello");
+}
+
+#[tokio::test]
+async fn regression_secrets_never_reach_debug_output() {
+    // `ClientConfig` and `ClientBuilder` derived `Debug`: the password and `:secret@` URLs
+    // were printed.
+    let config = ClientConfig {
+        url: "redis://app:hunter2@10.0.0.1:6379".into(),
+        password: Some("s3cr3t-pw".into()),
+        ..ClientConfig::default()
+    };
+    let cluster = ClientConfig {
+        cluster: true,
+        urls: vec![
+            "redis://:pw-in-seed@10.0.0.1:7000".into(),
+            "redis://10.0.0.2:7000".into(),
+        ],
+        ..ClientConfig::default()
+    };
+    for text in [
+        format!("{config:?}"),
+        format!("{cluster:?}"),
+        format!("{:?}", Client::builder().config(config.clone())),
+        format!("{:?}", Client::builder().config(cluster.clone())),
+    ] {
+        for secret in ["hunter2", "s3cr3t-pw", "pw-in-seed"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("10.0.0."), "still useful: {text}");
+    }
+    let client = Client::builder().config(config).build().unwrap();
+    assert!(!format!("{client:?}").contains("hunter2"));
+}
