@@ -81,7 +81,7 @@ async fn regression_a_cluster_client_is_freed_when_dropped() {
         c.set(format!("k{i}"), i).await.unwrap();
     }
     let _: Option<(String, String)> = c.blpop(&["q"], Duration::from_millis(10)).await.unwrap();
-    let mut sub = c.subscriber();
+    let sub = c.subscriber();
     sub.ssubscribe(&["ch"]).await.unwrap();
     drop(sub);
     drop(c);
@@ -185,7 +185,7 @@ async fn regression_secrets_never_reach_debug_output() {
         format!("{config:?}"),
         format!("{cluster:?}"),
         format!("{:?}", Client::builder().config(config.clone())),
-        format!("{:?}", Client::builder().config(cluster.clone())),
+        format!("{:?}", Client::builder().config(cluster)),
     ] {
         for secret in ["hunter2", "s3cr3t-pw", "pw-in-seed"] {
             assert!(!text.contains(secret), "{secret} in {text}");
