@@ -1,9 +1,10 @@
 //! Redis clients side by side: ours, fred, redis-rs (multiplexed connection), on the same
-//! redis-server in one run.
+//! redis-server in one run; and the same three in cluster mode on one 6-node Redis Cluster
+//! (redis-rs through `cluster-async`).
 //!
-//! Workload: 50/50 GET/SET of 64-byte values over 10k keys, N concurrent tasks on a
-//! one-worker tokio runtime. Figures: operations per second and client CPU per operation
-//! (`getrusage` of this process: user + system; redis-server is another process).
+//! Workload: 50/50 GET/SET of 64-byte values over 10k keys (100k on the cluster), N concurrent
+//! tasks on a one-worker tokio runtime. Figures: operations per second and client CPU per
+//! operation (`getrusage` of this process: user + system; the servers are other processes).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,9 +22,15 @@ pub struct Sample {
 }
 
 const KEYS: usize = 10_000;
+/// Keys of the cluster workload, spread over every slot.
+pub const CLUSTER_KEYS: usize = 100_000;
 
 fn keys() -> Arc<Vec<String>> {
-    Arc::new((0..KEYS).map(|i| format!("bench:key:{i}")).collect())
+    keys_n(KEYS)
+}
+
+fn keys_n(n: usize) -> Arc<Vec<String>> {
+    Arc::new((0..n).map(|i| format!("bench:key:{i}")).collect())
 }
 
 fn value() -> Bytes {
@@ -142,7 +149,7 @@ pub fn ours(url: &str, tasks: usize, duration: Duration) -> Sample {
 
 async fn ours_op(s: &mut (redis_client::Client, Arc<Vec<String>>, Bytes), r: u64) {
     let (client, keys, value) = s;
-    let key = keys[(r % KEYS as u64) as usize].as_str();
+    let key = keys[(r % keys.len() as u64) as usize].as_str();
     if r & (1 << 40) == 0 {
         let _: Option<Bytes> = client.get(key).await.expect("GET");
     } else {
@@ -174,7 +181,7 @@ pub fn fred(url: &str, tasks: usize, duration: Duration) -> Sample {
 async fn fred_op(s: &mut (fred::clients::Client, Arc<Vec<String>>, Bytes), r: u64) {
     use fred::prelude::*;
     let (client, keys, value) = s;
-    let key = keys[(r % KEYS as u64) as usize].as_str();
+    let key = keys[(r % keys.len() as u64) as usize].as_str();
     if r & (1 << 40) == 0 {
         let _: Option<Bytes> = client.get(key).await.expect("GET");
     } else {
@@ -208,7 +215,92 @@ pub fn redis_rs(url: &str, tasks: usize, duration: Duration) -> Sample {
 async fn redis_rs_op(s: &mut (redis::aio::MultiplexedConnection, Arc<Vec<String>>, Bytes), r: u64) {
     use redis::AsyncCommands;
     let (conn, keys, value) = s;
-    let key = keys[(r % KEYS as u64) as usize].as_str();
+    let key = keys[(r % keys.len() as u64) as usize].as_str();
+    if r & (1 << 40) == 0 {
+        let _: Option<Vec<u8>> = conn.get(key).await.expect("GET");
+    } else {
+        let _: () = conn.set(key, &value[..]).await.expect("SET");
+    }
+}
+
+/// Ours in cluster mode, default configuration, seeded with every node.
+pub fn ours_cluster(seeds: &[String], tasks: usize, duration: Duration) -> Sample {
+    let rt = runtime();
+    let mut config = redis_client::ClientConfig {
+        cluster: true,
+        urls: seeds.to_vec(),
+        ..Default::default()
+    };
+    if let Some(pool) = std::env::var("BENCH_POOL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        config.pool_size = pool;
+    }
+    let client = rt
+        .block_on(redis_client::Client::builder().config(config).connect())
+        .expect("our cluster client connects");
+    let (keys, value) = (keys_n(CLUSTER_KEYS), value());
+    measure(
+        &rt,
+        tasks,
+        duration,
+        move || (client.clone(), keys.clone(), value.clone()),
+        ours_op,
+    )
+}
+
+/// fred in cluster mode, default configuration.
+pub fn fred_cluster(seeds: &[String], tasks: usize, duration: Duration) -> Sample {
+    use fred::prelude::*;
+    let rt = runtime();
+    let client = rt.block_on(async {
+        let config = Config::from_url_clustered(&seeds[0]).expect("url");
+        let client = Builder::from_config(config).build().expect("fred builds");
+        client.init().await.expect("fred connects to the cluster");
+        client
+    });
+    let (keys, value) = (keys_n(CLUSTER_KEYS), value());
+    measure(
+        &rt,
+        tasks,
+        duration,
+        move || (client.clone(), keys.clone(), value.clone()),
+        fred_op,
+    )
+}
+
+/// redis-rs `cluster-async`, one connection handle (multiplexed per node).
+pub fn redis_rs_cluster(seeds: &[String], tasks: usize, duration: Duration) -> Sample {
+    let rt = runtime();
+    let conn = rt.block_on(async {
+        redis::cluster::ClusterClient::new(seeds.to_vec())
+            .expect("urls")
+            .get_async_connection()
+            .await
+            .expect("redis-rs connects to the cluster")
+    });
+    let (keys, value) = (keys_n(CLUSTER_KEYS), value());
+    measure(
+        &rt,
+        tasks,
+        duration,
+        move || (conn.clone(), keys.clone(), value.clone()),
+        redis_rs_cluster_op,
+    )
+}
+
+async fn redis_rs_cluster_op(
+    s: &mut (
+        redis::cluster_async::ClusterConnection,
+        Arc<Vec<String>>,
+        Bytes,
+    ),
+    r: u64,
+) {
+    use redis::AsyncCommands;
+    let (conn, keys, value) = s;
+    let key = keys[(r % keys.len() as u64) as usize].as_str();
     if r & (1 << 40) == 0 {
         let _: Option<Vec<u8>> = conn.get(key).await.expect("GET");
     } else {

@@ -3,7 +3,9 @@
 //! `cargo run -p benches --release --bin compare -- [suite ...]`; no suite runs them all.
 //! Suites: `metrics` (jupiter-core's recorder guard vs Go-Jupiter-style per-call label lookup
 //! with the `prometheus` crate); `redis` (our client vs fred and redis-rs on one redis-server
-//! started here; `BENCH_SECONDS` sets the time per measurement, default 3); `loadtest` (the
+//! started here; `BENCH_SECONDS` sets the time per measurement, default 3); `redis-cluster`
+//! (the same three in cluster mode on one 6-node cluster started here, redis-rs through
+//! `cluster-async`: 64 and 512 tasks, 100k keys); `loadtest` (the
 //! load generator vs wrk, oha and redis-benchmark in requests per CPU-second; build it first
 //! with `cargo build --release -p loadtest`); `objstore` (gRPC vs an empty service of the same
 //! API, memory per object and restore time vs redis-server; build `objstore` first).
@@ -17,7 +19,7 @@ use std::time::Duration;
 use benches::{Report, measure_ns};
 use jupiter_core::metrics::{Code, HANDLE_BUCKETS, Metrics};
 
-const SUITES: &[&str] = &["metrics", "redis", "loadtest", "objstore"];
+const SUITES: &[&str] = &["metrics", "redis", "redis-cluster", "loadtest", "objstore"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         match suite {
             "metrics" => println!("{}", metrics_suite().render()),
             "redis" => redis_suite(),
+            "redis-cluster" => redis_cluster_suite(),
             "loadtest" => benches::loadtest_suite::loadtest_suite(),
             "objstore" => benches::objstore_suite::objstore_suite(),
             other => {
@@ -179,6 +182,68 @@ fn redis_suite() {
                 s.cpu_us_per_op,
                 s.ops_per_sec / r.ops_per_sec,
                 s.ops_per_sec / f.ops_per_sec
+            );
+        }
+    }
+}
+
+fn redis_cluster_suite() {
+    use benches::redis_suite::{CLUSTER_KEYS, fred_cluster, ours_cluster, redis_rs_cluster};
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let d = std::time::Duration::from_secs(secs);
+    let cluster = testkit::RedisCluster::start();
+    let seeds: Vec<String> = cluster
+        .seed_addrs()
+        .iter()
+        .map(|a| format!("redis://{a}"))
+        .collect();
+    println!(
+        "## redis-cluster: 6 nodes (3 primaries), 50/50 GET/SET, 64-byte values, {CLUSTER_KEYS} keys, 1-worker runtime, {secs}s each, median of {rounds} rounds\n"
+    );
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        // Profiling aid: one client, one concurrency (BENCH_TASKS, default 64).
+        let tasks: usize = std::env::var("BENCH_TASKS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(64);
+        let s = match only.as_str() {
+            "ours" => ours_cluster(&seeds, tasks, d),
+            "fred" => fred_cluster(&seeds, tasks, d),
+            _ => redis_rs_cluster(&seeds, tasks, d),
+        };
+        println!(
+            "{only} at {tasks} tasks: {:.0} ops/s, {:.2} CPU µs/op",
+            s.ops_per_sec, s.cpu_us_per_op
+        );
+        return;
+    }
+    println!(
+        "| tasks | client | ops/s | CPU µs/op | ops/s vs redis-rs | ops/s vs fred | CPU/op vs redis-rs |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    for tasks in [64usize, 512] {
+        let (mut rs, mut fs, mut os) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            rs.push(redis_rs_cluster(&seeds, tasks, d));
+            fs.push(fred_cluster(&seeds, tasks, d));
+            os.push(ours_cluster(&seeds, tasks, d));
+        }
+        let (r, f, o) = (median(rs), median(fs), median(os));
+        for (name, s) in [("ours", o), ("fred", f), ("redis-rs", r)] {
+            println!(
+                "| {tasks} | {name} | {:.0} | {:.2} | {:.2}x | {:.2}x | {:.2}x |",
+                s.ops_per_sec,
+                s.cpu_us_per_op,
+                s.ops_per_sec / r.ops_per_sec,
+                s.ops_per_sec / f.ops_per_sec,
+                s.cpu_us_per_op / r.cpu_us_per_op
             );
         }
     }

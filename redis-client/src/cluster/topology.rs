@@ -150,26 +150,31 @@ impl Topology {
 }
 
 impl Shard {
-    /// A pool for a read: the primary, a replica, or either by turns.
+    /// A pool for a read: the primary, a replica, or either by turns. Replicas whose
+    /// connections are all down are passed over.
     pub(crate) fn for_read(&self, policy: crate::ReadFrom) -> &Arc<Pool> {
         use crate::ReadFrom;
-        let up: Vec<&Arc<Pool>> = self
-            .replicas
-            .iter()
-            .filter(|r| r.is_any_connected())
-            .collect();
-        match policy {
-            ReadFrom::Primary => &self.primary,
-            ReadFrom::PreferReplica if up.is_empty() => &self.primary,
-            ReadFrom::PreferReplica => {
-                let n = self.next.fetch_add(1, Ordering::Relaxed);
-                up[n % up.len()]
-            }
-            ReadFrom::RoundRobin => {
-                let n = self.next.fetch_add(1, Ordering::Relaxed) % (up.len() + 1);
-                if n == 0 { &self.primary } else { up[n - 1] }
+        if policy == ReadFrom::Primary || self.replicas.is_empty() {
+            return &self.primary;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let (choices, offset) = match policy {
+            ReadFrom::RoundRobin => (self.replicas.len() + 1, 0),
+            _ => (self.replicas.len(), 1),
+        };
+        // Start at the turn's choice, then the next ones: the first that is up.
+        for k in 0..choices {
+            let pick = (n + k) % choices + offset;
+            let pool = if pick == 0 {
+                &self.primary
+            } else {
+                &self.replicas[pick - 1]
+            };
+            if pick == 0 || pool.is_any_connected() {
+                return pool;
             }
         }
+        &self.primary
     }
 }
 

@@ -1,0 +1,229 @@
+//! The cache against moka on its own, side by side in one run (criterion), and through Redis
+//! against one redis-client GET:
+//!
+//! - `l1_hit`: a hit in L1 vs a raw moka `get` of the same key;
+//! - `stampede`: 1,000 tasks asking for one missing key (`get_or_load`) vs moka's `get_with`;
+//! - `l2_hit`: an L1 miss served by Redis vs one redis-client `GET`;
+//! - the hit ratio on a Zipf(0.99) trace at 10% capacity, ours vs moka's, printed.
+//!
+//! `cargo bench -p cache --bench cache`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache::{Cache, RedisL2};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn l1_hit(c: &mut Criterion) {
+    let rt = runtime();
+    let ours: Cache<String, Arc<String>> = rt.block_on(async {
+        Cache::builder("bench")
+            .metrics(&jupiter_core::Metrics::new())
+            .build()
+            .unwrap()
+    });
+    let moka: moka::future::Cache<String, Arc<String>> = moka::future::Cache::new(10_000);
+    let key = "user:1234".to_owned();
+    let value = Arc::new("x".repeat(64));
+    rt.block_on(async {
+        ours.put(key.clone(), value.clone()).await.unwrap();
+        moka.insert(key.clone(), value.clone()).await;
+    });
+    let mut g = c.benchmark_group("l1_hit");
+    g.bench_function("moka", |b| {
+        b.to_async(&rt)
+            .iter(|| async { moka.get(&key).await.expect("hit") })
+    });
+    g.bench_function("ours", |b| {
+        b.to_async(&rt)
+            .iter(|| async { ours.get(&key).await.unwrap().expect("hit") })
+    });
+    g.finish();
+}
+
+fn stampede(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("stampede_1000_tasks");
+    g.sample_size(30);
+    g.bench_function("moka_get_with", |b| {
+        b.to_async(&rt).iter(|| async {
+            let cache: moka::future::Cache<u64, u64> = moka::future::Cache::new(100);
+            let tasks: Vec<_> = (0..1000)
+                .map(|_| {
+                    let cache = cache.clone();
+                    tokio::spawn(async move { cache.get_with(1, async { 7 }).await })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    });
+    let metrics = jupiter_core::Metrics::new();
+    g.bench_function("ours_get_or_load", |b| {
+        b.to_async(&rt).iter(|| async {
+            let cache: Cache<u64, u64> = Cache::builder("stampede")
+                .capacity(100)
+                .metrics(&metrics)
+                .build()
+                .unwrap();
+            let tasks: Vec<_> = (0..1000)
+                .map(|_| {
+                    let cache = cache.clone();
+                    tokio::spawn(async move { cache.get_or_load(&1, || async { Some(7) }).await })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+        })
+    });
+    g.finish();
+}
+
+fn l2_hit(c: &mut Criterion) {
+    let rt = runtime();
+    let redis = testkit::RedisServer::start();
+    const KEYS: u64 = 10_000;
+    let (client, ours) = rt.block_on(async {
+        let client = redis_client::Client::builder()
+            .url(&redis.url())
+            .metrics(&jupiter_core::Metrics::new())
+            .connect()
+            .await
+            .unwrap();
+        let writer: Cache<u64, String> = Cache::builder("l2bench")
+            .metrics(&jupiter_core::Metrics::new())
+            .l2(RedisL2::new(client.clone()))
+            .build()
+            .unwrap();
+        for k in 0..KEYS {
+            writer.put(k, "v".repeat(64)).await.unwrap();
+            client
+                .set(format!("raw:{k}"), "v".repeat(80))
+                .await
+                .unwrap();
+        }
+        // One-entry L1: every lookup of a new key misses it and is served by L2.
+        let ours: Cache<u64, String> = Cache::builder("l2bench")
+            .capacity(1)
+            .metrics(&jupiter_core::Metrics::new())
+            .l2(RedisL2::new(client.clone()))
+            .build()
+            .unwrap();
+        (client, ours)
+    });
+    let mut g = c.benchmark_group("l2_hit");
+    let mut n = 0u64;
+    g.bench_function("redis_client_get", |b| {
+        b.to_async(&rt).iter(|| {
+            n = (n + 1) % KEYS;
+            let key = format!("raw:{n}");
+            let client = &client;
+            async move {
+                let v: Option<bytes::Bytes> = client.get(key).await.unwrap();
+                v.expect("present")
+            }
+        })
+    });
+    let mut m = 0u64;
+    g.bench_function("ours_l1_miss_l2_hit", |b| {
+        b.to_async(&rt).iter(|| {
+            m = (m + 1) % KEYS;
+            let ours = &ours;
+            async move { ours.get(&m).await.unwrap().expect("in L2") }
+        })
+    });
+    g.finish();
+    drop(redis);
+}
+
+/// Keys drawn from Zipf(s) over `n` keys, by inverting the cumulative weights.
+struct Zipf {
+    cdf: Vec<f64>,
+    rng: fastrand::Rng,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64, seed: u64) -> Zipf {
+        let mut cdf = Vec::with_capacity(n);
+        let mut total = 0.0;
+        for k in 1..=n {
+            total += 1.0 / (k as f64).powf(s);
+            cdf.push(total);
+        }
+        for w in &mut cdf {
+            *w /= total;
+        }
+        Zipf {
+            cdf,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        let u = self.rng.f64();
+        self.cdf.partition_point(|&c| c < u) as u64
+    }
+}
+
+fn hit_ratio(_c: &mut Criterion) {
+    const UNIVERSE: usize = 100_000;
+    const REQUESTS: usize = 1_000_000;
+    let capacity = (UNIVERSE / 10) as u64;
+    let rt = runtime();
+    let (ours_ratio, moka_ratio) = rt.block_on(async {
+        let ours: Cache<u64, u64> = Cache::builder("zipf")
+            .capacity(capacity)
+            .metrics(&jupiter_core::Metrics::new())
+            .build()
+            .unwrap();
+        let moka: moka::future::Cache<u64, u64> = moka::future::Cache::new(capacity);
+        let (mut a, mut b) = (Zipf::new(UNIVERSE, 0.99, 7), Zipf::new(UNIVERSE, 0.99, 7));
+        let (mut ours_hits, mut moka_hits) = (0usize, 0usize);
+        for _ in 0..REQUESTS {
+            let k = a.next();
+            if ours.get(&k).await.unwrap().is_some() {
+                ours_hits += 1;
+            } else {
+                ours.get_or_load(&k, move || async move { Some(k) })
+                    .await
+                    .unwrap();
+            }
+            let k = b.next();
+            if moka.get(&k).await.is_some() {
+                moka_hits += 1;
+            } else {
+                moka.insert(k, k).await;
+            }
+        }
+        (
+            ours_hits as f64 / REQUESTS as f64,
+            moka_hits as f64 / REQUESTS as f64,
+        )
+    });
+    println!(
+        "hit ratio, Zipf(0.99) over {UNIVERSE} keys, {REQUESTS} requests, capacity {capacity}: ours {:.4}, moka {:.4} ({:.3}x)",
+        ours_ratio,
+        moka_ratio,
+        ours_ratio / moka_ratio
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = l1_hit, stampede, l2_hit, hit_ratio
+}
+criterion_main!(benches);

@@ -1,0 +1,617 @@
+//! The cache against real servers (redis-server from testkit, objstore's own server over
+//! loopback gRPC) and with time mocked (quanta's mock clock): no test sleeps for its verdict.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cache::{Cache, CacheEvent, ObjstoreL2, RedisL2};
+use jupiter_core::shadow::ShadowContext;
+use redis_client::{Client, Protocol, TrackingMode};
+use testkit::RedisServer;
+
+/// A hang fails the test instead of stalling the suite; never a verdict on speed.
+const LIVENESS: Duration = Duration::from_secs(30);
+
+async fn live<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LIVENESS, f)
+        .await
+        .expect("finished within the liveness bound")
+}
+
+fn metrics() -> jupiter_core::Metrics {
+    jupiter_core::Metrics::new()
+}
+
+async fn redis_client(redis: &RedisServer, tracking: bool) -> Client {
+    let mut b = Client::builder()
+        .url(&redis.url())
+        .shadow_prefix("shadow:")
+        .metrics(&metrics());
+    if tracking {
+        b = b
+            .protocol(Protocol::Resp3)
+            .tracking(TrackingMode::Default, &[]);
+    }
+    b.connect().await.unwrap()
+}
+
+fn counting<V: Clone + Send + 'static>(
+    calls: &Arc<AtomicUsize>,
+    value: V,
+) -> impl FnOnce() -> futures::future::Ready<Option<V>> + Send + 'static {
+    let calls = calls.clone();
+    move || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        futures::future::ready(Some(value))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_loads_of_one_missing_key_run_the_loader_once() {
+    let redis = RedisServer::start();
+    for with_l2 in [false, true] {
+        let mut b = Cache::<String, String>::builder("stampede").metrics(&metrics());
+        if with_l2 {
+            b = b.l2(RedisL2::new(redis_client(&redis, false).await));
+        }
+        let cache = b.build().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        // The loader holds until every caller is waiting on it.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..1000 {
+            let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_load(&"hot".to_owned(), move || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let _permit = gate.acquire().await;
+                        Some("value".to_owned())
+                    })
+                    .await
+            }));
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(1000);
+        for t in tasks {
+            assert_eq!(live(t).await.unwrap().unwrap().as_deref(), Some("value"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "l2: {with_l2}");
+        let stats = cache.stats();
+        assert_eq!(stats.loads, 1);
+        if with_l2 {
+            assert_eq!(stats.l2_misses, 1, "one L2 lookup for all: {stats:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_l2_and_invalidate_each_others_l1() {
+    let redis = RedisServer::start();
+    // Both invalidation sources: RESP3 client tracking, and pub/sub on a channel per cache.
+    for tracking in [true, false] {
+        redis.command(&["FLUSHALL"]).unwrap();
+        let name = if tracking { "tracked" } else { "announced" };
+        let make = |client: Client| {
+            Cache::<u64, String>::builder(name)
+                .metrics(&metrics())
+                .l2(RedisL2::new(client))
+                .build()
+                .unwrap()
+        };
+        let a = make(redis_client(&redis, tracking).await);
+        let b = make(redis_client(&redis, tracking).await);
+        let (a_calls, b_calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        // A loads: L2 is filled. B's miss finds it in L2, not in its loader.
+        let v = a
+            .get_or_load(&7, counting(&a_calls, "v1".to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(v.as_deref(), Some("v1"));
+        let v = b
+            .get_or_load(&7, counting(&b_calls, "never".to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(v.as_deref(), Some("v1"), "{name}");
+        assert_eq!(
+            (
+                a_calls.load(Ordering::SeqCst),
+                b_calls.load(Ordering::SeqCst)
+            ),
+            (1, 0)
+        );
+        assert_eq!(b.stats().l2_hits, 1);
+        // An update through A removes the key from B's L1: B's invalidation event says so.
+        let mut events = b.events();
+        a.put(7, "v2".to_owned()).await.unwrap();
+        let event = live(async {
+            loop {
+                match events.recv().await.unwrap() {
+                    CacheEvent::Invalidated {
+                        key: 7,
+                        shadow: false,
+                    } => return,
+                    _ => continue,
+                }
+            }
+        })
+        .await;
+        let () = event;
+        let v = b
+            .get_or_load(&7, counting(&b_calls, "never".to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(
+            v.as_deref(),
+            Some("v2"),
+            "{name}: B reads the new value from L2"
+        );
+        assert_eq!(b_calls.load(Ordering::SeqCst), 0);
+        // An invalidation through B removes it from A (and from L2).
+        let mut events = a.events();
+        b.invalidate(&7).await.unwrap();
+        live(async {
+            loop {
+                if let CacheEvent::Invalidated { key: 7, .. } = events.recv().await.unwrap() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let v = a
+            .get_or_load(&7, counting(&a_calls, "v3".to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(v.as_deref(), Some("v3"));
+        assert_eq!(a_calls.load(Ordering::SeqCst), 2);
+        assert!(b.stats().invalidations >= 1);
+    }
+}
+
+#[tokio::test]
+async fn refresh_ahead_serves_the_current_value_and_refreshes_once() {
+    let (clock, mock) = quanta::Clock::mock();
+    let cache = Cache::<u64, u64>::builder("refresh")
+        .metrics(&metrics())
+        .clock(clock)
+        .ttl(Duration::from_secs(100))
+        .ttl_jitter(0.0)
+        .refresh_ahead(0.5)
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let loader = |calls: &Arc<AtomicUsize>| {
+        let calls = calls.clone();
+        move || async move { Some(calls.fetch_add(1, Ordering::SeqCst) as u64 + 1) }
+    };
+    assert_eq!(
+        cache.get_or_load(&1, loader(&calls)).await.unwrap(),
+        Some(1)
+    );
+    // Before the refresh point: a plain hit.
+    mock.increment(Duration::from_secs(40));
+    assert_eq!(
+        cache.get_or_load(&1, loader(&calls)).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Past it: fifty hits all get the current value; exactly one refresh runs.
+    mock.increment(Duration::from_secs(20));
+    for _ in 0..50 {
+        assert_eq!(
+            cache.get_or_load(&1, loader(&calls)).await.unwrap(),
+            Some(1)
+        );
+    }
+    // The refresh is a background task: let it run, then the new value is served.
+    let mut turns = 0;
+    while cache.stats().loads < 2 || cache.get(&1).await.unwrap() != Some(Some(2)) {
+        turns += 1;
+        assert!(turns < 10_000, "the refresh never landed");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one initial load, one refresh"
+    );
+    assert_eq!(
+        cache.get_or_load(&1, loader(&calls)).await.unwrap(),
+        Some(2)
+    );
+    // The refreshed entry has a full TTL of its own: past the old one's end, still a hit.
+    mock.increment(Duration::from_secs(45));
+    assert_eq!(cache.get(&1).await.unwrap(), Some(Some(2)));
+}
+
+#[tokio::test]
+async fn negative_caching_and_ttl_expiry_follow_the_clock() {
+    let (clock, mock) = quanta::Clock::mock();
+    let cache = Cache::<u64, String>::builder("negative")
+        .metrics(&metrics())
+        .clock(clock)
+        .ttl(Duration::from_secs(60))
+        .ttl_jitter(0.0)
+        .negative_ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let missing = |calls: &Arc<AtomicUsize>| {
+        let calls = calls.clone();
+        move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            None::<String>
+        }
+    };
+    assert_eq!(cache.get_or_load(&1, missing(&calls)).await.unwrap(), None);
+    assert_eq!(
+        cache.get(&1).await.unwrap(),
+        Some(None),
+        "\"not found\" is cached"
+    );
+    mock.increment(Duration::from_secs(4));
+    assert_eq!(cache.get_or_load(&1, missing(&calls)).await.unwrap(), None);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    mock.increment(Duration::from_secs(2));
+    assert_eq!(
+        cache.get(&1).await.unwrap(),
+        None,
+        "expired after negative-ttl"
+    );
+    assert_eq!(cache.get_or_load(&1, missing(&calls)).await.unwrap(), None);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A found value lives for `ttl`.
+    cache.put(2, "x".into()).await.unwrap();
+    mock.increment(Duration::from_secs(59));
+    assert_eq!(cache.get(&2).await.unwrap(), Some(Some("x".into())));
+    mock.increment(Duration::from_secs(2));
+    assert_eq!(cache.get(&2).await.unwrap(), None);
+    // With negative caching off, "not found" is not kept.
+    let off = Cache::<u64, String>::builder("no-negative")
+        .metrics(&metrics())
+        .negative_ttl(Duration::ZERO)
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        assert_eq!(off.get_or_load(&1, missing(&calls)).await.unwrap(), None);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn ttl_jitter_spreads_expiry_inside_the_configured_ttl() {
+    let (clock, mock) = quanta::Clock::mock();
+    let cache = Cache::<u64, u64>::builder("jitter")
+        .metrics(&metrics())
+        .clock(clock)
+        .ttl(Duration::from_secs(100))
+        .ttl_jitter(0.5)
+        .build()
+        .unwrap();
+    for k in 0..200 {
+        cache.put(k, k).await.unwrap();
+    }
+    let alive = |cache: Cache<u64, u64>| async move {
+        let mut n = 0;
+        for k in 0..200 {
+            if cache.get(&k).await.unwrap().is_some() {
+                n += 1;
+            }
+        }
+        n
+    };
+    // Every entry lives at least ttl × (1 - jitter) and at most ttl.
+    mock.increment(Duration::from_secs(49));
+    assert_eq!(alive(cache.clone()).await, 200);
+    mock.increment(Duration::from_secs(26));
+    let mid = alive(cache.clone()).await;
+    assert!(
+        mid > 0 && mid < 200,
+        "expiry spread: {mid} of 200 alive at 75 s"
+    );
+    mock.increment(Duration::from_secs(26));
+    assert_eq!(alive(cache.clone()).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_degrades_to_l1_and_the_loader_and_recovers() {
+    let redis = RedisServer::start();
+    let client = Client::builder()
+        .url(&redis.url())
+        .command_timeout(Duration::from_secs(2))
+        .metrics(&metrics())
+        .connect()
+        .await
+        .unwrap();
+    let cache = Cache::<u64, String>::builder("outage")
+        .metrics(&metrics())
+        .l2_timeout(Duration::from_millis(200))
+        .l2_retry(Duration::from_millis(100))
+        .l2(RedisL2::new(client))
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    cache
+        .get_or_load(&1, counting(&calls, "one".to_owned()))
+        .await
+        .unwrap();
+    redis.kill();
+    // Callers keep getting values: L1 for what it has, the loader for the rest.
+    assert_eq!(
+        cache
+            .get_or_load(&1, counting(&calls, "x".into()))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("one")
+    );
+    for k in 2..20 {
+        let v = live(cache.get_or_load(&k, counting(&calls, format!("v{k}"))))
+            .await
+            .unwrap();
+        assert_eq!(v, Some(format!("v{k}")));
+    }
+    let stats = cache.stats();
+    assert!(stats.l2_errors >= 1, "{stats:?}");
+    assert!(cache.is_degraded());
+    assert_eq!(calls.load(Ordering::SeqCst), 19);
+    // Redis back: L2 is probed again and used: a new load is written there.
+    redis.restart();
+    let mut k = 100;
+    while cache.is_degraded() {
+        k += 1;
+        assert!(k < 1_000, "L2 never came back");
+        live(cache.get_or_load(&k, counting(&calls, "after".into())))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    live(cache.get_or_load(&5000, counting(&calls, "stored".into())))
+        .await
+        .unwrap();
+    let stored = redis.command(&["EXISTS", "cache:outage:5000"]).unwrap();
+    assert_eq!(stored, testkit::Reply::Integer(1), "written to L2 again");
+}
+
+#[tokio::test]
+async fn shadow_and_live_entries_never_mix() {
+    let redis = RedisServer::start();
+    let cache = Cache::<String, String>::builder("users")
+        .metrics(&metrics())
+        .l2(RedisL2::new(redis_client(&redis, false).await))
+        .build()
+        .unwrap();
+    let key = "42".to_owned();
+    let live_v = cache
+        .get_or_load(&key, || async { Some("live".to_owned()) })
+        .await
+        .unwrap();
+    let shadow_v = ShadowContext::scope(
+        Some(ShadowContext::new()),
+        cache.get_or_load(&key, || async { Some("shadow".to_owned()) }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (live_v.as_deref(), shadow_v.as_deref()),
+        (Some("live"), Some("shadow"))
+    );
+    // Each partition serves its own from L1, and L2 holds both under different keys.
+    assert_eq!(
+        cache.get(&key).await.unwrap(),
+        Some(Some("live".to_owned()))
+    );
+    let in_shadow = ShadowContext::scope(Some(ShadowContext::new()), cache.get(&key)).await;
+    assert_eq!(in_shadow.unwrap(), Some(Some("shadow".to_owned())));
+    for k in ["cache:users:42", "shadow:cache:users:42"] {
+        assert_eq!(
+            redis.command(&["EXISTS", k]).unwrap(),
+            testkit::Reply::Integer(1),
+            "{k}"
+        );
+    }
+    // A second instance reads each from its own L2 key.
+    let other = Cache::<String, String>::builder("users")
+        .metrics(&metrics())
+        .l2(RedisL2::new(redis_client(&redis, false).await))
+        .build()
+        .unwrap();
+    assert_eq!(
+        other.get(&key).await.unwrap(),
+        Some(Some("live".to_owned()))
+    );
+    let s = ShadowContext::scope(Some(ShadowContext::new()), other.get(&key)).await;
+    assert_eq!(s.unwrap(), Some(Some("shadow".to_owned())));
+    // Invalidating the shadow entry leaves the live one.
+    ShadowContext::scope(Some(ShadowContext::new()), cache.invalidate(&key))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get(&key).await.unwrap(),
+        Some(Some("live".to_owned()))
+    );
+    assert_eq!(
+        redis.command(&["EXISTS", "shadow:cache:users:42"]).unwrap(),
+        testkit::Reply::Integer(0)
+    );
+}
+
+#[tokio::test]
+async fn undecodable_l2_values_are_misses_not_panics() {
+    let redis = RedisServer::start();
+    let cache = Cache::<u64, String>::builder("garbage")
+        .metrics(&metrics())
+        .l2(RedisL2::new(redis_client(&redis, false).await))
+        .build()
+        .unwrap();
+    let junk: [&[u8]; 5] = [
+        b"",
+        b"\x01",
+        b"\x01\x00\x00\x00",
+        b"plain text",
+        b"\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff",
+    ];
+    for (i, junk) in junk.iter().enumerate() {
+        let key = format!("cache:garbage:{i}");
+        redis
+            .command(&[b"SET".as_slice(), key.as_bytes(), junk])
+            .unwrap();
+        let v = cache
+            .get_or_load(
+                &(i as u64),
+                move || async move { Some(format!("fresh{i}")) },
+            )
+            .await
+            .unwrap();
+        assert_eq!(v, Some(format!("fresh{i}")));
+    }
+    assert!(cache.stats().decode_errors >= 4, "{:?}", cache.stats());
+}
+
+#[tokio::test]
+async fn batches_load_only_what_neither_level_has_in_one_call() {
+    let redis = RedisServer::start();
+    let make = || async {
+        Cache::<u64, String>::builder("batch")
+            .metrics(&metrics())
+            .l2(RedisL2::new(redis_client(&redis, false).await))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (make().await, make().await);
+    a.put(2, "two".into()).await.unwrap(); // L2 (and a's L1)
+    b.put(4, "four".into()).await.unwrap(); // b's L1 and L2
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let got = b
+        .get_many_or_load(&[1, 2, 3, 4, 5], move |missing| async move {
+            seen.lock().unwrap().push(missing.clone());
+            missing
+                .into_iter()
+                .map(|k| (k != 5).then(|| format!("loaded{k}")))
+                .collect()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            Some("loaded1".into()),
+            Some("two".into()),
+            Some("loaded3".into()),
+            Some("four".into()),
+            None
+        ]
+    );
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [vec![1, 3, 5]],
+        "one call, the missing keys in order"
+    );
+    // Everything is cached now, "not found" included.
+    let again = b
+        .get_many_or_load(&[1, 2, 3, 4, 5], |_| async { panic!("nothing to load") })
+        .await
+        .unwrap();
+    assert_eq!(again, got);
+}
+
+#[derive(Debug)]
+struct DbDown;
+
+impl std::fmt::Display for DbDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("database down")
+    }
+}
+
+impl std::error::Error for DbDown {}
+
+#[tokio::test]
+async fn loader_errors_are_shared_and_not_cached_unless_asked() {
+    for cached in [false, true] {
+        let mut b = Cache::<u64, u64>::builder("errors").metrics(&metrics());
+        if cached {
+            b = b.cache_load_errors(Duration::from_secs(60));
+        }
+        let cache = b.build().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let c = calls.clone();
+            let r = cache
+                .try_get_or_load(&1, move || async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    Err::<Option<u64>, _>(DbDown)
+                })
+                .await;
+            assert!(matches!(r, Err(cache::LoadError::Load(_))), "{r:?}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), if cached { 1 } else { 3 });
+        assert_eq!(
+            cache.stats().load_errors as usize,
+            calls.load(Ordering::SeqCst)
+        );
+    }
+}
+
+#[tokio::test]
+async fn objstore_as_l2_shares_values_and_invalidates_through_its_watch() {
+    use objstore::engine::{Engine, EngineConfig};
+    use objstore::server::{Service, ServiceConfig, serve};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let m = metrics();
+    let svc = Service::new(
+        Engine::new(EngineConfig::default()),
+        ServiceConfig::default(),
+        &m,
+    );
+    let shadow = jupiter_core::shadow::ShadowLayer::new(
+        "objstore",
+        jupiter_core::shadow::ShadowSwitch::new(jupiter_core::shadow::ShadowMode::On),
+        &m,
+    );
+    tokio::spawn(serve(svc, listener, shadow, std::future::pending()));
+    let make = || async {
+        let client = objstore::client::Client::connect(&addr.to_string(), Default::default())
+            .await
+            .unwrap();
+        Cache::<u64, String>::builder("docs")
+            .metrics(&metrics())
+            .l2(ObjstoreL2::new(client))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (make().await, make().await);
+    let calls = Arc::new(AtomicUsize::new(0));
+    a.get_or_load(&1, counting(&calls, "v1".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get_or_load(&1, counting(&calls, "never".into()))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("v1")
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let mut events = b.events();
+    a.put(1, "v2".into()).await.unwrap();
+    live(async {
+        loop {
+            if let CacheEvent::Invalidated {
+                key: 1,
+                shadow: false,
+            } = events.recv().await.unwrap()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert_eq!(b.get(&1).await.unwrap(), Some(Some("v2".into())));
+}
