@@ -615,3 +615,64 @@ async fn objstore_as_l2_shares_values_and_invalidates_through_its_watch() {
     .await;
     assert_eq!(b.get(&1).await.unwrap(), Some(Some("v2".into())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_as_l2_with_tracking() {
+    let cluster = testkit::RedisCluster::start();
+    let seeds: Vec<String> = cluster
+        .seed_addrs()
+        .iter()
+        .map(|a| format!("redis://{a}"))
+        .collect();
+    let make = || async {
+        let client = Client::builder()
+            .config(redis_client::ClientConfig {
+                cluster: true,
+                urls: seeds.clone(),
+                protocol: Protocol::Resp3,
+                tracking: TrackingMode::Default,
+                ..Default::default()
+            })
+            .metrics(&metrics())
+            .connect()
+            .await
+            .unwrap();
+        Cache::<u64, u64>::builder("clustered")
+            .metrics(&metrics())
+            .l2(RedisL2::new(client))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (make().await, make().await);
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Keys on every primary: loaded once, shared through L2, batches split by slot.
+    for k in 0..30u64 {
+        a.get_or_load(&k, counting(&calls, k * 10)).await.unwrap();
+    }
+    let keys: Vec<u64> = (0..30).collect();
+    let got = b
+        .get_many_or_load(&keys, |_| async { panic!("all in L2") })
+        .await
+        .unwrap();
+    assert_eq!(got, keys.iter().map(|k| Some(k * 10)).collect::<Vec<_>>());
+    assert_eq!(calls.load(Ordering::SeqCst), 30);
+    // Updates through B reach A's L1, whatever node the key lives on.
+    let mut events = a.events();
+    for k in 0..30u64 {
+        b.put(k, k + 1000).await.unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    live(async {
+        while seen.len() < 30 {
+            if let CacheEvent::Invalidated { key, .. } = events.recv().await.unwrap() {
+                seen.insert(key);
+            }
+        }
+    })
+    .await;
+    for k in 0..30u64 {
+        let v = a.get_or_load(&k, counting(&calls, 0)).await.unwrap();
+        assert_eq!(v, Some(k + 1000));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 30);
+}
