@@ -127,7 +127,7 @@ pub fn ours(url: &str, tasks: usize, duration: Duration) -> Sample {
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        config.pool_size = pool;
+        config.pool_size = Some(pool);
     }
     // Profiling aids: BENCH_NO_METRICS, BENCH_NO_TIMEOUT.
     config.metrics = std::env::var_os("BENCH_NO_METRICS").is_none();
@@ -235,7 +235,7 @@ pub fn ours_cluster(seeds: &[String], tasks: usize, duration: Duration) -> Sampl
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        config.pool_size = pool;
+        config.pool_size = Some(pool);
     }
     let client = rt
         .block_on(redis_client::Client::builder().config(config).connect())

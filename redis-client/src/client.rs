@@ -76,7 +76,8 @@ impl std::fmt::Debug for Client {
             Mode::Single(pool) => d.field("addr", &pool.addr),
             Mode::Cluster(router) => d.field("cluster", router),
         };
-        d.field("pool_size", &self.inner.config.pool_size).finish()
+        d.field("pool_size", &self.inner.config.pool_size())
+            .finish()
     }
 }
 
@@ -116,9 +117,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Connections per server. Default is 4.
+    /// Connections per server. Default is 4 for one server, 1 per cluster node.
     pub fn pool_size(mut self, n: usize) -> Self {
-        self.config.pool_size = n;
+        self.config.pool_size = Some(n);
         self
     }
 
@@ -382,7 +383,7 @@ impl Client {
         match self.route(cmd)? {
             Routed::Ready(cmd) => Ok(cmd),
             Routed::Learn(cmd) => {
-                self.learn_command(&cmd).await?;
+                Box::pin(self.learn_command(&cmd)).await?;
                 match self.route(cmd)? {
                     Routed::Ready(cmd) => Ok(cmd),
                     Routed::Learn(cmd) => Err(Error::ShadowUnmappable {
@@ -432,9 +433,14 @@ impl Client {
         match crate::dedicated::placement(&cmd, spec) {
             Placement::Shared => {}
             // Blocking commands would stall every command behind them on a shared connection.
+            // Boxed, as the other cold paths below: the hot path's future stays small (every
+            // `.await` layer moves its child future into place).
             Placement::Blocking(block) => {
-                let cmd = self.route_learning(cmd).await?;
-                return self.blocking_query(cmd, block).await;
+                return Box::pin(async move {
+                    let cmd = self.route_learning(cmd).await?;
+                    self.blocking_query(cmd, block).await
+                })
+                .await;
             }
             Placement::Refused(reason) => {
                 return Err(Error::Unsupported {

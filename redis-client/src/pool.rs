@@ -51,7 +51,7 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Starts `settings.pool_size` connections to the server of `settings` (in the
+    /// Starts `settings.pool_size()` connections to the server of `settings` (in the
     /// background; requests wait for them under their deadlines).
     pub(crate) fn new(settings: Arc<Settings>, options: PoolOptions) -> Pool {
         let addr: Arc<str> = Arc::from(settings.addr());
@@ -64,7 +64,7 @@ impl Pool {
             s.config.tracking_prefixes.clear();
             Arc::new(s)
         });
-        let conns = (0..settings.pool_size)
+        let conns = (0..settings.pool_size())
             .map(|i| match (&untracked, i) {
                 (Some(plain), 1..) => Connection::spawn(plain.clone(), None).0,
                 _ => Connection::spawn(settings.clone(), options.events.clone()).0,
@@ -151,9 +151,12 @@ impl Pool {
         let span = tracing::debug_span!("redis", command = name, peer = %self.addr);
         let fut = conn.request(data, 1, retry, deadline);
         let result = if span.is_disabled() {
+            drop(span);
             fut.await
         } else {
-            tracing::Instrument::instrument(fut, span).await
+            // Boxed: with debug logging on, an allocation is noise; off, the span stays out of
+            // the hot future's layout.
+            Box::pin(tracing::Instrument::instrument(fut, span)).await
         }
         .map(reply_one);
         if let Some(g) = guard {

@@ -25,7 +25,7 @@ async fn flood_against_a_paused_server_is_bounded() {
     let redis = RedisServer::start();
     let config = ClientConfig {
         url: redis.url(),
-        pool_size: 2,
+        pool_size: Some(2),
         command_timeout: Duration::from_millis(20),
         queue_capacity: 256,
         max_in_flight: 1024,

@@ -141,7 +141,7 @@ async fn paused_server_gives_timeouts_and_recovers_in_step() {
     let redis = RedisServer::start();
     let mut c = config(&redis.url());
     c.command_timeout = Duration::from_millis(200);
-    c.pool_size = 1;
+    c.pool_size = Some(1);
     let client = connect(c).await;
     client.set("k", "v").await.unwrap();
     redis.pause();
@@ -188,7 +188,7 @@ async fn a_request_held_back_by_the_in_flight_bound_still_times_out() {
     let redis = RedisServer::start();
     let mut c = config(&redis.url());
     c.command_timeout = Duration::from_millis(50);
-    c.pool_size = 1;
+    c.pool_size = Some(1);
     c.max_in_flight = 1;
     let client = connect(c).await;
     client.set("k", "v").await.unwrap();
@@ -212,7 +212,7 @@ async fn a_request_held_back_by_the_in_flight_bound_still_times_out() {
 async fn random_cancellations_never_desynchronize_replies() {
     let redis = RedisServer::start();
     let mut c = config(&redis.url());
-    c.pool_size = 2;
+    c.pool_size = Some(2);
     let client = connect(c).await;
     let mut setup = client.pipeline();
     for i in 0..100 {
@@ -314,7 +314,7 @@ async fn sixty_four_mib_value_round_trips() {
     // connection, and goes on.
     let mut small = config(&redis.url());
     small.max_frame = "1MiB".parse().unwrap();
-    small.pool_size = 1;
+    small.pool_size = Some(1);
     small.command_timeout = Duration::from_secs(60);
     let small = connect(small).await;
     let e = small.get::<Bytes>("big").await.unwrap_err();
@@ -388,7 +388,7 @@ async fn fake_server() -> (String, Arc<AtomicUsize>) {
 async fn malformed_replies_are_protocol_errors_and_the_connection_is_replaced() {
     let (url, accepted) = fake_server().await;
     let mut c = config(&url);
-    c.pool_size = 1;
+    c.pool_size = Some(1);
     c.max_frame = "1MiB".parse().unwrap();
     let client = connect(c).await;
     assert_eq!(client.get::<String>("ok").await.unwrap(), "ok");
@@ -504,7 +504,7 @@ async fn the_command_timeout_covers_connecting_and_a_silent_server() {
                 command_timeout: Duration::from_millis(200),
                 // Longer than the test's liveness bound: only the command timeout can end it.
                 connect_timeout: Duration::from_secs(60),
-                pool_size: 1,
+                pool_size: Some(1),
                 ..ClientConfig::default()
             })
             .metrics(&jupiter_core::Metrics::new())
@@ -611,7 +611,7 @@ async fn reads_are_resent_after_a_broken_connection_and_writes_never_are() {
     direct.set("dropme:value", "v").await.unwrap();
     let (url, arm) = dropping_proxy(redis.addr(), b"dropme").await;
     let mut c = config(&url);
-    c.pool_size = 1;
+    c.pool_size = Some(1);
     let client = connect(c.clone()).await;
 
     arm.store(true, Ordering::SeqCst);

@@ -151,7 +151,7 @@ shadow-prefix = "shadow:"
         .build()
         .unwrap();
     let c = Client::from_config(&config, "main").await.unwrap();
-    assert_eq!(c.config().pool_size, 2);
+    assert_eq!(c.config().pool_size, Some(2));
     assert_eq!(
         c.config().command_timeout,
         std::time::Duration::from_millis(1500)
@@ -207,7 +207,7 @@ shadow-prefix = "shadow:"
         assert!(!msg.contains("hunter2"), "{msg}");
     }
     let zero = ClientConfig {
-        pool_size: 0,
+        pool_size: Some(0),
         ..ClientConfig::default()
     };
     assert!(

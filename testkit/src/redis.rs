@@ -420,6 +420,27 @@ impl RedisCluster {
             }
         }
         self.wait_ok(Duration::from_secs(30))?;
+        // Every node's own view: three primaries, three replicas (gossip takes a moment to
+        // tell every node who replicates whom; a client reading the map from a node that does
+        // not know yet would miss a replica).
+        self.wait_until(
+            Duration::from_secs(30),
+            "every node to see 3 replicas",
+            |n| {
+                let nodes = n.text(&["CLUSTER", "NODES"])?;
+                let role = |r: &str| {
+                    nodes
+                        .lines()
+                        .filter(|l| {
+                            l.split(' ')
+                                .nth(2)
+                                .is_some_and(|f| f.split(',').any(|x| x == r))
+                        })
+                        .count()
+                };
+                Ok(role("master") == 3 && role("slave") == 3)
+            },
+        )?;
         self.wait_until(Duration::from_secs(30), "replicas to sync", |n| {
             let repl = n.text(&["INFO", "replication"])?;
             Ok(match info_field(&repl, "role").as_deref() {

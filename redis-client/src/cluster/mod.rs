@@ -371,8 +371,31 @@ impl Router {
             .join(", ")
     }
 
+    /// The pool for a command of `slot` (`None`: any primary), at once when the map has one.
+    fn pick_now(&self, slot: Option<u16>, read: bool) -> Option<Arc<Pool>> {
+        let t = self.shared.topology.load();
+        let shard = t.shard(slot?)?;
+        Some(if read {
+            shard.for_read(self.shared.base.read_from).clone()
+        } else {
+            shard.primary.clone()
+        })
+    }
+
     /// The pool for a command of `slot` (`None`: any primary).
     async fn pick(
+        &self,
+        slot: Option<u16>,
+        read: bool,
+        deadline: Option<Deadline>,
+    ) -> Result<Arc<Pool>, Error> {
+        if let Some(pool) = self.pick_now(slot, read) {
+            return Ok(pool);
+        }
+        Box::pin(self.pick_slow(slot, read, deadline)).await
+    }
+
+    async fn pick_slow(
         &self,
         slot: Option<u16>,
         read: bool,
@@ -463,33 +486,61 @@ impl Router {
         match classify(&cmd, spec)? {
             Target::Slot(slot) => {
                 let data = cmd.finish();
-                self.redirecting(Some(slot), read, deadline, |pool, asking| {
-                    let data = if asking {
-                        with_asking(&data)
-                    } else {
-                        data.clone()
-                    };
-                    async move {
-                        if asking {
-                            asking_reply(pool.call_many(data, 2, retry, deadline).await?)
-                        } else {
-                            pool.call(data, spec, retry, deadline).await
+                // The hot path: one attempt where the map says. A redirection, a retry or an
+                // unreachable node continues in the redirection loop, boxed, so this future
+                // stays small (each layer above moves it into place).
+                let mut first = None;
+                if let Some(pool) = self.pick_now(Some(slot), read) {
+                    let result = pool.call(data.clone(), spec, retry, deadline).await;
+                    if !worth_another_try(&result, read) {
+                        if matches!(
+                            result,
+                            Err(Error::Timeout(_) | Error::ConnectionLost { .. })
+                        ) {
+                            // A node that stopped answering may have been failed over.
+                            self.shared.wake.notify_one();
                         }
+                        return result;
                     }
-                })
+                    first = Some(result);
+                }
+                Box::pin(self.redirecting_from(
+                    None,
+                    first,
+                    Some(slot),
+                    read,
+                    deadline,
+                    |pool, asking| {
+                        let data = if asking {
+                            with_asking(&data)
+                        } else {
+                            data.clone()
+                        };
+                        async move {
+                            if asking {
+                                asking_reply(pool.call_many(data, 2, retry, deadline).await?)
+                            } else {
+                                pool.call(data, spec, retry, deadline).await
+                            }
+                        }
+                    },
+                ))
                 .await
             }
             Target::Any => {
                 let data = cmd.finish();
-                let pool = self.pick(None, read, deadline).await?;
-                self.redirecting_from(Some(pool), None, read, deadline, |pool, _| {
-                    let data = data.clone();
-                    async move { pool.call(data, spec, retry, deadline).await }
+                Box::pin(async move {
+                    let pool = self.pick(None, read, deadline).await?;
+                    self.redirecting_from(Some(pool), None, None, read, deadline, |pool, _| {
+                        let data = data.clone();
+                        async move { pool.call(data, spec, retry, deadline).await }
+                    })
+                    .await
                 })
                 .await
             }
-            Target::All(combine) => self.fan_out(cmd, spec, combine, deadline).await,
-            Target::Split => self.split(cmd, spec, read, retry, deadline).await,
+            Target::All(combine) => Box::pin(self.fan_out(cmd, spec, combine, deadline)).await,
+            Target::Split => Box::pin(self.split(cmd, spec, read, retry, deadline)).await,
         }
     }
 
@@ -523,7 +574,7 @@ impl Router {
         F: Fn(Arc<Pool>, bool) -> Fut,
         Fut: Future<Output = Result<Frame, Error>>,
     {
-        self.redirecting_from(None, slot, read, deadline, attempt)
+        self.redirecting_from(None, None, slot, read, deadline, attempt)
             .await
     }
 
@@ -533,6 +584,7 @@ impl Router {
     async fn redirecting_from<F, Fut>(
         &self,
         first: Option<Arc<Pool>>,
+        first_result: Option<Result<Frame, Error>>,
         slot: Option<u16>,
         read: bool,
         deadline: Option<Deadline>,
@@ -543,17 +595,23 @@ impl Router {
         Fut: Future<Output = Result<Frame, Error>>,
     {
         let mut next: Option<Hop> = first.map(|p| (p, false));
+        let mut pending = first_result;
         let mut redirects = 0u32;
         let mut attempts = 0u32;
-        let mut pause = Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
+        let mut pause = None;
         let max = self.shared.base.max_redirects;
         loop {
             attempts += 1;
-            let (pool, asking) = match next.take() {
-                Some(p) => p,
-                None => (self.pick(slot, read, deadline).await?, false),
+            let result = match pending.take() {
+                Some(result) => result,
+                None => {
+                    let (pool, asking) = match next.take() {
+                        Some(p) => p,
+                        None => (self.pick(slot, read, deadline).await?, false),
+                    };
+                    attempt(pool, asking).await
+                }
             };
-            let result = attempt(pool, asking).await;
             match result {
                 Ok(Frame::Error(e)) => {
                     let Some(redirect) = Redirect::parse(&e) else {
@@ -580,7 +638,7 @@ impl Router {
                         }
                         Redirect::Later | Redirect::Down => {
                             self.note_retry(matches!(redirect, Redirect::Down));
-                            if !self.pause(&mut pause, deadline, attempts).await {
+                            if !Box::pin(self.pause(&mut pause, deadline, attempts)).await {
                                 return Ok(Frame::Error(e));
                             }
                         }
@@ -626,9 +684,19 @@ impl Router {
         }
     }
 
-    /// Sleeps the next backoff step if the deadline allows. Whether to try again.
-    async fn pause(&self, pause: &mut Backoff, deadline: Option<Deadline>, attempts: u32) -> bool {
-        let delay = pause.next_delay();
+    /// Sleeps the next backoff step if the deadline allows. Whether to try again. The backoff
+    /// is made on the first pause: the command path that needs none pays nothing for it.
+    async fn pause(
+        &self,
+        pause: &mut Option<Backoff>,
+        deadline: Option<Deadline>,
+        attempts: u32,
+    ) -> bool {
+        let delay = pause
+            .get_or_insert_with(|| {
+                Backoff::new(Duration::from_millis(10), Duration::from_millis(500))
+            })
+            .next_delay();
         match deadline {
             Some(d) if Instant::now() + delay >= d.at => return false,
             None if attempts >= MAX_ATTEMPTS_WITHOUT_DEADLINE => return false,
@@ -789,7 +857,7 @@ impl Router {
         let mut results: Vec<Frame> = vec![Frame::Null; cmds.len()];
         // Per command still to send: where, when redirected (and whether after ASKING).
         let mut todo: Vec<(usize, Option<Hop>)> = (0..cmds.len()).map(|i| (i, None)).collect();
-        let mut pause = Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
+        let mut pause = None;
         let mut round = 0u32;
         while !todo.is_empty() {
             round += 1;
@@ -899,7 +967,7 @@ impl Router {
         let (body, _) = crate::pipeline::encode(&cmds, true);
         let count = cmds.len() as u32;
         let mut next: Option<Hop> = None;
-        let mut pause = Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
+        let mut pause = None;
         for attempt in 1..=self.shared.base.max_redirects + 1 {
             let (pool, asking) = match next.take() {
                 Some(p) => p,
@@ -964,6 +1032,16 @@ type Hop = (Arc<Pool>, bool);
 /// A pipeline's commands bound for one node: their positions, and whether each goes after
 /// `ASKING`.
 type Members = Vec<(usize, bool)>;
+
+/// Whether a reply or error is one the redirection loop handles (a redirection, a transient
+/// error reply, a node that could not be reached).
+fn worth_another_try(result: &Result<Frame, Error>, read: bool) -> bool {
+    match result {
+        Ok(Frame::Error(e)) => Redirect::parse(e).is_some(),
+        Ok(_) => false,
+        Err(e) => e.not_sent() || (read && matches!(e, Error::ConnectionLost { .. })),
+    }
+}
 
 /// `ASKING` and the command, as one write.
 fn with_asking(data: &Bytes) -> Bytes {

@@ -28,6 +28,11 @@ use crate::resp::{Decoder, Frame};
 const COPY_LIMIT: usize = 16 * 1024;
 /// Stop taking requests while this much is waiting to be written.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// Trips through the run queue a batch may wait for more requests (a second one brings the
+/// tasks woken by another connection's replies meanwhile; measured in `compare` as 4 rounds
+/// interleaved: cluster at 64 tasks +8% ops/s and -8% CPU per op, 512 tasks +2%; one server
+/// within noise, +3% at 64 tasks and -4% at 512).
+const MAX_YIELDS: u8 = 2;
 /// Read at least this much at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -78,8 +83,8 @@ pub(super) struct Driver<'a, S> {
     /// timeout.
     needs_flush: bool,
     rx_closed: bool,
-    /// Whether this batch already yielded once to let other tasks queue their requests.
-    yielded: bool,
+    /// How often this batch yielded to let other tasks queue their requests.
+    yields: u8,
     /// Requests taken into the previous batch: a lone caller (1, nothing in flight) is not
     /// kept waiting for company that is not coming.
     last_batch: usize,
@@ -114,7 +119,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
             events,
             needs_flush: false,
             rx_closed: false,
-            yielded: false,
+            yields: 0,
             last_batch: 0,
             batch: 0,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
@@ -400,11 +405,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<'_, S> {
             // A lone caller: the last batch was one request and nothing is in flight; its
             // request goes out now instead of after a trip through the run queue.
             let lone = in_flight_before == 0 && this.last_batch <= 1 && this.batch == 1;
-            if took && !this.yielded && !lone {
+            if took && this.yields < MAX_YIELDS && !lone {
                 // Auto-pipelining on one thread: the task that queued a request woke us, and we
                 // would run (LIFO slot) before every other task that is about to queue one.
-                // Yield once so they do, then write them all in one syscall.
-                this.yielded = true;
+                // Yield so they do, then write them all in one syscall; yield again while each
+                // trip through the run queue brings more.
+                this.yields += 1;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
@@ -412,7 +418,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<'_, S> {
                 this.last_batch = this.batch;
                 this.batch = 0;
             }
-            this.yielded = false;
+            this.yields = 0;
             let held = this.hold(cx);
             let wrote = match this.poll_flush_out(cx) {
                 Poll::Ready(Ok(wrote)) => wrote,

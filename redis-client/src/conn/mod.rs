@@ -163,17 +163,10 @@ impl Connection {
         };
         match self.tx.try_send(req) {
             Ok(()) => {}
+            // Boxed: the wait for room (a channel send and a timer) would triple the size of
+            // every request's future, which each layer above moves into place.
             Err(mpsc::error::TrySendError::Full(req)) => {
-                // Backpressure: the queue is full; wait for room, under the deadline (the
-                // owner task cannot see this request yet).
-                let send = self.tx.send(req);
-                match deadline {
-                    Some(d) => match tokio::time::timeout_at(d.at, send).await {
-                        Ok(sent) => sent.map_err(|_| Error::Closed)?,
-                        Err(_) => return Err(d.error()),
-                    },
-                    None => send.await.map_err(|_| Error::Closed)?,
-                }
+                Box::pin(self.send_when_room(req, deadline)).await?;
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
         }
@@ -184,6 +177,21 @@ impl Connection {
                 addr: self.addr.to_string(),
                 source: None,
             }),
+        }
+    }
+}
+
+impl Connection {
+    /// Backpressure: the queue is full; waits for room, under the deadline (the owner task
+    /// cannot see this request yet).
+    async fn send_when_room(&self, req: Request, deadline: Option<Deadline>) -> Result<(), Error> {
+        let send = self.tx.send(req);
+        match deadline {
+            Some(d) => match tokio::time::timeout_at(d.at, send).await {
+                Ok(sent) => sent.map_err(|_| Error::Closed),
+                Err(_) => Err(d.error()),
+            },
+            None => send.await.map_err(|_| Error::Closed),
         }
     }
 }
