@@ -450,8 +450,19 @@ impl Client {
             }
         }
         let retry = spec.is_some_and(|s| s.is_readonly());
-        let cmd = self.route_learning(cmd).await?;
-        self.send(cmd, spec, retry).await
+        // The shadow policy without an await in the common case: a command whose spec must
+        // first be learned takes the boxed path.
+        let cmd = match self.route(cmd)? {
+            Routed::Ready(cmd) => cmd,
+            Routed::Learn(cmd) => Box::pin(self.route_learning(cmd)).await?,
+        };
+        match &self.inner.mode {
+            Mode::Single(pool) => check(
+                pool.call(cmd.finish(), spec, retry, self.inner.config.deadline())
+                    .await?,
+            ),
+            Mode::Cluster(router) => check(router.query(cmd, spec, retry).await?),
+        }
     }
 
     /// Sends a routed command to where it must go and checks the reply.

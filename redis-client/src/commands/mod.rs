@@ -105,11 +105,12 @@ macro_rules! commands {
             }
         }
     )*};
+    // `query_frame` directly, not `query`: one async layer less to move on every command.
     (@reply $self:ident, $cmd:ident) => {
-        $self.query($cmd).await
+        $crate::FromReply::from_reply($self.query_frame($cmd).await?)
     };
     (@reply $self:ident, $cmd:ident, $conv:path) => {
-        $conv($self.query($cmd).await?)
+        $conv($self.query_frame($cmd).await?)
     };
 }
 pub(crate) use commands;
