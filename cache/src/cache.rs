@@ -132,8 +132,12 @@ pub struct CacheStats {
 
 struct Inner<K, V> {
     name: Arc<str>,
-    live: moka::future::Cache<K, Arc<Entry<V>>>,
-    shadow: moka::future::Cache<K, Arc<Entry<V>>>,
+    live: L1<K, V>,
+    /// Made on the first shadow request: services that never see shadow traffic pay nothing.
+    shadow: std::sync::OnceLock<L1<K, V>>,
+    make_l1: Box<dyn Fn() -> L1<K, V> + Send + Sync>,
+    /// Keys being refreshed ahead (shadow?, key): one refresh per entry at a time.
+    refreshing: Mutex<std::collections::HashSet<(bool, K)>>,
     l2: Option<Level2<V>>,
     /// `{key-prefix}{name}:`, the front of every L2 key.
     prefix: Bytes,
@@ -147,8 +151,8 @@ struct Inner<K, V> {
     strict: bool,
     cache_errors: Option<Duration>,
     clock: quanta::Clock,
-    /// The clock's raw reading when the cache was built: times are nanoseconds since.
-    epoch: u64,
+    /// When the cache was built: times are nanoseconds since.
+    epoch: quanta::Instant,
     counters: Counters,
     load_timer: HandleMetrics,
     /// Bumped by every invalidation, put and delete: a load that saw it move may hold a
@@ -219,7 +223,12 @@ impl Counters {
     }
 }
 
-/// An L1 entry: a value, "not found", or (with `cache-load-errors`) a loader's error.
+/// One level-1 partition.
+type L1<K, V> = moka::future::Cache<K, Entry<V>>;
+
+/// An L1 entry: a value, "not found", or (with `cache-load-errors`) a loader's error. moka
+/// clones it on every hit: a clone of `V` and a few words, no reference count of its own.
+#[derive(Clone)]
 struct Entry<V> {
     value: Option<V>,
     failed: Option<Arc<dyn Any + Send + Sync>>,
@@ -227,7 +236,6 @@ struct Entry<V> {
     ttl_ns: u64,
     /// Age from which a hit starts a refresh (`u64::MAX`: never).
     refresh_ns: u64,
-    refreshing: AtomicBool,
 }
 
 /// Why a shared load ended without an entry.
@@ -379,21 +387,31 @@ impl<K: Key, V: Clone + Send + Sync + 'static> CacheBuilder<K, V> {
         c.validate()?;
         let metrics = self.metrics.unwrap_or_else(|| Metrics::global().clone());
         let counters = Counters::new(&metrics, &self.name);
-        let l1 = |counters: &Counters| {
+        let weigher = self.weigher.clone();
+        let (capacity, tti) = (c.capacity, c.tti);
+        let longest = [c.ttl, c.l2_ttl, c.negative_ttl, c.cache_load_errors]
+            .into_iter()
+            .max()
+            .unwrap_or(c.ttl);
+        let evictions = counters.eviction.clone();
+        let make_l1 = move || -> L1<K, V> {
+            // One TTL for the whole partition, the longest any entry gets: it only frees
+            // memory. Each entry's own (jittered, capped by L2, negative) is checked on read
+            // against the coarse clock; moka's per-entry expiry costs a fifth of every hit.
             let mut b = moka::future::Cache::builder()
-                .max_capacity(c.capacity)
-                .expire_after(EntryExpiry);
-            if !c.tti.is_zero() {
-                b = b.time_to_idle(c.tti);
+                .max_capacity(capacity)
+                .time_to_live(longest);
+            if !tti.is_zero() {
+                b = b.time_to_idle(tti);
             }
-            if let Some(w) = &self.weigher {
+            if let Some(w) = &weigher {
                 let w = w.clone();
-                b = b.weigher(move |k: &K, e: &Arc<Entry<V>>| match &e.value {
+                b = b.weigher(move |k: &K, e: &Entry<V>| match &e.value {
                     Some(v) => w(k, v),
                     None => 1,
                 });
             }
-            let evictions = counters.eviction.clone();
+            let evictions = evictions.clone();
             b.eviction_listener(move |_k, _v, cause| {
                 if cause == moka::notification::RemovalCause::Size {
                     evictions.inc();
@@ -401,13 +419,18 @@ impl<K: Key, V: Clone + Send + Sync + 'static> CacheBuilder<K, V> {
             })
             .build()
         };
+        if self.clock.is_none() {
+            start_upkeep();
+        }
         let clock = self.clock.unwrap_or_default();
         let mut prefix = c.key_prefix.as_bytes().to_vec();
         prefix.extend_from_slice(self.name.as_bytes());
         prefix.push(b':');
         let inner = Arc::new(Inner {
-            live: l1(&counters),
-            shadow: l1(&counters),
+            live: make_l1(),
+            shadow: std::sync::OnceLock::new(),
+            make_l1: Box::new(make_l1),
+            refreshing: Mutex::new(std::collections::HashSet::new()),
             l2: self.l2,
             prefix: Bytes::from(prefix),
             ttl: c.ttl,
@@ -419,7 +442,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> CacheBuilder<K, V> {
             l2_retry: c.l2_retry,
             strict: c.strict,
             cache_errors: (!c.cache_load_errors.is_zero()).then_some(c.cache_load_errors),
-            epoch: clock.raw(),
+            epoch: clock.now(),
             clock,
             load_timer: metrics.client("cache", &self.name, "load", "loader"),
             counters,
@@ -461,15 +484,20 @@ async fn listen<K: Key, V: Clone + Send + Sync + 'static>(
                         continue;
                     };
                     let Some(key) = K::decode(part) else { continue };
-                    let l1 = if shadow { &inner.shadow } else { &inner.live };
-                    l1.invalidate(&key).await;
+                    let l1 = if shadow {
+                        inner.shadow.get()
+                    } else {
+                        Some(&inner.live)
+                    };
+                    if let Some(l1) = l1 {
+                        l1.invalidate(&key).await;
+                    }
                     inner.counters.invalidation.inc();
                     let _ = inner.events.send(CacheEvent::Invalidated { key, shadow });
                 }
             }
             Invalidated::All => {
-                inner.live.invalidate_all();
-                inner.shadow.invalidate_all();
+                inner.clear();
                 inner.counters.invalidation_lost.inc();
                 let _ = inner.events.send(CacheEvent::Cleared);
             }
@@ -477,29 +505,20 @@ async fn listen<K: Key, V: Clone + Send + Sync + 'static>(
     }
 }
 
-/// moka's own expiry follows each entry's TTL, so expired entries leave memory; freshness is
-/// still decided by the cache's clock (which tests can mock).
-struct EntryExpiry;
-
-impl<K, V> moka::Expiry<K, Arc<Entry<V>>> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &K,
-        value: &Arc<Entry<V>>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_nanos(value.ttl_ns))
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &K,
-        value: &Arc<Entry<V>>,
-        _updated_at: std::time::Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(Duration::from_nanos(value.ttl_ns))
-    }
+/// Starts quanta's upkeep thread once per process (the coarse clock's millisecond tick).
+fn start_upkeep() {
+    static UPKEEP: std::sync::OnceLock<Option<quanta::Handle>> = std::sync::OnceLock::new();
+    UPKEEP.get_or_init(
+        || match quanta::Upkeep::new(Duration::from_millis(1)).start() {
+            Ok(handle) => Some(handle),
+            // Running already (another library started it): its ticks serve us too.
+            Err(quanta::Error::UpkeepRunning) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache: no coarse clock; reading the precise one");
+                None
+            }
+        },
+    );
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -588,10 +607,24 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Cache<K, V> {
     ///
     /// Cancel safe.
     pub async fn get(&self, key: &K) -> Result<Option<Option<V>>, Error> {
-        let l1 = self.inner.l1();
-        if let Some(e) = self.inner.fresh(l1, key).await {
-            return Ok(Some(e.value.clone()));
+        let inner = &*self.inner;
+        let l1 = inner.l1();
+        if let Some(e) = l1.get(key).await {
+            if inner.is_fresh(&e) {
+                inner.counters.l1_hit.inc();
+                return Ok(Some(e.value));
+            }
+            l1.invalidate(key).await;
         }
+        if inner.l2.is_none() {
+            return Ok(None);
+        }
+        // Boxed: the hit path's future stays the size of moka's lookup.
+        Box::pin(self.get_from_l2(key)).await
+    }
+
+    async fn get_from_l2(&self, key: &K) -> Result<Option<Option<V>>, Error> {
+        let l1 = self.inner.l1();
         let Some(l2) = &self.inner.l2 else {
             return Ok(None);
         };
@@ -655,33 +688,47 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Cache<K, V> {
     {
         let inner = &self.inner;
         let l1 = inner.l1();
-        if let Some(e) = inner.fresh(l1, key).await {
-            if inner.refresh_due(&e) {
-                inner.refresh(key.clone(), e.clone(), loader);
-            }
-            return entry_result(&e);
-        }
-        inner.counters.l1_miss.inc();
-        let this = inner.clone();
-        let k = key.clone();
-        let filled = l1
-            .try_get_with(key.clone(), async move { this.fill(k, loader).await })
+        // One moka call for hit and miss alike (its own lookup, then the shared load): a miss
+        // is counted once by moka's frequency sketch, as with `get_with`.
+        let mut slot = Some(loader);
+        let found = l1
+            .try_get_with(key.clone(), async {
+                let loader = slot.take().expect("moka runs an init once");
+                // Boxed when it runs: every waiter builds this future, one polls it, and all
+                // of them carry its size (L2 lookup, loader, L2 write).
+                Box::pin(inner.fill(key, loader)).await
+            })
             .await;
-        match filled {
-            Ok(e) => entry_result(&e),
-            Err(e) => match &*e {
-                FillError::Load(any) => match any.clone().downcast::<E>() {
-                    Ok(e) => Err(LoadError::Load(e)),
-                    Err(_) => Err(LoadError::Cache(Error::Config {
-                        key: "loader",
-                        message:
-                            "callers of one key waited for a load whose error is of another type"
-                                .into(),
-                    })),
-                },
-                FillError::Cache(e) => Err(LoadError::Cache(e.clone_shallow())),
-            },
+        let entry = match found {
+            Ok(e) => e,
+            Err(e) => {
+                return match &*e {
+                    FillError::Load(any) => match any.clone().downcast::<E>() {
+                        Ok(e) => Err(LoadError::Load(e)),
+                        Err(_) => Err(LoadError::Cache(Error::Config {
+                            key: "loader",
+                            message: "callers of one key waited for a load whose error is of another type".into(),
+                        })),
+                    },
+                    FillError::Cache(e) => Err(LoadError::Cache(e.clone_shallow())),
+                };
+            }
+        };
+        let Some(loader) = slot else {
+            // Ours ran: a miss.
+            inner.counters.l1_miss.inc();
+            return entry_result(entry);
+        };
+        if inner.is_fresh(&entry) {
+            inner.counters.l1_hit.inc();
+            if inner.refresh_due(&entry) {
+                inner.refresh(key.clone(), loader);
+            }
+            return entry_result(entry);
         }
+        // Stale by the cache's clock before moka's own expiry took it: drop it and load.
+        l1.invalidate(key).await;
+        Box::pin(self.try_get_or_load(key, loader)).await
     }
 
     /// The values of `keys`, in order: those cached at either level, and the rest from one
@@ -713,7 +760,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Cache<K, V> {
         let mut missing = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             match inner.fresh(l1, key).await {
-                Some(e) => out.push(Some(e.value.clone())),
+                Some(e) => out.push(Some(e.value)),
                 None => {
                     inner.counters.l1_miss.inc();
                     out.push(None);
@@ -822,8 +869,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Cache<K, V> {
 
     /// Empties this instance's L1 (both partitions); L2 and other instances are untouched.
     pub fn clear_local(&self) {
-        self.inner.live.invalidate_all();
-        self.inner.shadow.invalidate_all();
+        self.inner.clear();
     }
 
     /// L1 entries (after pending maintenance), for tests and dashboards.
@@ -834,15 +880,13 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Cache<K, V> {
     }
 }
 
-fn entry_result<V: Clone, E: Send + Sync + 'static>(
-    e: &Entry<V>,
-) -> Result<Option<V>, LoadError<E>> {
-    if let Some(failed) = &e.failed
-        && let Ok(err) = failed.clone().downcast::<E>()
+fn entry_result<V, E: Send + Sync + 'static>(e: Entry<V>) -> Result<Option<V>, LoadError<E>> {
+    if let Some(failed) = e.failed
+        && let Ok(err) = failed.downcast::<E>()
     {
         return Err(LoadError::Load(err));
     }
-    Ok(e.value.clone())
+    Ok(e.value)
 }
 
 impl Error {
@@ -869,22 +913,26 @@ impl Error {
 
 impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
     /// The L1 partition of the current traffic.
-    fn l1(&self) -> &moka::future::Cache<K, Arc<Entry<V>>> {
+    fn l1(&self) -> &L1<K, V> {
         if jupiter_core::shadow::is_shadow() {
-            &self.shadow
+            self.shadow.get_or_init(|| (self.make_l1)())
         } else {
             &self.live
         }
     }
 
+    /// Empties both partitions.
+    fn clear(&self) {
+        self.live.invalidate_all();
+        if let Some(shadow) = self.shadow.get() {
+            shadow.invalidate_all();
+        }
+    }
+
     /// The entry of `key` if present and fresh (counted as a hit); a stale one is removed.
-    async fn fresh(
-        &self,
-        l1: &moka::future::Cache<K, Arc<Entry<V>>>,
-        key: &K,
-    ) -> Option<Arc<Entry<V>>> {
+    async fn fresh(&self, l1: &L1<K, V>, key: &K) -> Option<Entry<V>> {
         let e = l1.get(key).await?;
-        if self.age(&e) < e.ttl_ns {
+        if self.is_fresh(&e) {
             self.counters.l1_hit.inc();
             return Some(e);
         }
@@ -896,24 +944,29 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
         self.now_ns().saturating_sub(e.born)
     }
 
-    fn refresh_due(&self, e: &Entry<V>) -> bool {
-        e.refresh_ns != u64::MAX
-            && self.age(e) >= e.refresh_ns
-            && e.failed.is_none()
-            && !e.refreshing.load(Ordering::Relaxed)
+    /// Whether an entry moka returned is within its own TTL (by the coarse clock: one atomic
+    /// load).
+    fn is_fresh(&self, e: &Entry<V>) -> bool {
+        self.age(e) < e.ttl_ns
     }
 
-    /// Starts the one background refresh of an entry (the first caller to see it due).
-    fn refresh<F, Fut, E>(self: &Arc<Self>, key: K, entry: Arc<Entry<V>>, loader: F)
+    fn refresh_due(&self, e: &Entry<V>) -> bool {
+        e.refresh_ns != u64::MAX && e.failed.is_none() && self.age(e) >= e.refresh_ns
+    }
+
+    /// Starts the one background refresh of a key (the first caller to see it due).
+    fn refresh<F, Fut, E>(self: &Arc<Self>, key: K, loader: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: Send + Sync + 'static,
     {
-        if entry
+        let shadow = jupiter_core::shadow::is_shadow();
+        if !self
             .refreshing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((shadow, key.clone()))
         {
             return;
         }
@@ -927,21 +980,25 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
                 Ok(value) => {
                     timer.finish(Code::OK);
                     if let Ok(fresh) = inner.store(&key, value, seen).await {
-                        inner.l1().insert(key, fresh).await;
+                        inner.l1().insert(key.clone(), fresh).await;
                     }
                 }
                 Err(_) => {
+                    // The current value is served on; the next due hit tries again.
                     timer.finish(Code::from_static("LoadError"));
                     inner.counters.load_error.inc();
-                    // Keep serving the current value; the next due hit tries again.
-                    entry.refreshing.store(false, Ordering::Release);
                 }
             }
+            inner
+                .refreshing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(shadow, key));
         });
     }
 
     /// The shared load of one key: L2, then the loader (whose result is written to L2).
-    async fn fill<F, Fut, E>(self: Arc<Self>, key: K, loader: F) -> Result<Arc<Entry<V>>, FillError>
+    async fn fill<F, Fut, E>(&self, key: &K, loader: F) -> Result<Entry<V>, FillError>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
@@ -949,7 +1006,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
     {
         let seen = self.changes.load(Ordering::Acquire);
         if let Some(l2) = &self.l2 {
-            match self.l2_lookup(l2, &key).await {
+            match self.l2_lookup(l2, key).await {
                 Ok(Some(entry)) => return Ok(self.keep_if_unchanged(entry, seen)),
                 Ok(None) => {}
                 Err(e) => return Err(FillError::Cache(e)),
@@ -969,14 +1026,13 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
                 self.counters.load_error.inc();
                 let e: Arc<dyn Any + Send + Sync> = Arc::new(e);
                 match self.cache_errors {
-                    Some(ttl) => Ok(Arc::new(Entry {
+                    Some(ttl) => Ok(Entry {
                         value: None,
                         failed: Some(e),
                         born: self.now_ns(),
                         ttl_ns: nanos(ttl),
                         refresh_ns: u64::MAX,
-                        refreshing: AtomicBool::new(false),
-                    })),
+                    }),
                     None => Err(FillError::Load(e)),
                 }
             }
@@ -985,7 +1041,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
 
     /// `key`'s L2 record as an L1 entry (its TTL capped by the record's), counting the hit or
     /// miss; `Ok(None)` for a miss or an L2 that is down (degraded mode).
-    async fn l2_lookup(&self, l2: &Level2<V>, key: &K) -> Result<Option<Arc<Entry<V>>>, Error> {
+    async fn l2_lookup(&self, l2: &Level2<V>, key: &K) -> Result<Option<Entry<V>>, Error> {
         if !self.l2_usable() {
             return Ok(None);
         }
@@ -1011,7 +1067,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
     }
 
     /// An L2 record as an entry; `None` if it expired or does not decode (counted).
-    fn decode(&self, l2: &Level2<V>, bytes: &[u8]) -> Option<Arc<Entry<V>>> {
+    fn decode(&self, l2: &Level2<V>, bytes: &[u8]) -> Option<Entry<V>> {
         match decode_record(&*l2.codec, bytes, SystemTime::now()) {
             Ok(record) if !record.remaining.is_zero() => {
                 let ttl = if record.value.is_some() {
@@ -1031,7 +1087,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
     }
 
     /// Writes a loaded (or put) value to L2 and returns its L1 entry.
-    async fn store(&self, key: &K, value: Option<V>, seen: u64) -> Result<Arc<Entry<V>>, Error> {
+    async fn store(&self, key: &K, value: Option<V>, seen: u64) -> Result<Entry<V>, Error> {
         let ttl = match (&value, self.negative_ttl) {
             (Some(_), _) => self.jittered(self.ttl),
             (None, Some(n)) => n,
@@ -1065,36 +1121,29 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
         Ok(self.keep_if_unchanged(self.entry(value, ttl), seen))
     }
 
-    fn entry(&self, value: Option<V>, ttl: Duration) -> Arc<Entry<V>> {
+    fn entry(&self, value: Option<V>, ttl: Duration) -> Entry<V> {
         let ttl_ns = nanos(ttl);
         let refresh_ns = match (self.refresh_ahead, &value) {
             (Some(f), Some(_)) => (ttl_ns as f64 * f) as u64,
             _ => u64::MAX,
         };
-        Arc::new(Entry {
+        Entry {
             value,
             failed: None,
             born: self.now_ns(),
             ttl_ns,
             refresh_ns,
-            refreshing: AtomicBool::new(false),
-        })
+        }
     }
 
     /// An entry read or loaded while something changed (an invalidation, a put) may be older
     /// than that change: it is returned to its callers but not kept.
-    fn keep_if_unchanged(&self, entry: Arc<Entry<V>>, seen: u64) -> Arc<Entry<V>> {
-        if self.changes.load(Ordering::Acquire) == seen {
-            return entry;
+    fn keep_if_unchanged(&self, mut entry: Entry<V>, seen: u64) -> Entry<V> {
+        if self.changes.load(Ordering::Acquire) != seen {
+            entry.ttl_ns = 0;
+            entry.refresh_ns = u64::MAX;
         }
-        Arc::new(Entry {
-            value: entry.value.clone(),
-            failed: entry.failed.clone(),
-            born: entry.born,
-            ttl_ns: 0,
-            refresh_ns: u64::MAX,
-            refreshing: AtomicBool::new(false),
-        })
+        entry
     }
 
     /// `ttl` less up to `jitter` of it.
@@ -1150,7 +1199,13 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
 
     /// Nanoseconds since the cache was built, by its clock.
     fn now_ns(&self) -> u64 {
-        self.clock.delta_as_nanos(self.epoch, self.clock.raw())
+        // The coarse clock (updated every millisecond by quanta's upkeep thread, or the mock's
+        // value); before the upkeep's first tick, the precise one.
+        let mut now = self.clock.recent();
+        if now < self.epoch {
+            now = self.clock.now();
+        }
+        nanos(now.saturating_duration_since(self.epoch))
     }
 
     /// Runs one L2 call under `l2-timeout`, tracking outages.
