@@ -1017,7 +1017,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
         match loader().await {
             Ok(value) => {
                 timer.finish(Code::OK);
-                self.store(&key, value, seen)
+                self.store(key, value, seen)
                     .await
                     .map_err(FillError::Cache)
             }
