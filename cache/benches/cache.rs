@@ -108,7 +108,7 @@ fn l1_hit(c: &mut Criterion) {
         .max_capacity(10_000)
         .expire_after(Ttl)
         .build();
-    rt.block_on(expiring.insert(key.clone(), value.clone()));
+    rt.block_on(expiring.insert(key.clone(), value));
     interleaved!(
         "l1 hit: moka get with per-entry expiry vs without",
         expiring.get(&key).await,
