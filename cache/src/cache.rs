@@ -1017,9 +1017,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
         match loader().await {
             Ok(value) => {
                 timer.finish(Code::OK);
-                self.store(key, value, seen)
-                    .await
-                    .map_err(FillError::Cache)
+                self.store(key, value, seen).await.map_err(FillError::Cache)
             }
             Err(e) => {
                 timer.finish(Code::from_static("LoadError"));
