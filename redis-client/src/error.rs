@@ -320,3 +320,16 @@ pub(crate) fn server_metric_code(msg: &[u8]) -> jupiter_core::metrics::Code {
         _ => Code::from_static("ERR"),
     }
 }
+
+/// `e` and its causes, `outer: inner: innermost` (for messages that carry one error into
+/// another as text, where `source()` would be lost).
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -382,3 +382,113 @@ async fn metrics_per_node_and_for_redirections_and_refreshes() {
         "the first map and the one after the move: {stats:?}"
     );
 }
+
+/// `cmdstat_<name>` of `INFO commandstats`: `(calls, rejected_calls)`.
+fn command_stats(node: &testkit::RedisNode, name: &str) -> (u64, u64) {
+    let info = match node.command(&["INFO", "commandstats"]).unwrap() {
+        testkit::Reply::Bulk(Some(b)) => String::from_utf8(b).unwrap(),
+        other => panic!("INFO: {other:?}"),
+    };
+    let line = info
+        .lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
+        .unwrap_or("");
+    let field = |k: &str| {
+        line.split([':', ','])
+            .find_map(|f| f.strip_prefix(k)?.strip_prefix('='))
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    (field("calls"), field("rejected_calls"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_users_authenticate_on_every_node_and_a_slots_only_acl_falls_back_to_cluster_slots() {
+    let cluster = RedisCluster::start();
+    // A user that may not run CLUSTER SHARDS (as a Redis 6 node would not know it): the slot
+    // map must come from CLUSTER SLOTS.
+    for node in cluster.nodes() {
+        let r = node
+            .command(&[
+                "ACL",
+                "SETUSER",
+                "app",
+                "on",
+                ">s3cret",
+                "~*",
+                "&*",
+                "+@all",
+                "-cluster|shards",
+            ])
+            .unwrap();
+        assert!(matches!(r, testkit::Reply::Simple(_)), "{r:?}");
+    }
+    let urls = |password: &str| -> Vec<String> {
+        cluster
+            .seed_addrs()
+            .iter()
+            .map(|a| format!("redis://app:{password}@{a}"))
+            .collect()
+    };
+    for protocol in [Protocol::Resp2, Protocol::Resp3] {
+        let c = Client::builder()
+            .config(ClientConfig {
+                cluster: true,
+                urls: urls("s3cret"),
+                protocol,
+                ..ClientConfig::default()
+            })
+            .metrics(&jupiter_core::Metrics::new())
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connect as app {protocol:?}: {e}"));
+        // Keys on every primary: every node's connection authenticated as `app`.
+        let keys: Vec<String> = (0..64).map(|i| format!("acl:{i}")).collect();
+        let nodes: HashSet<u16> = keys
+            .iter()
+            .map(|k| cluster.master_of(key_slot(k.as_bytes())).unwrap().port())
+            .collect();
+        assert_eq!(nodes.len(), 3, "the keys span every primary");
+        for (i, k) in keys.iter().enumerate() {
+            c.set(k, i).await.unwrap();
+        }
+        let got: Vec<Option<usize>> = c.mget(&keys).await.unwrap();
+        assert_eq!(got, (0..64).map(Some).collect::<Vec<_>>(), "{protocol:?}");
+        let who: String = c.query(cmd("ACL").arg("WHOAMI")).await.unwrap();
+        assert_eq!(who, "app");
+    }
+    let (slots, shards_rejected) = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            (
+                command_stats(n, "cluster|slots").0,
+                command_stats(n, "cluster|shards").1,
+            )
+        })
+        .fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+    assert!(shards_rejected >= 1, "CLUSTER SHARDS was tried and refused");
+    assert!(slots >= 1, "the slot map came from CLUSTER SLOTS");
+    // A wrong password is an authentication error, not a hang or a routing error.
+    let e = Client::builder()
+        .config(ClientConfig {
+            cluster: true,
+            urls: urls("wrong"),
+            ..ClientConfig::default()
+        })
+        .metrics(&jupiter_core::Metrics::new())
+        .connect()
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Auth(_) | Error::Handshake { .. } | Error::Cluster(_)
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("WRONGPASS") || e.to_string().to_lowercase().contains("auth"),
+        "the error says why: {e}"
+    );
+}

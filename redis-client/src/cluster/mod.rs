@@ -126,6 +126,8 @@ struct Shared {
     generation: watch::Sender<u64>,
     /// Whether a slot map was ever read.
     known: watch::Sender<bool>,
+    /// Why the last refresh failed (each node's answer), for errors while no map is known.
+    last_failure: Mutex<Option<String>>,
     stats: Stats,
 }
 
@@ -267,6 +269,7 @@ impl Router {
             wake: Notify::new(),
             generation: watch::channel(0).0,
             known: watch::channel(false).0,
+            last_failure: Mutex::new(None),
             stats: Stats {
                 refreshes: AtomicU64::new(0),
                 failed_refreshes: AtomicU64::new(0),
@@ -348,10 +351,19 @@ impl Router {
         if ok {
             Ok(())
         } else {
-            Err(Error::Cluster(format!(
-                "no slot map yet: no seed answered CLUSTER SHARDS/SLOTS ({})",
-                self.seed_list()
-            )))
+            let why = self
+                .shared
+                .last_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            Err(Error::Cluster(match why {
+                Some(why) => format!("no slot map yet: {why}"),
+                None => format!(
+                    "no slot map yet: no seed answered CLUSTER SHARDS/SLOTS ({})",
+                    self.seed_list()
+                ),
+            }))
         }
     }
 
@@ -1110,7 +1122,8 @@ impl Shared {
         Err(errors.join("; "))
     }
 
-    /// One node's slot map: `CLUSTER SHARDS`, or `CLUSTER SLOTS` from a Redis 6 node.
+    /// One node's slot map: `CLUSTER SHARDS`, or `CLUSTER SLOTS` from a Redis 6 node (which
+    /// does not know `SHARDS`) or for a user whose ACL allows only `SLOTS`.
     async fn ask_map(
         &self,
         addr: &NodeAddr,
@@ -1119,7 +1132,7 @@ impl Shared {
         let tls = self.base.config.tls.is_some();
         let shards = self.ask(addr, pool, &[b"CLUSTER", b"SHARDS"]).await?;
         match shards {
-            Frame::Error(e) if e.starts_with(b"ERR") => {
+            Frame::Error(e) if e.starts_with(b"ERR") || e.starts_with(b"NOPERM") => {
                 match self.ask(addr, pool, &[b"CLUSTER", b"SLOTS"]).await? {
                     Frame::Error(e) => Err(String::from_utf8_lossy(&e).into_owned()),
                     reply => topology::parse_slots(&reply, addr),
@@ -1143,7 +1156,7 @@ impl Shared {
             Some(pool) if pool.is_any_connected() => pool
                 .call(cmd.freeze(), None, true, Some(Deadline::after(timeout)))
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| crate::error::with_causes(&e)),
             _ => {
                 let settings = self
                     .base
@@ -1151,7 +1164,7 @@ impl Shared {
                     .map_err(|e| e.to_string())?;
                 crate::conn::oneshot(&settings, args)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| crate::error::with_causes(&e))
             }
         }
     }
@@ -1166,6 +1179,7 @@ impl Shared {
                     c.refresh_failed.inc();
                 }
                 tracing::warn!(error = %why, "redis cluster: slot map refresh failed");
+                *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
                 return false;
             }
         };
