@@ -284,3 +284,68 @@ async fn regression_tls_batches_are_flushed() {
     let back: bytes::Bytes = client.get("big:3").await.unwrap();
     assert_eq!(back.len(), 4 << 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_over_tls_routes_every_node_through_its_tls_port() {
+    let pki = pki();
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    // TLS for clients, for the cluster bus and for replication; the plain ports stay for
+    // testkit's own checks.
+    let cluster = testkit::RedisCluster::builder()
+        .tls_ports()
+        .config("tls-cert-file", &s(pki.path("server.pem")))
+        .config("tls-key-file", &s(pki.path("server.key")))
+        .config("tls-ca-cert-file", &s(pki.path("good-ca.pem")))
+        .config("tls-auth-clients", "yes")
+        .config("tls-cluster", "yes")
+        .config("tls-replication", "yes")
+        .start();
+    let seeds: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("rediss://127.0.0.1:{}?name=tls-app", n.tls_port().unwrap()))
+        .collect();
+    let mut clients = Vec::new();
+    for protocol in [Protocol::Resp2, Protocol::Resp3] {
+        let c = Client::builder()
+            .config(ClientConfig {
+                cluster: true,
+                urls: seeds.clone(),
+                tls: Some(options(&pki, Some("client"))),
+                protocol,
+                ..ClientConfig::default()
+            })
+            .metrics(&jupiter_core::Metrics::new())
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("cluster over TLS, {protocol:?}: {}", chain(&e)));
+        let keys: Vec<String> = (0..64).map(|i| format!("tls:{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            c.set(k, i).await.unwrap();
+        }
+        let got: Vec<Option<usize>> = c.mget(&keys).await.unwrap();
+        assert_eq!(got, (0..64).map(Some).collect::<Vec<_>>(), "{protocol:?}");
+        clients.push(c);
+    }
+    // Every primary served these clients, and only on its TLS port (the map's addresses are the
+    // TLS ports, not the plain ones).
+    for node in cluster.masters() {
+        let list = match node.command(&["CLIENT", "LIST"]).unwrap() {
+            testkit::Reply::Bulk(Some(b)) => String::from_utf8(b).unwrap(),
+            other => panic!("CLIENT LIST: {other:?}"),
+        };
+        let ours: Vec<&str> = list
+            .lines()
+            .filter(|l| l.split(' ').any(|f| f == "name=tls-app"))
+            .collect();
+        assert!(
+            !ours.is_empty(),
+            "{}: no connection of the client",
+            node.addr()
+        );
+        let tls = format!("laddr=127.0.0.1:{}", node.tls_port().unwrap());
+        for line in ours {
+            assert!(line.split(' ').any(|f| f == tls), "{}: {line}", node.addr());
+        }
+    }
+}

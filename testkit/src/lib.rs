@@ -39,5 +39,5 @@ pub use error::{Error, INSTALL_HINT};
 pub use etcd::Etcd;
 pub use ports::free_port;
 pub use process::binary;
-pub use redis::{RedisBuilder, RedisCluster, RedisNode, RedisServer};
+pub use redis::{RedisBuilder, RedisCluster, RedisClusterBuilder, RedisNode, RedisServer};
 pub use resp::Reply;

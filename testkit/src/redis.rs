@@ -20,17 +20,19 @@ pub struct RedisNode {
     proc: Proc,
     addr: SocketAddr,
     bus_port: Option<u16>,
+    tls_port: Option<u16>,
     name: String,
 }
 
 impl RedisNode {
-    /// Starts a node in `dir` with `extra` config pairs, retrying with new ports when the
-    /// chosen ones turn out to be taken.
+    /// Starts a node in `dir` with `extra` config pairs (and a `tls-port` of its own when
+    /// `tls`), retrying with new ports when the chosen ones turn out to be taken.
     fn spawn(
         binary: &str,
         dir: &Path,
         name: &str,
         cluster: bool,
+        tls: bool,
         extra: &[(String, Vec<String>)],
     ) -> Result<RedisNode, Error> {
         let program = find_binary(binary)?;
@@ -42,12 +44,16 @@ impl RedisNode {
             } else {
                 None
             };
+            let tls_port = if tls { Some(ports::free_port()?) } else { None };
             let mut args: Vec<OsString> = Vec::new();
             let mut set = |k: &str, v: &str| {
                 args.push(format!("--{k}").into());
                 args.push(v.into());
             };
             set("port", &port.to_string());
+            if let Some(p) = tls_port {
+                set("tls-port", &p.to_string());
+            }
             set("bind", "127.0.0.1");
             set("save", "");
             set("appendonly", "no");
@@ -70,6 +76,7 @@ impl RedisNode {
                 proc: Proc::new(program.clone(), args, dir.join(format!("{name}.log"))),
                 addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
                 bus_port,
+                tls_port,
                 name: name.to_owned(),
             };
             node.proc.start()?;
@@ -118,6 +125,11 @@ impl RedisNode {
     /// Port it listens on.
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The TLS port (nodes of a cluster built with [`RedisClusterBuilder::tls_ports`]).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     /// Cluster bus port (cluster nodes only).
@@ -294,7 +306,14 @@ impl RedisBuilder {
     /// Starts the server, returning errors.
     pub fn try_start(self) -> Result<RedisServer, Error> {
         let dir = tempdir("redis")?;
-        let node = RedisNode::spawn(&self.binary, dir.path(), "redis", false, &self.config)?;
+        let node = RedisNode::spawn(
+            &self.binary,
+            dir.path(),
+            "redis",
+            false,
+            false,
+            &self.config,
+        )?;
         Ok(RedisServer { node, dir })
     }
 }
@@ -353,6 +372,58 @@ pub struct RedisCluster {
     _dir: TempDir,
 }
 
+/// Options for a [`RedisCluster`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisClusterBuilder {
+    config: Vec<(String, Vec<String>)>,
+    tls: bool,
+}
+
+impl RedisClusterBuilder {
+    /// Adds a config directive for every node, e.g. `("tls-cluster", "yes")`.
+    pub fn config(mut self, key: &str, value: &str) -> Self {
+        self.config.push((key.to_owned(), vec![value.to_owned()]));
+        self
+    }
+
+    /// Gives every node a `tls-port` of its own besides its plain port (the certificate
+    /// directives come through [`config`](Self::config)); testkit keeps to the plain ports.
+    pub fn tls_ports(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// Starts and forms the cluster, as [`RedisCluster::start`].
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisCluster::start`].
+    pub fn start(self) -> RedisCluster {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`start`](Self::start) returning errors.
+    pub fn try_start(self) -> Result<RedisCluster, Error> {
+        let dir = tempdir("redis-cluster")?;
+        let nodes = (0..6)
+            .map(|i| {
+                RedisNode::spawn(
+                    "redis-server",
+                    dir.path(),
+                    &format!("node{i}"),
+                    true,
+                    self.tls,
+                    &self.config,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cluster = RedisCluster { nodes, _dir: dir };
+        cluster.form()?;
+        Ok(cluster)
+    }
+}
+
 impl RedisCluster {
     /// Starts the cluster and waits until every node reports `cluster_state:ok` and every master
     /// has its replica in sync.
@@ -366,13 +437,15 @@ impl RedisCluster {
 
     /// [`start`](Self::start) returning errors.
     pub fn try_start() -> Result<RedisCluster, Error> {
-        let dir = tempdir("redis-cluster")?;
-        let nodes = (0..6)
-            .map(|i| RedisNode::spawn("redis-server", dir.path(), &format!("node{i}"), true, &[]))
-            .collect::<Result<Vec<_>, _>>()?;
-        let cluster = RedisCluster { nodes, _dir: dir };
-        cluster.form()?;
-        Ok(cluster)
+        Self::builder().try_start()
+    }
+
+    /// Options: config directives for every node, TLS ports.
+    pub fn builder() -> RedisClusterBuilder {
+        RedisClusterBuilder {
+            config: Vec::new(),
+            tls: false,
+        }
     }
 
     fn form(&self) -> Result<(), Error> {
