@@ -258,6 +258,30 @@ async fn replica_reads_are_served_by_replicas() {
     // Writes still go to primaries (a replica would refuse them with MOVED).
     c.set("rr:w", 2).await.unwrap();
     assert_eq!(c.cluster_stats().unwrap().moved, 0);
+    // Round robin: each shard's reads alternate between its primary and its replica.
+    let rr = Client::builder()
+        .config(ClientConfig {
+            cluster: true,
+            urls: seeds(&cluster),
+            read_from: ReadFrom::RoundRobin,
+            ..ClientConfig::default()
+        })
+        .metrics(&jupiter_core::Metrics::new())
+        .connect()
+        .await
+        .unwrap();
+    let before = (gets_on("master"), gets_on("slave"));
+    for k in &keys {
+        assert_eq!(rr.get::<i64>(k).await.unwrap(), 1);
+    }
+    let (primary, replica) = (gets_on("master") - before.0, gets_on("slave") - before.1);
+    assert_eq!(primary + replica, 100);
+    // Three shards, each at most one read off an even split.
+    assert!(
+        (primary - replica).abs() <= 3,
+        "round robin: {primary} on primaries, {replica} on replicas"
+    );
+    assert_eq!(rr.cluster_stats().unwrap().moved, 0);
 }
 
 async fn next(sub: &mut redis_client::Subscriber) -> redis_client::Message {
@@ -491,4 +515,74 @@ async fn acl_users_authenticate_on_every_node_and_a_slots_only_acl_falls_back_to
         e.to_string().contains("WRONGPASS") || e.to_string().to_lowercase().contains("auth"),
         "the error says why: {e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusterdown_is_retried_inside_the_command_timeout_then_surfaced() {
+    let cluster = RedisCluster::start();
+    let connect = |timeout_ms: u64| {
+        Client::builder()
+            .config(ClientConfig {
+                cluster: true,
+                urls: seeds(&cluster),
+                command_timeout: std::time::Duration::from_millis(timeout_ms),
+                ..ClientConfig::default()
+            })
+            .metrics(&jupiter_core::Metrics::new())
+            .connect()
+    };
+    let c = connect(20_000).await.unwrap();
+    let key = "down:1";
+    c.set(key, "v").await.unwrap();
+    let slot = key_slot(key.as_bytes());
+    let owner = cluster.master_of(slot).unwrap();
+    let slot_arg = slot.to_string();
+    let expect_ok = |args: &[&str]| {
+        let r = owner.command(args).unwrap();
+        assert!(matches!(r, testkit::Reply::Simple(_)), "{args:?}: {r:?}");
+    };
+    // The owner drops the slot: it answers CLUSTERDOWN for it until it takes it back.
+    expect_ok(&["CLUSTER", "DELSLOTS", &slot_arg]);
+    let pending = tokio::spawn({
+        let c = c.clone();
+        async move { c.get::<String>(key).await }
+    });
+    let mut polls = 0;
+    while c.cluster_stats().unwrap().retried == 0 {
+        polls += 1;
+        assert!(
+            polls < 2000,
+            "no CLUSTERDOWN retry seen: {:?}",
+            c.cluster_stats()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(
+        !pending.is_finished(),
+        "the caller waits while the slot is down"
+    );
+    expect_ok(&["CLUSTER", "ADDSLOTS", &slot_arg]);
+    let v = tokio::time::timeout(std::time::Duration::from_secs(60), pending)
+        .await
+        .expect("resolves")
+        .unwrap();
+    assert_eq!(v.unwrap(), "v", "served once the slot is back");
+    let retried = c.cluster_stats().unwrap().retried;
+    assert!(retried >= 1);
+    // Down for longer than the command timeout: an error (which says why), not a hang.
+    let short = connect(800).await.unwrap();
+    assert_eq!(short.get::<String>(key).await.unwrap(), "v");
+    expect_ok(&["CLUSTER", "DELSLOTS", &slot_arg]);
+    let e = tokio::time::timeout(std::time::Duration::from_secs(60), short.get::<String>(key))
+        .await
+        .expect("resolves")
+        .unwrap_err();
+    // The last answer, not a bare timeout: the caller learns the slot is not served.
+    assert!(e.to_string().contains("CLUSTERDOWN"), "{e:?}");
+    assert!(
+        short.cluster_stats().unwrap().retried >= 1,
+        "{:?}",
+        short.cluster_stats()
+    );
+    expect_ok(&["CLUSTER", "ADDSLOTS", &slot_arg]);
 }
