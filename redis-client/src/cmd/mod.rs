@@ -15,6 +15,33 @@ use crate::resp::put_bulk;
 /// command is finished so the arguments are encoded once, in place.
 const HEADROOM: usize = 16;
 
+/// Bytes of a command-buffer arena: small commands are cut from one allocation of this size
+/// per thread, shared (one reference count) by the commands cut from it.
+const ARENA: usize = 16 * 1024;
+
+thread_local! {
+    static ARENA_BUF: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// An empty buffer of `capacity` bytes for a command. A small one is cut from the thread's
+/// arena: no allocation of its own, and it freezes into `Bytes` whose clones (kept for a
+/// retry or a redirection) only count references, where a buffer of its own would allocate a
+/// shared header at the first clone. (A command that outlives its peers keeps at most one
+/// arena of 16 KiB alive.) A larger one gets its own allocation.
+fn command_buf(capacity: usize) -> BytesMut {
+    if capacity > ARENA / 8 {
+        return BytesMut::with_capacity(capacity);
+    }
+    ARENA_BUF.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        if arena.capacity() < capacity {
+            *arena = BytesMut::with_capacity(ARENA);
+        }
+        let rest = arena.split_off(capacity);
+        std::mem::replace(&mut *arena, rest)
+    })
+}
+
 /// A command and its arguments, encoded as they are added.
 ///
 /// # Examples
@@ -56,7 +83,7 @@ pub fn cmd(name: &str) -> Cmd {
 impl Cmd {
     /// A command named `name`.
     pub fn new(name: &str) -> Cmd {
-        let mut buf = BytesMut::with_capacity(64 + name.len());
+        let mut buf = command_buf(64 + name.len());
         buf.put_bytes(0, HEADROOM);
         put_bulk(&mut buf, name.as_bytes());
         Cmd {
@@ -71,7 +98,7 @@ impl Cmd {
     /// A known command: `name` is its encoded name word(s) and `words` how many, both resolved
     /// once per call site.
     pub(crate) fn known(spec: &'static Spec, name: &[u8], words: u32, capacity: usize) -> Cmd {
-        let mut buf = BytesMut::with_capacity(HEADROOM + name.len() + capacity);
+        let mut buf = command_buf(HEADROOM + name.len() + capacity);
         buf.put_bytes(0, HEADROOM);
         buf.put_slice(name);
         Cmd {
