@@ -371,16 +371,12 @@ impl Conn {
             "SETNX" | "SETEX" | "PSETEX" => {
                 let (ttl, value, condition) = match name {
                     "SETNX" => (None, &args[2], Condition::IfAbsent),
-                    _ => match positive(&args[2]) {
-                        Some(t) => (
-                            Some(if name == "SETEX" {
-                                Duration::from_secs(t)
-                            } else {
-                                Duration::from_millis(t)
-                            }),
-                            &args[3],
-                            Condition::Always,
-                        ),
+                    _ => match positive(&args[2])
+                        .and_then(|t| t.checked_mul(if name == "SETEX" { 1000 } else { 1 }))
+                        .filter(|&ms| {
+                            crate::engine::expiry_at(now_ms(), Duration::from_millis(ms)).is_some()
+                        }) {
+                        Some(ms) => (Some(Duration::from_millis(ms)), &args[3], Condition::Always),
                         None => {
                             out.error(&format!(
                                 "ERR invalid expire time in '{}' command",
@@ -449,8 +445,22 @@ impl Conn {
                     // Zero or negative: the key goes now, as in Redis.
                     _ => match integer(&args[2]) {
                         Some(t) if t <= 0 => Some(Duration::ZERO),
-                        Some(t) if name == "EXPIRE" => Some(Duration::from_secs(t as u64)),
-                        Some(t) => Some(Duration::from_millis(t as u64)),
+                        Some(t) => {
+                            let scale = if name == "EXPIRE" { 1000 } else { 1 };
+                            match (t as u64).checked_mul(scale).filter(|&ms| {
+                                crate::engine::expiry_at(now_ms(), Duration::from_millis(ms))
+                                    .is_some()
+                            }) {
+                                Some(ms) => Some(Duration::from_millis(ms)),
+                                None => {
+                                    out.error(&format!(
+                                        "ERR invalid expire time in '{}' command",
+                                        name.to_ascii_lowercase()
+                                    ));
+                                    return (Code::INVALID, None);
+                                }
+                            }
+                        }
                         None => {
                             out.error("ERR value is not an integer or out of range");
                             return (Code::INVALID, None);
@@ -586,11 +596,11 @@ impl Conn {
                 i += 1;
                 let t = positive(args.get(i)?)?;
                 let ms = t.checked_mul(scale)?;
-                Some(if absolute {
-                    ms
+                if absolute {
+                    Some(ms).filter(|&at| at <= crate::engine::MAX_EXPIRY_MS)
                 } else {
-                    now_ms().saturating_add(ms)
-                })
+                    crate::engine::expiry_at(now_ms(), Duration::from_millis(ms))
+                }
             };
             match opt.as_str() {
                 "NX" => nx = true,

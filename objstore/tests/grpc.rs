@@ -213,6 +213,24 @@ async fn bad_input_gets_the_right_status() {
             "exceeds the limit",
         ),
         (put("__shadow__/x", b"v"), Code::InvalidArgument, "reserved"),
+        // Regression: `now + ttl_ms` overflowed (a panic in debug builds; an object stored
+        // already expired, its memory charged, in release builds).
+        (
+            proto::PutRequest {
+                ttl_ms: u64::MAX,
+                ..put("forever", b"v")
+            },
+            Code::InvalidArgument,
+            "invalid expire time",
+        ),
+        (
+            proto::PutRequest {
+                ttl_ms: i64::MAX as u64,
+                ..put("forever", b"v")
+            },
+            Code::InvalidArgument,
+            "invalid expire time",
+        ),
     ];
     for (p, code, msg) in cases {
         let e = c.put(p).await.unwrap_err();

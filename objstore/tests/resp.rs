@@ -235,3 +235,60 @@ async fn malformed_and_oversized_requests_are_refused() {
     c.set("after", "fine").await.unwrap();
     assert_eq!(c.get::<String>("after").await.unwrap(), "fine");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_absurd_expire_times_are_refused_not_stored_expired() {
+    // `now + ttl` was unchecked: a panic in debug builds, an object stored already expired
+    // (after charging its memory) in release builds.
+    let p = start(1024 * 1024).await;
+    let c = client(&p).await;
+    c.set("kept", "v").await.unwrap();
+    let charged = p.engine.charged_bytes();
+    let max = i64::MAX.to_string();
+    let refused: [(&str, Vec<&str>); 7] = [
+        ("setex", vec!["SETEX", "k", &max, "v"]),
+        ("psetex", vec!["PSETEX", "k", &max, "v"]),
+        ("set", vec!["SET", "k", "v", "EX", &max]),
+        ("set", vec!["SET", "k", "v", "PX", &max]),
+        ("set", vec!["SET", "k", "v", "EXAT", &max]),
+        ("expire", vec!["EXPIRE", "kept", &max]),
+        ("pexpire", vec!["PEXPIRE", "kept", &max]),
+    ];
+    for (name, args) in refused {
+        let mut command = cmd(args[0]);
+        for a in &args[1..] {
+            command = command.arg(*a);
+        }
+        let e = c
+            .query::<()>(command)
+            .await
+            .expect_err(&format!("{args:?} is refused"));
+        assert!(
+            e.to_string()
+                .contains(&format!("invalid expire time in '{name}' command")),
+            "{args:?}: {e}"
+        );
+    }
+    assert_eq!(
+        c.get::<Option<String>>("k").await.unwrap(),
+        None,
+        "nothing stored"
+    );
+    assert_eq!(
+        c.ttl("kept").await.unwrap(),
+        Ttl::Persistent,
+        "kept is untouched"
+    );
+    assert_eq!(p.engine.charged_bytes(), charged, "no memory charged");
+    // The largest expiry that fits is accepted.
+    c.query::<()>(
+        cmd("SET")
+            .arg("far")
+            .arg("v")
+            .arg("PX")
+            .arg(1_000_000_000_000_000u64),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(c.ttl("far").await.unwrap(), Ttl::Expires(_)));
+}

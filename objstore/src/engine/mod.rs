@@ -179,6 +179,16 @@ pub enum EngineError {
     NotFound,
 }
 
+/// The latest expiry an object can have: milliseconds since the epoch as a signed 64-bit
+/// number (what Redis accepts, and what a client reading it back as `i64` can hold).
+pub const MAX_EXPIRY_MS: u64 = i64::MAX as u64;
+
+/// The expiry `ttl` after `now_ms` (at least 1 ms later), if it is at most [`MAX_EXPIRY_MS`].
+pub fn expiry_at(now_ms: u64, ttl: Duration) -> Option<u64> {
+    let ms = u64::try_from(ttl.as_millis()).ok()?.max(1);
+    now_ms.checked_add(ms).filter(|&at| at <= MAX_EXPIRY_MS)
+}
+
 /// One object in a listing.
 #[derive(Clone, Debug)]
 pub struct Listed {
@@ -632,6 +642,18 @@ impl Engine {
                 self.inner.config.max_value
             )));
         }
+        // Checked before any memory is charged: a TTL past what a millisecond timestamp can
+        // hold is refused, not stored as already expired (or overflowed into the past).
+        let now = now_ms();
+        let expires_at_ms = match put.ttl {
+            None => None,
+            Some(ttl) => Some(expiry_at(now, ttl).ok_or_else(|| {
+                EngineError::Invalid(format!(
+                    "invalid expire time: {} ms from now is past the largest expiry",
+                    ttl.as_millis()
+                ))
+            })?),
+        };
         let extra = store::encode_extra(put.content_type.as_deref(), &put.metadata);
         let body = extra.len() + put.key.len() + put.value.len();
         if body + MAX_HEADER > u32::MAX as usize {
@@ -640,8 +662,6 @@ impl Engine {
             )));
         }
         self.reserve(charge(MAX_HEADER / 4 + body), &put.key)?;
-        let now = now_ms();
-        let expires_at_ms = put.ttl.map(|t| now + t.as_millis().max(1) as u64);
         let tick = self.tick();
         // A large object gets a segment of its own, filled before the lock is taken: only
         // its header (which holds the revision) is written under it.
