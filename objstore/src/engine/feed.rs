@@ -249,6 +249,7 @@ impl Feed {
             live,
             prefix,
             next: from,
+            lagged: false,
         })
     }
 }
@@ -261,12 +262,18 @@ pub struct Watcher {
     prefix: Bytes,
     /// The first revision not yet delivered.
     next: u64,
+    /// Fell behind and said so: the events after the gap are never handed out (the caller
+    /// resumes from `next` with a new watcher).
+    lagged: bool,
 }
 
 impl Watcher {
     /// The next change. `None` when the engine is gone; `Err(Lagged)` (then `None`) when this
     /// watcher fell behind by more than its buffer.
     pub async fn next(&mut self) -> Option<Result<Event, WatchError>> {
+        if self.lagged {
+            return None;
+        }
         if let Some(e) = self.backlog.pop_front() {
             self.next = e.revision + 1;
             return Some(Ok(e.event()));
@@ -283,6 +290,7 @@ impl Watcher {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.lagged = true;
                     return Some(Err(WatchError::Lagged {
                         resume_from: self.next,
                     }));

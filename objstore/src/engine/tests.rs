@@ -288,6 +288,34 @@ async fn compacted_history_and_lagging_watchers() {
     assert_eq!(resume, 21 + delivered);
 }
 
+#[tokio::test]
+async fn regression_a_lagged_watcher_ends_instead_of_skipping_the_gap() {
+    // After `Err(Lagged)` the watcher used to go on handing out events from past the gap it
+    // had just reported. It ends, as documented, even while writes go on.
+    let e = Engine::new(EngineConfig {
+        watch_buffer: 4,
+        ..EngineConfig::default()
+    });
+    let mut w = e.watch(Bytes::new(), 0).unwrap();
+    for i in 0..20 {
+        e.put(put(&format!("k{i}"), "v")).unwrap();
+    }
+    let resume = loop {
+        match w.next().await.expect("an event or the lag") {
+            Ok(_) => {}
+            Err(WatchError::Lagged { resume_from }) => break resume_from,
+            Err(other) => panic!("{other}"),
+        }
+    };
+    e.put(put("after", "v")).unwrap();
+    assert!(w.next().await.is_none(), "a lagged watcher ends");
+    assert!(w.next().await.is_none());
+    assert_eq!(w.next_revision(), resume, "where to resume stays put");
+    let mut again = e.watch(Bytes::new(), resume).unwrap();
+    let first = again.next().await.unwrap().unwrap();
+    assert_eq!(first.revision, resume, "a new watcher resumes with no gap");
+}
+
 #[test]
 fn concurrent_writers_get_distinct_ordered_revisions() {
     let e = Arc::new(engine());
