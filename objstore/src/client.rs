@@ -350,8 +350,8 @@ pub struct Change {
     pub object: Option<Object>,
 }
 
-/// Client settings.
-#[derive(Clone, Debug)]
+/// Client settings. Its `Debug` output never shows the token.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// Deadline of one call (of one attempt, for reads), connecting included. Default is 5
     /// seconds.
@@ -372,6 +372,17 @@ pub struct ClientTls {
     pub ca_pem: Vec<u8>,
     /// The name the server's certificate must carry; by default the address's host.
     pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("timeout", &self.timeout)
+            .field("read_attempts", &self.read_attempts)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl Default for ClientConfig {

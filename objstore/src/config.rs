@@ -11,8 +11,9 @@ use serde::Deserialize;
 use crate::engine::{EngineConfig, Eviction};
 use crate::server::ServiceConfig;
 
-/// `[objstore]`: see `objstore.example.toml` for every key with its default.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// `[objstore]`: see `objstore.example.toml` for every key with its default. Its `Debug`
+/// output never shows the token.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ObjstoreConfig {
     /// gRPC listen address. Default `127.0.0.1:7070` (loopback).
@@ -118,6 +119,29 @@ impl Default for SnapshotConfig {
             on_corrupt: OnCorrupt::Refuse,
             write_rate_limit: ByteSize(0),
         }
+    }
+}
+
+impl std::fmt::Debug for ObjstoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjstoreConfig")
+            .field("listen", &self.listen)
+            .field("resp_listen", &self.resp_listen)
+            .field("shards", &self.shards)
+            .field("max_memory", &self.max_memory)
+            .field("eviction", &self.eviction)
+            .field("max_key", &self.max_key)
+            .field("max_object_size", &self.max_object_size)
+            .field("feed_history", &self.feed_history)
+            .field("watch_buffer", &self.watch_buffer)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("shadow_prefix", &self.shadow_prefix)
+            .field("snapshot", &self.snapshot)
+            .field("tls", &self.tls)
+            .finish()
     }
 }
 

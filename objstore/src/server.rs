@@ -24,8 +24,8 @@ pub const MAX_LIST: usize = 10_000;
 pub const MAX_BATCH: usize = 10_000;
 const PAGE_TOKEN_PREFIX: &str = "v1.";
 
-/// Service limits and policies.
-#[derive(Clone, Debug)]
+/// Service limits and policies. Its `Debug` output never shows the token.
+#[derive(Clone)]
 pub struct ServiceConfig {
     /// Largest object, in bytes (Put, Upload).
     pub max_object: usize,
@@ -33,6 +33,19 @@ pub struct ServiceConfig {
     pub shadow_prefix: Option<Bytes>,
     /// A bearer token every call must carry (`authorization: Bearer <token>`).
     pub auth_token: Option<String>,
+}
+
+impl std::fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("max_object", &self.max_object)
+            .field("shadow_prefix", &self.shadow_prefix)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Default for ServiceConfig {
