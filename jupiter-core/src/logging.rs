@@ -3,6 +3,7 @@
 //! Libraries never call this; they only emit events.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
@@ -94,6 +95,13 @@ fn parse_filter(directives: &str) -> Result<EnvFilter, Error> {
         .map_err(|e| Error::Logging(format!("invalid log level {:?}: {e}", directives.trim())))
 }
 
+/// Whether log lines get colour codes: only on a terminal, and never under `NO_COLOR` (set
+/// and not empty, <https://no-color.org>). A file, a pipe, journald or `kubectl logs` gets
+/// plain text.
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `config.level`.
 ///
 /// # Errors
@@ -117,10 +125,12 @@ pub fn init_with(config: &LogConfig, extra: Vec<BoxedLayer>) -> Result<LogHandle
     let output: BoxedLayer = match config.format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(colour(std::io::stderr().is_terminal()))
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
+            .with_ansi(false)
             .boxed(),
     };
     let mut layers = vec![output];

@@ -108,6 +108,13 @@ fn demo_runs_end_to_end() {
     assert!(stdout.contains("GET /health/ready -> 200"), "{stdout}");
     assert!(stdout.contains("GET /metrics -> 200"), "{stdout}");
     assert!(stdout.contains("shut down cleanly"), "{stdout}");
+    // Regression: log lines to a pipe carried ANSI colour codes (human format, the default).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("INFO"), "logs were written: {stderr}");
+    assert!(
+        !stderr.contains('\x1b') && !stdout.contains('\x1b'),
+        "no colour codes in piped output: {stderr:?}"
+    );
 }
 
 #[test]

@@ -136,6 +136,14 @@ fn serve_then_operate_then_shut_down_gracefully() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let status = wait_exit(&mut s.child, Duration::from_secs(30));
     assert_eq!(status, Some(0), "exit status");
+    // Regression: log lines to a pipe carried ANSI colour codes.
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut s.child.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(logs.contains("INFO"), "logs were written: {logs}");
+    assert!(
+        !logs.contains('\x1b'),
+        "no colour codes in piped logs: {logs:?}"
+    );
     // The governance server had come up alongside.
     let printed: Vec<String> = s.lines.try_iter().collect();
     assert!(
