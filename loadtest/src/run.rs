@@ -507,7 +507,9 @@ impl Schedule {
                     let a = (r1 - r0) / (2.0 * d);
                     (-r0 + (r0 * r0 + 4.0 * a * k).max(0.0).sqrt()) / (2.0 * a)
                 };
-                return Some(Duration::from_secs_f64(offset + t.clamp(0.0, d)));
+                // A degenerate stage (NaN from the quadratic) is due at its end, never a panic.
+                let t = if t.is_nan() { d } else { t.clamp(0.0, d) };
+                return Duration::try_from_secs_f64(offset + t).ok();
             }
             k -= count;
             offset += d;

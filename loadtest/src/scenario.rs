@@ -19,6 +19,16 @@ use serde::Deserialize;
 use crate::template::{Feeder, Template, load_feeder};
 use crate::threshold::Threshold;
 
+/// Most workers (VUs, or iterations in flight for the open model) of one scenario: each is a
+/// task with its own connection state; beyond this a file is more likely a typo than a plan.
+pub const MAX_VUS: usize = 100_000;
+/// Highest arrival rate, per second, of one scenario.
+pub const MAX_RATE: f64 = 10_000_000.0;
+/// Longest planned run (iterations at a rate).
+pub const MAX_RUN: Duration = Duration::from_secs(366 * 86_400);
+/// Largest generated objstore value (`value-size`), as objstore's own default limit.
+pub const MAX_VALUE_SIZE: u64 = 64 << 20;
+
 /// The file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -769,7 +779,7 @@ fn executor(
             )),
         }
     };
-    let stages = |what: &str| -> Result<Vec<Stage>, ScenarioError> {
+    let stages = |what: &str, max: f64| -> Result<Vec<Stage>, ScenarioError> {
         if s.stages.is_empty() {
             return Err(at(
                 &field("stages"),
@@ -785,11 +795,37 @@ fn executor(
                     "must be ≥ 0".into(),
                 ));
             }
+            if st.target > max {
+                return Err(at(
+                    &format!("{key}.stages.{i}.target"),
+                    format!("at most {max} ({what})"),
+                ));
+            }
         }
         Ok(s.stages.clone())
     };
     if s.max_in_flight == 0 {
         return Err(at(&field("max-in-flight"), "must be at least 1".into()));
+    }
+    if s.max_in_flight > MAX_VUS {
+        return Err(at(
+            &field("max-in-flight"),
+            format!("at most {MAX_VUS} workers"),
+        ));
+    }
+    if s.start_vus.is_some_and(|v| v > MAX_VUS) {
+        return Err(at(
+            &field("start-vus"),
+            format!("at most {MAX_VUS} workers"),
+        ));
+    }
+    if s.start_rate
+        .is_some_and(|r| !(r.is_finite() && r <= MAX_RATE))
+    {
+        return Err(at(
+            &field("start-rate"),
+            format!("at most {MAX_RATE} per second"),
+        ));
     }
     Ok(match s.executor {
         ExecutorKind::ConstantArrivalRate => {
@@ -808,9 +844,27 @@ fn executor(
             if !(rate > 0.0 && rate.is_finite()) {
                 return Err(at(&field("rate"), "must be more than 0".into()));
             }
+            if rate > MAX_RATE {
+                return Err(at(
+                    &field("rate"),
+                    format!("at most {MAX_RATE} per second (one load generator)"),
+                ));
+            }
             let (mut stages, iterations) = flat(rate)?;
             if let Some(n) = iterations {
-                stages[0].duration = Duration::from_secs_f64(n as f64 / rate);
+                // Checked: a tiny rate with many iterations is a run longer than any clock.
+                stages[0].duration = Duration::try_from_secs_f64(n as f64 / rate)
+                    .ok()
+                    .filter(|d| *d <= MAX_RUN)
+                    .ok_or_else(|| {
+                        at(
+                            &field("iterations"),
+                            format!(
+                                "{n} iterations at {rate:?}/s would take longer than {} days",
+                                MAX_RUN.as_secs() / 86_400
+                            ),
+                        )
+                    })?;
             }
             Executor::Arrival {
                 start: rate,
@@ -829,7 +883,7 @@ fn executor(
             ])?;
             Executor::Arrival {
                 start: s.start_rate.unwrap_or(0.0).max(0.0),
-                stages: stages("targets are rates per second")?,
+                stages: stages("targets are rates per second", MAX_RATE)?,
                 iterations: None,
                 max_in_flight: s.max_in_flight,
             }
@@ -846,6 +900,9 @@ fn executor(
                 .ok_or_else(|| at(key, "constant-vus needs vus = … (workers)".into()))?;
             if vus == 0 {
                 return Err(at(&field("vus"), "must be at least 1".into()));
+            }
+            if vus > MAX_VUS {
+                return Err(at(&field("vus"), format!("at most {MAX_VUS} workers")));
             }
             let (stages, iterations) = flat(vus as f64)?;
             Executor::Vus {
@@ -864,7 +921,7 @@ fn executor(
             ])?;
             Executor::Vus {
                 start: s.start_vus.unwrap_or(0),
-                stages: stages("targets are worker counts")?,
+                stages: stages("targets are worker counts", MAX_VUS as f64)?,
                 iterations: None,
             }
         }
@@ -973,6 +1030,12 @@ fn step(
                     return Err(at(
                         &format!("{key}.objstore"),
                         "put needs value or value-size".into(),
+                    ));
+                }
+                (ObjstoreOp::Put, None, Some(size)) if size.bytes() > MAX_VALUE_SIZE => {
+                    return Err(at(
+                        &format!("{key}.objstore.value-size"),
+                        format!("at most {} MiB", MAX_VALUE_SIZE >> 20),
                     ));
                 }
                 (ObjstoreOp::Put, None, Some(size)) => {

@@ -98,6 +98,23 @@ fn bad_scenarios_are_refused_naming_file_line_and_key() {
             "http = { path = \"/\" }\nredis = [\"GET\", \"k\"]",
             "exactly one of",
         ),
+        // Regression: a tiny rate with iterations panicked in `Duration::from_secs_f64`.
+        (
+            "executor = \"constant-vus\"\nvus = 2\nduration = \"1s\"",
+            "executor = \"constant-arrival-rate\"\nrate = 1e-300\niterations = 1000",
+            ":10:1: scenarios[0].iterations: 1000 iterations at 1e-300/s would take longer than",
+        ),
+        // Absurd sizes are refused, not attempted.
+        (
+            "vus = 2",
+            "vus = 1000000000",
+            ":9:1: scenarios[0].vus: at most 100000 workers",
+        ),
+        (
+            "executor = \"constant-vus\"\nvus = 2\nduration = \"1s\"",
+            "executor = \"constant-arrival-rate\"\nrate = 1e12\nduration = \"1s\"",
+            ":9:1: scenarios[0].rate: at most",
+        ),
     ];
     for (from, to, want) in cases {
         let (_dir, path) = common::scenario(&GOOD.replacen(from, to, 1));
@@ -403,4 +420,33 @@ fn the_quickstart_runs_without_a_server() {
     assert_eq!(r["total"]["requests"], 4000);
     assert_eq!(r["total"]["failed"], 0);
     assert!(text(&o).contains("pass run: p99 < 250ms"), "{}", text(&o));
+}
+
+#[test]
+fn regression_an_absurd_value_size_is_refused_not_allocated() {
+    let (_dir, path) = common::scenario(
+        r#"
+[targets.store]
+kind = "objstore"
+embedded = true
+
+[[scenarios]]
+name = "s"
+executor = "constant-vus"
+vus = 1
+iterations = 1
+
+[[scenarios.steps]]
+name = "put"
+objstore = { op = "put", key = "k", value-size = "1TiB" }
+"#,
+    );
+    let p = path.to_str().unwrap();
+    let o = loadtest(&["validate", p]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(p) && t.contains("scenarios[0].steps[0].objstore.value-size: at most 64 MiB"),
+        "{t}"
+    );
 }
