@@ -952,7 +952,7 @@ async fn execute(
                 Ok(code) => *code,
                 Err(e) => match e {
                     E::NotFound => 5,
-                    E::Precondition(_) => 9,
+                    E::Precondition { .. } => 9,
                     E::Exhausted(_) => 8,
                     E::Invalid(_) => 3,
                     E::Timeout(_) => return Some(ErrorKind::Timeout),

@@ -43,9 +43,14 @@ pub enum Error {
     /// The key does not exist.
     #[error("not found")]
     NotFound,
-    /// A condition failed; the key's current revision, if it exists.
-    #[error("precondition failed: {0}")]
-    Precondition(String),
+    /// A condition failed.
+    #[error("precondition failed: {message}")]
+    Precondition {
+        /// The server's message.
+        message: String,
+        /// The key's current mod revision; `None` if it does not exist.
+        current: Option<u64>,
+    },
     /// The store is full.
     #[error("store full: {0}")]
     Exhausted(String),
@@ -99,19 +104,26 @@ impl Error {
             source = e.source();
         }
         let message = s.message().to_owned();
+        // Numbers the server attaches as metadata (never parsed out of its wording).
+        let number = |key: &str| {
+            s.metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
         match s.code() {
             Code::NotFound => Error::NotFound,
-            Code::FailedPrecondition => Error::Precondition(message),
+            Code::FailedPrecondition => Error::Precondition {
+                current: number(crate::server::CURRENT_REVISION),
+                message,
+            },
             Code::ResourceExhausted => Error::Exhausted(message),
             Code::InvalidArgument => Error::Invalid(message),
             Code::DeadlineExceeded => Error::Timeout(timeout),
             Code::Unavailable => Error::Unavailable(message),
             Code::Unauthenticated | Code::PermissionDenied => Error::Refused(message),
             Code::OutOfRange => Error::OutOfRange {
-                resume_from: message
-                    .rsplit("resume-from=")
-                    .next()
-                    .and_then(|v| v.trim().parse().ok()),
+                resume_from: number(crate::server::RESUME_FROM),
                 message,
             },
             code => Error::Other { code, message },
@@ -141,10 +153,7 @@ impl Error {
     #[must_use]
     pub fn current_revision(&self) -> Option<u64> {
         match self {
-            // The server's wording: "condition failed: current revision is 7".
-            Error::Precondition(m) => m
-                .split_once("current revision is ")
-                .and_then(|(_, r)| r.trim().parse().ok()),
+            Error::Precondition { current, .. } => *current,
             _ => None,
         }
     }
@@ -689,7 +698,16 @@ impl Client {
             .into_iter()
             .map(|r| match Code::from_i32(r.code) {
                 Code::Ok => Ok(r.put.and_then(|p| p.meta).unwrap_or_default().into()),
-                code => Err(self.err(Status::new(code, r.message))),
+                code => {
+                    let mut status = Status::new(code, r.message);
+                    if let Some(rev) = r.current_revision {
+                        status.metadata_mut().insert(
+                            crate::server::CURRENT_REVISION,
+                            tonic::metadata::MetadataValue::from(rev),
+                        );
+                    }
+                    Err(self.err(status))
+                }
             })
             .collect())
     }

@@ -71,13 +71,31 @@ pub struct Service {
 
 type Result<T> = std::result::Result<Response<T>, Status>;
 
+/// Metadata of a FAILED_PRECONDITION status: the key's current mod revision (absent when
+/// the key does not exist). Clients read this, not the message.
+pub const CURRENT_REVISION: &str = "objstore-current-revision";
+/// Metadata of an OUT_OF_RANGE status ending a watch that fell behind: where to resume.
+pub const RESUME_FROM: &str = "objstore-resume-from";
+
+/// `status` carrying `value` under `key` in its metadata.
+fn with_number(mut status: Status, key: &'static str, value: u64) -> Status {
+    status
+        .metadata_mut()
+        .insert(key, tonic::metadata::MetadataValue::from(value));
+    status
+}
+
 fn status(e: EngineError) -> Status {
     match e {
         EngineError::Invalid(m) => Status::invalid_argument(m),
-        EngineError::Precondition { current } => Status::failed_precondition(match current {
-            Some(r) => format!("condition failed: current revision is {r}"),
-            None => "condition failed: the key does not exist".to_owned(),
-        }),
+        EngineError::Precondition { current } => match current {
+            Some(r) => with_number(
+                Status::failed_precondition(format!("condition failed: current revision is {r}")),
+                CURRENT_REVISION,
+                r,
+            ),
+            None => Status::failed_precondition("condition failed: the key does not exist"),
+        },
         EngineError::Exhausted(m) => Status::resource_exhausted(m),
         EngineError::NotFound => Status::not_found("no such key"),
     }
@@ -488,11 +506,17 @@ impl ObjectStore for Service {
                         code: 0,
                         message: String::new(),
                         put: Some(put),
+                        current_revision: None,
                     },
                     Err(s) => proto::BatchPutResult {
                         code: s.code() as i32,
                         message: s.message().to_owned(),
                         put: None,
+                        current_revision: s
+                            .metadata()
+                            .get(CURRENT_REVISION)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse().ok()),
                     },
                 })
                 .collect();
@@ -550,8 +574,12 @@ impl ObjectStore for Service {
                                 },
                             })
                         }
-                        Err(WatchError::Lagged { resume_from }) => Err(Status::out_of_range(
-                            format!("watcher fell behind; resume-from={resume_from}"),
+                        Err(WatchError::Lagged { resume_from }) => Err(with_number(
+                            Status::out_of_range(format!(
+                                "watcher fell behind; resume from revision {resume_from}"
+                            )),
+                            RESUME_FROM,
+                            resume_from,
                         )),
                         Err(e) => Err(Status::out_of_range(e.to_string())),
                     };

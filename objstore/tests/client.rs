@@ -176,7 +176,7 @@ async fn conditional_puts_and_deletes_fail_with_the_precondition_error() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Precondition(_)), "{e:?}");
+    assert!(matches!(e, Error::Precondition { .. }), "{e:?}");
     assert_eq!(e.current_revision(), Some(1));
     assert!(!e.retryable());
 
@@ -217,7 +217,7 @@ async fn conditional_puts_and_deletes_fail_with_the_precondition_error() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Precondition(_)), "{e:?}");
+    assert!(matches!(e, Error::Precondition { .. }), "{e:?}");
     assert_eq!(e.current_revision(), Some(3));
     let e = c
         .delete_with(
@@ -255,7 +255,7 @@ async fn conditional_puts_and_deletes_fail_with_the_precondition_error() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Precondition(_)), "{e:?}");
+    assert!(matches!(e, Error::Precondition { .. }), "{e:?}");
     assert_eq!(e.current_revision(), None);
     assert_eq!(c.delete(b"k").await.unwrap(), None);
     // if-absent now holds.
@@ -354,7 +354,7 @@ async fn batch_get_and_batch_put_report_each_item() {
     let a = results[0].as_ref().unwrap();
     assert_eq!((a.mod_revision, a.size), (2, 1));
     let e = results[1].as_ref().unwrap_err();
-    assert!(matches!(e, Error::Precondition(_)), "{e:?}");
+    assert!(matches!(e, Error::Precondition { .. }), "{e:?}");
     assert_eq!(e.current_revision(), Some(1));
     assert!(
         matches!(&results[2], Err(Error::Invalid(m)) if m.contains("empty")),

@@ -106,6 +106,13 @@ async fn put_get_head_delete_with_revisions_and_conditions() {
         "{}",
         e.message()
     );
+    assert_eq!(
+        e.metadata()
+            .get(objstore::server::CURRENT_REVISION)
+            .and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "the current revision as metadata"
+    );
     // if-match revision, then a stale ETag.
     let mut p = put("users/1", b"grace");
     p.condition = Some(proto::Condition {
@@ -466,10 +473,12 @@ async fn watch_resumes_from_a_revision_and_reports_lag() {
         }
     };
     assert_eq!(status.code(), Code::OutOfRange);
+    // Where to resume is metadata, for clients to read without parsing the message.
     let resume: u64 = status
-        .message()
-        .rsplit("resume-from=")
-        .next()
+        .metadata()
+        .get(objstore::server::RESUME_FROM)
+        .expect("resume-from metadata")
+        .to_str()
         .unwrap()
         .parse()
         .unwrap();
