@@ -619,11 +619,7 @@ async fn objstore_as_l2_shares_values_and_invalidates_through_its_watch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_as_l2_with_tracking() {
     let cluster = testkit::RedisCluster::start();
-    let seeds: Vec<String> = cluster
-        .seed_addrs()
-        .iter()
-        .map(|a| format!("redis://{a}"))
-        .collect();
+    let seeds: Vec<String> = cluster.seed_urls();
     let make = || async {
         let client = Client::builder()
             .config(redis_client::ClientConfig {

@@ -3,7 +3,6 @@
 //!
 //! Alone in its binary: tracing caches per-callsite interest process-wide.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,22 +13,9 @@ use objstore::server::{Service, ServiceConfig, serve};
 
 const TOKEN: &str = "sekr1t-T0KEN-4f9a";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn regression_tokens_never_reach_debug_output_or_logs() {
-    let captured = Captured::default();
+    let captured = testkit::SharedBuf::default();
     let sink = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
@@ -101,7 +87,7 @@ fn regression_tokens_never_reach_debug_output_or_logs() {
         debug.iter().filter(|d| d.contains("<redacted>")).count() >= 5,
         "redacted, not left out: {debug:?}"
     );
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.contents();
     assert!(
         !logs.contains(TOKEN) && !logs.contains("WR0NG"),
         "a token in the logs:\n{logs}"

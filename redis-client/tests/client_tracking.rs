@@ -124,11 +124,7 @@ async fn broadcast_tracking_reports_every_change_under_its_prefixes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracking_in_cluster_mode() {
     let cluster = RedisCluster::start();
-    let seeds: Vec<String> = cluster
-        .seed_addrs()
-        .iter()
-        .map(|a| format!("redis://{a}"))
-        .collect();
+    let seeds: Vec<String> = cluster.seed_urls();
     let config = |tracking| ClientConfig {
         cluster: true,
         urls: seeds.clone(),

@@ -11,11 +11,7 @@ use redis_client::{Client, ClientConfig, Error, Protocol, ReadFrom, cmd, key_slo
 use testkit::RedisCluster;
 
 fn seeds(cluster: &RedisCluster) -> Vec<String> {
-    cluster
-        .seed_addrs()
-        .iter()
-        .map(|a| format!("redis://{a}"))
-        .collect()
+    cluster.seed_urls()
 }
 
 async fn connect(cluster: &RedisCluster, protocol: Protocol) -> Client {

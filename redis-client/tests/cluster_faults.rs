@@ -22,11 +22,7 @@ const KEYS_PER_WORKER: usize = 8;
 const MAX_OPS: u64 = 5_000_000;
 
 fn seeds(cluster: &RedisCluster) -> Vec<String> {
-    cluster
-        .seed_addrs()
-        .iter()
-        .map(|a| format!("redis://{a}"))
-        .collect()
+    cluster.seed_urls()
 }
 
 async fn connect(cluster: &RedisCluster, timeout: Duration) -> Client {

@@ -392,11 +392,7 @@ fn cluster_groups() -> Vec<String> {
 
 async fn run_cluster(protocol: Protocol) {
     let cluster = RedisCluster::start();
-    let seeds: Vec<String> = cluster
-        .seed_addrs()
-        .iter()
-        .map(|a| format!("redis://{a}"))
-        .collect();
+    let seeds: Vec<String> = cluster.seed_urls();
     let ours_client = Client::builder()
         .config(redis_client::ClientConfig {
             cluster: true,

@@ -62,11 +62,7 @@ async fn regression_a_cluster_client_is_freed_when_dropped() {
     let cluster = RedisCluster::start();
     let nodes = cluster.masters();
     let base: Vec<i64> = nodes.iter().map(|n| connected_clients(n)).collect();
-    let seeds: Vec<String> = cluster
-        .seed_addrs()
-        .iter()
-        .map(|a| format!("redis://{a}"))
-        .collect();
+    let seeds: Vec<String> = cluster.seed_urls();
     let c = Client::builder()
         .config(ClientConfig {
             cluster: true,

@@ -3,26 +3,11 @@
 //! Alone in its binary: tracing caches per-callsite interest process-wide, and a test in
 //! another thread hitting the same callsites without a subscriber could race with this one.
 
-use std::sync::{Arc, Mutex};
-
 use redis_client::Client;
 use testkit::RedisServer;
 
 fn metrics() -> jupiter_core::Metrics {
     jupiter_core::Metrics::new()
-}
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[test]
@@ -31,7 +16,7 @@ fn tracing_names_commands_and_never_values() {
     let secured = RedisServer::builder()
         .config("requirepass", "right-pw")
         .start();
-    let captured = Captured::default();
+    let captured = testkit::SharedBuf::default();
     let sink = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
@@ -71,7 +56,7 @@ fn tracing_names_commands_and_never_values() {
             tracing::debug!(config = ?ok.config(), "the effective configuration");
         });
     });
-    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let out = captured.contents();
     assert!(
         out.contains("redis") && out.contains("command=\"SET\""),
         "{out}"

@@ -28,6 +28,7 @@
 //! assert_eq!(redis.command(&["PING"]).unwrap(), testkit::Reply::Simple("PONG".into()));
 //! ```
 
+mod capture;
 mod error;
 mod etcd;
 mod ports;
@@ -35,6 +36,7 @@ mod process;
 mod redis;
 pub mod resp;
 
+pub use capture::SharedBuf;
 pub use error::{Error, INSTALL_HINT};
 pub use etcd::Etcd;
 pub use ports::free_port;

@@ -676,6 +676,11 @@ impl RedisCluster {
     pub fn seed_addrs(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(RedisNode::addr).collect()
     }
+
+    /// `redis://` URLs of all nodes, to seed a cluster client.
+    pub fn seed_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisNode::url).collect()
+    }
 }
 
 impl Drop for RedisCluster {

@@ -199,11 +199,7 @@ fn redis_cluster_suite() {
         .unwrap_or(3);
     let d = std::time::Duration::from_secs(secs);
     let cluster = testkit::RedisCluster::start();
-    let seeds: Vec<String> = cluster
-        .seed_addrs()
-        .iter()
-        .map(|a| format!("redis://{a}"))
-        .collect();
+    let seeds: Vec<String> = cluster.seed_urls();
     println!(
         "## redis-cluster: 6 nodes (3 primaries), 50/50 GET/SET, 64-byte values, {CLUSTER_KEYS} keys, 1-worker runtime, {secs}s each, median of {rounds} rounds\n"
     );
