@@ -1184,7 +1184,8 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
 
     /// Whether to try L2 now: it is up, or it is time to probe it again.
     fn l2_usable(&self) -> bool {
-        if !self.outage.down.load(Ordering::Relaxed) {
+        // Strict mode asks L2 every time: each caller gets L2's own answer or error.
+        if self.strict || !self.outage.down.load(Ordering::Relaxed) {
             return true;
         }
         let now = self.now_ns();

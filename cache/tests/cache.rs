@@ -672,3 +672,147 @@ async fn redis_cluster_as_l2_with_tracking() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 30);
 }
+
+#[tokio::test]
+async fn strict_mode_surfaces_an_l2_outage_to_every_caller() {
+    let redis = RedisServer::start();
+    let client = Client::builder()
+        .url(&redis.url())
+        .command_timeout(Duration::from_secs(2))
+        .metrics(&metrics())
+        .connect()
+        .await
+        .unwrap();
+    let cache = Cache::<u64, String>::builder("strict")
+        .metrics(&metrics())
+        .strict(true)
+        .l2_timeout(Duration::from_millis(300))
+        .l2(RedisL2::new(client))
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    cache
+        .get_or_load(&1, counting(&calls, "one".to_owned()))
+        .await
+        .unwrap();
+    redis.kill();
+    // L1 still answers for what it holds; a miss is L2's error, not a silent load, and so
+    // for every caller during the outage (not only the first).
+    assert_eq!(cache.get(&1).await.unwrap(), Some(Some("one".into())));
+    for k in 2..5 {
+        let e = live(cache.get_or_load(&k, counting(&calls, "x".into())))
+            .await
+            .unwrap_err();
+        assert!(e.retryable(), "{k}: {e:?}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no load past a failed L2");
+    assert!(cache.stats().l2_errors >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_ttl_is_capped_by_the_l2_entrys_remaining_ttl() {
+    let redis = RedisServer::start();
+    // A writes with a short TTL; B (a long TTL, its own clock) reads A's entry from L2 and
+    // keeps it in L1 no longer than L2 does.
+    let a = Cache::<u64, String>::builder("capped")
+        .metrics(&metrics())
+        .ttl(Duration::from_secs(5))
+        .ttl_jitter(0.0)
+        .l2(RedisL2::new(redis_client(&redis, false).await))
+        .build()
+        .unwrap();
+    let (clock, mock) = quanta::Clock::mock();
+    let b = Cache::<u64, String>::builder("capped")
+        .metrics(&metrics())
+        .clock(clock)
+        .ttl(Duration::from_secs(3600))
+        .ttl_jitter(0.0)
+        .l2(RedisL2::new(redis_client(&redis, false).await))
+        .build()
+        .unwrap();
+    a.put(1, "short".into()).await.unwrap();
+    b.put(2, "long".into()).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    for k in [1, 2] {
+        b.get_or_load(&k, counting(&calls, "never".into()))
+            .await
+            .unwrap();
+    }
+    let hits = b.stats().l2_hits;
+    // Past A's TTL by B's clock: B's copy of A's entry is stale, its own is not.
+    mock.increment(Duration::from_secs(6));
+    b.get_or_load(&2, counting(&calls, "never".into()))
+        .await
+        .unwrap();
+    assert_eq!(b.stats().l2_hits, hits, "B's own entry is still in L1");
+    b.get_or_load(&1, counting(&calls, "reloaded".into()))
+        .await
+        .unwrap();
+    let stats = b.stats();
+    assert_eq!(
+        stats.l2_hits + stats.loads,
+        hits + 1,
+        "A's entry left B's L1 with its L2 TTL: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_invalidation_connection_clears_l1() {
+    let redis = RedisServer::start();
+    for tracking in [true, false] {
+        let name = if tracking {
+            "lost-tracked"
+        } else {
+            "lost-announced"
+        };
+        let cache = Cache::<u64, String>::builder(name)
+            .metrics(&metrics())
+            .l2(RedisL2::new(redis_client(&redis, tracking).await))
+            .build()
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        cache
+            .get_or_load(&1, counting(&calls, "v".into()))
+            .await
+            .unwrap();
+        assert_eq!(cache.l1_len().await, 1);
+        let kill_type = if tracking {
+            "normal"
+        } else {
+            // The listener subscribes in the background: wait (bounded) until it has.
+            let channel = format!("cache:{name}:invalidations");
+            let mut polls = 0;
+            loop {
+                let r = redis.command(&["PUBSUB", "NUMSUB", &channel]).unwrap();
+                if matches!(&r, testkit::Reply::Array(Some(v)) if v.get(1) == Some(&testkit::Reply::Integer(1)))
+                {
+                    break;
+                }
+                polls += 1;
+                assert!(polls < 500, "the listener never subscribed: {r:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            "pubsub"
+        };
+        let mut events = cache.events();
+        redis
+            .command(&["CLIENT", "KILL", "TYPE", kill_type])
+            .unwrap();
+        live(async {
+            loop {
+                if let CacheEvent::Cleared = events.recv().await.unwrap() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert_eq!(cache.l1_len().await, 0, "{name}: L1 emptied");
+        assert!(cache.stats().invalidations_lost >= 1, "{name}");
+        // Served from L2 again, not the loader.
+        let v = live(cache.get_or_load(&1, counting(&calls, "never".into())))
+            .await
+            .unwrap();
+        assert_eq!(v.as_deref(), Some("v"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{name}");
+    }
+}

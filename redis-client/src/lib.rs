@@ -91,7 +91,7 @@ pub use config::{ClientConfig, DEFAULT_URL, Protocol, ReadFrom, TlsOptions, Trac
 pub use dedicated::Dedicated;
 pub use error::Error;
 pub use pipeline::Pipeline;
-pub use pubsub::{Message, Subscriber};
+pub use pubsub::{Message, Subscriber, SubscriberEvent};
 pub use script::Script;
 pub use stream::{PendingSummary, StreamEntry, StreamRead};
 pub use tracking::{Invalidation, Invalidations};

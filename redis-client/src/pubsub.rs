@@ -28,6 +28,18 @@ use crate::resp::{Decoder, Frame, encode_command};
 /// `client-output-buffer-limit` eventually disconnects it; it then reconnects and resubscribes).
 const MESSAGE_BUFFER: usize = 4096;
 
+/// What a [`Subscriber`] hands out: messages, and the gaps between them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscriberEvent {
+    /// A published message.
+    Message(Message),
+    /// A connection was lost (and is being made again): messages published until it has
+    /// resubscribed are not seen. A reader that keeps state from messages (an invalidation
+    /// listener) must assume it missed some.
+    Gap,
+}
+
 /// One published message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -83,7 +95,7 @@ enum Notice {
 /// ```
 pub struct Subscriber {
     ctl: mpsc::Sender<Change>,
-    messages: mpsc::Receiver<Message>,
+    messages: mpsc::Receiver<SubscriberEvent>,
     task: AbortHandle,
     /// How long a change waits for the server's confirmation: the connect timeout plus the
     /// command timeout (`None`: no command timeout).
@@ -241,12 +253,26 @@ impl Subscriber {
         self.change(Kind::Shard, false, channels).await
     }
 
-    /// The next message; `None` once the subscriber's task ended.
+    /// The next message (gaps passed over); `None` once the subscriber's task ended.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: no message is lost.
     pub async fn next_message(&mut self) -> Option<Message> {
+        loop {
+            match self.messages.recv().await? {
+                SubscriberEvent::Message(m) => return Some(m),
+                SubscriberEvent::Gap => {}
+            }
+        }
+    }
+
+    /// The next message or gap (a lost connection); `None` once the subscriber's task ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is lost.
+    pub async fn next_event(&mut self) -> Option<SubscriberEvent> {
         self.messages.recv().await
     }
 }
@@ -315,7 +341,7 @@ struct PendingAck {
 async fn session(
     target: Target,
     mut ctl: mpsc::Receiver<Change>,
-    messages: mpsc::Sender<Message>,
+    messages: mpsc::Sender<SubscriberEvent>,
     notices: Option<mpsc::UnboundedSender<Notice>>,
 ) {
     let mut wanted = Wanted::default();
@@ -423,7 +449,7 @@ async fn session(
                         while let Some(frame) = decoder.decode(&mut rbuf).map_err(|e| e.to_string())? {
                             match classify(frame) {
                                 Event::Message(m) => {
-                                    if messages.send(m).await.is_err() {
+                                    if messages.send(SubscriberEvent::Message(m)).await.is_err() {
                                         return Ok(());
                                     }
                                 }
@@ -470,6 +496,10 @@ async fn session(
                 if let Some(n) = &notices {
                     let _ = n.send(Notice::Down);
                 }
+                // What was published from now until the resubscribe is not seen: say so.
+                if messages.send(SubscriberEvent::Gap).await.is_err() {
+                    return;
+                }
                 waiting.extend(acks.into_iter().map(|a| a.ack));
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -506,7 +536,11 @@ impl Drop for Session {
 
 /// The cluster subscriber: channels and patterns on one session, each shard channel on the
 /// session of its slot's primary.
-async fn manage(client: Client, mut ctl: mpsc::Receiver<Change>, messages: mpsc::Sender<Message>) {
+async fn manage(
+    client: Client,
+    mut ctl: mpsc::Receiver<Change>,
+    messages: mpsc::Sender<SubscriberEvent>,
+) {
     let (notice_tx, mut notices) = mpsc::unbounded_channel::<(String, Notice)>();
     let spawn = |target: Target, addr: String| {
         let (tx, rx) = mpsc::channel(64);

@@ -191,3 +191,53 @@ async fn regression_secrets_never_reach_debug_output() {
     let client = Client::builder().config(config).build().unwrap();
     assert!(!format!("{client:?}").contains("hunter2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_subscriber_reports_the_gap_of_a_lost_connection() {
+    // A lost subscriber connection was silent: a listener keeping state from messages (the
+    // cache's invalidations) could not know it missed some.
+    let redis = RedisServer::start();
+    let c = Client::builder()
+        .url(&redis.url())
+        .metrics(&metrics())
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = c.subscriber();
+    sub.subscribe(&["ch"]).await.unwrap();
+    c.publish("ch", "before").await.unwrap();
+    let first = next_event(&mut sub).await;
+    assert!(
+        matches!(&first, redis_client::SubscriberEvent::Message(m) if &m.payload[..] == b"before"),
+        "{first:?}"
+    );
+    redis
+        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .unwrap();
+    assert_eq!(
+        next_event(&mut sub).await,
+        redis_client::SubscriberEvent::Gap
+    );
+    // Resubscribed: messages flow again (published until one arrives, bounded).
+    let mut got = None;
+    for i in 0..300 {
+        c.publish("ch", format!("after {i}")).await.unwrap();
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(50), sub.next_event()).await
+        {
+            got = Some(e);
+            break;
+        }
+    }
+    assert!(
+        matches!(&got, Some(redis_client::SubscriberEvent::Message(m)) if m.payload.starts_with(b"after")),
+        "{got:?}"
+    );
+}
+
+/// The subscriber's next event, within a liveness bound.
+async fn next_event(sub: &mut redis_client::Subscriber) -> redis_client::SubscriberEvent {
+    tokio::time::timeout(Duration::from_secs(30), sub.next_event())
+        .await
+        .expect("an event")
+        .expect("open")
+}

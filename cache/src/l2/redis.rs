@@ -178,7 +178,11 @@ fn subscription(
                 }
             };
             loop {
-                let msg = sub.next_message().await?;
+                let msg = match sub.next_event().await? {
+                    redis_client::SubscriberEvent::Message(m) => m,
+                    // A lost connection: announcements may have been missed.
+                    _ => return Some((Invalidated::All, Some(sub))),
+                };
                 let p = &msg.payload;
                 match (p.get(..ID_LEN), p.get(ID_LEN)) {
                     (Some(id), _) if id == own => continue,
