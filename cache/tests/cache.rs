@@ -339,15 +339,44 @@ async fn redis_down_degrades_to_l1_and_the_loader_and_recovers() {
         .get_or_load(&1, counting(&calls, "one".to_owned()))
         .await
         .unwrap();
+    // The invalidation listener must be connected for its loss to be seen (bounded wait).
+    let mut polls = 0;
+    while redis
+        .command(&["PUBSUB", "NUMSUB", "cache:outage:invalidations"])
+        .unwrap()
+        != testkit::Reply::Array(Some(vec![
+            testkit::Reply::Bulk(Some(b"cache:outage:invalidations".to_vec())),
+            testkit::Reply::Integer(1),
+        ]))
+    {
+        polls += 1;
+        assert!(polls < 500, "the invalidation listener never subscribed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut events = cache.events();
     redis.kill();
-    // Callers keep getting values: L1 for what it has, the loader for the rest.
+    // The invalidation connection is lost with it: L1 is emptied (what others changed
+    // meanwhile cannot be heard), once.
+    live(async {
+        loop {
+            if let CacheEvent::Cleared = events.recv().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await;
+    // Callers keep getting values: from the loader, L2 being down.
     assert_eq!(
-        cache
-            .get_or_load(&1, counting(&calls, "x".into()))
+        live(cache.get_or_load(&1, counting(&calls, "x".into())))
             .await
             .unwrap()
             .as_deref(),
-        Some("one")
+        Some("x")
+    );
+    assert_eq!(
+        cache.get(&1).await.unwrap(),
+        Some(Some("x".into())),
+        "and keep them in L1 while L2 is down"
     );
     for k in 2..20 {
         let v = live(cache.get_or_load(&k, counting(&calls, format!("v{k}"))))
@@ -358,7 +387,7 @@ async fn redis_down_degrades_to_l1_and_the_loader_and_recovers() {
     let stats = cache.stats();
     assert!(stats.l2_errors >= 1, "{stats:?}");
     assert!(cache.is_degraded());
-    assert_eq!(calls.load(Ordering::SeqCst), 19);
+    assert_eq!(calls.load(Ordering::SeqCst), 20);
     // Redis back: L2 is probed again and used: a new load is written there.
     redis.restart();
     let mut k = 100;
