@@ -16,47 +16,32 @@ fn tracing_names_commands_and_never_values() {
     let secured = RedisServer::builder()
         .config("requirepass", "right-pw")
         .start();
-    let captured = testkit::SharedBuf::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || sink.clone())
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    let ((), out) = testkit::with_logs(tracing::Level::DEBUG, async {
+        let c = Client::builder()
+            .url(&redis.url())
+            .metrics(&metrics())
+            .connect()
+            .await
             .unwrap();
-        rt.block_on(async {
-            let c = Client::builder()
-                .url(&redis.url())
-                .metrics(&metrics())
-                .connect()
-                .await
-                .unwrap();
-            c.set("secret-key", "secret-value").await.unwrap();
-            let _ = c.incr("secret-key").await.unwrap_err();
-            // Passwords never reach a log line: neither a refused one nor the right one.
-            let refused = Client::builder()
-                .url(&format!("redis://:hunter2@{}", secured.addr()))
-                .metrics(&metrics())
-                .connect()
-                .await
-                .unwrap_err();
-            assert!(!format!("{refused:?}").contains("hunter2"), "{refused:?}");
-            let ok = Client::builder()
-                .url(&format!("redis://:right-pw@{}", secured.addr()))
-                .metrics(&metrics())
-                .connect()
-                .await
-                .unwrap();
-            ok.ping().await.unwrap();
-            tracing::debug!(config = ?ok.config(), "the effective configuration");
-        });
+        c.set("secret-key", "secret-value").await.unwrap();
+        let _ = c.incr("secret-key").await.unwrap_err();
+        // Passwords never reach a log line: neither a refused one nor the right one.
+        let refused = Client::builder()
+            .url(&format!("redis://:hunter2@{}", secured.addr()))
+            .metrics(&metrics())
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(!format!("{refused:?}").contains("hunter2"), "{refused:?}");
+        let ok = Client::builder()
+            .url(&format!("redis://:right-pw@{}", secured.addr()))
+            .metrics(&metrics())
+            .connect()
+            .await
+            .unwrap();
+        ok.ping().await.unwrap();
+        tracing::debug!(config = ?ok.config(), "the effective configuration");
     });
-    let out = captured.contents();
     assert!(
         out.contains("redis") && out.contains("command=\"SET\""),
         "{out}"

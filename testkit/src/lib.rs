@@ -36,7 +36,7 @@ mod process;
 mod redis;
 pub mod resp;
 
-pub use capture::SharedBuf;
+pub use capture::{SharedBuf, with_logs};
 pub use error::{Error, INSTALL_HINT};
 pub use etcd::Etcd;
 pub use ports::free_port;
