@@ -582,3 +582,47 @@ async fn clusterdown_is_retried_inside_the_command_timeout_then_surfaced() {
     );
     expect_ok(&["CLUSTER", "ADDSLOTS", &slot_arg]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_traffic_routes_by_the_shadow_keys_slot() {
+    use jupiter_core::shadow::ShadowContext;
+    let cluster = RedisCluster::start();
+    let c = Client::builder()
+        .config(ClientConfig {
+            cluster: true,
+            urls: cluster.seed_urls(),
+            ..ClientConfig::default()
+        })
+        .shadow_prefix("shadow:")
+        .metrics(&jupiter_core::Metrics::new())
+        .connect()
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..60).map(|i| format!("sh:{i}")).collect();
+    ShadowContext::scope(Some(ShadowContext::new()), async {
+        for (i, k) in keys.iter().enumerate() {
+            c.set(k, i).await.unwrap();
+        }
+        let got: Vec<Option<usize>> = c.mget(&keys).await.unwrap();
+        assert_eq!(got, (0..60).map(Some).collect::<Vec<_>>());
+    })
+    .await;
+    // Live traffic sees none of it.
+    let live: Vec<Option<usize>> = c.mget(&keys).await.unwrap();
+    assert!(live.iter().all(Option::is_none), "{live:?}");
+    // Each shadow key lives on the primary of its own slot (the prefixed key's), and the
+    // client went there directly: no MOVED.
+    let mut nodes = HashSet::new();
+    for k in &keys {
+        let shadow = format!("shadow:{k}");
+        let node = cluster.master_of(key_slot(shadow.as_bytes())).unwrap();
+        nodes.insert(node.port());
+        assert_eq!(
+            node.command(&["EXISTS", &shadow]).unwrap(),
+            testkit::Reply::Integer(1),
+            "{shadow}"
+        );
+    }
+    assert_eq!(nodes.len(), 3, "the shadow keys span every primary");
+    assert_eq!(c.cluster_stats().unwrap().moved, 0);
+}
