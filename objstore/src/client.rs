@@ -603,16 +603,15 @@ impl Client {
         F: FnMut(ObjectStoreClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, Error>>,
     {
-        let mut delay = Duration::from_millis(20);
+        let mut backoff =
+            jupiter_core::backoff::Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
         let mut attempt = 1;
         loop {
             match call(self.grpc.clone()).await {
                 Ok(v) => return Ok(v),
                 Err(Error::Unavailable(_)) if attempt < self.config.read_attempts => {
                     attempt += 1;
-                    let jitter = fastrand::u64(..=delay.as_millis() as u64);
-                    tokio::time::sleep(delay / 2 + Duration::from_millis(jitter / 2)).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => return Err(e),
             }
