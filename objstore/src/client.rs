@@ -82,13 +82,14 @@ pub enum Error {
         /// Its message.
         message: String,
     },
-    /// Connecting failed.
-    #[error("cannot connect to {addr}: {message}")]
+    /// Connecting failed; the source says why (a transport error, with its own causes).
+    #[error("cannot connect to {addr}")]
     Connect {
         /// The address.
         addr: String,
         /// Why.
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -407,9 +408,9 @@ impl Default for ClientConfig {
 
 /// The endpoint for `addr`: `http://` unless TLS is configured or the address says `https://`.
 fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
-    let err = |message: String| Error::Connect {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connect {
         addr: addr.to_owned(),
-        message,
+        source,
     };
     let url = if addr.contains("://") {
         addr.to_owned()
@@ -419,7 +420,7 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
         format!("http://{addr}")
     };
     let mut endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| err(e.into()))?
         .connect_timeout(config.timeout)
         .tcp_nodelay(true);
     if url.starts_with("https://") {
@@ -431,7 +432,7 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
         if let Some(d) = &tls.domain {
             t = t.domain_name(d.clone());
         }
-        endpoint = endpoint.tls_config(t).map_err(|e| err(e.to_string()))?;
+        endpoint = endpoint.tls_config(t).map_err(|e| err(e.into()))?;
     }
     Ok(endpoint)
 }
@@ -474,24 +475,22 @@ impl Client {
     ///
     /// Cancel safe: nothing is kept of a connection that did not finish.
     pub async fn connect(addr: &str, config: ClientConfig) -> Result<Client, Error> {
-        let connect_err = |message: String| Error::Connect {
+        let connect_err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connect {
             addr: addr.to_owned(),
-            message,
+            source,
         };
         let endpoint = endpoint(addr, &config)?;
         // `connect_timeout` bounds the TCP connect only; this bounds the TLS handshake too,
         // which a peer that accepts and never answers would stall forever.
         let channel = tokio::time::timeout(config.timeout, endpoint.connect())
             .await
-            .map_err(|_| connect_err(format!("no answer within {:?}", config.timeout)))?
-            .map_err(|e| {
-                connect_err(format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                ))
-            })?;
+            .map_err(|_| {
+                connect_err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {:?}", config.timeout),
+                )))
+            })?
+            .map_err(|e| connect_err(e.into()))?;
         Ok(Client {
             grpc: ObjectStoreClient::new(channel)
                 .max_decoding_message_size(usize::MAX)

@@ -95,9 +95,14 @@ async fn tls_clients_with_the_right_ca_get_in_and_others_do_not() {
     )
     .await
     .unwrap_err();
+    // The reason is the error's source (kept, not flattened into the message).
+    let why = std::error::Error::source(&e).map(ToString::to_string);
     assert!(
-        e.to_string().contains("needs the client's TLS settings"),
-        "{e}"
+        matches!(e, objstore::client::Error::Connect { .. })
+            && why
+                .as_deref()
+                .is_some_and(|w| w.contains("needs the client's TLS settings")),
+        "{e}: {why:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
