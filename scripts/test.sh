@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/deps.sh
 
+# A clean clone gains nothing from incremental compilation, and its caches about double the size
+# of target/ (CI's disk ran out once). Export CARGO_INCREMENTAL=1 to keep them locally.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 ensure_tools protoc redis-server redis-cli redis-benchmark etcd etcdctl
 
 echo "== cargo fmt --check" >&2
