@@ -180,6 +180,8 @@ impl<K, V> Drop for Inner<K, V> {
 struct Level2<V> {
     backend: Arc<dyn L2>,
     codec: Arc<dyn Codec<V>>,
+    /// The backend answers every call within `l2-timeout` itself ([`L2::bound_calls`]).
+    bounded: bool,
 }
 
 struct Outage {
@@ -359,6 +361,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> CacheBuilder<K, V> {
         self.l2 = Some(Level2 {
             backend: Arc::new(backend),
             codec: Arc::new(codec),
+            bounded: false,
         });
         self
     }
@@ -385,6 +388,12 @@ impl<K: Key, V: Clone + Send + Sync + 'static> CacheBuilder<K, V> {
     pub fn build(self) -> Result<Cache<K, V>, Error> {
         let c = self.config;
         c.validate()?;
+        let mut l2 = self.l2;
+        if let Some(l2) = &mut l2
+            && let Some(backend) = Arc::get_mut(&mut l2.backend)
+        {
+            l2.bounded = backend.bound_calls(c.l2_timeout);
+        }
         let metrics = self.metrics.unwrap_or_else(|| Metrics::global().clone());
         let counters = Counters::new(&metrics, &self.name);
         let weigher = self.weigher.clone();
@@ -431,7 +440,7 @@ impl<K: Key, V: Clone + Send + Sync + 'static> CacheBuilder<K, V> {
             shadow: std::sync::OnceLock::new(),
             make_l1: Box::new(make_l1),
             refreshing: Mutex::new(std::collections::HashSet::new()),
-            l2: self.l2,
+            l2,
             prefix: Bytes::from(prefix),
             ttl: c.ttl,
             l2_ttl: if c.l2_ttl.is_zero() { c.ttl } else { c.l2_ttl },
@@ -638,6 +647,9 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Cache<K, V> {
                 // lookup began may be newer than what L2 returned: that is not kept.
                 let (inner, l1, key) = (self.inner.clone(), l1.clone(), key.clone());
                 tokio::spawn(async move {
+                    // Behind whatever is queued now (the connection writing the caller's next
+                    // command, say): the insert then runs while that command is in flight.
+                    tokio::task::yield_now().await;
                     if inner.changes.load(Ordering::Acquire) == seen {
                         l1.insert(key, entry).await;
                     }
@@ -1221,7 +1233,19 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
         op: &'static str,
         call: impl Future<Output = Result<T, L2Error>>,
     ) -> Result<T, Error> {
-        let result = match tokio::time::timeout(self.l2_timeout, call).await {
+        let bounded = self.l2.as_ref().is_some_and(|l2| l2.bounded);
+        let answer = if bounded {
+            // The backend keeps to `l2-timeout` itself: no timer to arm and cancel here.
+            Ok(call.await)
+        } else {
+            tokio::time::timeout(self.l2_timeout, call).await
+        };
+        let result = match answer {
+            Ok(Err(e)) if is_timeout(&*e) => Error::L2Timeout {
+                cache: self.name.to_string(),
+                op,
+                after: self.l2_timeout,
+            },
             Ok(Ok(v)) => {
                 self.l2_up().await;
                 return Ok(v);
@@ -1283,6 +1307,12 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Inner<K, V> {
             tracing::warn!(cache = %self.name, "cache: more than {MAX_DIRTY} keys changed while L2 was down; L2 may serve stale copies of the others until they expire");
         }
     }
+}
+
+/// Whether an L2 error is the backend's own timeout (after [`L2::bound_calls`]).
+fn is_timeout(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.downcast_ref::<redis_client::Error>()
+        .is_some_and(redis_client::Error::is_timeout)
 }
 
 /// Whether an L2 error is a shadow refusal (no shadow target configured), not an outage.

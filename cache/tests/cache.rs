@@ -848,3 +848,84 @@ async fn a_lost_invalidation_connection_clears_l1() {
         );
     }
 }
+
+/// `l2-timeout` holds both ways: Redis enforces it through the client's own per-request
+/// deadline (its configured command timeout is a minute here), and a backend that cannot
+/// bound its calls gets a timer from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l2_timeout_bounds_every_l2_call() {
+    let redis = RedisServer::start();
+    let client = Client::builder()
+        .url(&redis.url())
+        .command_timeout(Duration::from_secs(60))
+        .metrics(&metrics())
+        .connect()
+        .await
+        .unwrap();
+    let strict = Cache::<u64, String>::builder("bounded")
+        .metrics(&metrics())
+        .strict(true)
+        .l2_timeout(Duration::from_millis(200))
+        .l2(RedisL2::new(client.clone()))
+        .build()
+        .unwrap();
+    redis.pause();
+    let e = live(strict.get(&1)).await.unwrap_err();
+    assert!(
+        matches!(e, cache::Error::L2Timeout { op: "get", .. }),
+        "{e:?}"
+    );
+    redis.resume();
+    // The client handle the cache was given keeps its own (one minute) timeout.
+    assert_eq!(client.timeout(), Some(Duration::from_secs(60)));
+
+    /// Never answers, and cannot bound its calls.
+    struct Stuck;
+    impl cache::L2 for Stuck {
+        fn get<'a>(
+            &'a self,
+            _: &'a [u8],
+        ) -> futures::future::BoxFuture<'a, Result<Option<bytes::Bytes>, cache::L2Error>> {
+            Box::pin(futures::future::pending())
+        }
+        fn get_many<'a>(
+            &'a self,
+            _: &'a [bytes::Bytes],
+        ) -> futures::future::BoxFuture<'a, Result<Vec<Option<bytes::Bytes>>, cache::L2Error>>
+        {
+            Box::pin(futures::future::pending())
+        }
+        fn set<'a>(
+            &'a self,
+            _: &'a [u8],
+            _: bytes::Bytes,
+            _: Duration,
+        ) -> futures::future::BoxFuture<'a, Result<(), cache::L2Error>> {
+            Box::pin(futures::future::pending())
+        }
+        fn delete<'a>(
+            &'a self,
+            _: &'a [bytes::Bytes],
+        ) -> futures::future::BoxFuture<'a, Result<(), cache::L2Error>> {
+            Box::pin(futures::future::pending())
+        }
+        fn invalidations(
+            &self,
+            _: &[u8],
+        ) -> Option<futures::stream::BoxStream<'static, cache::Invalidated>> {
+            None
+        }
+    }
+    let stuck = Cache::<u64, String>::builder("stuck")
+        .metrics(&metrics())
+        .strict(true)
+        .l2_timeout(Duration::from_millis(50))
+        .l2(Stuck)
+        .build()
+        .unwrap();
+    let e = live(stuck.get(&1)).await.unwrap_err();
+    assert!(
+        matches!(e, cache::Error::L2Timeout { op: "get", .. }),
+        "{e:?}"
+    );
+}

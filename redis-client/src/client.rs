@@ -52,6 +52,8 @@ use crate::{Error, Pipeline};
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
+    /// This handle's command timeout (`None`: none); see [`Client::with_timeout`].
+    timeout: Option<Duration>,
 }
 
 pub(crate) struct Inner {
@@ -189,6 +191,7 @@ impl ClientBuilder {
             Mode::Single(Arc::new(Pool::new(config.clone(), options)))
         };
         Ok(Client {
+            timeout: config.timeout(),
             inner: Arc::new(Inner {
                 config,
                 shadow,
@@ -212,6 +215,32 @@ impl ClientBuilder {
 }
 
 impl Client {
+    /// A handle to the same connections whose commands time out after `timeout` instead of
+    /// the configured `command-timeout` (zero: never). Cheap: the connections, metrics and
+    /// cluster map are shared; only this handle's deadline differs. Blocking commands and
+    /// pub/sub keep their own deadlines.
+    ///
+    /// A caller with a tighter budget than the client's (a cache's L2 lookup, a request
+    /// with its own deadline) uses this instead of wrapping each call in a timer: the
+    /// connection already tracks one deadline per request.
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            timeout: (!timeout.is_zero()).then_some(timeout),
+        }
+    }
+
+    /// This handle's command timeout (`None`: none).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The deadline of a command this handle starts now.
+    pub(crate) fn deadline(&self) -> Option<crate::conn::Deadline> {
+        self.timeout.map(crate::conn::Deadline::after)
+    }
+
     /// A builder with the defaults.
     pub fn builder() -> ClientBuilder {
         ClientBuilder {
@@ -458,10 +487,10 @@ impl Client {
         };
         match &self.inner.mode {
             Mode::Single(pool) => check(
-                pool.call(cmd.finish(), spec, retry, self.inner.config.deadline())
+                pool.call(cmd.finish(), spec, retry, self.deadline())
                     .await?,
             ),
-            Mode::Cluster(router) => check(router.query(cmd, spec, retry).await?),
+            Mode::Cluster(router) => check(router.query(cmd, spec, retry, self.deadline()).await?),
         }
     }
 
@@ -474,10 +503,10 @@ impl Client {
     ) -> Result<Frame, Error> {
         match &self.inner.mode {
             Mode::Single(pool) => check(
-                pool.call(cmd.finish(), spec, retry, self.inner.config.deadline())
+                pool.call(cmd.finish(), spec, retry, self.deadline())
                     .await?,
             ),
-            Mode::Cluster(router) => check(router.query(cmd, spec, retry).await?),
+            Mode::Cluster(router) => check(router.query(cmd, spec, retry, self.deadline()).await?),
         }
     }
 
@@ -494,7 +523,7 @@ impl Client {
         let retry = spec.is_some_and(|s| s.is_readonly());
         let cmd = self.route_learning(cmd).await?;
         let frame = pool
-            .call(cmd.finish(), spec, retry, self.inner.config.deadline())
+            .call(cmd.finish(), spec, retry, self.deadline())
             .await?;
         T::from_reply(check(frame)?)
     }
@@ -518,8 +547,7 @@ impl Client {
         replies: u32,
         retry: bool,
     ) -> Result<Vec<Frame>, Error> {
-        pool.call_many(data, replies, retry, self.inner.config.deadline())
-            .await
+        pool.call_many(data, replies, retry, self.deadline()).await
     }
 
     /// A new pipeline: commands sent together, replies returned together. In cluster mode

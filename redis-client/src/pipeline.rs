@@ -234,15 +234,18 @@ impl Pipeline {
         let retry = !self.atomic && self.readonly;
         if let (Mode::Cluster(router), None) = (&self.client.inner.mode, &self.conn) {
             return if self.atomic {
-                router.transaction(cmds).await
+                router.transaction(cmds, self.client.deadline()).await
             } else {
-                router.pipeline(cmds, retry).await.map(Some)
+                router
+                    .pipeline(cmds, retry, self.client.deadline())
+                    .await
+                    .map(Some)
             };
         }
         let (data, replies) = encode(&cmds, self.atomic);
         let frames = match (&self.conn, &self.client.inner.mode) {
             (Some(conn), _) => {
-                let deadline = self.client.inner.config.deadline();
+                let deadline = self.client.deadline();
                 match conn.request(data, replies, retry, deadline).await? {
                     Reply::Many(f) => f,
                     Reply::One(f) => vec![f],

@@ -4,6 +4,7 @@
 mod groups;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use redis_client::cmds;
 use redis_client::resp::Frame;
@@ -625,4 +626,55 @@ async fn shadow_traffic_routes_by_the_shadow_keys_slot() {
     }
     assert_eq!(nodes.len(), 3, "the shadow keys span every primary");
     assert_eq!(c.cluster_stats().unwrap().moved, 0);
+}
+
+/// In cluster mode too, a `with_timeout` handle times out on its own while the original
+/// handle's commands wait for the stalled node and then get their replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_with_its_own_timeout_times_out_alone_in_a_cluster() {
+    let cluster = RedisCluster::start();
+    let long = Client::builder()
+        .config(ClientConfig {
+            cluster: true,
+            urls: seeds(&cluster),
+            command_timeout: Duration::from_secs(60),
+            ..ClientConfig::default()
+        })
+        .metrics(&jupiter_core::Metrics::new())
+        .connect()
+        .await
+        .unwrap();
+    let short = long.with_timeout(Duration::from_millis(100));
+    long.set("{t}k", "v").await.unwrap();
+    for n in cluster.nodes() {
+        n.pause();
+    }
+    let waiting = {
+        let long = long.clone();
+        tokio::spawn(async move { long.get::<String>("{t}k").await })
+    };
+    let e = tokio::time::timeout(Duration::from_secs(30), short.get::<String>("{t}k"))
+        .await
+        .expect("resolves")
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    let mut p = short.pipeline();
+    p.add(cmds::get("{t}k")).add(cmds::get("{t}k"));
+    let e = tokio::time::timeout(Duration::from_secs(30), p.query::<(String, String)>())
+        .await
+        .expect("resolves")
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    assert!(
+        !waiting.is_finished(),
+        "the original handle keeps its 60 s deadline"
+    );
+    for n in cluster.nodes() {
+        n.resume();
+    }
+    let v = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("resolves")
+        .unwrap();
+    assert_eq!(v.unwrap(), "v");
 }

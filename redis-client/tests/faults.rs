@@ -642,3 +642,49 @@ async fn reads_are_resent_after_a_broken_connection_and_writes_never_are() {
     assert!(!arm.load(Ordering::SeqCst), "the fault was injected");
     assert_eq!(strict.get::<String>("dropme:value").await.unwrap(), "v");
 }
+
+/// `with_timeout` gives a handle its own deadline over the same connections: against a
+/// stalled server its commands (and pipelines) time out while the original handle's, with
+/// the long configured timeout, are still waiting, and then get their replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_with_its_own_timeout_times_out_alone() {
+    let redis = RedisServer::start();
+    let mut c = config(&redis.url());
+    c.command_timeout = Duration::from_secs(60);
+    // One connection: both handles' requests share its FIFO and its one timer.
+    c.pool_size = Some(1);
+    let long = connect(c).await;
+    let short = long.with_timeout(Duration::from_millis(100));
+    assert_eq!(short.timeout(), Some(Duration::from_millis(100)));
+    assert_eq!(long.timeout(), Some(Duration::from_secs(60)));
+    assert_eq!(long.with_timeout(Duration::ZERO).timeout(), None);
+    long.set("k", "v").await.unwrap();
+    redis.pause();
+    let waiting = {
+        let long = long.clone();
+        tokio::spawn(async move { long.get::<String>("k").await })
+    };
+    let e = tokio::time::timeout(HANG, short.get::<String>("k"))
+        .await
+        .expect("resolves")
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    let mut p = short.pipeline();
+    p.add(cmds::get("k")).add(cmds::get("k"));
+    let e = tokio::time::timeout(HANG, p.query::<(String, String)>())
+        .await
+        .expect("resolves")
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    assert!(
+        !waiting.is_finished(),
+        "the original handle keeps its own (60 s) deadline"
+    );
+    redis.resume();
+    let v = tokio::time::timeout(HANG, waiting)
+        .await
+        .expect("resolves")
+        .unwrap();
+    assert_eq!(v.unwrap(), "v");
+    assert_eq!(short.get::<String>("k").await.unwrap(), "v");
+}

@@ -54,6 +54,12 @@ fn channel(prefix: &[u8]) -> Bytes {
 }
 
 impl L2 for RedisL2 {
+    fn bound_calls(&mut self, timeout: Duration) -> bool {
+        // The connections already track one deadline per request.
+        self.client = self.client.with_timeout(timeout);
+        true
+    }
+
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Bytes>, L2Error>> {
         Box::pin(async move { Ok(self.client.get::<Option<Bytes>>(key).await?) })
     }

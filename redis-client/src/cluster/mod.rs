@@ -492,8 +492,8 @@ impl Router {
         cmd: Cmd,
         spec: Option<&'static Spec>,
         retry: bool,
+        deadline: Option<Deadline>,
     ) -> Result<Frame, Error> {
-        let deadline = self.shared.base.deadline();
         let read = spec.is_some_and(|s| s.is_readonly());
         match classify(&cmd, spec)? {
             Target::Slot(slot) => {
@@ -863,8 +863,8 @@ impl Router {
         &self,
         cmds: Vec<(Bytes, Option<u16>)>,
         retry: bool,
+        deadline: Option<Deadline>,
     ) -> Result<Vec<Frame>, Error> {
-        let deadline = self.shared.base.deadline();
         self.wait_known(deadline).await?;
         let mut results: Vec<Frame> = vec![Frame::Null; cmds.len()];
         // Per command still to send: where, when redirected (and whether after ASKING).
@@ -973,8 +973,8 @@ impl Router {
     pub(crate) async fn transaction(
         &self,
         cmds: Vec<(Bytes, Option<u16>)>,
+        deadline: Option<Deadline>,
     ) -> Result<Option<Vec<Frame>>, Error> {
-        let deadline = self.shared.base.deadline();
         let slot = cmds.iter().find_map(|(_, s)| *s);
         let (body, _) = crate::pipeline::encode(&cmds, true);
         let count = cmds.len() as u32;

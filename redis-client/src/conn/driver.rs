@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use super::{Deadline, Reply, ReplyTx, Request, expire_queue};
+use super::{Deadline, Reply, ReplyTx, Request, earliest, expire_queue};
 use crate::resp::{Decoder, Frame};
 
 /// Requests up to this size are copied into the shared write buffer; larger ones are written
@@ -148,35 +148,33 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
         self.timer_at = None;
         let now = Instant::now();
         let mut next = None;
-        // Deadlines follow FIFO order (one timeout per connection): stop at the first live one.
+        // Deadlines are not in FIFO order (a handle with its own timeout shares the
+        // connection): every request awaiting replies is looked at. This runs when the
+        // earliest deadline passes, not per request.
         for f in self.in_flight.iter_mut() {
-            match f.deadline {
-                Some(d) if f.tx.is_some() => {
-                    if d.at > now {
-                        next = Some(d.at);
-                        break;
-                    }
-                    if let Some(tx) = f.tx.take() {
-                        let _ = tx.send(Err(d.error()));
-                    }
+            if let (Some(d), Some(_)) = (f.deadline, &f.tx) {
+                if d.at > now {
+                    next = earliest(next, Some(d.at));
+                } else if let Some(tx) = f.tx.take() {
+                    let _ = tx.send(Err(d.error()));
                 }
-                _ => {}
             }
         }
-        // Requests the bounds keep out of the FIFO: expired ones at the head of the queue are
-        // answered, so a stalled server never holds a caller past its deadline.
+        // Requests the bounds keep out of the FIFO are answered too, so a stalled server
+        // never holds a caller past its deadline; up to the hold capacity of them are taken
+        // from the channel to be watched.
         let mut queued = expire_queue(self.pending, now);
-        if queued.is_none() && !self.rx_closed {
-            while let Poll::Ready(Some(req)) = self.rx.poll_recv(cx) {
-                match req.deadline {
-                    Some(d) if d.at <= now => {
-                        let _ = req.tx.send(Err(d.error()));
-                    }
-                    d => {
-                        queued = d.map(|d| d.at);
-                        self.pending.push_back(req);
-                        break;
-                    }
+        while !self.rx_closed && self.pending.len() < self.hold_capacity {
+            let Poll::Ready(Some(req)) = self.rx.poll_recv(cx) else {
+                break;
+            };
+            match req.deadline {
+                Some(d) if d.at <= now => {
+                    let _ = req.tx.send(Err(d.error()));
+                }
+                d => {
+                    queued = earliest(queued, d.map(|d| d.at));
+                    self.pending.push_back(req);
                 }
             }
         }
@@ -210,9 +208,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
             };
             self.chunks.push_back(data);
         }
-        if let Some(d) = req.deadline
-            && self.timer_at.is_none()
-        {
+        // One comparison when the timer is armed earlier already (the common case: most
+        // requests share the connection's timeout); a handle with its own, shorter timeout
+        // moves it earlier.
+        if let Some(d) = req.deadline {
             self.arm(d.at);
         }
         self.in_flight.push_back(InFlight {

@@ -86,23 +86,36 @@ pub(crate) enum ConnEvent<'a> {
 /// Where connections report [`ConnEvent`]s: called on the owner task, so it must not block.
 pub(crate) type Events = Arc<dyn Fn(ConnEvent<'_>) + Send + Sync>;
 
-/// Answers `Timeout` to the expired requests at the front of `queue` (deadlines are in FIFO
-/// order: one timeout per connection). Returns the next deadline there, if any.
+/// Answers `Timeout` to the expired requests in `queue` and drops those whose caller left.
+/// Returns the earliest deadline left, if any. Deadlines are not in queue order (handles
+/// with their own timeout share connections), so the whole queue is looked at: this runs
+/// when a deadline passes, not per request.
 pub(crate) fn expire_queue(queue: &mut VecDeque<Request>, now: Instant) -> Option<Instant> {
-    while let Some(front) = queue.front() {
-        match front.deadline {
+    let mut next: Option<Instant> = None;
+    for _ in 0..queue.len() {
+        let req = queue.pop_front().expect("counted");
+        if req.tx.is_closed() {
+            continue;
+        }
+        match req.deadline {
             Some(d) if d.at <= now => {
-                let req = queue.pop_front().expect("front exists");
                 let _ = req.tx.send(Err(d.error()));
             }
-            Some(d) => return Some(d.at),
-            None if front.tx.is_closed() => {
-                queue.pop_front();
+            d => {
+                next = earliest(next, d.map(|d| d.at));
+                queue.push_back(req);
             }
-            None => return None,
         }
     }
-    None
+    next
+}
+
+/// The earlier of two optional instants.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A handle to one multiplexed connection's owner task. Cheap to clone.
@@ -362,8 +375,8 @@ async fn wait_queued<F: std::future::Future>(
 ) -> Option<F::Output> {
     tokio::pin!(fut);
     let mut rx_done = false;
+    let mut next = expire_queue(pending, Instant::now());
     loop {
-        let next = expire_queue(pending, Instant::now());
         let tick = async move {
             match next {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -373,11 +386,14 @@ async fn wait_queued<F: std::future::Future>(
         tokio::select! {
             out = &mut fut => return Some(out),
             req = rx.recv(), if !rx_done && pending.len() < capacity => match req {
-                Some(req) => pending.push_back(req),
+                Some(req) => {
+                    next = earliest(next, req.deadline.map(|d| d.at));
+                    pending.push_back(req);
+                }
                 None if pending.is_empty() => return None,
                 None => rx_done = true,
             },
-            () = tick => {}
+            () = tick => next = expire_queue(pending, Instant::now()),
         }
     }
 }
