@@ -36,6 +36,17 @@ async fn redis_client(redis: &RedisServer, tracking: bool) -> Client {
     b.connect().await.unwrap()
 }
 
+/// A client without tracking or shadow prefix, with `timeout` as its command timeout.
+async fn timed_client(redis: &RedisServer, timeout: Duration) -> Client {
+    Client::builder()
+        .url(&redis.url())
+        .command_timeout(timeout)
+        .metrics(&metrics())
+        .connect()
+        .await
+        .unwrap()
+}
+
 fn counting<V: Clone + Send + 'static>(
     calls: &Arc<AtomicUsize>,
     value: V,
@@ -320,13 +331,7 @@ async fn ttl_jitter_spreads_expiry_inside_the_configured_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_degrades_to_l1_and_the_loader_and_recovers() {
     let redis = RedisServer::start();
-    let client = Client::builder()
-        .url(&redis.url())
-        .command_timeout(Duration::from_secs(2))
-        .metrics(&metrics())
-        .connect()
-        .await
-        .unwrap();
+    let client = timed_client(&redis, Duration::from_secs(2)).await;
     let cache = Cache::<u64, String>::builder("outage")
         .metrics(&metrics())
         .l2_timeout(Duration::from_millis(200))
@@ -705,13 +710,7 @@ async fn redis_cluster_as_l2_with_tracking() {
 #[tokio::test]
 async fn strict_mode_surfaces_an_l2_outage_to_every_caller() {
     let redis = RedisServer::start();
-    let client = Client::builder()
-        .url(&redis.url())
-        .command_timeout(Duration::from_secs(2))
-        .metrics(&metrics())
-        .connect()
-        .await
-        .unwrap();
+    let client = timed_client(&redis, Duration::from_secs(2)).await;
     let cache = Cache::<u64, String>::builder("strict")
         .metrics(&metrics())
         .strict(true)
@@ -855,13 +854,7 @@ async fn a_lost_invalidation_connection_clears_l1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l2_timeout_bounds_every_l2_call() {
     let redis = RedisServer::start();
-    let client = Client::builder()
-        .url(&redis.url())
-        .command_timeout(Duration::from_secs(60))
-        .metrics(&metrics())
-        .connect()
-        .await
-        .unwrap();
+    let client = timed_client(&redis, Duration::from_secs(60)).await;
     let strict = Cache::<u64, String>::builder("bounded")
         .metrics(&metrics())
         .strict(true)

@@ -485,13 +485,7 @@ impl Client {
             Routed::Ready(cmd) => cmd,
             Routed::Learn(cmd) => Box::pin(self.route_learning(cmd)).await?,
         };
-        match &self.inner.mode {
-            Mode::Single(pool) => check(
-                pool.call(cmd.finish(), spec, retry, self.deadline())
-                    .await?,
-            ),
-            Mode::Cluster(router) => check(router.query(cmd, spec, retry, self.deadline()).await?),
-        }
+        self.send(cmd, spec, retry).await
     }
 
     /// Sends a routed command to where it must go and checks the reply.

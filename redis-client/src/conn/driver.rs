@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use super::{Deadline, Reply, ReplyTx, Request, earliest, expire_queue};
+use super::{Deadline, Reply, ReplyTx, Request, earliest, expire_queue, keep_unless_expired};
 use crate::resp::{Decoder, Frame};
 
 /// Requests up to this size are copied into the shared write buffer; larger ones are written
@@ -168,15 +168,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
             let Poll::Ready(Some(req)) = self.rx.poll_recv(cx) else {
                 break;
             };
-            match req.deadline {
-                Some(d) if d.at <= now => {
-                    let _ = req.tx.send(Err(d.error()));
-                }
-                d => {
-                    queued = earliest(queued, d.map(|d| d.at));
-                    self.pending.push_back(req);
-                }
-            }
+            queued = earliest(queued, keep_unless_expired(self.pending, req, now));
         }
         for at in [next, queued].into_iter().flatten() {
             self.arm(at);

@@ -94,20 +94,30 @@ pub(crate) fn expire_queue(queue: &mut VecDeque<Request>, now: Instant) -> Optio
     let mut next: Option<Instant> = None;
     for _ in 0..queue.len() {
         let req = queue.pop_front().expect("counted");
-        if req.tx.is_closed() {
-            continue;
-        }
-        match req.deadline {
-            Some(d) if d.at <= now => {
-                let _ = req.tx.send(Err(d.error()));
-            }
-            d => {
-                next = earliest(next, d.map(|d| d.at));
-                queue.push_back(req);
-            }
+        if !req.tx.is_closed() {
+            next = earliest(next, keep_unless_expired(queue, req, now));
         }
     }
     next
+}
+
+/// Puts `req` at the back of `queue`, unless its deadline has passed: then it is answered
+/// `Timeout`. Returns the deadline it waits under there.
+pub(crate) fn keep_unless_expired(
+    queue: &mut VecDeque<Request>,
+    req: Request,
+    now: Instant,
+) -> Option<Instant> {
+    match req.deadline {
+        Some(d) if d.at <= now => {
+            let _ = req.tx.send(Err(d.error()));
+            None
+        }
+        d => {
+            queue.push_back(req);
+            d.map(|d| d.at)
+        }
+    }
 }
 
 /// The earlier of two optional instants.
