@@ -129,11 +129,64 @@ fn bad_config_exits_2_naming_the_position() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.starts_with(&format!(
-            "jupiter: {}:2:1: governance.addr: invalid socket address syntax",
+            "jupiter: error: {}:2:1: governance.addr: invalid socket address syntax",
             cfg.path().display()
         )),
         "{stderr}"
     );
     let out = Command::new(BIN).arg("bogus").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unrecognized subcommand 'bogus'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_prints_the_cause_under_the_error() {
+    let out = Command::new(BIN)
+        .args(["check", "/nonexistent/jupiter.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "jupiter: error: /nonexistent/jupiter.toml: cannot read config file\n  caused by: "
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_into_a_closed_pipe_is_not_a_panic() {
+    // The reading end is closed before the program starts: its first write fails with EPIPE
+    // (`jupiter check … | head -0`). That is the reader's choice, not an error.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let cfg = write_config("");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(cfg.path())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn help_is_not_an_error() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for command in ["demo", "serve", "check", "--config <FILE>", "Exit codes"] {
+        assert!(
+            stdout.contains(command),
+            "{command} missing from --help: {stdout}"
+        );
+    }
 }

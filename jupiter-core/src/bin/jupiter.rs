@@ -9,73 +9,62 @@ use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use clap::{Parser, Subcommand};
 use jupiter_core::app::{App, component_fn};
+use jupiter_core::cli;
 use jupiter_core::config::Config;
 use jupiter_core::logging::{self, LogConfig};
 use jupiter_core::metrics::{Code, Metrics};
 use jupiter_core::registry::{self, RegistryConfig, ServiceInfo, ServiceKind, ServiceRegistrar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const USAGE: &str = "\
-usage: jupiter <command> [--config FILE]
-
-commands:
-  demo            start the service shell on embedded defaults (governance on a free loopback
-                  port), check its own /health/ready, /metrics and /config, then shut down
-                  gracefully
-  serve           run until SIGINT or SIGTERM
-  check FILE      validate a configuration file and print the effective configuration
-
-options:
-  --config FILE   TOML configuration layered over the embedded defaults
-                  (environment overrides: JUPITER_SECTION__KEY=value)
-
-exit codes: 0 success, 1 runtime failure, 2 usage or configuration error";
+/// Prints a line of the demo's report; a reader that went away (`| head`) ends the output,
+/// not the demo.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = cli::write_stdout(&format!("{}\n", format_args!($($arg)*)));
+    }};
+}
 
 /// The commented template, embedded as the lowest layer.
 const DEFAULTS: &str = include_str!("../../config.example.toml");
 
-enum Command {
-    Demo,
-    Serve,
-    Check(PathBuf),
+/// Runs a Jupiter service shell (config, logging, governance, lifecycle) and checks
+/// configuration files.
+///
+/// Configuration is layered: the embedded defaults (`config.example.toml`), then `--config
+/// FILE`, then environment overrides (`JUPITER_SECTION__KEY=value`).
+///
+/// Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+#[derive(Debug, Parser)]
+#[command(name = "jupiter", version, after_help = "Start with: jupiter demo")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// TOML configuration layered over the embedded defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
-fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
-    let mut args = std::env::args_os().skip(1);
-    let mut command = None;
-    let mut config = None;
-    while let Some(arg) = args.next() {
-        match arg.to_str() {
-            Some("--config") => {
-                config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?))
-            }
-            Some("-h" | "--help") => return Err(String::new()),
-            Some("demo") if command.is_none() => command = Some(Command::Demo),
-            Some("serve") if command.is_none() => command = Some(Command::Serve),
-            Some("check") if command.is_none() => {
-                command = Some(Command::Check(PathBuf::from(
-                    args.next().ok_or("check needs a file")?,
-                )));
-            }
-            _ => return Err(format!("unexpected argument {:?}", arg)),
-        }
-    }
-    Ok((command.ok_or("missing command")?, config))
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the service shell on embedded defaults (governance on a free loopback port),
+    /// check its own /health/ready, /metrics and /config, then shut down gracefully.
+    Demo,
+    /// Run until SIGINT or SIGTERM.
+    Serve,
+    /// Validate a configuration file and print the effective configuration.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
-    let (command, file) = match parse_args() {
-        Ok(parsed) => parsed,
-        Err(msg) if msg.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("jupiter: {msg}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let Cli {
+        command,
+        config: file,
+    } = Cli::parse();
     let mut builder = Config::builder().toml("<embedded defaults>", DEFAULTS);
     if matches!(command, Command::Demo) {
         builder = builder.toml(
@@ -84,7 +73,7 @@ fn main() -> ExitCode {
         );
     }
     let file = match &command {
-        Command::Check(f) => Some(f.clone()),
+        Command::Check { file } => Some(file.clone()),
         _ => file,
     };
     if let Some(f) = &file {
@@ -97,9 +86,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Check(_) = command {
-        println!("{:#}", config.effective(true));
-        return ExitCode::SUCCESS;
+    if let Command::Check { .. } = command {
+        return match cli::write_stdout(&format!("{:#}\n", config.effective(true))) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                cli::print_error("jupiter", &e);
+                ExitCode::from(1)
+            }
+        };
     }
     let log_config: LogConfig = match config.get("log") {
         Ok(l) => l,
@@ -114,7 +108,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("jupiter: cannot start the runtime: {e}");
+            cli::print_error("jupiter", &e);
             return ExitCode::from(1);
         }
     };
@@ -141,14 +135,8 @@ fn validate(config: &Config) -> Result<(), jupiter_core::Error> {
     Ok(())
 }
 
-fn print_error(e: &dyn std::error::Error) {
-    let mut msg = format!("jupiter: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    eprintln!("{msg}");
+fn print_error(e: &(dyn std::error::Error + 'static)) {
+    cli::print_error("jupiter", e);
 }
 
 async fn run(
@@ -175,7 +163,7 @@ async fn run(
         .build()
         .with_governance(|g| g.log(&log).registry(registry.clone()))
         .on_governance_bound(move |addr| {
-            println!("governance listening on http://{addr}");
+            say!("governance listening on http://{addr}");
             let _ = bound.set(addr);
             let _ = addr_tx.send(addr);
         });
@@ -215,16 +203,16 @@ async fn run(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        println!("GET /health/ready -> {status}");
+        say!("GET /health/ready -> {status}");
         for path in ["/health/live", "/metrics", "/config"] {
             let (status, body) = http_get(addr, path).await?;
-            println!("GET {path} -> {status} ({} bytes)", body.len());
+            say!("GET {path} -> {status} ({} bytes)", body.len());
             if path == "/metrics" {
                 for line in body
                     .lines()
                     .filter(|l| l.starts_with("server_handle_total"))
                 {
-                    println!("  {line}");
+                    say!("  {line}");
                 }
             }
             if status != 200 {
@@ -242,7 +230,7 @@ async fn run(
     ran?;
     match checked {
         Ok(()) => {
-            println!("demo: all governance endpoints answered; shut down cleanly");
+            say!("demo: all governance endpoints answered; shut down cleanly");
             Ok(())
         }
         Err(msg) => Err(jupiter_core::Error::Io {
