@@ -23,6 +23,7 @@
 //! a target could not be set up, or Ctrl-C; the report is still written after Ctrl-C).
 
 pub mod http1;
+mod protocol;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -2,20 +2,16 @@
 //! collect once a second, stop gracefully, and hand the figures to the report.
 
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use jupiter_core::shadow::{ACK_HEADER, ShadowContext};
+use jupiter_core::shadow::ShadowContext;
 use tokio_util::sync::CancellationToken;
 
-use crate::http1::{self, Endpoint, HttpError, Pool};
+use crate::protocol::{Scratch, Shadow, TargetClient};
 use crate::report::Report;
-use crate::scenario::{Action, Executor, Flow, ObjstoreOp, Plan, Stage, Step, TargetKind};
+use crate::scenario::{Executor, Flow, Plan, Stage, Step};
 use crate::stats::{Collected, ErrorKind, Point, Recorder};
 use crate::template::Vars;
 
@@ -50,95 +46,16 @@ pub enum RunError {
     Target(String, String),
 }
 
-/// A live HTTP/2 target: a few multiplexed connections.
-struct H2 {
-    endpoint: Endpoint,
-    addr: Option<SocketAddr>,
-    conns: Vec<ArcSwapOption<hyper::client::conn::http2::SendRequest<Full<Bytes>>>>,
-    connecting: tokio::sync::Mutex<()>,
-    timeout: Duration,
-}
-
-impl H2 {
-    async fn sender(
-        &self,
-        i: usize,
-    ) -> Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>, HttpError> {
-        let slot = &self.conns[i % self.conns.len()];
-        if let Some(s) = slot.load_full()
-            && !s.is_closed()
-        {
-            return Ok((*s).clone());
-        }
-        let _g = self.connecting.lock().await;
-        if let Some(s) = slot.load_full()
-            && !s.is_closed()
-        {
-            return Ok((*s).clone());
-        }
-        let addr = self.addr.ok_or_else(|| {
-            HttpError::Connect(std::io::Error::other(format!(
-                "{} does not resolve",
-                self.endpoint.host
-            )))
-        })?;
-        let tcp = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| HttpError::Connect(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(HttpError::Connect)?;
-        let _ = tcp.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .map_err(|e| HttpError::Protocol(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        slot.store(Some(Arc::new(send.clone())));
-        Ok(send)
-    }
-}
-
-// One per target, made once: the size of the variants does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Client {
-    H1 {
-        endpoint: Endpoint,
-        pool: Option<Pool>,
-    },
-    H2(Box<H2>),
-    Objstore(objstore::client::Client),
-    Redis(redis_client::Client),
-}
-
-/// An in-process objstore: stops when dropped.
-struct Embedded {
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
 struct Shared {
     plan: Plan,
-    clients: Vec<Client>,
+    /// One per target, in the plan's order.
+    clients: Vec<TargetClient>,
     recorder: Recorder,
     /// First global step index of each scenario.
     step_base: Vec<usize>,
-    /// Shadow context for every request (when `[run] shadow`).
-    shadow: Option<ShadowContext>,
-    /// The same as HTTP/1.1 header lines.
-    shadow_headers: Vec<(String, Vec<u8>)>,
+    /// How every request is tagged as shadow traffic.
+    shadow: Shadow,
     cancel: CancellationToken,
-}
-
-/// A worker's reused buffers.
-#[derive(Default)]
-struct Scratch {
-    path: Vec<u8>,
-    req: Vec<u8>,
-    body: Vec<u8>,
-    headers: Vec<Vec<u8>>,
-    resp: http1::Response,
 }
 
 /// Runs `plan`; returns the report (always, also when stopped early) and how the run ended.
@@ -152,7 +69,7 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
     let progress = options
         .progress
         .unwrap_or_else(|| std::io::stderr().is_terminal());
-    let (clients, _embedded) = connect_targets(&plan).await?;
+    let clients = connect_targets(&plan).await?;
     let shadow = plan.run.shadow.then(|| {
         let ctx = ShadowContext::new();
         match &plan.run.run_id {
@@ -160,17 +77,10 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
             None => ctx,
         }
     });
-    let mut shadow_headers = Vec::new();
-    if let Some(ctx) = &shadow {
-        let mut h = http::HeaderMap::new();
-        ctx.inject(&mut h);
-        for (k, v) in &h {
-            shadow_headers.push((k.as_str().to_owned(), v.as_bytes().to_vec()));
-        }
-    }
     if let Some(ctx) = &shadow {
         probe(&plan, &clients, ctx).await?;
     }
+    let shadow = Shadow::new(shadow);
     let mut step_base = Vec::new();
     let mut steps = 0;
     for s in &plan.scenarios {
@@ -186,7 +96,6 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
         clients,
         step_base,
         shadow,
-        shadow_headers,
         cancel: cancel.clone(),
         plan,
     });
@@ -289,95 +198,9 @@ fn progress_line(p: &Point, t: f64) {
     );
 }
 
-async fn connect_targets(plan: &Plan) -> Result<(Vec<Client>, Vec<Embedded>), RunError> {
-    let mut clients = Vec::new();
-    let mut embedded = Vec::new();
-    for t in &plan.targets {
-        let s = &t.spec;
-        let err = |m: String| RunError::Target(t.name.clone(), m);
-        let client = match s.kind {
-            TargetKind::Http => {
-                let endpoint =
-                    Endpoint::parse(s.url.as_deref().unwrap_or_default()).map_err(err)?;
-                // A name that does not resolve is counted as connect errors, like a refused
-                // connection: the run goes on and the thresholds decide.
-                let addr = endpoint.resolve().await.ok();
-                if s.http2 {
-                    let n = s.connections.unwrap_or(4);
-                    Client::H2(Box::new(H2 {
-                        endpoint,
-                        addr,
-                        conns: (0..n).map(|_| ArcSwapOption::empty()).collect(),
-                        connecting: tokio::sync::Mutex::new(()),
-                        timeout: plan.run.timeout,
-                    }))
-                } else {
-                    let max = s.connections.unwrap_or(1024);
-                    Client::H1 {
-                        pool: addr.map(|a| Pool::new(a, max, plan.run.timeout)),
-                        endpoint,
-                    }
-                }
-            }
-            TargetKind::Objstore => {
-                let addr = match s.url.clone() {
-                    Some(a) => a,
-                    None => {
-                        let (addr, e) = start_embedded().await.map_err(err)?;
-                        embedded.push(e);
-                        addr
-                    }
-                };
-                let config = objstore::client::ClientConfig {
-                    timeout: plan.run.timeout,
-                    read_attempts: 1,
-                    token: s.token.clone(),
-                    tls: None,
-                };
-                Client::Objstore(
-                    objstore::client::Client::connect_lazy(&addr, config)
-                        .map_err(|e| err(e.to_string()))?,
-                )
-            }
-            TargetKind::Redis => {
-                let mut b = redis_client::Client::builder()
-                    .url(s.url.as_deref().unwrap_or_default())
-                    .name(&t.name)
-                    .pool_size(s.connections.unwrap_or(4))
-                    .command_timeout(plan.run.timeout);
-                if let Some(p) = &s.shadow_prefix {
-                    b = b.shadow_prefix(p);
-                }
-                Client::Redis(b.build().map_err(|e| err(e.to_string()))?)
-            }
-        };
-        clients.push(client);
-    }
-    Ok((clients, embedded))
-}
-
-/// Starts an objstore on a free loopback port in this process.
-async fn start_embedded() -> Result<(String, Embedded), String> {
-    use jupiter_core::shadow::{ShadowLayer, ShadowMode, ShadowSwitch};
-    let metrics = jupiter_core::metrics::Metrics::new();
-    let engine = objstore::engine::Engine::new(objstore::engine::EngineConfig::default());
-    engine.spawn_maintenance();
-    let service = objstore::server::Service::new(engine, Default::default(), &metrics);
-    let shadow = ShadowLayer::new("objstore", ShadowSwitch::new(ShadowMode::On), &metrics);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("cannot start the embedded objstore: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(objstore::server::serve(service, listener, shadow, async {
-        let _ = rx.await;
-    }));
-    Ok((addr.to_string(), Embedded { _stop: tx }))
-}
-
 /// Every live target a scenario uses must acknowledge shadow traffic.
-async fn probe(plan: &Plan, clients: &[Client], ctx: &ShadowContext) -> Result<(), RunError> {
-    for (i, t) in plan.targets.iter().enumerate() {
+async fn probe(plan: &Plan, clients: &[TargetClient], ctx: &ShadowContext) -> Result<(), RunError> {
+    for (i, (t, client)) in plan.targets.iter().zip(clients).enumerate() {
         let used = plan
             .scenarios
             .iter()
@@ -385,96 +208,32 @@ async fn probe(plan: &Plan, clients: &[Client], ctx: &ShadowContext) -> Result<(
         if !used || !t.spec.live {
             continue;
         }
-        let fail = |why: String| {
-            RunError::Probe(format!(
+        if let Err(f) = client.probe(t, ctx, plan.run.timeout).await {
+            let why = match &f.source {
+                Some(e) => format!("{} ({e})", f.reason),
+                None => f.reason,
+            };
+            return Err(RunError::Probe(format!(
                 "target {:?} {why}; refusing to send shadow traffic to a live target that may \
                  not keep it apart. Fix the target, or set live = false on it if it holds no \
                  live data, or [run] shadow = false",
                 t.name
-            ))
-        };
-        match &clients[i] {
-            Client::H1 { endpoint, pool } => {
-                let pool = pool
-                    .as_ref()
-                    .ok_or_else(|| fail(format!("({}) does not resolve", endpoint.host)))?;
-                let mut req = Vec::new();
-                let headers: Vec<(String, Vec<u8>)> = {
-                    let mut h = http::HeaderMap::new();
-                    ctx.inject(&mut h);
-                    h.iter()
-                        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-                        .collect()
-                };
-                http1::encode(
-                    &mut req,
-                    &http::Method::GET,
-                    t.spec.probe.as_bytes(),
-                    &endpoint.authority,
-                    headers.iter().map(|(k, v)| (k.as_str(), &v[..])),
-                    None,
-                );
-                let mut out = http1::Response::default();
-                tokio::time::timeout(
-                    plan.run.timeout,
-                    pool.send(
-                        &req,
-                        false,
-                        &[(ACK_HEADER.to_owned(), String::new())],
-                        false,
-                        &mut out,
-                    ),
-                )
-                .await
-                .map_err(|_| fail("did not answer the probe in time".into()))?
-                .map_err(|e| fail(format!("did not answer the probe ({e})")))?;
-                if out.headers.is_empty() {
-                    return Err(fail(format!(
-                        "answered GET {} without the {ACK_HEADER} header",
-                        t.spec.probe
-                    )));
-                }
-            }
-            Client::H2(h2) => {
-                let mut send = h2
-                    .sender(0)
-                    .await
-                    .map_err(|e| fail(format!("did not answer the probe ({e})")))?;
-                let mut req = http::Request::builder()
-                    .uri(format!("http://{}{}", h2.endpoint.authority, t.spec.probe))
-                    .body(Full::new(Bytes::new()))
-                    .map_err(|e| fail(e.to_string()))?;
-                ctx.inject(req.headers_mut());
-                let resp = send
-                    .send_request(req)
-                    .await
-                    .map_err(|e| fail(format!("did not answer the probe ({e})")))?;
-                if !resp.headers().contains_key(ACK_HEADER) {
-                    return Err(fail(format!(
-                        "answered GET {} without the {ACK_HEADER} header",
-                        t.spec.probe
-                    )));
-                }
-            }
-            Client::Objstore(c) => {
-                let acked = c
-                    .probe_shadow(b"loadtest-probe")
-                    .await
-                    .map_err(|e| fail(format!("did not answer the probe ({e})")))?;
-                if !acked {
-                    return Err(fail("answered without the shadow acknowledgement".into()));
-                }
-            }
-            Client::Redis(_) => {
-                if t.spec.shadow_prefix.is_none() {
-                    return Err(fail(
-                        "has no shadow-prefix, so shadow writes would be refused".into(),
-                    ));
-                }
-            }
+            )));
         }
     }
     Ok(())
+}
+
+/// Sets up every target's client, in the plan's order.
+async fn connect_targets(plan: &Plan) -> Result<Vec<TargetClient>, RunError> {
+    let mut clients = Vec::with_capacity(plan.targets.len());
+    for t in &plan.targets {
+        let client = TargetClient::connect(t, &plan.run)
+            .await
+            .map_err(|e| RunError::Target(t.name.clone(), e.to_string()))?;
+        clients.push(client);
+    }
+    Ok(clients)
 }
 
 /// Arrival times of an open model: the `i`-th arrival's offset from the start.
@@ -753,257 +512,24 @@ async fn run_step(
     scratch: &mut Scratch,
 ) {
     let step = &shared.plan.scenarios[scenario].steps[j];
+    let client = &shared.clients[step.target];
     let begin = Instant::now();
-    scratch.resp.sent = None;
+    scratch.begin();
     let result = tokio::time::timeout(
         shared.plan.run.timeout,
-        ShadowContext::scope(shared.shadow.clone(), execute(shared, step, vars, scratch)),
+        ShadowContext::scope(
+            shared.shadow.context.clone(),
+            client.execute(step, vars, &shared.shadow, scratch),
+        ),
     )
     .await;
     let error = result.unwrap_or(Some(ErrorKind::Timeout));
     let done = Instant::now();
-    let sent = scratch.resp.sent.unwrap_or(begin);
+    let sent = scratch.sent().unwrap_or(begin);
     let latency = done - intended.unwrap_or(begin).min(begin);
     shared
         .recorder
         .record(shared.step_base[scenario] + j, latency, done - sent, error);
-}
-
-fn http_error(e: &HttpError) -> ErrorKind {
-    match e {
-        HttpError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
-        HttpError::Connect(_) => ErrorKind::Connect,
-        HttpError::Io(_) | HttpError::Protocol(_) => ErrorKind::Protocol,
-    }
-}
-
-fn check_status(step: &Step, status: u16, default_ok: bool) -> Option<ErrorKind> {
-    match &step.checks.status {
-        Some(list) => (!list.contains(&status)).then_some(ErrorKind::Check),
-        None => (!default_ok).then_some(ErrorKind::Status),
-    }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
-}
-
-async fn execute(
-    shared: &Shared,
-    step: &Step,
-    vars: &Vars<'_>,
-    s: &mut Scratch,
-) -> Option<ErrorKind> {
-    match (&shared.clients[step.target], &step.action) {
-        (
-            Client::H1 { endpoint, pool },
-            Action::Http {
-                method,
-                path,
-                headers,
-                body,
-            },
-        ) => {
-            let Some(pool) = pool else {
-                return Some(ErrorKind::Connect);
-            };
-            s.path.clear();
-            path.render(vars, &mut s.path);
-            s.headers.resize_with(headers.len(), Vec::new);
-            for ((_, t), buf) in headers.iter().zip(s.headers.iter_mut()) {
-                buf.clear();
-                t.render(vars, buf);
-            }
-            let hs = headers
-                .iter()
-                .zip(&s.headers)
-                .map(|((n, _), v)| (n.as_str(), &v[..]))
-                .chain(
-                    shared
-                        .shadow_headers
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), &v[..])),
-                );
-            let body = body.as_ref().map(|b| {
-                s.body.clear();
-                b.render(vars, &mut s.body);
-                &s.body[..]
-            });
-            s.req.clear();
-            http1::encode(&mut s.req, method, &s.path, &endpoint.authority, hs, body);
-            let head = method == http::Method::HEAD;
-            if let Err(e) = pool
-                .send(
-                    &s.req,
-                    head,
-                    &step.checks.headers,
-                    step.checks.needs_body(),
-                    &mut s.resp,
-                )
-                .await
-            {
-                return Some(http_error(&e));
-            }
-            let r = &s.resp;
-            if let Some(e) = check_status(step, r.status, (200..400).contains(&r.status)) {
-                return Some(e);
-            }
-            if step.checks.headers.is_empty() && step.checks.body_contains.is_none() {
-                return None;
-            }
-            let hs: Vec<(&str, &[u8])> = r
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), &v[..]))
-                .collect();
-            check_http(step, &hs, &r.body)
-        }
-        (
-            Client::H2(h2),
-            Action::Http {
-                method,
-                path,
-                headers,
-                body,
-            },
-        ) => {
-            let send = h2.sender(vars.vu as usize).await;
-            let mut send = match send {
-                Ok(s) => s,
-                Err(e) => return Some(http_error(&e)),
-            };
-            s.path.clear();
-            path.render(vars, &mut s.path);
-            let uri = format!(
-                "http://{}{}",
-                h2.endpoint.authority,
-                String::from_utf8_lossy(&s.path)
-            );
-            let mut b = http::Request::builder().method(method.clone()).uri(uri);
-            for (n, t) in headers {
-                b = b.header(n, t.render_vec(vars));
-            }
-            let body = match body {
-                Some(t) => Bytes::from(t.render_vec(vars)),
-                None => Bytes::new(),
-            };
-            let Ok(mut req) = b.body(Full::new(body)) else {
-                return Some(ErrorKind::Protocol);
-            };
-            if let Some(ctx) = &shared.shadow {
-                ctx.inject(req.headers_mut());
-            }
-            let resp = match send.send_request(req).await {
-                Ok(r) => r,
-                Err(_) => return Some(ErrorKind::Protocol),
-            };
-            let status = resp.status().as_u16();
-            let (parts, body) = resp.into_parts();
-            let body = match http_body_util::Limited::new(body, 64 << 20).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return Some(ErrorKind::Protocol),
-            };
-            if let Some(e) = check_status(step, status, (200..400).contains(&status)) {
-                return Some(e);
-            }
-            let hs: Vec<(&str, &[u8])> = parts
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_bytes()))
-                .collect();
-            check_http(step, &hs, &body)
-        }
-        (
-            Client::Objstore(c),
-            Action::Objstore {
-                op,
-                key,
-                value,
-                random,
-            },
-        ) => {
-            s.path.clear();
-            key.render(vars, &mut s.path);
-            // gRPC code numbers: 0 OK, 5 NOT_FOUND (an absent key), others as the server said.
-            let r: Result<u16, objstore::client::Error> = match op {
-                ObjstoreOp::Put => {
-                    let v = match (value, random) {
-                        (Some(t), _) => Bytes::from(t.render_vec(vars)),
-                        (None, Some(r)) => r.clone(),
-                        (None, None) => Bytes::new(),
-                    };
-                    c.put(&s.path, v, Default::default()).await.map(|_| 0)
-                }
-                ObjstoreOp::Get => c
-                    .get(&s.path)
-                    .await
-                    .map(|o| if o.is_some() { 0 } else { 5 }),
-                ObjstoreOp::Head => c
-                    .head(&s.path)
-                    .await
-                    .map(|o| if o.is_some() { 0 } else { 5 }),
-                ObjstoreOp::Delete => c
-                    .delete(&s.path)
-                    .await
-                    .map(|o| if o.is_some() { 0 } else { 5 }),
-            };
-            use objstore::client::Error as E;
-            let code = match &r {
-                Ok(code) => *code,
-                Err(e) => match e {
-                    E::NotFound => 5,
-                    E::Precondition { .. } => 9,
-                    E::Exhausted(_) => 8,
-                    E::Invalid(_) => 3,
-                    E::Timeout(_) => return Some(ErrorKind::Timeout),
-                    E::Unavailable(_) | E::Connect { .. } => return Some(ErrorKind::Connect),
-                    E::Refused(_) => 7,
-                    E::Other { code, .. } => *code as u16,
-                    _ => 2,
-                },
-            };
-            check_status(
-                step,
-                code,
-                code == 0 || (code == 5 && *op != ObjstoreOp::Put),
-            )
-        }
-        (Client::Redis(c), Action::Redis { words }) => {
-            let name = words[0].as_static().unwrap_or(b"PING");
-            let mut cmd = redis_client::cmd(std::str::from_utf8(name).unwrap_or("PING"));
-            for w in &words[1..] {
-                s.path.clear();
-                w.render(vars, &mut s.path);
-                cmd = cmd.arg(&s.path[..]);
-            }
-            use redis_client::Error as E;
-            match c.query_frame(cmd).await {
-                Ok(_) => None,
-                Err(E::Server(_)) => Some(ErrorKind::Status),
-                Err(E::Timeout(_)) => Some(ErrorKind::Timeout),
-                Err(E::Connect { .. }) => Some(ErrorKind::Connect),
-                Err(_) => Some(ErrorKind::Protocol),
-            }
-        }
-        _ => Some(ErrorKind::Protocol),
-    }
-}
-
-fn check_http(step: &Step, headers: &[(&str, &[u8])], body: &[u8]) -> Option<ErrorKind> {
-    if let Some(needle) = &step.checks.body_contains
-        && !contains(body, needle)
-    {
-        return Some(ErrorKind::Check);
-    }
-    for (name, want) in &step.checks.headers {
-        let ok = headers
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case(name) && *v == want.as_bytes());
-        if !ok {
-            return Some(ErrorKind::Check);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

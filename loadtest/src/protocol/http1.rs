@@ -1,0 +1,154 @@
+//! HTTP/1.1 through the crate's own engine ([`crate::http1`]): keep-alive connections in a
+//! lock-free pool, requests encoded into the worker's [`Scratch`].
+//!
+//! Hot path: [`Http1::execute`] allocates only when the step checks response headers (the
+//! list of them it hands to the check).
+
+use jupiter_core::BoxError;
+use jupiter_core::shadow::{ACK_HEADER, ShadowContext};
+
+use super::{ProbeFailure, Protocol, Scratch, Shadow, check_http, check_status, header_lines};
+use crate::http1::{self, Endpoint, HttpError, Pool};
+use crate::scenario::{Action, RunSection, Step, Target};
+use crate::stats::ErrorKind;
+use crate::template::Vars;
+
+/// An HTTP/1.1 target.
+#[derive(Debug)]
+pub(crate) struct Http1 {
+    endpoint: Endpoint,
+    /// `None`: the name did not resolve; every request is a `connect` error.
+    pool: Option<Pool>,
+}
+
+/// Connections per HTTP/1.1 target unless the target says (one request each at a time).
+const DEFAULT_CONNECTIONS: usize = 1024;
+
+impl Protocol for Http1 {
+    async fn connect(target: &Target, run: &RunSection) -> Result<Self, BoxError> {
+        let endpoint = Endpoint::parse(target.spec.url.as_deref().unwrap_or_default())?;
+        // A name that does not resolve is counted as connect errors, like a refused
+        // connection: the run goes on and the thresholds decide.
+        let addr = endpoint.resolve().await.ok();
+        let max = target.spec.connections.unwrap_or(DEFAULT_CONNECTIONS);
+        Ok(Http1 {
+            pool: addr.map(|a| Pool::new(a, max, run.timeout)),
+            endpoint,
+        })
+    }
+
+    async fn probe(&self, target: &Target, context: &ShadowContext) -> Result<(), ProbeFailure> {
+        let pool = self.pool.as_ref().ok_or_else(|| {
+            ProbeFailure::new(format!("({}) does not resolve", self.endpoint.host))
+        })?;
+        let headers = header_lines(context);
+        let mut req = Vec::new();
+        http1::encode(
+            &mut req,
+            &http::Method::GET,
+            target.spec.probe.as_bytes(),
+            &self.endpoint.authority,
+            headers.iter().map(|(k, v)| (k.as_str(), &v[..])),
+            None,
+        );
+        let mut out = http1::Response::default();
+        pool.send(
+            &req,
+            false,
+            &[(ACK_HEADER.to_owned(), String::new())],
+            false,
+            &mut out,
+        )
+        .await
+        .map_err(|e| ProbeFailure::caused_by("did not answer the probe", e))?;
+        if out.headers.is_empty() {
+            return Err(ProbeFailure::new(format!(
+                "answered GET {} without the {ACK_HEADER} header",
+                target.spec.probe
+            )));
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        step: &Step,
+        vars: &Vars<'_>,
+        shadow: &Shadow,
+        s: &mut Scratch,
+    ) -> Option<ErrorKind> {
+        let Action::Http {
+            method,
+            path,
+            headers,
+            body,
+        } = &step.action
+        else {
+            return Some(ErrorKind::Protocol);
+        };
+        let Some(pool) = &self.pool else {
+            return Some(ErrorKind::Connect);
+        };
+        s.path.clear();
+        path.render(vars, &mut s.path);
+        s.headers.resize_with(headers.len(), Vec::new);
+        for ((_, t), buf) in headers.iter().zip(s.headers.iter_mut()) {
+            buf.clear();
+            t.render(vars, buf);
+        }
+        let hs = headers
+            .iter()
+            .zip(&s.headers)
+            .map(|((n, _), v)| (n.as_str(), &v[..]))
+            .chain(shadow.headers.iter().map(|(n, v)| (n.as_str(), &v[..])));
+        let body = body.as_ref().map(|b| {
+            s.body.clear();
+            b.render(vars, &mut s.body);
+            &s.body[..]
+        });
+        s.req.clear();
+        http1::encode(
+            &mut s.req,
+            method,
+            &s.path,
+            &self.endpoint.authority,
+            hs,
+            body,
+        );
+        let head = method == http::Method::HEAD;
+        if let Err(e) = pool
+            .send(
+                &s.req,
+                head,
+                &step.checks.headers,
+                step.checks.needs_body(),
+                &mut s.resp,
+            )
+            .await
+        {
+            return Some(error_kind(&e));
+        }
+        let r = &s.resp;
+        if let Some(e) = check_status(step, r.status, (200..400).contains(&r.status)) {
+            return Some(e);
+        }
+        if step.checks.headers.is_empty() && step.checks.body_contains.is_none() {
+            return None;
+        }
+        let hs: Vec<(&str, &[u8])> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), &v[..]))
+            .collect();
+        check_http(step, &hs, &r.body)
+    }
+}
+
+/// How an engine error counts.
+pub(super) fn error_kind(e: &HttpError) -> ErrorKind {
+    match e {
+        HttpError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+        HttpError::Connect(_) => ErrorKind::Connect,
+        HttpError::Io(_) | HttpError::Protocol(_) => ErrorKind::Protocol,
+    }
+}

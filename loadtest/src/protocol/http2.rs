@@ -1,0 +1,199 @@
+//! HTTP/2 with prior knowledge, through hyper: a few multiplexed connections per target,
+//! each shared by the workers whose number maps to it.
+//!
+//! Hot path: [`Http2::execute`] builds a hyper request (its URI, rendered header values and
+//! body are allocations hyper needs owned); the connection slot is read without a lock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http2::SendRequest;
+use jupiter_core::BoxError;
+use jupiter_core::shadow::{ACK_HEADER, ShadowContext};
+
+use super::http1::error_kind;
+use super::{ProbeFailure, Protocol, Scratch, Shadow, check_http, check_status};
+use crate::http1::{Endpoint, HttpError};
+use crate::scenario::{Action, RunSection, Step, Target};
+use crate::stats::ErrorKind;
+use crate::template::Vars;
+
+/// Connections per HTTP/2 target unless the target says.
+const DEFAULT_CONNECTIONS: usize = 4;
+/// Largest response body read.
+const MAX_BODY: usize = 64 << 20;
+
+/// An HTTP/2 target: a few multiplexed connections, opened on first use and reopened when
+/// closed.
+pub(crate) struct Http2 {
+    endpoint: Endpoint,
+    /// `None`: the name did not resolve; every request is a `connect` error.
+    addr: Option<SocketAddr>,
+    conns: Vec<ArcSwapOption<SendRequest<Full<Bytes>>>>,
+    /// Held while opening a connection, so that waiting workers do not open one each.
+    connecting: tokio::sync::Mutex<()>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Http2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http2")
+            .field("endpoint", &self.endpoint)
+            .field("addr", &self.addr)
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Http2 {
+    /// The connection for worker `i`, opened if it is not open.
+    async fn sender(&self, i: usize) -> Result<SendRequest<Full<Bytes>>, HttpError> {
+        // `conns` is never empty: the scenario refuses `connections = 0`, and `connect`
+        // makes at least one slot.
+        let Some(slot) = self.conns.get(i % self.conns.len().max(1)) else {
+            return Err(HttpError::Connect(std::io::Error::other(
+                "no connection slot",
+            )));
+        };
+        if let Some(s) = slot.load_full()
+            && !s.is_closed()
+        {
+            return Ok((*s).clone());
+        }
+        let _g = self.connecting.lock().await;
+        if let Some(s) = slot.load_full()
+            && !s.is_closed()
+        {
+            return Ok((*s).clone());
+        }
+        let addr = self.addr.ok_or_else(|| {
+            HttpError::Connect(std::io::Error::other(format!(
+                "{} does not resolve",
+                self.endpoint.host
+            )))
+        })?;
+        let tcp = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| HttpError::Connect(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(HttpError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .map_err(|e| HttpError::Protocol(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        slot.store(Some(Arc::new(send.clone())));
+        Ok(send)
+    }
+}
+
+impl Protocol for Http2 {
+    async fn connect(target: &Target, run: &RunSection) -> Result<Self, BoxError> {
+        let endpoint = Endpoint::parse(target.spec.url.as_deref().unwrap_or_default())?;
+        // As for HTTP/1.1: a name that does not resolve counts as connect errors.
+        let addr = endpoint.resolve().await.ok();
+        let n = target
+            .spec
+            .connections
+            .unwrap_or(DEFAULT_CONNECTIONS)
+            .max(1);
+        Ok(Http2 {
+            endpoint,
+            addr,
+            conns: (0..n).map(|_| ArcSwapOption::empty()).collect(),
+            connecting: tokio::sync::Mutex::new(()),
+            timeout: run.timeout,
+        })
+    }
+
+    async fn probe(&self, target: &Target, context: &ShadowContext) -> Result<(), ProbeFailure> {
+        let failed = |e: BoxError| ProbeFailure::caused_by("did not answer the probe", e);
+        let mut send = self.sender(0).await.map_err(|e| failed(e.into()))?;
+        let mut req = http::Request::builder()
+            .uri(format!(
+                "http://{}{}",
+                self.endpoint.authority, target.spec.probe
+            ))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ProbeFailure::caused_by("has a probe path that is not a URI", e))?;
+        context.inject(req.headers_mut());
+        let resp = send.send_request(req).await.map_err(|e| failed(e.into()))?;
+        if !resp.headers().contains_key(ACK_HEADER) {
+            return Err(ProbeFailure::new(format!(
+                "answered GET {} without the {ACK_HEADER} header",
+                target.spec.probe
+            )));
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        step: &Step,
+        vars: &Vars<'_>,
+        shadow: &Shadow,
+        s: &mut Scratch,
+    ) -> Option<ErrorKind> {
+        let Action::Http {
+            method,
+            path,
+            headers,
+            body,
+        } = &step.action
+        else {
+            return Some(ErrorKind::Protocol);
+        };
+        // The worker number picks the connection: a worker keeps to one, the workers spread.
+        let mut send = match self.sender(vars.vu as usize).await {
+            Ok(s) => s,
+            Err(e) => return Some(error_kind(&e)),
+        };
+        s.path.clear();
+        path.render(vars, &mut s.path);
+        let uri = format!(
+            "http://{}{}",
+            self.endpoint.authority,
+            String::from_utf8_lossy(&s.path)
+        );
+        let mut b = http::Request::builder().method(method.clone()).uri(uri);
+        for (n, t) in headers {
+            b = b.header(n, t.render_vec(vars));
+        }
+        let body = match body {
+            Some(t) => Bytes::from(t.render_vec(vars)),
+            None => Bytes::new(),
+        };
+        let Ok(mut req) = b.body(Full::new(body)) else {
+            return Some(ErrorKind::Protocol);
+        };
+        if let Some(ctx) = &shadow.context {
+            ctx.inject(req.headers_mut());
+        }
+        let Ok(resp) = send.send_request(req).await else {
+            return Some(ErrorKind::Protocol);
+        };
+        let status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Some(ErrorKind::Protocol),
+        };
+        if let Some(e) = check_status(step, status, (200..400).contains(&status)) {
+            return Some(e);
+        }
+        let hs: Vec<(&str, &[u8])> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect();
+        check_http(step, &hs, &body)
+    }
+}

@@ -1,0 +1,246 @@
+//! The protocols a step can speak, one file each, behind one trait.
+//!
+//! # Adding a protocol
+//!
+//! 1. A file here with a type implementing [`Protocol`]: how it connects, how it proves that a
+//!    live target keeps shadow traffic apart, and how it sends one request.
+//! 2. A variant in [`TargetClient`] and a line in `dispatch!` below; a branch in
+//!    [`TargetClient::connect`] that picks it from the target's `kind`.
+//! 3. Its `kind` ([`TargetKind`]) and its request ([`Action`](crate::scenario::Action)) in the
+//!    scenario file.
+//!
+//! # Hot path
+//!
+//! [`Protocol::execute`] runs once per request, on a worker's task. It must not take a lock,
+//! log, or allocate beyond what the protocol's own client needs: rendered templates go into
+//! the worker's [`Scratch`], reused from one request to the next. Dispatch is a `match` over
+//! [`TargetClient`]; no boxed future, no trait object.
+
+mod http1;
+mod http2;
+mod objstore;
+mod redis;
+
+use std::time::{Duration, Instant};
+
+use jupiter_core::shadow::ShadowContext;
+
+use crate::scenario::{RunSection, Step, Target, TargetKind};
+use crate::stats::ErrorKind;
+use crate::template::Vars;
+use jupiter_core::BoxError;
+
+/// One protocol's client for one target: made once, probed once, then shared by every worker.
+pub(crate) trait Protocol: Sized + Send + Sync {
+    /// Sets up the client for `target`. Connections may be opened lazily: a target that does
+    /// not answer counts as `connect` errors during the run, and the thresholds decide.
+    async fn connect(target: &Target, run: &RunSection) -> Result<Self, BoxError>;
+
+    /// Checks that the target acknowledges shadow traffic tagged with `context`.
+    ///
+    /// Called only for a live target that a scenario uses, within the run's request timeout.
+    async fn probe(&self, target: &Target, context: &ShadowContext) -> Result<(), ProbeFailure>;
+
+    /// Sends one request of `step` and checks the answer: `None` when it passed, else why not.
+    ///
+    /// `scratch` holds the worker's reused buffers; `scratch.resp.sent` is set to when the
+    /// request was handed to a connection, if that is later than the call (the start of the
+    /// service time).
+    async fn execute(
+        &self,
+        step: &Step,
+        vars: &Vars<'_>,
+        shadow: &Shadow,
+        scratch: &mut Scratch,
+    ) -> Option<ErrorKind>;
+}
+
+/// Why a target failed the shadow probe: a phrase that follows the target's name
+/// (`did not answer the probe`), and the error behind it, if any.
+#[derive(Debug)]
+pub(crate) struct ProbeFailure {
+    pub(crate) reason: String,
+    pub(crate) source: Option<BoxError>,
+}
+
+impl ProbeFailure {
+    pub(crate) fn new(reason: impl Into<String>) -> ProbeFailure {
+        ProbeFailure {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn caused_by(
+        reason: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> ProbeFailure {
+        ProbeFailure {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+/// How every request of the run is tagged as shadow traffic, prepared once.
+#[derive(Debug, Default)]
+pub(crate) struct Shadow {
+    /// The context (`None` with `[run] shadow = false`).
+    pub(crate) context: Option<ShadowContext>,
+    /// The same as header lines (name, value), for engines that encode their own requests.
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Shadow {
+    pub(crate) fn new(context: Option<ShadowContext>) -> Shadow {
+        let headers = context.as_ref().map_or_else(Vec::new, header_lines);
+        Shadow { context, headers }
+    }
+}
+
+/// `context` as header lines (name, value).
+pub(crate) fn header_lines(context: &ShadowContext) -> Vec<(String, Vec<u8>)> {
+    let mut map = http::HeaderMap::new();
+    context.inject(&mut map);
+    map.iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// A worker's reused buffers.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// A rendered path, key or command word.
+    pub(crate) path: Vec<u8>,
+    /// An encoded request.
+    pub(crate) req: Vec<u8>,
+    /// A rendered body.
+    pub(crate) body: Vec<u8>,
+    /// Rendered header values.
+    pub(crate) headers: Vec<Vec<u8>>,
+    /// The last HTTP/1.1 response, and when its request was sent.
+    pub(crate) resp: crate::http1::Response,
+}
+
+impl Scratch {
+    /// Forgets when the previous request was sent.
+    pub(crate) fn begin(&mut self) {
+        self.resp.sent = None;
+    }
+
+    /// When the request was handed to a connection, if a protocol said so.
+    pub(crate) fn sent(&self) -> Option<Instant> {
+        self.resp.sent
+    }
+}
+
+/// The client of one target, whatever its protocol.
+// One per target, made once: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum TargetClient {
+    /// HTTP/1.1.
+    Http1(http1::Http1),
+    /// HTTP/2 with prior knowledge.
+    Http2(http2::Http2),
+    /// objstore over gRPC.
+    Objstore(self::objstore::Objstore),
+    /// Redis.
+    Redis(self::redis::Redis),
+}
+
+/// Runs `$body` with `$p` bound to the protocol inside `$client`.
+macro_rules! dispatch {
+    ($client:expr, $p:ident => $body:expr) => {
+        match $client {
+            TargetClient::Http1($p) => $body,
+            TargetClient::Http2($p) => $body,
+            TargetClient::Objstore($p) => $body,
+            TargetClient::Redis($p) => $body,
+        }
+    };
+}
+
+impl TargetClient {
+    /// The client `target`'s kind calls for.
+    pub(crate) async fn connect(target: &Target, run: &RunSection) -> Result<Self, BoxError> {
+        Ok(match target.spec.kind {
+            TargetKind::Http if target.spec.http2 => {
+                TargetClient::Http2(http2::Http2::connect(target, run).await?)
+            }
+            TargetKind::Http => TargetClient::Http1(http1::Http1::connect(target, run).await?),
+            TargetKind::Objstore => {
+                TargetClient::Objstore(self::objstore::Objstore::connect(target, run).await?)
+            }
+            TargetKind::Redis => {
+                TargetClient::Redis(self::redis::Redis::connect(target, run).await?)
+            }
+        })
+    }
+
+    /// [`Protocol::probe`], within `timeout`.
+    pub(crate) async fn probe(
+        &self,
+        target: &Target,
+        context: &ShadowContext,
+        timeout: Duration,
+    ) -> Result<(), ProbeFailure> {
+        let probe = async { dispatch!(self, p => p.probe(target, context).await) };
+        tokio::time::timeout(timeout, probe)
+            .await
+            .map_err(|_| ProbeFailure::new("did not answer the probe in time"))?
+    }
+
+    /// [`Protocol::execute`].
+    pub(crate) async fn execute(
+        &self,
+        step: &Step,
+        vars: &Vars<'_>,
+        shadow: &Shadow,
+        scratch: &mut Scratch,
+    ) -> Option<ErrorKind> {
+        dispatch!(self, p => p.execute(step, vars, shadow, scratch).await)
+    }
+}
+
+/// Whether `status` passes the step's status check (or, without one, `default_ok`).
+pub(crate) fn check_status(step: &Step, status: u16, default_ok: bool) -> Option<ErrorKind> {
+    match &step.checks.status {
+        Some(list) => (!list.contains(&status)).then_some(ErrorKind::Check),
+        None => (!default_ok).then_some(ErrorKind::Status),
+    }
+}
+
+/// The step's body and header checks on an HTTP answer.
+pub(crate) fn check_http(step: &Step, headers: &[(&str, &[u8])], body: &[u8]) -> Option<ErrorKind> {
+    if let Some(needle) = &step.checks.body_contains
+        && !contains(body, needle)
+    {
+        return Some(ErrorKind::Check);
+    }
+    for (name, want) in &step.checks.headers {
+        let ok = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case(name) && *v == want.as_bytes());
+        if !ok {
+            return Some(ErrorKind::Check);
+        }
+    }
+    None
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains;
+
+    #[test]
+    fn an_empty_needle_is_always_contained() {
+        assert!(contains(b"", b""));
+        assert!(contains(b"abc", b"bc"));
+        assert!(!contains(b"ab", b"abc"));
+    }
+}

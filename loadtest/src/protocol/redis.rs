@@ -1,0 +1,81 @@
+//! Redis, through redis-client: a step is one command, its words templates.
+//!
+//! Hot path: [`Redis::execute`] renders each word into the worker's [`Scratch`] and copies it
+//! into the command (the client takes its arguments owned).
+
+use jupiter_core::BoxError;
+use jupiter_core::shadow::ShadowContext;
+
+use super::{ProbeFailure, Protocol, Scratch, Shadow};
+use crate::scenario::{Action, RunSection, Step, Target};
+use crate::stats::ErrorKind;
+use crate::template::Vars;
+
+/// Multiplexed connections per Redis target unless the target says.
+const DEFAULT_CONNECTIONS: usize = 4;
+
+/// A Redis target.
+#[derive(Debug)]
+pub(crate) struct Redis {
+    client: redis_client::Client,
+}
+
+impl Protocol for Redis {
+    async fn connect(target: &Target, run: &RunSection) -> Result<Self, BoxError> {
+        let spec = &target.spec;
+        let mut b = redis_client::Client::builder()
+            .url(spec.url.as_deref().unwrap_or_default())
+            .name(&target.name)
+            .pool_size(spec.connections.unwrap_or(DEFAULT_CONNECTIONS))
+            .command_timeout(run.timeout);
+        if let Some(p) = &spec.shadow_prefix {
+            b = b.shadow_prefix(p);
+        }
+        Ok(Redis { client: b.build()? })
+    }
+
+    async fn probe(&self, target: &Target, _context: &ShadowContext) -> Result<(), ProbeFailure> {
+        // redis-client moves shadow keys under the prefix itself; without one it refuses
+        // shadow writes. Nothing to ask the server.
+        if target.spec.shadow_prefix.is_none() {
+            return Err(ProbeFailure::new(
+                "has no shadow-prefix, so shadow writes would be refused",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        step: &Step,
+        vars: &Vars<'_>,
+        _shadow: &Shadow,
+        s: &mut Scratch,
+    ) -> Option<ErrorKind> {
+        let Action::Redis { words } = &step.action else {
+            return Some(ErrorKind::Protocol);
+        };
+        let Some((name, args)) = words.split_first() else {
+            return Some(ErrorKind::Protocol);
+        };
+        // The scenario makes the command name a plain word (no template).
+        let name = name
+            .as_static()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .unwrap_or("PING");
+        let mut cmd = redis_client::cmd(name);
+        for w in args {
+            s.path.clear();
+            w.render(vars, &mut s.path);
+            cmd = cmd.arg(&s.path[..]);
+        }
+        use redis_client::Error as E;
+        match self.client.query_frame(cmd).await {
+            Ok(_) => None,
+            Err(E::Server(_)) => Some(ErrorKind::Status),
+            Err(E::Timeout(_)) => Some(ErrorKind::Timeout),
+            Err(E::Connect { .. }) => Some(ErrorKind::Connect),
+            Err(_) => Some(ErrorKind::Protocol),
+        }
+    }
+}
