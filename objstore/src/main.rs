@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use clap::{Parser, Subcommand};
 use jupiter_core::app::{App, component_fn};
+use jupiter_core::cli;
 use jupiter_core::config::Config;
 use jupiter_core::logging::{self, LogConfig};
 use jupiter_core::metrics::Metrics;
@@ -21,104 +23,128 @@ use objstore::engine::Engine;
 use objstore::server::{Service, serve_with};
 use objstore::snapshot::{self, Snapshotter};
 
-const USAGE: &str = "\
-usage: objstore <command> [options]
-
-commands:
-  serve [--config FILE]        run the store (gRPC on 127.0.0.1:7070 by default) until SIGINT
-                               or SIGTERM; governance (/metrics, /health/*) alongside
-  put KEY [FILE|-]             store FILE (or standard input) under KEY
-        [--ttl 30s] [--content-type TYPE] [--if-absent]
-  get KEY                      write KEY's value to standard output
-  stat KEY                     print KEY's metadata
-  rm KEY                       delete KEY
-  ls [PREFIX]                  list keys under PREFIX, in order, with size and revision
-  snapshot                     have the server write its snapshot now
-
-options for the operator commands:
-  --addr HOST:PORT             the server (default 127.0.0.1:7070, or $OBJSTORE_ADDR)
-  --token TOKEN                bearer token (or $OBJSTORE_TOKEN)
-  --timeout 5s                 deadline of each call
-
-exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 key not found";
-
 /// jupiter-core's commented template, then objstore's: the embedded defaults.
 const CORE_DEFAULTS: &str = include_str!("../../jupiter-core/config.example.toml");
 const DEFAULTS: &str = include_str!("../objstore.example.toml");
 
-struct Args {
-    command: String,
-    positional: Vec<String>,
-    config: Option<PathBuf>,
+/// Runs the object store, or operates on one.
+///
+/// `serve` runs the store (gRPC on 127.0.0.1:7070 by default, governance with /metrics and
+/// /health/* alongside) until SIGINT or SIGTERM; the other commands talk to a running one.
+///
+/// Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 key not found.
+#[derive(Debug, Parser)]
+#[command(
+    name = "objstore",
+    version,
+    after_help = "Start with: objstore serve, then: echo hi | objstore put greeting"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the store until SIGINT or SIGTERM.
+    Serve {
+        /// TOML configuration layered over the embedded defaults.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Store FILE (or standard input, `-`) under KEY.
+    Put {
+        /// The key.
+        key: String,
+        /// The file to store; `-` or nothing: standard input.
+        file: Option<PathBuf>,
+        /// Expire after this long, e.g. 30s or 2h.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// The value's content type.
+        #[arg(long, value_name = "TYPE")]
+        content_type: Option<String>,
+        /// Only if KEY does not exist yet.
+        #[arg(long)]
+        if_absent: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Write KEY's value to standard output.
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print KEY's metadata.
+    Stat {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete KEY.
+    Rm {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List keys under PREFIX, in order, with size and revision.
+    Ls {
+        /// Only keys starting with this.
+        prefix: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Have the server write its snapshot now.
+    Snapshot {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// Where the operator commands find the server.
+#[derive(Debug, clap::Args)]
+struct Remote {
+    /// The server.
+    #[arg(
+        long,
+        env = "OBJSTORE_ADDR",
+        default_value = "127.0.0.1:7070",
+        value_name = "HOST:PORT"
+    )]
     addr: String,
+    /// Bearer token.
+    #[arg(long, env = "OBJSTORE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Deadline of each call.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
-    ttl: Option<Duration>,
-    content_type: Option<String>,
-    if_absent: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
-    let mut a = Args {
-        command: String::new(),
-        positional: Vec::new(),
-        config: None,
-        addr: std::env::var("OBJSTORE_ADDR").unwrap_or_else(|_| "127.0.0.1:7070".into()),
-        token: std::env::var("OBJSTORE_TOKEN").ok(),
-        timeout: Duration::from_secs(5),
-        ttl: None,
-        content_type: None,
-        if_absent: false,
-    };
-    let duration = |flag: &str, v: Option<String>| -> Result<Duration, String> {
-        let v = v.ok_or(format!("{flag} needs a value"))?;
-        humantime::parse_duration(&v).map_err(|e| format!("{flag} {v:?}: {e}"))
-    };
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "-h" | "--help" => return Err(String::new()),
-            "--config" => a.config = Some(it.next().ok_or("--config needs a file")?.into()),
-            "--addr" => a.addr = it.next().ok_or("--addr needs HOST:PORT")?,
-            "--token" => a.token = Some(it.next().ok_or("--token needs a value")?),
-            "--timeout" => a.timeout = duration("--timeout", it.next())?,
-            "--ttl" => a.ttl = Some(duration("--ttl", it.next())?),
-            "--content-type" => {
-                a.content_type = Some(it.next().ok_or("--content-type needs a value")?)
-            }
-            "--if-absent" => a.if_absent = true,
-            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
-            _ if a.command.is_empty() => a.command = arg,
-            _ => a.positional.push(arg),
-        }
-    }
-    let want = |n: std::ops::RangeInclusive<usize>| {
-        if n.contains(&a.positional.len()) {
-            Ok(())
-        } else {
-            Err(format!("{}: wrong number of arguments", a.command))
-        }
-    };
-    match a.command.as_str() {
-        "" => return Err("missing command".into()),
-        "serve" => want(0..=0)?,
-        "put" => want(1..=2)?,
-        "get" | "stat" | "rm" => want(1..=1)?,
-        "ls" => want(0..=1)?,
-        "snapshot" => want(0..=0)?,
-        other => return Err(format!("unknown command {other:?}")),
-    }
-    Ok(a)
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write e.g. 5s or 2m"))
 }
 
-fn print_error(e: &dyn std::error::Error) {
-    let mut msg = format!("objstore: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    eprintln!("{msg}");
+fn print_error(e: &(dyn std::error::Error + 'static)) {
+    cli::print_error("objstore", e);
+}
+
+/// Prints a line of progress on stdout; a reader that went away does not stop the server.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = cli::write_stdout(&format!("{}\n", format_args!($($arg)*)));
+    }};
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
+fn out(text: &str) -> Result<(), AnyError> {
+    cli::write_stdout(text)?;
+    Ok(())
 }
 
 /// glibc's per-thread arenas are a memory cap's enemy: a value freed into one arena's free
@@ -136,31 +162,21 @@ fn limit_allocator_arenas() {
 
 fn main() -> ExitCode {
     limit_allocator_arenas();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(msg) if msg.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("objstore: {msg}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let Cli { command } = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("objstore: cannot start the runtime: {e}");
+            print_error(&e);
             return ExitCode::from(1);
         }
     };
-    if args.command == "serve" {
-        return runtime.block_on(serve_command(args.config));
+    match command {
+        Command::Serve { config } => runtime.block_on(serve_command(config)),
+        command => runtime.block_on(operate(command)),
     }
-    runtime.block_on(operate(args))
 }
 
 async fn serve_command(file: Option<PathBuf>) -> ExitCode {
@@ -211,7 +227,7 @@ async fn run_server(
             let started = std::time::Instant::now();
             match snapshot::load(path, section.engine()) {
                 Ok((engine, stats)) => {
-                    println!(
+                    say!(
                         "loaded snapshot {}: {} objects, revision {}, in {:?}",
                         path.display(),
                         stats.objects,
@@ -223,7 +239,7 @@ async fn run_server(
                 Err(e @ snapshot::SnapshotError::Corrupt { .. })
                     if snap.on_corrupt == OnCorrupt::StartEmpty =>
                 {
-                    eprintln!("objstore: {e}; starting empty (on-corrupt = \"start-empty\")");
+                    tracing::warn!(error = %e, "corrupt snapshot; starting empty (on-corrupt = \"start-empty\")");
                     Engine::new(section.engine())
                 }
                 Err(e) => {
@@ -242,7 +258,7 @@ async fn run_server(
         .map_err(|e| format!("cannot listen on {}: {e}", section.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "grpcs" } else { "grpc" };
-    println!("objstore listening on {scheme}://{addr}");
+    say!("objstore listening on {scheme}://{addr}");
     let registry = registry::from_config(&registry_config).await?;
     let registrar = ServiceRegistrar::new(
         registry.clone(),
@@ -264,7 +280,7 @@ async fn run_server(
             let l = tokio::net::TcpListener::bind(at)
                 .await
                 .map_err(|e| format!("cannot listen on {at} (resp-listen): {e}"))?;
-            println!("objstore RESP listening on redis://{}", l.local_addr()?);
+            say!("objstore RESP listening on redis://{}", l.local_addr()?);
             Some((l, engine.clone()))
         }
         None => None,
@@ -290,7 +306,7 @@ async fn run_server(
     let app = App::from_config(&config)?
         .build()
         .with_governance(|g| g.log(&log).registry(registry.clone()))
-        .on_governance_bound(|a| println!("governance listening on http://{a}"))
+        .on_governance_bound(|a| say!("governance listening on http://{a}"))
         .registrar(registrar)
         .component(component_fn("grpc", move |mut ctx| async move {
             ctx.ready();
@@ -303,7 +319,7 @@ async fn run_server(
             // Drained: the last writes are in; keep them.
             if let Some(s) = final_snapshot {
                 let stats = s.take().await?;
-                println!(
+                say!(
                     "snapshot {}: {} objects, revision {}",
                     s.path().display(),
                     stats.objects,
@@ -334,129 +350,132 @@ async fn run_server(
     Ok(())
 }
 
-async fn operate(a: Args) -> ExitCode {
+async fn operate(command: Command) -> ExitCode {
+    let remote = match &command {
+        Command::Put { remote, .. }
+        | Command::Get { remote, .. }
+        | Command::Stat { remote, .. }
+        | Command::Rm { remote, .. }
+        | Command::Ls { remote, .. }
+        | Command::Snapshot { remote } => remote,
+        Command::Serve { .. } => return ExitCode::from(2),
+    };
     let config = ClientConfig {
-        timeout: a.timeout,
-        token: a.token.clone(),
+        timeout: remote.timeout,
+        token: remote.token.clone(),
         ..ClientConfig::default()
     };
-    let client = match Client::connect(&a.addr, config).await {
+    let client = match Client::connect(&remote.addr, config).await {
         Ok(c) => c,
         Err(e) => {
             print_error(&e);
             return ExitCode::from(1);
         }
     };
-    let key = a
-        .positional
-        .first()
-        .map(|k| k.as_bytes().to_vec())
-        .unwrap_or_default();
-    let result: Result<ExitCode, objstore::client::Error> = async {
-        match a.command.as_str() {
-            "put" => {
-                let source = a.positional.get(1).map_or("-", String::as_str);
-                let mut data = Vec::new();
-                let read = if source == "-" {
-                    std::io::stdin().read_to_end(&mut data)
-                } else {
-                    std::fs::File::open(source).and_then(|mut f| f.read_to_end(&mut data))
-                };
-                if let Err(e) = read {
-                    eprintln!("objstore: cannot read {source}: {e}");
-                    return Ok(ExitCode::from(1));
-                }
-                let info = client
-                    .put(
-                        &key,
-                        Bytes::from(data),
-                        PutOptions {
-                            ttl: a.ttl,
-                            content_type: a.content_type.clone(),
-                            if_absent: a.if_absent,
-                            ..PutOptions::default()
-                        },
-                    )
-                    .await?;
-                println!(
-                    "revision {} version {} etag {}",
-                    info.mod_revision, info.version, info.etag
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            "get" => match client.get(&key).await? {
-                Some(o) => {
-                    let mut out = std::io::stdout().lock();
-                    if out.write_all(&o.value).and_then(|()| out.flush()).is_err() {
-                        return Ok(ExitCode::from(1));
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => {
-                    eprintln!("objstore: not found");
-                    Ok(ExitCode::from(3))
-                }
-            },
-            "stat" => match client.head(&key).await? {
-                Some(i) => {
-                    println!("size            {}", i.size);
-                    println!("create-revision {}", i.create_revision);
-                    println!("mod-revision    {}", i.mod_revision);
-                    println!("version         {}", i.version);
-                    println!("etag            {}", i.etag);
-                    if !i.content_type.is_empty() {
-                        println!("content-type    {}", i.content_type);
-                    }
-                    if let Some(t) = i.expires_at_ms {
-                        println!("expires-at-ms   {t}");
-                    }
-                    let mut meta: Vec<_> = i.metadata.iter().collect();
-                    meta.sort();
-                    for (k, v) in meta {
-                        println!("meta.{k}  {v}");
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => {
-                    eprintln!("objstore: not found");
-                    Ok(ExitCode::from(3))
-                }
-            },
-            "rm" => match client.delete(&key).await? {
-                Some(rev) => {
-                    println!("deleted at revision {rev}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => {
-                    eprintln!("objstore: not found");
-                    Ok(ExitCode::from(3))
-                }
-            },
-            "snapshot" => {
-                let (objects, revision, bytes, path) = client.snapshot().await?;
-                println!("snapshot {path}: {objects} objects, revision {revision}, {bytes} bytes");
-                Ok(ExitCode::SUCCESS)
-            }
-            "ls" => {
-                for (k, i) in client.list_all(&key).await? {
-                    println!(
-                        "{}\t{}\t{}",
-                        String::from_utf8_lossy(&k),
-                        i.size,
-                        i.mod_revision
-                    );
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            _ => unreachable!("checked by parse_args"),
-        }
-    }
-    .await;
-    match result {
+    match run_operation(&client, command).await {
         Ok(code) => code,
         Err(e) => {
-            print_error(&e);
+            print_error(&*e);
             ExitCode::from(1)
         }
     }
+}
+
+fn not_found() -> ExitCode {
+    cli::print_error("objstore", &objstore::client::Error::NotFound);
+    ExitCode::from(3)
+}
+
+async fn run_operation(client: &Client, command: Command) -> Result<ExitCode, AnyError> {
+    match command {
+        Command::Put {
+            key,
+            file,
+            ttl,
+            content_type,
+            if_absent,
+            ..
+        } => {
+            let mut data = Vec::new();
+            match file.filter(|f| f.as_os_str() != "-") {
+                None => std::io::stdin()
+                    .read_to_end(&mut data)
+                    .map_err(|e| format!("cannot read standard input: {e}"))?,
+                Some(f) => std::fs::File::open(&f)
+                    .and_then(|mut h| h.read_to_end(&mut data))
+                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+            };
+            let options = PutOptions {
+                ttl,
+                content_type,
+                if_absent,
+                ..PutOptions::default()
+            };
+            let info = client
+                .put(key.as_bytes(), Bytes::from(data), options)
+                .await?;
+            out(&format!(
+                "revision {} version {} etag {}\n",
+                info.mod_revision, info.version, info.etag
+            ))?;
+        }
+        Command::Get { key, .. } => {
+            let Some(o) = client.get(key.as_bytes()).await? else {
+                return Ok(not_found());
+            };
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(&o.value).and_then(|()| stdout.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Command::Stat { key, .. } => {
+            let Some(i) = client.head(key.as_bytes()).await? else {
+                return Ok(not_found());
+            };
+            let mut text = format!(
+                "size            {}\ncreate-revision {}\nmod-revision    {}\nversion         {}\netag            {}\n",
+                i.size, i.create_revision, i.mod_revision, i.version, i.etag
+            );
+            if !i.content_type.is_empty() {
+                text.push_str(&format!("content-type    {}\n", i.content_type));
+            }
+            if let Some(t) = i.expires_at_ms {
+                text.push_str(&format!("expires-at-ms   {t}\n"));
+            }
+            let mut meta: Vec<_> = i.metadata.iter().collect();
+            meta.sort();
+            for (k, v) in meta {
+                text.push_str(&format!("meta.{k}  {v}\n"));
+            }
+            out(&text)?;
+        }
+        Command::Rm { key, .. } => {
+            let Some(rev) = client.delete(key.as_bytes()).await? else {
+                return Ok(not_found());
+            };
+            out(&format!("deleted at revision {rev}\n"))?;
+        }
+        Command::Snapshot { .. } => {
+            let (objects, revision, bytes, path) = client.snapshot().await?;
+            out(&format!(
+                "snapshot {path}: {objects} objects, revision {revision}, {bytes} bytes\n"
+            ))?;
+        }
+        Command::Ls { prefix, .. } => {
+            let prefix = prefix.unwrap_or_default();
+            let mut text = String::new();
+            for (k, i) in client.list_all(prefix.as_bytes()).await? {
+                text.push_str(&format!(
+                    "{}\t{}\t{}\n",
+                    String::from_utf8_lossy(&k),
+                    i.size,
+                    i.mod_revision
+                ));
+            }
+            out(&text)?;
+        }
+        Command::Serve { .. } => return Ok(ExitCode::from(2)),
+    }
+    Ok(ExitCode::SUCCESS)
 }

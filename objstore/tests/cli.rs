@@ -130,6 +130,27 @@ fn serve_then_operate_then_shut_down_gracefully() {
     let (code, _, _) = run(&addr, &["rm", "docs/b"], b"");
     assert_eq!(code, 3);
 
+    // Output into a pipe whose reader is gone (`objstore ls | head -0`): the reader's choice,
+    // exit 0, no panic.
+    for args in [
+        &["ls", "docs/"][..],
+        &["get", "docs/readme"],
+        &["stat", "docs/readme"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--addr", &addr])
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+
     // SIGTERM: graceful shutdown, exit 0.
     let pid = s.child.id() as i32;
     // SAFETY: sending a signal to our own child process.
@@ -171,11 +192,36 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
 fn usage_and_configuration_errors_exit_2_and_name_the_key() {
     let out = Command::new(BIN).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: objstore"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: objstore"));
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in [
+        "serve",
+        "put",
+        "get",
+        "stat",
+        "rm",
+        "ls",
+        "snapshot",
+        "Exit codes",
+    ] {
+        assert!(
+            help.contains(command),
+            "{command} missing from --help: {help}"
+        );
+    }
     let out = Command::new(BIN).args(["get"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["put", "k", "--ttl", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--ttl"),
+        "a bad duration names its option"
+    );
 
     let dir = std::env::temp_dir().join(format!("objstore-cli-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -204,7 +250,10 @@ fn usage_and_configuration_errors_exit_2_and_name_the_key() {
     // An unreachable server: a clear error, exit 1.
     let (code, _, err) = run("127.0.0.1:1", &["get", "k", "--timeout", "1s"], b"");
     assert_eq!(code, 1);
-    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(
+        err.starts_with("objstore: error: cannot connect to 127.0.0.1:1\n  caused by: "),
+        "the error, then its causes: {err}"
+    );
 }
 
 fn sigkill(child: &mut Child) {
