@@ -31,5 +31,5 @@ pub mod stats;
 pub mod template;
 pub mod threshold;
 
-pub use run::{Outcome, RunOptions, run};
+pub use run::{Outcome, Reporter, RunOptions, run};
 pub use scenario::{Overrides, Plan};

@@ -1,11 +1,15 @@
 //! `loadtest`: the command line. Everything else is in the library.
 
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use loadtest::{Outcome, Overrides, Plan, RunOptions};
+use loadtest::stats::Point;
+use loadtest::{Outcome, Overrides, Plan, Reporter, RunOptions};
 
 /// Full-link load testing for HTTP, objstore (gRPC) and Redis.
 ///
@@ -179,7 +183,9 @@ async fn run(plan: Plan, quiet: bool) -> ExitCode {
     let json = plan.output.json.clone();
     let html = plan.output.html.clone();
     let options = RunOptions {
-        progress: quiet.then_some(false),
+        reporter: Some(Arc::new(StderrReporter {
+            progress: !quiet && std::io::stderr().is_terminal(),
+        })),
         cancel: Some(cancel),
     };
     let (report, outcome) = match loadtest::run(plan, options).await {
@@ -213,6 +219,48 @@ async fn run(plan: Plan, quiet: bool) -> ExitCode {
         Outcome::Aborted(why) => {
             println!("aborted: {why}");
             ExitCode::from(3)
+        }
+    }
+}
+
+/// Progress and notices on stderr: the progress line is rewritten in place once a second (when
+/// `progress`: stderr is a terminal and `-q` was not given), and a newline ends it.
+struct StderrReporter {
+    progress: bool,
+}
+
+impl Reporter for StderrReporter {
+    // Written, not `eprint!`ed: a closed stderr is no reason to stop a run.
+    fn serving_metrics(&self, addr: SocketAddr) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "prometheus metrics: http://{addr}/metrics"
+        );
+    }
+
+    fn progress(&self, p: &Point, elapsed: Duration) {
+        if !self.progress {
+            return;
+        }
+        let t = elapsed.as_secs_f64();
+        let rate = if p.requests > 0 {
+            p.errors as f64 / p.requests as f64 * 100.0
+        } else {
+            0.0
+        };
+        let _ = write!(
+            std::io::stderr(),
+            "\r[{t:>5.0}s] {:>8} req/s  p50 {:>8.2}ms  p99 {:>8.2}ms  errors {:>6} ({rate:.2}%)   ",
+            p.requests,
+            p.p50_ms,
+            p.p99_ms,
+            p.errors
+        );
+    }
+
+    fn finished(&self) {
+        if self.progress {
+            let _ = writeln!(std::io::stderr());
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Running a plan: connect the targets, probe them for shadow support, drive the executors,
 //! collect once a second, stop gracefully, and hand the figures to the report.
 
-use std::io::IsTerminal as _;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,12 +27,42 @@ pub enum Outcome {
 }
 
 /// Run settings that are not part of the scenario.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RunOptions {
-    /// Print live progress (default: when stderr is a terminal).
-    pub progress: Option<bool>,
+    /// Told about progress and notices while the run goes on. Default: none, the run is
+    /// silent (the library never prints).
+    pub reporter: Option<Arc<dyn Reporter>>,
     /// Stops the run early (Ctrl-C); the report is still written.
     pub cancel: Option<CancellationToken>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("reporter", &self.reporter.as_ref().map(|_| "dyn Reporter"))
+            .field("cancel", &self.cancel)
+            .finish()
+    }
+}
+
+/// Where a run reports while it goes on; the binary installs one that writes to stderr.
+///
+/// Every method has an empty default, so an implementation picks what it wants. Calls come
+/// from the collector task, once a second: a slow reporter delays the next collection, not the
+/// load.
+pub trait Reporter: Send + Sync {
+    /// Prometheus metrics are served at `addr` (`[output] prometheus`), before the load starts.
+    fn serving_metrics(&self, addr: SocketAddr) {
+        let _ = addr;
+    }
+
+    /// The figures of the second that ended `elapsed` after the start.
+    fn progress(&self, point: &Point, elapsed: Duration) {
+        let _ = (point, elapsed);
+    }
+
+    /// The load has stopped: no more [`progress`](Reporter::progress) calls follow.
+    fn finished(&self) {}
 }
 
 /// A run that could not start.
@@ -66,9 +96,7 @@ struct Shared {
 /// load was sent).
 pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), RunError> {
     let cancel = options.cancel.unwrap_or_default();
-    let progress = options
-        .progress
-        .unwrap_or_else(|| std::io::stderr().is_terminal());
+    let reporter = options.reporter;
     let clients = connect_targets(&plan).await?;
     let shadow = plan.run.shadow.then(|| {
         let ctx = ShadowContext::new();
@@ -110,7 +138,9 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
             let bound = crate::report::serve_prometheus(addr, prom_text.clone())
                 .await
                 .map_err(|e| RunError::Target("prometheus".into(), e))?;
-            eprintln!("prometheus metrics: http://{bound}/metrics");
+            if let Some(r) = &reporter {
+                r.serving_metrics(bound);
+            }
             Some(bound)
         }
         None => None,
@@ -121,6 +151,7 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
         let collected = collected.clone();
         let stop = collector_stop.clone();
         let prom_text = prom_text.clone();
+        let reporter = reporter.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(
                 tokio::time::Instant::from_std(start) + Duration::from_secs(1),
@@ -131,11 +162,11 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
                     _ = tick.tick() => {}
                     () = stop.cancelled() => return,
                 }
-                let t = start.elapsed().as_secs_f64();
+                let elapsed = start.elapsed();
                 let mut c = collected.lock().unwrap_or_else(|p| p.into_inner());
-                let p = c.tick(&shared.recorder, t.round());
-                if progress {
-                    progress_line(&p, t);
+                let p = c.tick(&shared.recorder, elapsed.as_secs_f64().round());
+                if let Some(r) = &reporter {
+                    r.progress(&p, elapsed);
                 }
                 if prometheus.is_some() {
                     *prom_text.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -157,8 +188,8 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
     }
     collector_stop.cancel();
     let _ = collector.await;
-    if progress {
-        eprintln!();
+    if let Some(r) = &reporter {
+        r.finished();
     }
     let elapsed = start.elapsed();
     let mut c = collected.lock().unwrap_or_else(|p| p.into_inner());
@@ -184,18 +215,6 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
         Outcome::ThresholdsFailed
     };
     Ok((report, outcome))
-}
-
-fn progress_line(p: &Point, t: f64) {
-    let rate = if p.requests > 0 {
-        p.errors as f64 / p.requests as f64 * 100.0
-    } else {
-        0.0
-    };
-    eprint!(
-        "\r[{t:>5.0}s] {:>8} req/s  p50 {:>8.2}ms  p99 {:>8.2}ms  errors {:>6} ({rate:.2}%)   ",
-        p.requests, p.p50_ms, p.p99_ms, p.errors
-    );
 }
 
 /// Every live target a scenario uses must acknowledge shadow traffic.

@@ -144,7 +144,7 @@ pub async fn run(text: &str) -> (loadtest::report::Report, loadtest::Outcome) {
     loadtest::run(
         plan,
         loadtest::RunOptions {
-            progress: Some(false),
+            reporter: None,
             cancel: None,
         },
     )
