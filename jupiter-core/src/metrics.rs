@@ -42,9 +42,9 @@
 //! thread observing the same histogram `prometheus` took ≈ 140–260 ns and `prometheus-client`
 //! ≈ 30 ns. Hot paths share histograms across runtime threads, so contention decides.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -197,13 +197,16 @@ struct Inner {
     client_seconds: HistogramFamily,
     client_total: Family<Labels, Counter>,
     client_events: Family<Labels, Counter>,
-    series: Mutex<SeriesCaps>,
+    /// Every series resolved so far, by its labels (see [`SeriesKey`]): resolving one again
+    /// costs a read lock and a lookup, no allocation. At most `MAX_SERIES_PER_FAMILY` each,
+    /// plus the shared `other`.
+    resolved: RwLock<Resolved>,
 }
 
 #[derive(Default)]
-struct SeriesCaps {
-    server: HashSet<Labels>,
-    client: HashSet<Labels>,
+struct Resolved {
+    server: HashMap<Box<[u8]>, HandleMetrics>,
+    client: HashMap<Box<[u8]>, HandleMetrics>,
 }
 
 impl fmt::Debug for Metrics {
@@ -263,7 +266,7 @@ impl Metrics {
                 client_seconds,
                 client_total,
                 client_events,
-                series: Mutex::new(SeriesCaps::default()),
+                resolved: RwLock::new(Resolved::default()),
             }),
         }
     }
@@ -285,32 +288,89 @@ impl Metrics {
     }
 
     /// Recorder for a server method: `type` is the protocol, `method` the route template or RPC
-    /// name, `peer` the calling service or address.
-    pub fn server(&self, ty: &'static str, method: &str, peer: &str) -> HandleMetrics {
-        let base = self.capped(
-            false,
-            vec![
-                ("type", ty.to_owned()),
-                ("method", method.to_owned()),
-                ("peer", peer.to_owned()),
-            ],
-        );
-        HandleMetrics::new(&self.inner.server_seconds, &self.inner.server_total, base)
+    /// name, `peer` the calling service or address (an `IpAddr` is formatted only on first
+    /// use).
+    ///
+    /// Cheap once resolved: a read lock and a hash lookup, no allocation. A handle with a fixed
+    /// set of methods on its hot path keeps them in a [`SeriesTable`] instead.
+    pub fn server(&self, ty: &'static str, method: &str, peer: impl fmt::Display) -> HandleMetrics {
+        self.resolve(false, ty, None, method, &peer)
     }
 
     /// Recorder for a client call: `name` is the client's configured name (`[redis.main]` →
-    /// `main`), `method` the command or RPC, `peer` the server address.
-    pub fn client(&self, ty: &'static str, name: &str, method: &str, peer: &str) -> HandleMetrics {
-        let base = self.capped(
-            true,
-            vec![
-                ("type", ty.to_owned()),
-                ("name", name.to_owned()),
-                ("method", method.to_owned()),
-                ("peer", peer.to_owned()),
-            ],
-        );
-        HandleMetrics::new(&self.inner.client_seconds, &self.inner.client_total, base)
+    /// `main`), `method` the command or RPC, `peer` the server address. As cheap as
+    /// [`Metrics::server`] once resolved.
+    pub fn client(
+        &self,
+        ty: &'static str,
+        name: &str,
+        method: &str,
+        peer: impl fmt::Display,
+    ) -> HandleMetrics {
+        self.resolve(true, ty, Some(name), method, &peer)
+    }
+
+    fn resolve(
+        &self,
+        client: bool,
+        ty: &'static str,
+        name: Option<&str>,
+        method: &str,
+        peer: &dyn fmt::Display,
+    ) -> HandleMetrics {
+        let key = SeriesKey::new(ty, name, method, peer);
+        {
+            let resolved = self
+                .inner
+                .resolved
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let map = resolved.family(client);
+            if let Some(h) = map.get(key.as_bytes()) {
+                return h.clone();
+            }
+            if map.len() >= MAX_SERIES_PER_FAMILY {
+                let other = SeriesKey::new(ty, name, "other", &"other");
+                if let Some(h) = map.get(other.as_bytes()) {
+                    return h.clone();
+                }
+            }
+        }
+        let mut resolved = self
+            .inner
+            .resolved
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let (seconds, totals) = if client {
+            (&self.inner.client_seconds, &self.inner.client_total)
+        } else {
+            (&self.inner.server_seconds, &self.inner.server_total)
+        };
+        let map = resolved.family_mut(client);
+        if let Some(h) = map.get(key.as_bytes()) {
+            return h.clone();
+        }
+        // Past the cap, new label sets share one series per type and name.
+        let (key, method, peer) = if map.len() >= MAX_SERIES_PER_FAMILY {
+            (
+                SeriesKey::new(ty, name, "other", &"other"),
+                "other".to_owned(),
+                "other".to_owned(),
+            )
+        } else {
+            (key, method.to_owned(), peer.to_string())
+        };
+        map.entry(key.as_bytes().into())
+            .or_insert_with(|| {
+                let mut labels: Labels = vec![("type", ty.to_owned())];
+                if let Some(name) = name {
+                    labels.push(("name", name.to_owned()));
+                }
+                labels.push(("method", method));
+                labels.push(("peer", peer));
+                HandleMetrics::new(seconds, totals, labels)
+            })
+            .clone()
     }
 
     /// The counter of one client event (`client_events_total`): `event` is a static name from
@@ -327,27 +387,6 @@ impl Metrics {
             .clone()
     }
 
-    fn capped(&self, client: bool, mut labels: Labels) -> Labels {
-        let mut caps = self.inner.series.lock().unwrap_or_else(|e| e.into_inner());
-        let set = if client {
-            &mut caps.client
-        } else {
-            &mut caps.server
-        };
-        if set.contains(&labels) {
-            return labels;
-        }
-        if set.len() >= MAX_SERIES_PER_FAMILY {
-            for (k, v) in &mut labels {
-                if *k == "method" || *k == "peer" {
-                    *v = "other".to_owned();
-                }
-            }
-        }
-        set.insert(labels.clone());
-        labels
-    }
-
     /// The whole registry in the Prometheus text exposition format (OpenMetrics flavour, which
     /// Prometheus scrapes natively).
     pub fn encode(&self) -> String {
@@ -360,6 +399,131 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);
         out
+    }
+}
+
+impl Resolved {
+    fn family(&self, client: bool) -> &HashMap<Box<[u8]>, HandleMetrics> {
+        if client { &self.client } else { &self.server }
+    }
+
+    fn family_mut(&mut self, client: bool) -> &mut HashMap<Box<[u8]>, HandleMetrics> {
+        if client {
+            &mut self.client
+        } else {
+            &mut self.server
+        }
+    }
+}
+
+/// A series' labels as one byte string, built on the stack for the usual lengths: each label
+/// followed by 0xFF, a byte no `Display` output contains (it is never valid UTF-8), so two
+/// label sets share a key only if they are equal.
+struct SeriesKey {
+    stack: [u8; SeriesKey::STACK],
+    len: usize,
+    /// Used instead of `stack` once the labels outgrow it.
+    heap: Vec<u8>,
+}
+
+impl SeriesKey {
+    const STACK: usize = 192;
+
+    fn new(ty: &str, name: Option<&str>, method: &str, peer: &dyn fmt::Display) -> SeriesKey {
+        use fmt::Write;
+        let mut key = SeriesKey {
+            stack: [0; SeriesKey::STACK],
+            len: 0,
+            heap: Vec::new(),
+        };
+        key.push(ty.as_bytes());
+        // A server key has no name: its family is a separate map.
+        if let Some(name) = name {
+            key.push(name.as_bytes());
+        }
+        key.push(method.as_bytes());
+        // Writing into memory cannot fail.
+        let _ = write!(key, "{peer}");
+        key.push(b"");
+        key
+    }
+
+    /// Appends `bytes` and the separator.
+    fn push(&mut self, bytes: &[u8]) {
+        self.extend(bytes);
+        self.extend(&[0xFF]);
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        if self.heap.is_empty() && self.len + bytes.len() <= SeriesKey::STACK {
+            self.stack[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.stack[..self.len]);
+            }
+            self.heap.extend_from_slice(bytes);
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+impl fmt::Write for SeriesKey {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.extend(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The series of a fixed set of methods (a client's commands, a protocol's verbs) of one
+/// handle, each resolved on first use: finding one is an index and an atomic load, with no
+/// lock shared with other handles. For per-request paths where even [`Metrics::server`]'s read
+/// lock is too much.
+///
+/// # Examples
+///
+/// ```
+/// use jupiter_core::metrics::{Code, Metrics, SeriesTable};
+///
+/// const VERBS: [&str; 2] = ["GET", "SET"];
+/// let metrics = Metrics::new();
+/// let table = SeriesTable::new(VERBS.len());
+/// let get = |i: usize| table.get(i, || metrics.server("resp", VERBS[i], "10.0.0.7"));
+/// get(1).unwrap().start().finish(Code::OK);
+/// assert!(get(2).is_none(), "outside the table");
+/// assert!(metrics.encode().contains("method=\"SET\",peer=\"10.0.0.7\",code=\"OK\"} 1"));
+/// ```
+pub struct SeriesTable {
+    slots: Box<[OnceLock<HandleMetrics>]>,
+}
+
+impl fmt::Debug for SeriesTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeriesTable")
+            .field("len", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeriesTable {
+    /// A table of `len` unresolved series.
+    pub fn new(len: usize) -> SeriesTable {
+        SeriesTable {
+            slots: (0..len).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The series at `i`, resolved by `resolve` the first time; `None` if `i` is outside the
+    /// table.
+    pub fn get(&self, i: usize, resolve: impl FnOnce() -> HandleMetrics) -> Option<&HandleMetrics> {
+        Some(self.slots.get(i)?.get_or_init(resolve))
     }
 }
 
@@ -526,6 +690,34 @@ mod tests {
         assert!(
             text.contains("le=\"1.0e-5\"") || text.contains("le=\"0.00001\""),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_series_resolved_twice_is_the_same_series() {
+        let m = Metrics::new();
+        let ip: std::net::IpAddr = [10, 0, 0, 7].into();
+        m.server("grpc", "Get", ip).start().finish(Code::OK);
+        m.server("grpc", "Get", "10.0.0.7").start().finish(Code::OK);
+        // Label boundaries count: ("a", "bc") and ("ab", "c") are two series.
+        m.client("redis", "a", "bc", "p").start().finish(Code::OK);
+        m.client("redis", "ab", "c", "p").start().finish(Code::OK);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "server_handle_total{type=\"grpc\",method=\"Get\",peer=\"10.0.0.7\",code=\"OK\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("name=\"a\",method=\"bc\""), "{text}");
+        assert!(text.contains("name=\"ab\",method=\"c\""), "{text}");
+        // A key longer than the stack buffer still finds its series.
+        let long = "m".repeat(500);
+        m.server("http", &long, "p").start().finish(Code::OK);
+        m.server("http", &long, "p").start().finish(Code::OK);
+        assert!(
+            m.encode()
+                .contains(&format!("method=\"{long}\",peer=\"p\",code=\"OK\"}} 2"))
         );
     }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use jupiter_core::Metrics;
-use jupiter_core::metrics::{Code, HandleMetrics};
+use jupiter_core::metrics::{Code, SeriesTable};
 use redis_client::resp::{Decoder, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -84,7 +84,7 @@ pub async fn serve(
             peer,
             id: ids.fetch_add(1, Ordering::Relaxed),
             name: None,
-            series: Vec::new(),
+            series: None,
         };
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -107,9 +107,9 @@ struct Conn {
     peer: SocketAddr,
     id: u64,
     name: Option<Bytes>,
-    /// Per-command metric series of this connection (by position in `COMMANDS`), resolved on
-    /// first use.
-    series: Vec<Option<HandleMetrics>>,
+    /// Per-command metric series of this connection (by position in `COMMANDS`), made on the
+    /// first command and resolved on each one's first use.
+    series: Option<SeriesTable>,
 }
 
 /// Replies of one batch: small ones packed, large values as they are.
@@ -289,13 +289,13 @@ impl Conn {
     }
 
     fn observe(&mut self, i: usize, took: Duration, code: Code) {
-        if self.series.is_empty() {
-            self.series = (0..COMMANDS.len()).map(|_| None).collect();
+        let (metrics, peer) = (&self.metrics, self.peer.ip());
+        let series = self
+            .series
+            .get_or_insert_with(|| SeriesTable::new(COMMANDS.len()));
+        if let Some(h) = series.get(i, || metrics.server("resp", COMMANDS[i].0, peer)) {
+            h.observe(took, code);
         }
-        let (metrics, peer) = (&self.metrics, self.peer);
-        self.series[i]
-            .get_or_insert_with(|| metrics.server("resp", COMMANDS[i].0, &peer.ip().to_string()))
-            .observe(took, code);
     }
 
     fn command(&mut self, name: &str, args: &[Bytes], out: &mut Out) -> (Code, Option<Close>) {
@@ -855,7 +855,7 @@ mod tests {
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
             id: 1,
             name: None,
-            series: Vec::new(),
+            series: None,
         }
     }
 

@@ -2,7 +2,6 @@
 //! and reflection services.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -65,7 +64,6 @@ pub struct Service {
     config: ServiceConfig,
     shadow: ShadowPolicy,
     metrics: Metrics,
-    series: Series,
     snapshots: Option<std::sync::Arc<crate::snapshot::Snapshotter>>,
 }
 
@@ -157,7 +155,6 @@ impl Service {
             config,
             shadow,
             metrics: metrics.clone(),
-            series: Series::default(),
             snapshots: None,
         }
     }
@@ -311,35 +308,12 @@ impl Call<'_> {
     }
 }
 
-/// Most (method, peer) series kept resolved; past it, calls from new peers resolve theirs
-/// per call (the registry caps the series themselves).
-const MAX_CACHED_SERIES: usize = 4096;
-
-/// The resolved metric series of each (method, peer IP): a call costs a read lock and a hash
-/// lookup instead of the registry's label resolution (three allocations and a global mutex).
-#[derive(Clone, Debug, Default)]
-struct Series {
-    map: std::sync::Arc<std::sync::RwLock<HashMap<SeriesKey, HandleMetrics>>>,
-}
-
-/// A call's RPC and the caller's address.
-type SeriesKey = (&'static str, Option<IpAddr>);
-
-impl Series {
-    fn get<T>(&self, metrics: &Metrics, method: &'static str, req: &Request<T>) -> HandleMetrics {
-        let key = (method, req.remote_addr().map(|a: SocketAddr| a.ip()));
-        if let Some(h) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return h.clone();
-        }
-        let peer = key
-            .1
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        let h = metrics.server("grpc", method, &peer);
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        if map.len() < MAX_CACHED_SERIES {
-            map.insert(key, h.clone());
-        }
-        h
+/// The metric series of `method` for the caller of `req` (by IP address; resolved series
+/// cost the registry a read lock and a lookup).
+fn series<T>(metrics: &Metrics, method: &'static str, req: &Request<T>) -> HandleMetrics {
+    match req.remote_addr() {
+        Some(a) => metrics.server("grpc", method, a.ip()),
+        None => metrics.server("grpc", method, "unknown"),
     }
 }
 
@@ -347,7 +321,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + 
 
 macro_rules! call {
     ($self:ident, $method:literal, $req:ident, $body:expr) => {{
-        let handle = $self.series.get(&$self.metrics, $method, &$req);
+        let handle = series(&$self.metrics, $method, &$req);
         let call = Call {
             recorder: Some(handle.start()),
         };
@@ -599,7 +573,7 @@ impl ObjectStore for Service {
         &self,
         req: Request<Streaming<proto::UploadChunk>>,
     ) -> Result<proto::PutResponse> {
-        let handle = self.series.get(
+        let handle = series(
             &self.metrics,
             "/jupiter.objstore.v1.ObjectStore/Upload",
             &req,
@@ -672,7 +646,7 @@ impl ObjectStore for Service {
         &self,
         req: Request<proto::SnapshotRequest>,
     ) -> Result<proto::SnapshotResponse> {
-        let handle = self.series.get(
+        let handle = series(
             &self.metrics,
             "/jupiter.objstore.v1.ObjectStore/Snapshot",
             &req,

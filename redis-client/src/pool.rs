@@ -6,10 +6,10 @@
 //! Hot path (`call`): no allocation beyond the request's own, no lock.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use jupiter_core::metrics::{Code, HandleMetrics, Metrics};
+use jupiter_core::metrics::{Code, HandleMetrics, Metrics, SeriesTable};
 use tokio::task::AbortHandle;
 
 use crate::Error;
@@ -75,8 +75,7 @@ impl Pool {
                 registry: registry.clone(),
                 name: options.name.clone(),
                 peer: addr.clone(),
-                series: (0..spec::COUNT).map(|_| OnceLock::new()).collect(),
-                other: OnceLock::new(),
+                series: SeriesTable::new(spec::COUNT + 1),
             }),
             _ => None,
         };
@@ -143,7 +142,11 @@ impl Pool {
         retry: bool,
         deadline: Option<Deadline>,
     ) -> Result<Frame, Error> {
-        let guard = self.metrics.as_ref().map(|m| m.get(spec).start());
+        let guard = self
+            .metrics
+            .as_ref()
+            .and_then(|m| m.get(spec))
+            .map(HandleMetrics::start);
         let conn = self.pick();
         let name = spec.map_or("?", |s| s.name);
         // The command's name and the server, never its arguments or reply (values may be
@@ -250,17 +253,18 @@ struct CmdMetrics {
     registry: Metrics,
     name: Arc<str>,
     peer: Arc<str>,
-    series: Box<[OnceLock<HandleMetrics>]>,
-    other: OnceLock<HandleMetrics>,
+    /// By command (`spec::index_of`), then one for commands outside the table.
+    series: SeriesTable,
 }
 
 impl CmdMetrics {
-    fn get(&self, spec: Option<&'static Spec>) -> &HandleMetrics {
-        let (slot, name) = match spec.and_then(|s| spec::index_of(s).map(|i| (i, s.name))) {
-            Some((i, name)) => (&self.series[i], name),
-            None => (&self.other, "?"),
-        };
-        slot.get_or_init(|| self.registry.client("redis", &self.name, name, &self.peer))
+    fn get(&self, spec: Option<&'static Spec>) -> Option<&HandleMetrics> {
+        let (i, name) = spec
+            .and_then(|s| spec::index_of(s).map(|i| (i, s.name)))
+            .unwrap_or((spec::COUNT, "?"));
+        self.series.get(i, || {
+            self.registry.client("redis", &self.name, name, &*self.peer)
+        })
     }
 }
 
