@@ -21,13 +21,13 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// Where an HTTP target lives.
 #[derive(Clone, Debug)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// `host:port` as written (for the Host header).
-    pub authority: String,
+    pub(crate) authority: String,
     /// Host name or address.
-    pub host: String,
+    pub(crate) host: String,
     /// Port.
-    pub port: u16,
+    pub(crate) port: u16,
 }
 
 impl Endpoint {
@@ -36,7 +36,7 @@ impl Endpoint {
     /// # Errors
     ///
     /// Not an `http://` URL with a host, or it has a path.
-    pub fn parse(url: &str) -> Result<Endpoint, String> {
+    pub(crate) fn parse(url: &str) -> Result<Endpoint, String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("{url:?}: only http:// URLs (https is not supported yet)"))?;
@@ -66,7 +66,7 @@ impl Endpoint {
     /// # Errors
     ///
     /// The name does not resolve.
-    pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
+    pub(crate) async fn resolve(&self) -> std::io::Result<SocketAddr> {
         tokio::net::lookup_host((self.host.as_str(), self.port))
             .await?
             .next()
@@ -76,37 +76,40 @@ impl Endpoint {
 
 /// What went wrong with a request.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     /// No connection could be made.
-    #[error("connect: {0}")]
-    Connect(std::io::Error),
+    #[error("cannot connect")]
+    Connect(#[source] std::io::Error),
     /// The connection failed mid-request.
-    #[error("i/o: {0}")]
-    Io(std::io::Error),
+    #[error("the connection failed mid-request")]
+    Io(#[source] std::io::Error),
+    /// The HTTP/2 handshake failed (the HTTP/2 client shares this error type).
+    #[error("the HTTP/2 handshake failed")]
+    Handshake(#[source] hyper::Error),
     /// The server's bytes are not HTTP/1.1 (or are over the limits).
-    #[error("protocol: {0}")]
+    #[error("not an HTTP/1.1 answer: {0}")]
     Protocol(String),
 }
 
 /// A response, borrowed from the connection's buffer until the next request.
 #[derive(Debug, Default)]
-pub struct Response {
+pub(crate) struct Response {
     /// Status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Headers the caller asked for (lowercase name, value).
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
     /// Body, when asked for.
-    pub body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
     /// Body length (read in full either way).
-    pub body_len: usize,
+    pub(crate) body_len: usize,
     /// When the request got a connection and was sent: the start of the service time (a
     /// wait for a free connection is latency, not service).
-    pub sent: Option<std::time::Instant>,
+    pub(crate) sent: Option<std::time::Instant>,
 }
 
 /// One keep-alive connection.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     stream: TcpStream,
     buf: BytesMut,
     reused: bool,
@@ -115,7 +118,7 @@ pub struct Conn {
 /// Connections to one endpoint. Idle connections wait in a lock-free queue; at most `max`
 /// are open (more waiting workers open more only up to it; the rest get a connection back).
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     addr: SocketAddr,
     idle: ArrayQueue<Conn>,
     open: tokio::sync::Semaphore,
@@ -124,7 +127,7 @@ pub struct Pool {
 
 /// A checked-out connection: returns to the pool (if still usable) when dropped.
 #[derive(Debug)]
-pub struct Lease<'a> {
+pub(crate) struct Lease<'a> {
     pool: &'a Pool,
     conn: Option<Conn>,
     _permit: tokio::sync::SemaphorePermit<'a>,
@@ -141,7 +144,7 @@ impl Drop for Lease<'_> {
 
 impl Pool {
     /// A pool of at most `max` connections to `addr`.
-    pub fn new(addr: SocketAddr, max: usize, connect_timeout: Duration) -> Pool {
+    pub(crate) fn new(addr: SocketAddr, max: usize, connect_timeout: Duration) -> Pool {
         Pool {
             addr,
             idle: ArrayQueue::new(max.max(1)),
@@ -187,7 +190,7 @@ impl Pool {
     /// # Errors
     ///
     /// See [`HttpError`].
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: &[u8],
         head: bool,
@@ -458,7 +461,7 @@ async fn read_chunked(conn: &mut Conn, want_body: bool, out: &mut Response) -> R
 }
 
 /// Encodes a request head (and body) into `out`.
-pub fn encode<'a>(
+pub(crate) fn encode<'a>(
     out: &mut Vec<u8>,
     method: &http::Method,
     path: &[u8],
@@ -545,8 +548,13 @@ mod tests {
                     assert_eq!((out.status, &out.body[..]), (status, body));
                 }
                 Err(kind) => {
-                    let e = got.unwrap_err().to_string();
-                    assert!(e.starts_with(kind), "{e}");
+                    let e = got.unwrap_err();
+                    let is = match e {
+                        HttpError::Protocol(_) => "protocol",
+                        HttpError::Io(_) => "i/o",
+                        _ => "other",
+                    };
+                    assert_eq!(is, kind, "{e}");
                 }
             }
         }

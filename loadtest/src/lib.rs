@@ -9,11 +9,16 @@
 //!   name file, line, column and key.
 //! - [`template`]: templated requests (`{{seq}}`, `{{uuid}}`, CSV feeders …).
 //! - [`threshold`]: `p99 < 20ms`, `error-rate < 1%`, `rps > 1000`.
-//! - [`run`]: targets, the shadow probe, executors (a precise pacer thread for open models,
-//!   looping workers for closed ones), graceful stop.
-//! - [`http1`]: the HTTP/1.1 engine (HTTP/2 goes through hyper).
+//! - [`run`]: the shadow probe, executors (a precise pacer thread for open models, looping
+//!   workers for closed ones), graceful stop; progress goes to a [`Reporter`] the caller
+//!   installs (the library prints nothing).
+//! - `protocol`: one file per protocol (HTTP/1.1, HTTP/2, objstore gRPC, Redis), each a
+//!   `Protocol` implementation: how it connects, probes and sends one request. Adding a
+//!   protocol starts there.
+//! - `http1`: the HTTP/1.1 engine (HTTP/2 goes through hyper).
 //! - [`stats`]: HDR histograms per step and thread, collected once a second.
 //! - [`report`]: summary table, JSON (schema `jupiter-loadtest/1`), HTML, Prometheus.
+//! - [`Error`]: the crate's one error type (an invalid scenario, a run that could not start).
 //!
 //! The scenario format and the JSON schema are documented in the crate's README.
 //!
@@ -22,7 +27,8 @@
 //! 0 passed, 1 thresholds failed, 2 invalid scenario or usage, 3 aborted (shadow probe failed,
 //! a target could not be set up, or Ctrl-C; the report is still written after Ctrl-C).
 
-pub mod http1;
+mod error;
+mod http1;
 mod protocol;
 pub mod report;
 pub mod run;
@@ -31,5 +37,6 @@ pub mod stats;
 pub mod template;
 pub mod threshold;
 
+pub use error::Error;
 pub use run::{Outcome, Reporter, RunOptions, run};
 pub use scenario::{Overrides, Plan};

@@ -86,23 +86,45 @@ fn parse_target(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| "write NAME=URL".to_owned())
 }
 
+/// What the binary itself can fail at (the library's failures are [`loadtest::Error`]).
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("cannot start the runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot write the report {}", .path.display())]
+    WriteReport {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write to stdout")]
+    Stdout(#[source] std::io::Error),
+}
+
+/// Exit codes (documented in `--help` and the README).
+const PASSED: u8 = 0;
+const THRESHOLDS_FAILED: u8 = 1;
+const INVALID: u8 = 2;
+const ABORTED: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { scenario } => match Plan::load(&scenario, &Overrides::default()) {
             Ok(plan) => {
-                println!(
-                    "{}: ok ({} scenario(s), {} target(s))",
+                let line = format!(
+                    "{}: ok ({} scenario(s), {} target(s))\n",
                     scenario.display(),
                     plan.scenarios.len(),
                     plan.targets.len()
                 );
-                ExitCode::SUCCESS
+                let mut out = Stdout::default();
+                match out.write(&line) {
+                    Ok(()) => ExitCode::from(PASSED),
+                    Err(e) => fail(&e, ABORTED),
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
+            Err(e) => fail(&e, exit_code(&e)),
         },
         Command::Run {
             scenario,
@@ -127,10 +149,7 @@ fn main() -> ExitCode {
             };
             let mut plan = match Plan::load(&scenario, &overrides) {
                 Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(e) => return fail(&e, exit_code(&e)),
             };
             if json.is_some() {
                 plan.output.json = json;
@@ -154,14 +173,52 @@ fn main() -> ExitCode {
                 b.worker_threads(threads);
                 b
             };
-            let runtime = match builder.enable_all().build() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::from(3);
-                }
-            };
-            runtime.block_on(run(plan, quiet))
+            match builder.enable_all().build() {
+                Ok(runtime) => runtime.block_on(run(plan, quiet)),
+                Err(e) => fail(&CliError::Runtime(e), ABORTED),
+            }
+        }
+    }
+}
+
+/// Prints `e` with its causes; returns `code`.
+fn fail(e: &(dyn std::error::Error + 'static), code: u8) -> ExitCode {
+    jupiter_core::cli::print_error("loadtest", e);
+    ExitCode::from(code)
+}
+
+/// 2 for a scenario at fault, 3 for a run that could not start.
+fn exit_code(e: &loadtest::Error) -> u8 {
+    if e.is_invalid_scenario() {
+        INVALID
+    } else {
+        ABORTED
+    }
+}
+
+/// Stdout for the summary and report lines. Once the reader has gone (`loadtest … | head -1`)
+/// the rest is dropped quietly: that is not an error, and the exit code stays the run's.
+#[derive(Default)]
+struct Stdout {
+    closed: bool,
+    /// A write failed other than by a closed pipe (and was reported).
+    failed: bool,
+}
+
+impl Stdout {
+    fn write(&mut self, text: &str) -> Result<(), CliError> {
+        if !self.closed {
+            self.closed = !jupiter_core::cli::write_stdout(text).map_err(CliError::Stdout)?;
+        }
+        Ok(())
+    }
+
+    /// [`write`](Stdout::write), reporting a failure on stderr instead of returning it.
+    fn print(&mut self, text: &str) {
+        if let Err(e) = self.write(text) {
+            jupiter_core::cli::print_error("loadtest", &e);
+            self.failed = true;
+            self.closed = true;
         }
     }
 }
@@ -172,10 +229,13 @@ async fn run(plan: Plan, quiet: bool) -> ExitCode {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nstopping (Ctrl-C again to quit at once)…");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\nstopping (Ctrl-C again to quit at once)…"
+                );
                 cancel.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(3);
+                    std::process::exit(ABORTED.into());
                 }
             }
         });
@@ -190,37 +250,38 @@ async fn run(plan: Plan, quiet: bool) -> ExitCode {
     };
     let (report, outcome) = match loadtest::run(plan, options).await {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(3);
-        }
+        Err(e) => return fail(&e, exit_code(&e)),
     };
-    print!("{}", report.summary());
+    let mut out = Stdout::default();
+    // A report that could not be written (or a stdout that fails other than by a closed pipe)
+    // turns a pass into exit code 3; the other reports are still written.
     let mut write_failed = false;
+    out.print(&report.summary());
     for (path, text) in [(json, report.to_json()), (html, report.to_html())]
         .into_iter()
         .filter_map(|(p, f)| p.map(|p| (p, f)))
     {
         match std::fs::write(&path, text) {
-            Ok(()) => println!("report: {}", path.display()),
-            Err(e) => {
-                eprintln!("error: cannot write {}: {e}", path.display());
+            Ok(()) => out.print(&format!("report: {}\n", path.display())),
+            Err(source) => {
+                jupiter_core::cli::print_error("loadtest", &CliError::WriteReport { path, source });
                 write_failed = true;
             }
         }
     }
-    match outcome {
-        Outcome::Passed if !write_failed => ExitCode::SUCCESS,
-        Outcome::Passed => ExitCode::from(3),
+    let code = match &outcome {
+        Outcome::Passed if write_failed || out.failed => ABORTED,
+        Outcome::Passed => PASSED,
         Outcome::ThresholdsFailed => {
-            println!("thresholds failed");
-            ExitCode::from(1)
+            out.print("thresholds failed\n");
+            THRESHOLDS_FAILED
         }
         Outcome::Aborted(why) => {
-            println!("aborted: {why}");
-            ExitCode::from(3)
+            out.print(&format!("aborted: {why}\n"));
+            ABORTED
         }
-    }
+    };
+    ExitCode::from(code)
 }
 
 /// Progress and notices on stderr: the progress line is rewritten in place once a second (when

@@ -583,12 +583,10 @@ pub fn prometheus_text(plan: &Plan, c: &Collected, recorder: &Recorder) -> Strin
 pub async fn serve_prometheus(
     addr: &str,
     text: Arc<Mutex<String>>,
-) -> Result<std::net::SocketAddr, String> {
+) -> std::io::Result<std::net::SocketAddr> {
     use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let text = text.clone();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use jupiter_core::shadow::ShadowContext;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Error;
 use crate::protocol::{Scratch, Shadow, TargetClient};
 use crate::report::Report;
 use crate::scenario::{Executor, Flow, Plan, Stage, Step};
@@ -65,17 +66,6 @@ pub trait Reporter: Send + Sync {
     fn finished(&self) {}
 }
 
-/// A run that could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The shadow probe failed: the target does not acknowledge shadow traffic.
-    #[error("shadow probe: {0}")]
-    Probe(String),
-    /// A target could not be set up.
-    #[error("target {0}: {1}")]
-    Target(String, String),
-}
-
 struct Shared {
     plan: Plan,
     /// One per target, in the plan's order.
@@ -94,7 +84,7 @@ struct Shared {
 ///
 /// A target could not be set up, or the shadow probe failed (the report is not written: no
 /// load was sent).
-pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), RunError> {
+pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), Error> {
     let cancel = options.cancel.unwrap_or_default();
     let reporter = options.reporter;
     let clients = connect_targets(&plan).await?;
@@ -137,7 +127,10 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
         Some(addr) => {
             let bound = crate::report::serve_prometheus(addr, prom_text.clone())
                 .await
-                .map_err(|e| RunError::Target("prometheus".into(), e))?;
+                .map_err(|source| Error::Prometheus {
+                    addr: addr.clone(),
+                    source,
+                })?;
             if let Some(r) = &reporter {
                 r.serving_metrics(bound);
             }
@@ -183,13 +176,25 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
         runs.push(tokio::spawn(run_scenario(shared, i, start)));
     }
     let mut durations = Vec::new();
+    let mut failed = None;
     for r in runs {
-        durations.push(r.await.unwrap_or_default());
+        match r.await {
+            Ok(Ok(d)) => durations.push(d),
+            Ok(Err(e)) => {
+                durations.push(Duration::ZERO);
+                failed.get_or_insert(e);
+            }
+            // A scenario task that panicked: its figures stand, its duration is unknown.
+            Err(_) => durations.push(Duration::ZERO),
+        }
     }
     collector_stop.cancel();
     let _ = collector.await;
     if let Some(r) = &reporter {
         r.finished();
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     let elapsed = start.elapsed();
     let mut c = collected.lock().unwrap_or_else(|p| p.into_inner());
@@ -218,7 +223,7 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), R
 }
 
 /// Every live target a scenario uses must acknowledge shadow traffic.
-async fn probe(plan: &Plan, clients: &[TargetClient], ctx: &ShadowContext) -> Result<(), RunError> {
+async fn probe(plan: &Plan, clients: &[TargetClient], ctx: &ShadowContext) -> Result<(), Error> {
     for (i, (t, client)) in plan.targets.iter().zip(clients).enumerate() {
         let used = plan
             .scenarios
@@ -228,28 +233,26 @@ async fn probe(plan: &Plan, clients: &[TargetClient], ctx: &ShadowContext) -> Re
             continue;
         }
         if let Err(f) = client.probe(t, ctx, plan.run.timeout).await {
-            let why = match &f.source {
-                Some(e) => format!("{} ({e})", f.reason),
-                None => f.reason,
-            };
-            return Err(RunError::Probe(format!(
-                "target {:?} {why}; refusing to send shadow traffic to a live target that may \
-                 not keep it apart. Fix the target, or set live = false on it if it holds no \
-                 live data, or [run] shadow = false",
-                t.name
-            )));
+            return Err(Error::Probe {
+                target: t.name.clone(),
+                reason: f.reason,
+                source: f.source,
+            });
         }
     }
     Ok(())
 }
 
 /// Sets up every target's client, in the plan's order.
-async fn connect_targets(plan: &Plan) -> Result<Vec<TargetClient>, RunError> {
+async fn connect_targets(plan: &Plan) -> Result<Vec<TargetClient>, Error> {
     let mut clients = Vec::with_capacity(plan.targets.len());
     for t in &plan.targets {
         let client = TargetClient::connect(t, &plan.run)
             .await
-            .map_err(|e| RunError::Target(t.name.clone(), e.to_string()))?;
+            .map_err(|source| Error::Target {
+                target: t.name.clone(),
+                source,
+            })?;
         clients.push(client);
     }
     Ok(clients)
@@ -313,7 +316,11 @@ fn vus_at(start: usize, stages: &[Stage], t: Duration) -> usize {
 }
 
 /// Runs scenario `i` to its end; returns how long it ran.
-async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Duration {
+///
+/// # Errors
+///
+/// The pacer thread could not be started; the whole run is cancelled.
+async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<Duration, Error> {
     let scenario = &shared.plan.scenarios[i];
     let graceful = shared.plan.run.graceful_stop;
     let end = start + scenario.executor.duration();
@@ -370,8 +377,17 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Duration
                         }
                         n += 1;
                     }
-                })
-                .expect("spawn the pacer thread");
+                });
+            let pacer = match pacer {
+                Ok(p) => p,
+                Err(source) => {
+                    shared.cancel.cancel();
+                    return Err(Error::Pacer {
+                        scenario: scenario.name.clone(),
+                        source,
+                    });
+                }
+            };
             for vu in 0..*max_in_flight {
                 let shared = shared.clone();
                 let rx = rx.clone();
@@ -456,7 +472,7 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Duration
             }
         }
     }
-    start.elapsed().min(scenario.executor.duration())
+    Ok(start.elapsed().min(scenario.executor.duration()))
 }
 
 async fn iteration(

@@ -7,7 +7,6 @@
 //! commented example, in the crate's README.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +15,7 @@ use jupiter_core::Config;
 use jupiter_core::config::types::{ByteSize, duration};
 use serde::Deserialize;
 
+use crate::error::{Error, Problem};
 use crate::template::{Feeder, Template, load_feeder};
 use crate::threshold::Threshold;
 
@@ -354,18 +354,6 @@ pub struct ChecksSpec {
     pub headers: BTreeMap<String, String>,
 }
 
-/// A scenario error: where and what.
-#[derive(Debug)]
-pub struct ScenarioError(pub String);
-
-impl fmt::Display for ScenarioError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ScenarioError {}
-
 /// Overrides from the command line, applied before validation.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -542,19 +530,22 @@ impl Plan {
     /// # Errors
     ///
     /// Names the file, line, column and key path of the first problem.
-    pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, ScenarioError> {
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, Error> {
         if !path.exists() {
-            return Err(ScenarioError(format!(
-                "{}: no such scenario file",
-                path.display()
-            )));
+            return Err(Error::scenario(
+                path,
+                None,
+                String::new(),
+                "no such scenario file".into(),
+                None,
+            ));
         }
         let config = Config::builder()
             .file(path)
             .no_env()
             .build()
-            .map_err(|e| ScenarioError(e.to_string()))?;
-        let file: ScenarioFile = config.get("").map_err(|e| ScenarioError(e.to_string()))?;
+            .map_err(|e| Error::from_config(path, e))?;
+        let file: ScenarioFile = config.get("").map_err(|e| Error::from_config(path, e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Plan::build(file, &config, path, base, overrides)
     }
@@ -565,20 +556,22 @@ impl Plan {
         path: &Path,
         base: &Path,
         o: &Overrides,
-    ) -> Result<Plan, ScenarioError> {
-        let at = |key: &str, msg: String| {
-            let loc = config
-                .locate(key)
-                .map(|l| format!("{l}: "))
-                .unwrap_or_else(|| format!("{}: ", path.display()));
-            ScenarioError(format!("{loc}{}: {msg}", shown_key(key)))
+    ) -> Result<Plan, Error> {
+        let at_problem = |key: &str, p: Problem| {
+            Error::scenario(
+                path,
+                config.locate(key).as_ref(),
+                shown_key(key),
+                p.message,
+                p.source,
+            )
         };
+        let at = |key: &str, msg: String| at_problem(key, msg.into());
         // Command-line overrides.
         for (name, url) in &o.targets {
-            let t = file.targets.get_mut(name).ok_or_else(|| {
-                ScenarioError(format!(
-                    "--target {name}={url}: the scenario has no target {name:?}"
-                ))
+            let t = file.targets.get_mut(name).ok_or_else(|| Error::Override {
+                option: format!("--target {name}={url}"),
+                message: format!("the scenario has no target {name:?}"),
             })?;
             t.url = Some(url.clone());
             t.embedded = false;
@@ -586,10 +579,10 @@ impl Plan {
         if !o.only.is_empty() {
             for name in &o.only {
                 if !file.scenarios.iter().any(|s| &s.name == name) {
-                    return Err(ScenarioError(format!(
-                        "--scenario {name}: no such scenario in {}",
-                        path.display()
-                    )));
+                    return Err(Error::Override {
+                        option: format!("--scenario {name}"),
+                        message: format!("no such scenario in {}", path.display()),
+                    });
                 }
             }
             file.scenarios.retain(|s| o.only.contains(&s.name));
@@ -615,10 +608,13 @@ impl Plan {
             }
         }
         if file.scenarios.is_empty() {
-            return Err(ScenarioError(format!(
-                "{}: scenarios: at least one [[scenarios]] is needed",
-                path.display()
-            )));
+            return Err(Error::scenario(
+                path,
+                None,
+                "scenarios".into(),
+                "at least one [[scenarios]] is needed".into(),
+                None,
+            ));
         }
         if file.run.timeout.is_zero() {
             return Err(at("run.timeout", "must be more than 0".into()));
@@ -635,7 +631,7 @@ impl Plan {
         for (name, f) in &file.feeders {
             let p = base.join(&f.csv);
             let feeder = load_feeder(name, &p, f.order == FeederOrder::Random)
-                .map_err(|e| at(&format!("feeders.{name}.csv"), e))?;
+                .map_err(|p| at_problem(&format!("feeders.{name}.csv"), p))?;
             feeders.push(Arc::new(feeder));
         }
         // Targets.
@@ -742,10 +738,10 @@ impl Plan {
 fn executor(
     s: &ScenarioSpec,
     key: &str,
-    at: &impl Fn(&str, String) -> ScenarioError,
-) -> Result<Executor, ScenarioError> {
+    at: &impl Fn(&str, String) -> Error,
+) -> Result<Executor, Error> {
     let field = |f: &str| format!("{key}.{f}");
-    let refuse = |fields: &[(&str, bool)]| -> Result<(), ScenarioError> {
+    let refuse = |fields: &[(&str, bool)]| -> Result<(), Error> {
         for (f, set) in fields {
             if *set {
                 return Err(at(
@@ -756,7 +752,7 @@ fn executor(
         }
         Ok(())
     };
-    let flat = |target: f64| -> Result<(Vec<Stage>, Option<u64>), ScenarioError> {
+    let flat = |target: f64| -> Result<(Vec<Stage>, Option<u64>), Error> {
         match (s.duration, s.iterations) {
             (Some(d), None) if !d.is_zero() => Ok((
                 vec![Stage {
@@ -779,7 +775,7 @@ fn executor(
             )),
         }
     };
-    let stages = |what: &str, max: f64| -> Result<Vec<Stage>, ScenarioError> {
+    let stages = |what: &str, max: f64| -> Result<Vec<Stage>, Error> {
         if s.stages.is_empty() {
             return Err(at(
                 &field("stages"),
@@ -934,8 +930,8 @@ fn step(
     targets: &[Target],
     feeders: &[Arc<Feeder>],
     run_id: &str,
-    at: &impl Fn(&str, String) -> ScenarioError,
-) -> Result<Step, ScenarioError> {
+    at: &impl Fn(&str, String) -> Error,
+) -> Result<Step, Error> {
     let target = match &st.target {
         Some(name) => targets
             .iter()

@@ -17,6 +17,8 @@
 use std::io::Write as _;
 use std::sync::Arc;
 
+use crate::error::Problem;
+
 /// A CSV data feeder: a header row naming the columns, then rows.
 #[derive(Debug)]
 pub struct Feeder {
@@ -200,30 +202,32 @@ fn write_u64(out: &mut Vec<u8>, n: u64) {
 /// # Errors
 ///
 /// The file cannot be read, has no header row, or a row has the wrong number of fields.
-pub fn load_feeder(name: &str, path: &std::path::Path, random: bool) -> Result<Feeder, String> {
+pub(crate) fn load_feeder(
+    name: &str,
+    path: &std::path::Path,
+    random: bool,
+) -> Result<Feeder, Problem> {
+    let broken = |e: csv::Error| Problem::caused_by(format!("{}: invalid CSV", path.display()), e);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_path(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| Problem::caused_by(format!("cannot read {}", path.display()), e))?;
     let columns: Vec<String> = reader
         .headers()
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(broken)?
         .iter()
         .map(str::to_owned)
         .collect();
     if columns.is_empty() {
-        return Err(format!(
-            "{}: no header row naming the columns",
-            path.display()
-        ));
+        return Err(format!("{}: no header row naming the columns", path.display()).into());
     }
     let mut rows = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| format!("{}: {e}", path.display()))?;
+        let record = record.map_err(broken)?;
         rows.push(record.iter().map(str::to_owned).collect());
     }
     if rows.is_empty() {
-        return Err(format!("{}: the feeder has no rows", path.display()));
+        return Err(format!("{}: the feeder has no rows", path.display()).into());
     }
     Ok(Feeder {
         name: name.to_owned(),

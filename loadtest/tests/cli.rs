@@ -450,3 +450,80 @@ objstore = { op = "put", key = "k", value-size = "1TiB" }
         "{t}"
     );
 }
+
+/// Runs the binary with stdout a pipe whose reader is already gone, as in `loadtest … | head
+/// -0`: every write to it fails with a broken pipe.
+fn loadtest_into_a_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run loadtest");
+    child.wait_with_output().expect("wait for loadtest")
+}
+
+/// Regression: `println!` panicked ("failed printing to stdout: Broken pipe", exit code 101)
+/// when the reader of stdout had gone, as with `loadtest validate s.toml | head -0`.
+#[test]
+fn a_closed_stdout_is_not_a_panic_and_keeps_the_exit_code() {
+    let (_dir, path) = common::scenario(GOOD);
+    let o = loadtest_into_a_closed_pipe(&["validate", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "", "nothing to report: the reader went away");
+
+    // A run prints its summary to the same closed pipe, and still exits with its code: 1,
+    // a threshold failed (nothing listens on port 1).
+    let failing = GOOD
+        .replace(
+            "url = \"http://127.0.0.1:1\"",
+            "url = \"http://127.0.0.1:1\"\nlive = false",
+        )
+        .replace("duration = \"1s\"", "iterations = 10")
+        .replace(
+            "[targets.api]",
+            "thresholds = [\"error-rate < 1%\"]\n[targets.api]",
+        );
+    let (_dir, path) = common::scenario(&failing);
+    let o = loadtest_into_a_closed_pipe(&["run", "-q", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn an_invalid_scenario_is_printed_with_file_line_key_and_causes() {
+    let (_dir, path) =
+        common::scenario(&GOOD.replacen("duration = \"1s\"", "duration = \"1s\"\nbogus = 1", 1));
+    let p = path.to_str().unwrap();
+    let o = loadtest(&["validate", p]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!("loadtest: error: {p}:11:1: scenarios[0].bogus: unknown key\n")
+    );
+
+    // The error behind it (the CSV reader's) is printed under it, not folded into the line.
+    let (dir, path) = common::scenario(&format!("[feeders.users]\ncsv = \"users.csv\"\n{GOOD}"));
+    std::fs::write(dir.path().join("users.csv"), "id,name\n1,ann\n2\n").unwrap();
+    let p = path.to_str().unwrap();
+    let o = loadtest(&["validate", p]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    let mut lines = stderr.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("loadtest: error: {p}:2:1: feeders.users.csv: ")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("  caused by: CSV error")),
+        "{stderr}"
+    );
+}

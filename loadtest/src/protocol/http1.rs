@@ -149,6 +149,6 @@ pub(super) fn error_kind(e: &HttpError) -> ErrorKind {
     match e {
         HttpError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
         HttpError::Connect(_) => ErrorKind::Connect,
-        HttpError::Io(_) | HttpError::Protocol(_) => ErrorKind::Protocol,
+        HttpError::Io(_) | HttpError::Handshake(_) | HttpError::Protocol(_) => ErrorKind::Protocol,
     }
 }

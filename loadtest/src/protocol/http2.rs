@@ -86,7 +86,7 @@ impl Http2 {
             hyper_util::rt::TokioIo::new(tcp),
         )
         .await
-        .map_err(|e| HttpError::Protocol(e.to_string()))?;
+        .map_err(HttpError::Handshake)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
