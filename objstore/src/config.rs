@@ -177,6 +177,7 @@ impl ObjstoreConfig {
             max_value: self.max_object_size.bytes() as usize,
             feed_history: self.feed_history,
             watch_buffer: self.watch_buffer,
+            clock: crate::engine::Clock::system(),
         }
     }
 

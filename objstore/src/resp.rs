@@ -27,7 +27,7 @@ use redis_client::resp::{Decoder, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::engine::{Condition, Engine, EngineError, Put, now_ms};
+use crate::engine::{Condition, Engine, EngineError, Put};
 
 /// Values up to this size are copied into the reply buffer; larger ones are written as they
 /// are stored.
@@ -360,7 +360,7 @@ impl Conn {
                     Some(o) => match o.expires_at_ms {
                         None => -1,
                         Some(at) => {
-                            let left = at.saturating_sub(now_ms()) as i64;
+                            let left = at.saturating_sub(e.now_ms()) as i64;
                             if ms { left } else { (left + 500) / 1000 }
                         }
                     },
@@ -374,7 +374,11 @@ impl Conn {
                     _ => match positive(&args[2])
                         .and_then(|t| t.checked_mul(if name == "SETEX" { 1000 } else { 1 }))
                         .filter(|&ms| {
-                            crate::engine::expiry_at(now_ms(), Duration::from_millis(ms)).is_some()
+                            crate::engine::expiry_at(
+                                self.engine.now_ms(),
+                                Duration::from_millis(ms),
+                            )
+                            .is_some()
                         }) {
                         Some(ms) => (Some(Duration::from_millis(ms)), &args[3], Condition::Always),
                         None => {
@@ -448,8 +452,11 @@ impl Conn {
                         Some(t) => {
                             let scale = if name == "EXPIRE" { 1000 } else { 1 };
                             match (t as u64).checked_mul(scale).filter(|&ms| {
-                                crate::engine::expiry_at(now_ms(), Duration::from_millis(ms))
-                                    .is_some()
+                                crate::engine::expiry_at(
+                                    self.engine.now_ms(),
+                                    Duration::from_millis(ms),
+                                )
+                                .is_some()
                             }) {
                                 Some(ms) => Some(Duration::from_millis(ms)),
                                 None => {
@@ -599,7 +606,7 @@ impl Conn {
                 if absolute {
                     Some(ms).filter(|&at| at <= crate::engine::MAX_EXPIRY_MS)
                 } else {
-                    crate::engine::expiry_at(now_ms(), Duration::from_millis(ms))
+                    crate::engine::expiry_at(self.engine.now_ms(), Duration::from_millis(ms))
                 }
             };
             match opt.as_str() {
@@ -648,13 +655,12 @@ impl Conn {
                 _ => Condition::Always,
             };
             let ttl = match (keep, expires_at) {
-                (true, _) => current
-                    .as_ref()
-                    .and_then(|o| o.expires_at_ms)
-                    .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(1))),
-                (false, Some(at)) => {
-                    Some(Duration::from_millis(at.saturating_sub(now_ms()).max(1)))
-                }
+                (true, _) => current.as_ref().and_then(|o| o.expires_at_ms).map(|at| {
+                    Duration::from_millis(at.saturating_sub(self.engine.now_ms()).max(1))
+                }),
+                (false, Some(at)) => Some(Duration::from_millis(
+                    at.saturating_sub(self.engine.now_ms()).max(1),
+                )),
                 (false, None) => None,
             };
             match e.put(put(key, value, ttl, condition)) {
@@ -724,8 +730,9 @@ impl Conn {
                     Some(v) => (
                         v,
                         Condition::IfRevision(o.mod_revision),
-                        o.expires_at_ms
-                            .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(1))),
+                        o.expires_at_ms.map(|at| {
+                            Duration::from_millis(at.saturating_sub(self.engine.now_ms()).max(1))
+                        }),
                     ),
                     None => return Ok(Err("ERR value is not an integer or out of range")),
                 },

@@ -37,22 +37,38 @@
 //! # Expiry
 //!
 //! Lazy (an expired object is invisible and removed on access) plus active: a background task
-//! sweeps shards that hold objects with a TTL.
+//! sweeps shards that hold objects with a TTL. Time comes from the configured [`Clock`] (the
+//! system's, or a manual one in tests).
+//!
+//! # Files
+//!
+//! This file holds the API (get, put, delete, list, watch) and the index upkeep it shares;
+//! `memory.rs` the charges, budget and eviction; `expiry.rs` expiry and the background tasks;
+//! `load.rs` what snapshots read and restore; `store.rs` the record and index layout;
+//! `feed.rs` the change feed and watchers; `clock.rs` the clock.
 
+mod clock;
+mod expiry;
 mod feed;
+mod load;
+mod memory;
 
 mod store;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use self::clock::Clock;
+pub use self::expiry::{MAX_EXPIRY_MS, expiry_at};
 use self::feed::{Body, Feed};
 pub use self::feed::{Event, EventKind, WatchError, Watcher};
+use self::memory::charge;
+pub use self::memory::resident_bytes;
 pub(crate) use self::store::RecordRef;
-use self::store::{Header, INLINE_MAX, MAX_HEADER, Pos, SegMeta, Segment, Segments, Table};
+use self::store::{Header, INLINE_MAX, MAX_HEADER, Pos, Segment, Segments, Table};
 
 /// Bytes charged per object beyond its record: its index slot at the table's average load
 /// and its share of segment slack. Resident-memory sampling corrects the rest.
@@ -86,6 +102,8 @@ pub struct EngineConfig {
     pub feed_history: usize,
     /// Events buffered per live watcher before it is cut off (told where to resume).
     pub watch_buffer: usize,
+    /// Where expiries read the time.
+    pub clock: Clock,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +116,7 @@ impl Default for EngineConfig {
             max_value: 64 * 1024 * 1024,
             feed_history: 100_000,
             watch_buffer: 4096,
+            clock: Clock::system(),
         }
     }
 }
@@ -179,16 +198,6 @@ pub enum EngineError {
     NotFound,
 }
 
-/// The latest expiry an object can have: milliseconds since the epoch as a signed 64-bit
-/// number (what Redis accepts, and what a client reading it back as `i64` can hold).
-pub const MAX_EXPIRY_MS: u64 = i64::MAX as u64;
-
-/// The expiry `ttl` after `now_ms` (at least 1 ms later), if it is at most [`MAX_EXPIRY_MS`].
-pub fn expiry_at(now_ms: u64, ttl: Duration) -> Option<u64> {
-    let ms = u64::try_from(ttl.as_millis()).ok()?.max(1);
-    now_ms.checked_add(ms).filter(|&at| at <= MAX_EXPIRY_MS)
-}
-
 /// One object in a listing.
 #[derive(Clone, Debug)]
 pub struct Listed {
@@ -258,13 +267,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The key's hash: its low bits pick the shard, its top 24 bits are the index tag.
 fn hash(key: &[u8]) -> u64 {
     // FNV-1a (keys are short), then a 64-bit finaliser so that both ends of the hash are
@@ -280,19 +282,6 @@ fn hash(key: &[u8]) -> u64 {
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
 }
-
-/// Bytes charged for a record of `len` bytes: itself plus its share of the index, plus, for
-/// a record with a segment of its own, that segment's bookkeeping (its allocation's header,
-/// the unused part of the header area, the `Arc`, its entry in the shard's segment table).
-fn charge(len: usize) -> usize {
-    if len + MAX_HEADER > INLINE_MAX {
-        len + RECORD_OVERHEAD + DEDICATED_OVERHEAD
-    } else {
-        len + RECORD_OVERHEAD
-    }
-}
-
-const DEDICATED_OVERHEAD: usize = 192;
 
 /// The object of the record at `off` of `segment` (the value is not copied).
 fn object_of(segment: &Arc<Segment>, off: usize, h: &Header) -> Object {
@@ -360,7 +349,12 @@ impl Engine {
         }
     }
 
-    /// The limits.
+    /// The engine clock's time: milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.config.clock.now_ms()
+    }
+
+    /// The limits it was made with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
     }
@@ -422,7 +416,7 @@ impl Engine {
 
     /// The object under `key`, if present and not expired.
     pub fn get(&self, key: &[u8]) -> Option<Object> {
-        let now = now_ms();
+        let now = self.now_ms();
         let h = hash(key);
         let found = {
             let shard = self.shard(h).read().unwrap_or_else(|e| e.into_inner());
@@ -444,23 +438,6 @@ impl Engine {
                 // Lazy expiry.
                 self.remove_expired(key, h, now);
                 None
-            }
-        }
-    }
-
-    fn remove_expired(&self, key: &[u8], h: u64, now: u64) {
-        let mut guard = self.shard(h).write().unwrap_or_else(|e| e.into_inner());
-        let shard = &mut *guard;
-        if let Some((i, s)) = shard.find(key, h) {
-            let header = shard.segs.header(s).0;
-            if header.expired(now) {
-                shard.table.remove(i);
-                self.dead(shard, s, &header);
-                self.inner.expirations.fetch_add(1, Ordering::Relaxed);
-                let key = Bytes::copy_from_slice(key);
-                self.inner
-                    .feed
-                    .append(EventKind::Expire, |_| (Body::Key(key), ()));
             }
         }
     }
@@ -502,132 +479,6 @@ impl Engine {
         shard.segs.remove(id);
     }
 
-    /// Bytes counted against the cap: live objects and the change history.
-    fn used(&self) -> usize {
-        self.inner.charged.load(Ordering::Relaxed) + self.inner.feed.history_bytes()
-    }
-
-    /// The data budget: the cap minus what sampling found the charge misses, minus 2% of
-    /// headroom for what changes between two samples (allocator free lists, buffers of
-    /// requests in flight).
-    fn budget(&self) -> Option<usize> {
-        let cap = self.inner.config.max_memory as usize;
-        (cap > 0)
-            .then(|| (cap - cap / 50).saturating_sub(self.inner.untracked.load(Ordering::Relaxed)))
-    }
-
-    /// Makes room for `need` more bytes: evicts, or refuses.
-    fn reserve(&self, need: usize, protect: &[u8]) -> Result<(), EngineError> {
-        let Some(budget) = self.budget() else {
-            return Ok(());
-        };
-        let mut attempts = 0;
-        while self.used() + need > budget {
-            if self.inner.config.eviction == Eviction::Noeviction
-                || attempts > 10_000
-                || !self.evict_one(protect)
-            {
-                return Err(EngineError::Exhausted(format!(
-                    "memory cap of {} bytes reached ({} bytes in use, {} more needed)",
-                    self.inner.config.max_memory,
-                    self.used(),
-                    need
-                )));
-            }
-            attempts += 1;
-        }
-        Ok(())
-    }
-
-    /// Evicts the least recently read of up to 5 segments sampled from a random shard: all
-    /// of its objects go at once, and so does its memory. Returns false if nothing could be
-    /// evicted.
-    fn evict_one(&self, protect: &[u8]) -> bool {
-        let n = self.inner.shards.len();
-        let start = fastrand::usize(..n);
-        for d in 0..n {
-            let lock = &self.inner.shards[(start + d) % n];
-            let mut guard = lock.write().unwrap_or_else(|e| e.into_inner());
-            let shard = &mut *guard;
-            if shard.table.len() == 0 || shard.segs.count == 0 {
-                continue;
-            }
-            let ids = shard.segs.metas.len();
-            let mut best: Option<(u32, u32)> = None;
-            let mut sampled = 0;
-            for _ in 0..32 {
-                let id = fastrand::usize(1..ids) as u32;
-                if let Some(m) = &shard.segs.metas[id as usize] {
-                    let t = m.segment.last_read.load(Ordering::Relaxed);
-                    if best.is_none_or(|(bt, _)| t < bt) {
-                        best = Some((t, id));
-                    }
-                    sampled += 1;
-                    if sampled == 5 {
-                        break;
-                    }
-                }
-            }
-            let id = match best {
-                Some((_, id)) => id,
-                None => match shard.segs.metas.iter().position(Option::is_some) {
-                    Some(id) => id as u32,
-                    None => continue,
-                },
-            };
-            if self.evict_segment(shard, id, protect) {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Evicts every object of segment `id` (except `protect`, which moves) and frees it.
-    fn evict_segment(&self, shard: &mut Shard, id: u32, protect: &[u8]) -> bool {
-        if shard.segs.active == id {
-            shard.segs.meta_mut(id).sealed = true;
-            shard.segs.active = 0;
-        }
-        let segment = shard.segs.meta(id).segment.clone();
-        let tick = self.tick();
-        let mut evicted = false;
-        for (off, h) in shard.segs.walk(id) {
-            let (ka, kb) = h.key(off);
-            let key = segment.slice(ka, kb);
-            let Some((i, t)) = shard.find_record(key, id, off) else {
-                continue;
-            };
-            if key == protect {
-                match shard
-                    .segs
-                    .append(&[segment.slice(off, off + h.total())], tick)
-                {
-                    Some((nid, noff)) => {
-                        shard.table.set(i, store::slot(t, nid, noff));
-                        continue;
-                    }
-                    None => return evicted,
-                }
-            }
-            shard.table.remove(i);
-            if h.expires_at_ms.is_some() {
-                shard.with_ttl -= 1;
-            }
-            self.inner.objects.fetch_sub(1, Ordering::Relaxed);
-            self.inner
-                .charged
-                .fetch_sub(charge(h.total()), Ordering::Relaxed);
-            self.inner.evictions.fetch_add(1, Ordering::Relaxed);
-            let key = Bytes::copy_from_slice(key);
-            self.inner
-                .feed
-                .append(EventKind::Evict, |_| (Body::Key(key), ()));
-            evicted = true;
-        }
-        shard.segs.remove(id);
-        true
-    }
-
     /// Writes an object. Returns it as stored.
     ///
     /// # Errors
@@ -644,7 +495,7 @@ impl Engine {
         }
         // Checked before any memory is charged: a TTL past what a millisecond timestamp can
         // hold is refused, not stored as already expired (or overflowed into the past).
-        let now = now_ms();
+        let now = self.now_ms();
         let expires_at_ms = match put.ttl {
             None => None,
             Some(ttl) => Some(expiry_at(now, ttl).ok_or_else(|| {
@@ -763,7 +614,7 @@ impl Engine {
     /// `NotFound` if absent; `Precondition` if the condition fails.
     pub fn delete(&self, key: &[u8], condition: &Condition) -> Result<u64, EngineError> {
         self.check_key(key)?;
-        let now = now_ms();
+        let now = self.now_ms();
         let h = hash(key);
         let mut guard = self.shard(h).write().unwrap_or_else(|e| e.into_inner());
         let shard = &mut *guard;
@@ -823,7 +674,7 @@ impl Engine {
         limit: usize,
         exclude: Option<&[u8]>,
     ) -> (Vec<Listed>, bool) {
-        let now = now_ms();
+        let now = self.now_ms();
         let excluded = |key: &[u8]| exclude.is_some_and(|x| key.starts_with(x));
         let exclusive = start_after.is_some_and(|s| s >= prefix);
         let from: &[u8] = match start_after {
@@ -883,251 +734,6 @@ impl Engine {
     pub fn watch(&self, prefix: Bytes, from: u64) -> Result<Watcher, WatchError> {
         self.inner.feed.watch(prefix, from)
     }
-
-    /// Removes expired objects from up to `max_shards` shards that hold objects with a TTL,
-    /// starting at `cursor`. Returns the next cursor and how many were removed.
-    pub fn sweep_expired(&self, cursor: usize, max_shards: usize) -> (usize, usize) {
-        let n = self.inner.shards.len();
-        let now = now_ms();
-        let mut removed = 0;
-        let mut next = cursor % n;
-        for _ in 0..max_shards.min(n) {
-            let lock = &self.inner.shards[next];
-            next = (next + 1) % n;
-            if lock.read().unwrap_or_else(|e| e.into_inner()).with_ttl == 0 {
-                continue;
-            }
-            let mut guard = lock.write().unwrap_or_else(|e| e.into_inner());
-            let shard = &mut *guard;
-            // Keys copied first: removing one may compact a segment and move the others.
-            let expired: Vec<(Bytes, u64)> = shard
-                .table
-                .iter()
-                .filter(|&s| shard.segs.header(s).0.expired(now))
-                .map(|s| (Bytes::copy_from_slice(shard.segs.key(s)), s))
-                .collect();
-            for (key, s) in expired {
-                let Some((p, _)) =
-                    shard.find_record(&key, store::slot_segment(s), store::slot_offset(s))
-                else {
-                    continue; // Moved by a compaction: the next sweep gets it.
-                };
-                let h = shard.segs.header(s).0;
-                shard.table.remove(p);
-                self.dead(shard, s, &h);
-                self.inner.expirations.fetch_add(1, Ordering::Relaxed);
-                self.inner
-                    .feed
-                    .append(EventKind::Expire, |_| (Body::Key(key), ()));
-                removed += 1;
-            }
-        }
-        (next, removed)
-    }
-
-    /// Records the process's resident memory: the part the charge does not explain lowers the
-    /// data budget, so the cap holds for resident memory. Evicts if now over budget.
-    pub fn observe_resident(&self, mut resident: usize) {
-        let cap = self.inner.config.max_memory as usize;
-        if cap > 0 && resident > cap / 20 * 19 {
-            // Freed segments may sit in the allocator's free lists, resident but reusable:
-            // give them back first, or they would count as overhead and evict live data for
-            // nothing.
-            release_free_memory();
-            resident = resident_bytes().unwrap_or(resident);
-        }
-        self.inner
-            .untracked
-            .store(resident.saturating_sub(self.used()), Ordering::Relaxed);
-        if self.inner.config.eviction == Eviction::SampledLru
-            && let Some(budget) = self.budget()
-        {
-            let mut guard = 0;
-            while self.used() > budget && guard < 100_000 && self.evict_one(&[]) {
-                guard += 1;
-            }
-        }
-    }
-
-    /// Starts the background tasks (active expiry, resident-memory sampling) on the current
-    /// tokio runtime; they stop when every clone of the engine is dropped.
-    pub fn spawn_maintenance(&self) {
-        // Before the first write: what the process holds already is not for data.
-        if self.inner.config.max_memory > 0
-            && let Some(rss) = resident_bytes()
-        {
-            self.observe_resident(rss);
-        }
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut cursor = 0;
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let engine = Engine { inner };
-                // A 16th of the shards per tick: every shard about every 1.6 s.
-                let per_tick = (engine.inner.shards.len() / 16).max(1);
-                cursor = engine.sweep_expired(cursor, per_tick).0;
-                if engine.inner.config.max_memory > 0
-                    && let Some(rss) = resident_bytes()
-                {
-                    engine.observe_resident(rss);
-                }
-            }
-        });
-    }
-}
-
-/// Snapshots: records go out as they are stored and come back as segments.
-impl Engine {
-    /// Shards, for walking the data one shard at a time.
-    pub fn shard_count(&self) -> usize {
-        self.inner.shards.len()
-    }
-
-    /// The live records of shard `i`, in segment order: `Arc`s taken under its read lock (no
-    /// record is copied), so a snapshot walks the data without stopping writers for long.
-    pub(crate) fn shard_records(&self, i: usize) -> Vec<RecordRef> {
-        let now = now_ms();
-        let shard = self.inner.shards[i]
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<RecordRef> = shard
-            .table
-            .iter()
-            .filter_map(|s| {
-                let (h, segment, off) = shard.segs.header(s);
-                (!h.expired(now)).then(|| RecordRef {
-                    segment: segment.clone(),
-                    off: off as u32,
-                    len: h.total() as u32,
-                })
-            })
-            .collect();
-        drop(shard);
-        out.sort_unstable_by_key(|r| (Arc::as_ptr(&r.segment) as usize, r.off));
-        out
-    }
-
-    /// Loads a block of records written by a snapshot. When every record of it belongs to
-    /// shard `hint` (the same shard count as the writer's), the block becomes a segment of
-    /// that shard as it is, without a copy; otherwise each record is copied to its shard.
-    /// Expired records are skipped. Returns how many records were loaded.
-    ///
-    /// # Errors
-    ///
-    /// A malformed record: what and where in the block.
-    pub(crate) fn load_block(&self, hint: usize, block: Bytes) -> Result<u64, String> {
-        let now = now_ms();
-        let tick = self.tick();
-        let mut records = Vec::new();
-        let mut at = 0;
-        let mut in_place = hint < self.inner.shards.len();
-        while at < block.len() {
-            let h = Header::decode(&block[at..])
-                .ok_or_else(|| format!("malformed record at byte {at} of the block"))?;
-            let (ea, eb) = h.extra(at);
-            if store::decode_extra(&block[ea..eb]).is_none() {
-                return Err(format!("malformed metadata at byte {at} of the block"));
-            }
-            if h.key_len == 0 {
-                return Err(format!("empty key at byte {at} of the block"));
-            }
-            let (ka, kb) = h.key(at);
-            let hash = hash(&block[ka..kb]);
-            in_place &= hash as usize & self.inner.mask == hint && at < 1 << 16;
-            records.push((at, h, hash));
-            at += h.total();
-        }
-        if in_place {
-            let mut guard = self.inner.shards[hint]
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            let shard = &mut *guard;
-            let used = block.len();
-            // Unsealed while loading: a key found twice in the block must not get the
-            // segment freed or compacted under the loop.
-            let id = shard
-                .segs
-                .add(SegMeta {
-                    segment: Arc::new(Segment::mapped(block, tick)),
-                    start: 0,
-                    used,
-                    live: 0,
-                    sealed: false,
-                })
-                .ok_or("the shard has no segment ids left")?;
-            let mut loaded = 0;
-            for (off, h, hash) in records {
-                if h.expired(now) {
-                    continue;
-                }
-                shard.segs.meta_mut(id).live += h.total();
-                self.index_loaded(shard, store::slot(store::tag(hash), id, off), &h, hash);
-                loaded += 1;
-            }
-            let meta = shard.segs.meta_mut(id);
-            meta.sealed = true;
-            if meta.live == 0 {
-                shard.segs.remove(id);
-            }
-            return Ok(loaded);
-        }
-        let mut loaded = 0;
-        for (off, h, hash) in records {
-            if h.expired(now) {
-                continue;
-            }
-            let mut guard = self.shard(hash).write().unwrap_or_else(|e| e.into_inner());
-            let shard = &mut *guard;
-            let (id, noff) = shard
-                .segs
-                .append(&[&block[off..off + h.total()]], tick)
-                .ok_or("the shard has no segment ids left")?;
-            self.index_loaded(shard, store::slot(store::tag(hash), id, noff), &h, hash);
-            loaded += 1;
-        }
-        Ok(loaded)
-    }
-
-    /// Indexes a loaded record (its bytes already placed and counted live in its segment).
-    fn index_loaded(&self, shard: &mut Shard, s: u64, h: &Header, hash: u64) {
-        let found = shard.find(shard.segs.key(s), hash);
-        match found {
-            // A key twice: the later record wins.
-            Some((i, old)) => {
-                let old_header = shard.segs.header(old).0;
-                shard.table.set(i, s);
-                self.dead(shard, old, &old_header);
-            }
-            None => shard.table.insert(s),
-        }
-        if h.expires_at_ms.is_some() {
-            shard.with_ttl += 1;
-        }
-        self.inner.objects.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .charged
-            .fetch_add(charge(h.total()), Ordering::Relaxed);
-    }
-}
-
-/// Returns free heap memory to the operating system (glibc's `malloc_trim`).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases memory the allocator holds free; it is thread safe.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// The process's resident memory, from `/proc/self/statm` (Linux).
-pub fn resident_bytes() -> Option<usize> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
 
 #[cfg(test)]

@@ -130,7 +130,11 @@ fn listing_is_ordered_and_paginated_across_shards() {
 
 #[test]
 fn ttl_lazy_and_active_expiry() {
-    let e = engine();
+    let clock = Clock::manual(1_700_000_000_000);
+    let e = Engine::new(EngineConfig {
+        clock: clock.clone(),
+        ..EngineConfig::default()
+    });
     let mut p = put("short", "v");
     p.ttl = Some(Duration::from_millis(30));
     e.put(p).unwrap();
@@ -140,8 +144,12 @@ fn ttl_lazy_and_active_expiry() {
         e.put(p).unwrap();
     }
     e.put(put("long", "v")).unwrap();
+    // One millisecond before the TTL ends, everything is there; at its end, nothing.
+    clock.advance(Duration::from_millis(29));
     assert!(e.get(b"short").is_some());
-    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(e.sweep_expired(0, usize::MAX).1, 0);
+    assert_eq!(e.len(), 102);
+    clock.advance(Duration::from_millis(1));
     // Lazy: invisible and removed on access.
     assert!(e.get(b"short").is_none());
     assert_eq!(e.len(), 101);
@@ -469,4 +477,14 @@ async fn evicted_segments_announce_their_objects() {
     }
     assert!(seen > 0, "no eviction event among {puts} puts");
     assert_eq!(e.len() as u64 + evicted, 1000);
+}
+
+#[test]
+fn the_system_clock_cannot_be_moved_and_a_manual_one_saturates() {
+    assert!(!Clock::system().advance(Duration::from_secs(1)));
+    let c = Clock::manual(u64::MAX - 5);
+    assert!(c.advance(Duration::MAX));
+    assert_eq!(c.now_ms(), u64::MAX);
+    // A TTL from there has no representable expiry: refused, not wrapped.
+    assert_eq!(expiry_at(c.now_ms(), Duration::from_millis(1)), None);
 }
