@@ -77,6 +77,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The JSON report could not be encoded.
+    #[error("cannot encode the JSON report")]
+    Report(#[source] serde_json::Error),
     /// The thread that paces an open-model scenario could not be started; the run stopped.
     #[error("cannot start the pacer thread of scenario {scenario:?}")]
     Pacer {

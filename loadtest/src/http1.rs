@@ -200,8 +200,14 @@ impl Pool {
     ) -> Result<(), HttpError> {
         let mut lease = self.lease().await?;
         out.sent = Some(std::time::Instant::now());
-        for attempt in 0..2 {
-            let conn = lease.conn.as_mut().expect("leased");
+        let mut retried = false;
+        loop {
+            let Some(conn) = lease.conn.as_mut() else {
+                // A lease holds a connection until this function gives it up.
+                return Err(HttpError::Connect(std::io::Error::other(
+                    "no connection leased",
+                )));
+            };
             match exchange(conn, request, head, want_headers, want_body, out).await {
                 Ok(keep) => {
                     if keep {
@@ -212,16 +218,16 @@ impl Pool {
                     return Ok(());
                 }
                 Err(Failure { error, answered }) => {
-                    let stale = conn.reused && !answered && attempt == 0;
+                    let stale = conn.reused && !answered && !retried;
                     lease.conn = None;
                     if !stale || matches!(error, HttpError::Protocol(_)) {
                         return Err(error);
                     }
                     lease.conn = Some(self.connect().await?);
+                    retried = true;
                 }
             }
         }
-        unreachable!("the second attempt returns")
     }
 }
 

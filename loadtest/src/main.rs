@@ -257,10 +257,19 @@ async fn run(plan: Plan, quiet: bool) -> ExitCode {
     // turns a pass into exit code 3; the other reports are still written.
     let mut write_failed = false;
     out.print(&report.summary());
-    for (path, text) in [(json, report.to_json()), (html, report.to_html())]
-        .into_iter()
-        .filter_map(|(p, f)| p.map(|p| (p, f)))
-    {
+    type Render = fn(&loadtest::report::Report) -> Result<String, loadtest::Error>;
+    let reports: [(Option<PathBuf>, Render); 2] =
+        [(json, |r| r.to_json()), (html, |r| Ok(r.to_html()))];
+    for (path, render) in reports {
+        let Some(path) = path else { continue };
+        let text = match render(&report) {
+            Ok(t) => t,
+            Err(e) => {
+                jupiter_core::cli::print_error("loadtest", &e);
+                write_failed = true;
+                continue;
+            }
+        };
         match std::fs::write(&path, text) {
             Ok(()) => out.print(&format!("report: {}\n", path.display())),
             Err(source) => {

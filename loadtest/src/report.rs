@@ -175,7 +175,7 @@ fn value(t: &Threshold, w: &StepWindow, secs: f64) -> f64 {
 }
 
 fn merged<'a>(windows: impl Iterator<Item = &'a StepWindow>) -> StepWindow {
-    let mut all = Collected::new(1).totals.pop().expect("one");
+    let mut all = StepWindow::new();
     for w in windows {
         all.merge(w);
     }
@@ -338,8 +338,13 @@ impl Report {
     }
 
     /// The JSON report.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("the report serializes")
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Report`](crate::Error::Report): serde_json refused a value (none of the
+    /// report's types should make it).
+    pub fn to_json(&self) -> Result<String, crate::Error> {
+        serde_json::to_string_pretty(self).map_err(crate::Error::Report)
     }
 
     /// The HTML report: one file, no external resources.

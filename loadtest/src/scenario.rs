@@ -961,15 +961,14 @@ fn step(
     let tpl = |sub: &str, text: &str| {
         Template::compile(text, feeders, run_id).map_err(|e| at(&format!("{key}.{sub}"), e))
     };
-    let given = [st.http.is_some(), st.objstore.is_some(), st.redis.is_some()];
-    if given.iter().filter(|g| **g).count() != 1 {
-        return Err(at(
+    let exactly_one = || {
+        at(
             key,
             "a step has exactly one of http = {…}, objstore = {…}, redis = […]".into(),
-        ));
-    }
+        )
+    };
     let action = match (&st.http, &st.objstore, &st.redis) {
-        (Some(h), _, _) => {
+        (Some(h), None, None) => {
             if kind != TargetKind::Http {
                 return Err(at(
                     &format!("{key}.http"),
@@ -1005,7 +1004,7 @@ fn step(
                 body: h.body.as_deref().map(|b| tpl("http.body", b)).transpose()?,
             }
         }
-        (_, Some(o), _) => {
+        (None, Some(o), None) => {
             if kind != TargetKind::Objstore {
                 return Err(at(
                     &format!("{key}.objstore"),
@@ -1059,7 +1058,7 @@ fn step(
                 random,
             }
         }
-        (_, _, Some(words)) => {
+        (None, None, Some(words)) => {
             if kind != TargetKind::Redis {
                 return Err(at(
                     &format!("{key}.redis"),
@@ -1077,7 +1076,7 @@ fn step(
                 .enumerate()
                 .map(|(i, w)| tpl(&format!("redis.{i}"), w))
                 .collect::<Result<Vec<_>, _>>()?;
-            if words[0].as_static().is_none() {
+            if words.first().and_then(Template::as_static).is_none() {
                 return Err(at(
                     &format!("{key}.redis.0"),
                     "the command name cannot be templated".into(),
@@ -1085,7 +1084,7 @@ fn step(
             }
             Action::Redis { words }
         }
-        _ => unreachable!("exactly one is given"),
+        _ => return Err(exactly_one()),
     };
     if kind != TargetKind::Http
         && (st.checks.body_contains.is_some() || !st.checks.headers.is_empty())

@@ -73,7 +73,8 @@ pub struct StepWindow {
 }
 
 impl StepWindow {
-    fn new() -> StepWindow {
+    /// An empty window.
+    pub(crate) fn new() -> StepWindow {
         StepWindow {
             latency: histogram(),
             service: histogram(),

@@ -105,7 +105,9 @@ impl Template {
                     Part::Text(value.into_bytes())
                 }
                 [one] if one.contains('.') => {
-                    let (f, c) = one.split_once('.').expect("contains a dot");
+                    let Some((f, c)) = one.split_once('.') else {
+                        return Err(format!("`{{{{{one}}}}}`: write {{{{FEEDER.COLUMN}}}}"));
+                    };
                     let feeder = feeders.iter().position(|x| x.name == f).ok_or_else(|| {
                         format!("`{{{{{one}}}}}`: no feeder named {f:?} in [feeders]")
                     })?;
