@@ -115,7 +115,7 @@ impl Error {
         match s.code() {
             Code::NotFound => Error::NotFound,
             Code::FailedPrecondition => Error::Precondition {
-                current: number(crate::server::CURRENT_REVISION),
+                current: number(crate::protocol::CURRENT_REVISION),
                 message,
             },
             Code::ResourceExhausted => Error::Exhausted(message),
@@ -124,7 +124,7 @@ impl Error {
             Code::Unavailable => Error::Unavailable(message),
             Code::Unauthenticated | Code::PermissionDenied => Error::Refused(message),
             Code::OutOfRange => Error::OutOfRange {
-                resume_from: number(crate::server::RESUME_FROM),
+                resume_from: number(crate::protocol::RESUME_FROM),
                 message,
             },
             code => Error::Other { code, message },
@@ -656,7 +656,7 @@ impl Client {
 
     /// Writes many objects in one call; each succeeds or fails on its own. The results are
     /// in the order of `items`. Not retried, and not split: the server takes at most
-    /// [`MAX_BATCH`](crate::server::MAX_BATCH) writes and a request no larger than its
+    /// [`MAX_BATCH`](crate::protocol::MAX_BATCH) writes and a request no larger than its
     /// largest object (plus 64 KiB) in one call.
     ///
     /// # Errors
@@ -700,7 +700,7 @@ impl Client {
                     let mut status = Status::new(code, r.message);
                     if let Some(rev) = r.current_revision {
                         status.metadata_mut().insert(
-                            crate::server::CURRENT_REVISION,
+                            crate::protocol::CURRENT_REVISION,
                             tonic::metadata::MetadataValue::from(rev),
                         );
                     }
@@ -742,7 +742,7 @@ impl Client {
     }
 
     /// The objects under `keys`, in the order of `keys` (`None` for a key that does not
-    /// exist). More keys than [`MAX_BATCH`](crate::server::MAX_BATCH) go in several calls,
+    /// exist). More keys than [`MAX_BATCH`](crate::protocol::MAX_BATCH) go in several calls,
     /// each retried as a read; the objects are not one snapshot of the store.
     ///
     /// # Errors
@@ -757,7 +757,7 @@ impl Client {
         keys: &[K],
     ) -> Result<Vec<Option<Object>>, Error> {
         let mut out = Vec::with_capacity(keys.len());
-        for part in keys.chunks(crate::server::MAX_BATCH) {
+        for part in keys.chunks(crate::protocol::MAX_BATCH) {
             let keys: Vec<Bytes> = part
                 .iter()
                 .map(|k| Bytes::copy_from_slice(k.as_ref()))
@@ -958,7 +958,7 @@ impl Client {
 
     /// One page of keys under `prefix`: `(key, info)` pairs in key order and the token of the
     /// next page (`None` on the last page). `limit` 0 is the server's default (1000); at most
-    /// [`MAX_LIST`](crate::server::MAX_LIST). Pass `""` for the first page. Retried as a
+    /// [`MAX_LIST`](crate::protocol::MAX_LIST). Pass `""` for the first page. Retried as a
     /// read.
     ///
     /// # Errors

@@ -38,10 +38,16 @@
 //! ```
 
 pub mod client;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod engine;
+pub mod protocol;
+#[cfg(feature = "server")]
 pub mod resp;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod snapshot;
 
 /// The generated protobuf types and gRPC stubs of `proto/objstore.proto`.

@@ -17,10 +17,7 @@ use crate::engine::{Condition, Engine, EngineError, EventKind, Object, Put, Watc
 use crate::proto;
 use crate::proto::object_store_server::ObjectStore;
 
-/// Most keys in one List page.
-pub const MAX_LIST: usize = 10_000;
-/// Most keys in one BatchGet or BatchPut.
-pub const MAX_BATCH: usize = 10_000;
+pub use crate::protocol::{CURRENT_REVISION, MAX_BATCH, MAX_LIST, RESUME_FROM};
 const PAGE_TOKEN_PREFIX: &str = "v1.";
 
 /// Service limits and policies. Its `Debug` output never shows the token.
@@ -69,11 +66,6 @@ pub struct Service {
 
 type Result<T> = std::result::Result<Response<T>, Status>;
 
-/// Metadata of a FAILED_PRECONDITION status: the key's current mod revision (absent when
-/// the key does not exist). Clients read this, not the message.
-pub const CURRENT_REVISION: &str = "objstore-current-revision";
-/// Metadata of an OUT_OF_RANGE status ending a watch that fell behind: where to resume.
-pub const RESUME_FROM: &str = "objstore-resume-from";
 
 /// `status` carrying `value` under `key` in its metadata.
 fn with_number(mut status: Status, key: &'static str, value: u64) -> Status {
