@@ -7,6 +7,7 @@
 //! commented example, in the crate's README.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,8 +111,8 @@ pub enum TargetKind {
     Redis,
 }
 
-/// `[targets.NAME]`
-#[derive(Clone, Debug, Deserialize)]
+/// `[targets.NAME]`. Its `Debug` shows neither the token nor a password in the URL.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TargetSpec {
     /// `http`, `objstore` or `redis`.
@@ -138,6 +139,32 @@ pub struct TargetSpec {
     pub shadow_prefix: Option<String>,
     /// objstore only: bearer token.
     pub token: Option<String>,
+}
+
+impl fmt::Debug for TargetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TargetSpec")
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_deref().map(redact_userinfo))
+            .field("embedded", &self.embedded)
+            .field("http2", &self.http2)
+            .field("connections", &self.connections)
+            .field("live", &self.live)
+            .field("probe", &self.probe)
+            .field("shadow_prefix", &self.shadow_prefix)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `url` with its user information (`user:password@`) replaced, for logs and `Debug`.
+fn redact_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}<redacted>{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
 }
 
 fn yes() -> bool {
@@ -1153,5 +1180,38 @@ fn parse_think(text: &str) -> Result<(Duration, Duration), String> {
             let d = one(text)?;
             Ok((d, d))
         }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn a_target_spec_debug_shows_no_token_and_no_url_password() {
+        let spec = TargetSpec {
+            kind: TargetKind::Redis,
+            url: Some("redis://app:hunter2@127.0.0.1:6379/0".into()),
+            embedded: false,
+            http2: false,
+            connections: None,
+            live: true,
+            probe: root(),
+            shadow_prefix: None,
+            token: Some("s3cret-token".into()),
+        };
+        let shown = format!("{spec:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret-token"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("redis://<redacted>@127.0.0.1:6379/0"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_userinfo("http://127.0.0.1:80/a@b"),
+            "http://127.0.0.1:80/a@b"
+        );
     }
 }
