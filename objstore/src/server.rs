@@ -66,7 +66,6 @@ pub struct Service {
 
 type Result<T> = std::result::Result<Response<T>, Status>;
 
-
 /// `status` carrying `value` under `key` in its metadata.
 fn with_number(mut status: Status, key: &'static str, value: u64) -> Status {
     status
