@@ -42,7 +42,10 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod engine;
+mod error;
 pub mod protocol;
+
+pub use crate::error::Error;
 #[cfg(feature = "server")]
 pub mod resp;
 #[cfg(feature = "server")]

@@ -236,7 +236,7 @@ async fn run_server(
                     );
                     engine
                 }
-                Err(e @ snapshot::SnapshotError::Corrupt { .. })
+                Err(e @ objstore::Error::Corrupt { .. })
                     if snap.on_corrupt == OnCorrupt::StartEmpty =>
                 {
                     tracing::warn!(error = %e, "corrupt snapshot; starting empty (on-corrupt = \"start-empty\")");

@@ -27,7 +27,8 @@ use redis_client::resp::{Decoder, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::engine::{Condition, Engine, EngineError, Put};
+use crate::Error;
+use crate::engine::{Condition, Engine, Put};
 
 /// Values up to this size are copied into the reply buffer; larger ones are written as they
 /// are stored.
@@ -394,7 +395,7 @@ impl Conn {
                 match e.put(put(&args[1], value, ttl, condition)) {
                     Ok(_) if nx => out.int(1),
                     Ok(_) => out.ok(),
-                    Err(EngineError::Precondition { .. }) => out.int(0),
+                    Err(Error::Precondition { .. }) => out.int(0),
                     Err(err) => return (engine_error(err, out), None),
                 }
                 Code::OK
@@ -669,12 +670,12 @@ impl Conn {
                     return (Code::OK, None);
                 }
                 // NX lost to a concurrent creator: not set, as Redis would answer.
-                Err(EngineError::Precondition { .. }) if nx => {
+                Err(Error::Precondition { .. }) if nx => {
                     reply_set(out, get, e.get(key).as_ref(), false);
                     return (Code::OK, None);
                 }
                 // Changed under us: read again.
-                Err(EngineError::Precondition { .. }) => {}
+                Err(Error::Precondition { .. }) => {}
                 Err(err) => return (engine_error(err, out), None),
             }
         }
@@ -684,12 +685,7 @@ impl Conn {
 
     /// Sets (`Some`) or clears (`persist`) an object's expiry, keeping its value. Whether it
     /// changed anything.
-    fn retouch(
-        &self,
-        key: &Bytes,
-        ttl: Option<Duration>,
-        persist: bool,
-    ) -> Result<bool, EngineError> {
+    fn retouch(&self, key: &Bytes, ttl: Option<Duration>, persist: bool) -> Result<bool, Error> {
         let e = &self.engine;
         for _ in 0..CAS_ATTEMPTS {
             let Some(o) = e.get(key) else {
@@ -701,7 +697,7 @@ impl Conn {
             if ttl == Some(Duration::ZERO) {
                 match e.delete(key, &Condition::IfRevision(o.mod_revision)) {
                     Ok(_) => return Ok(true),
-                    Err(EngineError::Precondition { .. }) => continue,
+                    Err(Error::Precondition { .. }) => continue,
                     Err(err) => return Err(err),
                 }
             }
@@ -710,11 +706,11 @@ impl Conn {
             p.metadata = o.metadata.clone();
             match e.put(p) {
                 Ok(_) => return Ok(true),
-                Err(EngineError::Precondition { .. }) => {}
+                Err(Error::Precondition { .. }) => {}
                 Err(err) => return Err(err),
             }
         }
-        Err(EngineError::Exhausted(
+        Err(Error::Exhausted(
             "too much contention on this key; try again".into(),
         ))
     }
@@ -743,8 +739,8 @@ impl Conn {
             let value = Bytes::from(itoa::Buffer::new().format(new).to_owned());
             match e.put(put(key, &value, ttl, condition)) {
                 Ok(_) => return Ok(Ok(new)),
-                Err(EngineError::Precondition { .. }) => {}
-                Err(EngineError::Exhausted(_)) => {
+                Err(Error::Precondition { .. }) => {}
+                Err(Error::Exhausted(_)) => {
                     return Err("OOM command not allowed when used memory > 'maxmemory'");
                 }
                 Err(_) => return Err("ERR invalid key"),
@@ -820,19 +816,24 @@ fn put(key: &Bytes, value: &Bytes, ttl: Option<Duration>, condition: Condition) 
 }
 
 /// The error reply for an engine refusal, and its metric code.
-fn engine_error(e: EngineError, out: &mut Out) -> Code {
+fn engine_error(e: Error, out: &mut Out) -> Code {
     match e {
-        EngineError::Exhausted(m) => {
+        Error::Exhausted(m) => {
             out.error(&format!("OOM {m}"));
             Code::from_static("OOM")
         }
-        EngineError::Invalid(m) => {
+        Error::Invalid(m) => {
             out.error(&format!("ERR {m}"));
             Code::INVALID
         }
-        EngineError::Precondition { .. } | EngineError::NotFound => {
+        Error::Precondition { .. } | Error::NotFound => {
             out.error("ERR the key changed meanwhile; try again");
             Code::from_static("Busy")
+        }
+        // Not what the engine answers a write.
+        e => {
+            out.error(&format!("ERR {e}"));
+            Code::grpc(13)
         }
     }
 }

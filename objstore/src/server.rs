@@ -13,7 +13,8 @@ use jupiter_core::shadow::{Access, Route, ShadowPolicy};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{Condition, Engine, EngineError, EventKind, Object, Put, WatchError};
+use crate::Error;
+use crate::engine::{Condition, Engine, EventKind, Object, Put};
 use crate::proto;
 use crate::proto::object_store_server::ObjectStore;
 
@@ -74,10 +75,10 @@ fn with_number(mut status: Status, key: &'static str, value: u64) -> Status {
     status
 }
 
-fn status(e: EngineError) -> Status {
+fn status(e: Error) -> Status {
     match e {
-        EngineError::Invalid(m) => Status::invalid_argument(m),
-        EngineError::Precondition { current } => match current {
+        Error::Invalid(m) => Status::invalid_argument(m),
+        Error::Precondition { current } => match current {
             Some(r) => with_number(
                 Status::failed_precondition(format!("condition failed: current revision is {r}")),
                 CURRENT_REVISION,
@@ -85,8 +86,13 @@ fn status(e: EngineError) -> Status {
             ),
             None => Status::failed_precondition("condition failed: the key does not exist"),
         },
-        EngineError::Exhausted(m) => Status::resource_exhausted(m),
-        EngineError::NotFound => Status::not_found("no such key"),
+        Error::Exhausted(m) => Status::resource_exhausted(m),
+        Error::NotFound => Status::not_found("no such key"),
+        e @ (Error::Compacted { .. } | Error::Future { .. } | Error::Lagged { .. }) => {
+            Status::out_of_range(e.to_string())
+        }
+        // Not what the engine answers a call (client-side and snapshot errors).
+        e => Status::internal(e.to_string()),
     }
 }
 
@@ -539,7 +545,7 @@ impl ObjectStore for Service {
                                 },
                             })
                         }
-                        Err(WatchError::Lagged { resume_from }) => Err(with_number(
+                        Err(Error::Lagged { resume_from }) => Err(with_number(
                             Status::out_of_range(format!(
                                 "watcher fell behind; resume from revision {resume_from}"
                             )),
@@ -799,13 +805,13 @@ mod tests {
     fn engine_errors_map_to_statuses() {
         use tonic::Code;
         for (e, code) in [
-            (EngineError::Invalid("x".into()), Code::InvalidArgument),
+            (Error::Invalid("x".into()), Code::InvalidArgument),
             (
-                EngineError::Precondition { current: Some(3) },
+                Error::Precondition { current: Some(3) },
                 Code::FailedPrecondition,
             ),
-            (EngineError::Exhausted("x".into()), Code::ResourceExhausted),
-            (EngineError::NotFound, Code::NotFound),
+            (Error::Exhausted("x".into()), Code::ResourceExhausted),
+            (Error::NotFound, Code::NotFound),
         ] {
             assert_eq!(status(e).code(), code);
         }

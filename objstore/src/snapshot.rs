@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::Error;
 use crate::engine::{Engine, EngineConfig};
 
 const MAGIC: &[u8; 8] = b"JUPOBJS2";
@@ -46,28 +47,6 @@ const FORMAT: u32 = 2;
 const HEADER: usize = 64;
 /// Records per block, in bytes (a larger record gets a block of its own).
 const BLOCK: usize = 64 * 1024;
-
-/// What went wrong with a snapshot.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    /// Reading or writing the file failed.
-    #[error("snapshot {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not a valid snapshot (truncated, corrupt, another format).
-    #[error("snapshot {path} is corrupt: {reason}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-}
 
 /// What a snapshot wrote or loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,8 +83,8 @@ fn header(shards: u32, revision: u64, records: u64, body_len: u64, body_crc: u32
 /// # Errors
 ///
 /// The file could not be written; the previous snapshot is untouched.
-pub fn write(engine: &Engine, path: &Path, rate: u64) -> Result<SnapshotStats, SnapshotError> {
-    let io = |source| SnapshotError::Io {
+pub fn write(engine: &Engine, path: &Path, rate: u64) -> Result<SnapshotStats, Error> {
+    let io = |source| Error::Snapshot {
         path: path.to_owned(),
         source,
     };
@@ -129,7 +108,7 @@ pub fn write(engine: &Engine, path: &Path, rate: u64) -> Result<SnapshotStats, S
         let mut records: u64 = 0;
         let mut revision = engine.revision();
         let started = Instant::now();
-        let mut emit = |out: &mut BufWriter<File>, bytes: &[u8]| -> Result<(), SnapshotError> {
+        let mut emit = |out: &mut BufWriter<File>, bytes: &[u8]| -> Result<(), Error> {
             out.write_all(bytes).map_err(io)?;
             crc.update(bytes);
             body += bytes.len() as u64;
@@ -195,19 +174,19 @@ pub fn write(engine: &Engine, path: &Path, rate: u64) -> Result<SnapshotStats, S
 ///
 /// The file cannot be read, or is truncated or corrupt (checked by the CRCs and by validating
 /// every record): nothing is loaded then.
-pub fn load(path: &Path, config: EngineConfig) -> Result<(Engine, SnapshotStats), SnapshotError> {
-    let corrupt = |reason: String| SnapshotError::Corrupt {
+pub fn load(path: &Path, config: EngineConfig) -> Result<(Engine, SnapshotStats), Error> {
+    let corrupt = |reason: String| Error::Corrupt {
         path: path.to_owned(),
         reason,
     };
-    let file = File::open(path).map_err(|source| SnapshotError::Io {
+    let file = File::open(path).map_err(|source| Error::Snapshot {
         path: path.to_owned(),
         source,
     })?;
     // SAFETY: the map is read-only, and snapshots are only ever replaced by rename, never
     // modified in place, so the mapped bytes do not change under us.
     let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|source| {
-        SnapshotError::Io {
+        Error::Snapshot {
             path: path.to_owned(),
             source,
         }
@@ -348,13 +327,13 @@ impl Snapshotter {
     /// # Errors
     ///
     /// As [`write`].
-    pub async fn take(&self) -> Result<SnapshotStats, SnapshotError> {
+    pub async fn take(&self) -> Result<SnapshotStats, Error> {
         let _one_at_a_time = self.running.lock().await;
         let (engine, path, rate) = (self.engine.clone(), self.path.clone(), self.rate);
         let started = Instant::now();
         let stats = tokio::task::spawn_blocking(move || write(&engine, &path, rate))
             .await
-            .map_err(|e| SnapshotError::Io {
+            .map_err(|e| Error::Snapshot {
                 path: self.path.clone(),
                 source: std::io::Error::other(e),
             })??;

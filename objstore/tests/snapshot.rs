@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use objstore::Error;
 use objstore::engine::{Engine, EngineConfig, Put};
-use objstore::snapshot::{self, SnapshotError};
+use objstore::snapshot;
 
 struct Dir(PathBuf);
 
@@ -140,10 +141,10 @@ fn corrupt_and_truncated_files_are_refused() {
         let p = d.0.join("bad.snap");
         std::fs::write(&p, bytes).unwrap();
         match snapshot::load(&p, EngineConfig::default()) {
-            Err(SnapshotError::Corrupt { path, reason }) => {
+            Err(Error::Corrupt { path, reason }) => {
                 assert_eq!(path, p);
                 assert!(reason.contains(needle), "{reason}");
-                let msg = SnapshotError::Corrupt { path, reason }.to_string();
+                let msg = Error::Corrupt { path, reason }.to_string();
                 assert!(msg.contains("bad.snap") && msg.contains("corrupt"), "{msg}");
             }
             Err(other) => panic!("{other}"),
@@ -171,7 +172,7 @@ fn corrupt_and_truncated_files_are_refused() {
     // A missing file is an I/O error naming it.
     let missing = d.0.join("nope.snap");
     let e = snapshot::load(&missing, EngineConfig::default()).unwrap_err();
-    assert!(matches!(e, SnapshotError::Io { .. }));
+    assert!(matches!(e, Error::Snapshot { .. }));
     assert!(e.to_string().contains("nope.snap"), "{e}");
     // The good one still loads.
     assert_eq!(

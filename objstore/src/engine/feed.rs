@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
-use super::Object;
 use super::store::RecordRef;
+use super::{Error, Object};
 
 /// What happened to a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,33 +93,6 @@ impl Stored {
             },
         }
     }
-}
-
-/// Why a watch cannot start or cannot go on.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum WatchError {
-    /// The start revision is older than the history kept.
-    #[error("revision {requested} is compacted; the oldest available is {oldest}")]
-    Compacted {
-        /// Asked for.
-        requested: u64,
-        /// Oldest revision still available.
-        oldest: u64,
-    },
-    /// The start revision is in the future.
-    #[error("revision {requested} is in the future; the next is {next}")]
-    Future {
-        /// Asked for.
-        requested: u64,
-        /// The next revision to be written.
-        next: u64,
-    },
-    /// The watcher fell too far behind and was cut off.
-    #[error("watcher fell behind; resume from revision {resume_from}")]
-    Lagged {
-        /// The first revision not delivered.
-        resume_from: u64,
-    },
 }
 
 struct State {
@@ -218,18 +191,18 @@ impl Feed {
         }
     }
 
-    pub(super) fn watch(&self, prefix: Bytes, from: u64) -> Result<Watcher, WatchError> {
+    pub(super) fn watch(&self, prefix: Bytes, from: u64) -> Result<Watcher, Error> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let next = state.revision + 1;
         let from = if from == 0 { next } else { from };
         if from > next {
-            return Err(WatchError::Future {
+            return Err(Error::Future {
                 requested: from,
                 next,
             });
         }
         if from <= state.compacted {
-            return Err(WatchError::Compacted {
+            return Err(Error::Compacted {
                 requested: from,
                 oldest: state.compacted + 1,
             });
@@ -270,7 +243,7 @@ pub struct Watcher {
 impl Watcher {
     /// The next change. `None` when the engine is gone; `Err(Lagged)` (then `None`) when this
     /// watcher fell behind by more than its buffer.
-    pub async fn next(&mut self) -> Option<Result<Event, WatchError>> {
+    pub async fn next(&mut self) -> Option<Result<Event, Error>> {
         if self.lagged {
             return None;
         }
@@ -291,7 +264,7 @@ impl Watcher {
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.lagged = true;
-                    return Some(Err(WatchError::Lagged {
+                    return Some(Err(Error::Lagged {
                         resume_from: self.next,
                     }));
                 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::feed::Body;
 use super::store::{self, INLINE_MAX, MAX_HEADER};
-use super::{Engine, EngineError, EventKind, Eviction, RECORD_OVERHEAD, Shard};
+use super::{Engine, Error, EventKind, Eviction, RECORD_OVERHEAD, Shard};
 
 /// Bytes charged for a record of `len` bytes: itself plus its share of the index, plus, for
 /// a record with a segment of its own, that segment's bookkeeping (its allocation's header,
@@ -39,7 +39,7 @@ impl Engine {
     }
 
     /// Makes room for `need` more bytes: evicts, or refuses.
-    pub(super) fn reserve(&self, need: usize, protect: &[u8]) -> Result<(), EngineError> {
+    pub(super) fn reserve(&self, need: usize, protect: &[u8]) -> Result<(), Error> {
         let Some(budget) = self.budget() else {
             return Ok(());
         };
@@ -49,7 +49,7 @@ impl Engine {
                 || attempts > 10_000
                 || !self.evict_one(protect)
             {
-                return Err(EngineError::Exhausted(format!(
+                return Err(Error::Exhausted(format!(
                     "memory cap of {} bytes reached ({} bytes in use, {} more needed)",
                     self.inner.config.max_memory,
                     self.used(),

@@ -64,11 +64,12 @@ use bytes::Bytes;
 pub use self::clock::Clock;
 pub use self::expiry::{MAX_EXPIRY_MS, expiry_at};
 use self::feed::{Body, Feed};
-pub use self::feed::{Event, EventKind, WatchError, Watcher};
+pub use self::feed::{Event, EventKind, Watcher};
 use self::memory::charge;
 pub use self::memory::resident_bytes;
 pub(crate) use self::store::RecordRef;
 use self::store::{Header, INLINE_MAX, MAX_HEADER, Pos, Segment, Segments, Table};
+pub use crate::Error;
 
 /// Bytes charged per object beyond its record: its index slot at the table's average load
 /// and its share of segment slack. Resident-memory sampling corrects the rest.
@@ -176,26 +177,6 @@ pub struct Put {
     pub metadata: Vec<(String, String)>,
     /// Precondition.
     pub condition: Condition,
-}
-
-/// Why an operation failed. Each maps to one gRPC status.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum EngineError {
-    /// INVALID_ARGUMENT
-    #[error("{0}")]
-    Invalid(String),
-    /// FAILED_PRECONDITION: the current mod revision, if the key exists.
-    #[error("precondition failed (current revision: {current:?})")]
-    Precondition {
-        /// The key's mod revision now; `None` if absent.
-        current: Option<u64>,
-    },
-    /// RESOURCE_EXHAUSTED
-    #[error("{0}")]
-    Exhausted(String),
-    /// NOT_FOUND
-    #[error("not found")]
-    NotFound,
 }
 
 /// One object in a listing.
@@ -399,13 +380,13 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`EngineError::Invalid`] naming what is wrong.
-    pub fn check_key(&self, key: &[u8]) -> Result<(), EngineError> {
+    /// [`Error::Invalid`] naming what is wrong.
+    pub fn check_key(&self, key: &[u8]) -> Result<(), Error> {
         if key.is_empty() {
-            return Err(EngineError::Invalid("key is empty".into()));
+            return Err(Error::Invalid("key is empty".into()));
         }
         if key.len() > self.inner.config.max_key {
-            return Err(EngineError::Invalid(format!(
+            return Err(Error::Invalid(format!(
                 "key of {} bytes exceeds the limit of {} bytes",
                 key.len(),
                 self.inner.config.max_key
@@ -484,10 +465,10 @@ impl Engine {
     /// # Errors
     ///
     /// Invalid key or value, a failed condition, or the memory cap.
-    pub fn put(&self, put: Put) -> Result<Object, EngineError> {
+    pub fn put(&self, put: Put) -> Result<Object, Error> {
         self.check_key(&put.key)?;
         if put.value.len() > self.inner.config.max_value {
-            return Err(EngineError::Invalid(format!(
+            return Err(Error::Invalid(format!(
                 "value of {} bytes exceeds the limit of {} bytes",
                 put.value.len(),
                 self.inner.config.max_value
@@ -499,7 +480,7 @@ impl Engine {
         let expires_at_ms = match put.ttl {
             None => None,
             Some(ttl) => Some(expiry_at(now, ttl).ok_or_else(|| {
-                EngineError::Invalid(format!(
+                Error::Invalid(format!(
                     "invalid expire time: {} ms from now is past the largest expiry",
                     ttl.as_millis()
                 ))
@@ -508,7 +489,7 @@ impl Engine {
         let extra = store::encode_extra(put.content_type.as_deref(), &put.metadata);
         let body = extra.len() + put.key.len() + put.value.len();
         if body + MAX_HEADER > u32::MAX as usize {
-            return Err(EngineError::Invalid(format!(
+            return Err(Error::Invalid(format!(
                 "an object of {body} bytes is larger than 4 GiB"
             )));
         }
@@ -526,9 +507,7 @@ impl Engine {
         let mut guard = self.shard(h).write().unwrap_or_else(|e| e.into_inner());
         let shard = &mut *guard;
         if !shard.has_room() {
-            return Err(EngineError::Exhausted(
-                "the shard has no segment ids left".into(),
-            ));
+            return Err(Error::Exhausted("the shard has no segment ids left".into()));
         }
         let found = shard
             .find(&put.key, h)
@@ -540,7 +519,7 @@ impl Engine {
             (Condition::IfRevision(r), Some(c)) if c.mod_revision == *r => {}
             (Condition::IfEtag(t), Some(c)) if etag(c.mod_revision, c.version) == *t => {}
             (_, c) => {
-                return Err(EngineError::Precondition {
+                return Err(Error::Precondition {
                     current: c.as_ref().map(|c| c.mod_revision),
                 });
             }
@@ -612,7 +591,7 @@ impl Engine {
     /// # Errors
     ///
     /// `NotFound` if absent; `Precondition` if the condition fails.
-    pub fn delete(&self, key: &[u8], condition: &Condition) -> Result<u64, EngineError> {
+    pub fn delete(&self, key: &[u8], condition: &Condition) -> Result<u64, Error> {
         self.check_key(key)?;
         let now = self.now_ms();
         let h = hash(key);
@@ -625,9 +604,9 @@ impl Engine {
         let Some((i, s, current)) = found else {
             return match condition {
                 Condition::IfRevision(_) | Condition::IfEtag(_) => {
-                    Err(EngineError::Precondition { current: None })
+                    Err(Error::Precondition { current: None })
                 }
-                _ => Err(EngineError::NotFound),
+                _ => Err(Error::NotFound),
             };
         };
         let ok = match condition {
@@ -637,7 +616,7 @@ impl Engine {
             Condition::IfEtag(t) => etag(current.mod_revision, current.version) == *t,
         };
         if !ok {
-            return Err(EngineError::Precondition {
+            return Err(Error::Precondition {
                 current: Some(current.mod_revision),
             });
         }
@@ -731,7 +710,7 @@ impl Engine {
     /// # Errors
     ///
     /// `from` is older than the oldest event kept (compacted) or newer than the next revision.
-    pub fn watch(&self, prefix: Bytes, from: u64) -> Result<Watcher, WatchError> {
+    pub fn watch(&self, prefix: Bytes, from: u64) -> Result<Watcher, Error> {
         self.inner.feed.watch(prefix, from)
     }
 }
