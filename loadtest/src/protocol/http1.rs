@@ -62,10 +62,7 @@ impl Protocol for Http1 {
         .await
         .map_err(|e| ProbeFailure::caused_by("did not answer the probe", e))?;
         if out.headers.is_empty() {
-            return Err(ProbeFailure::new(format!(
-                "answered GET {} without the {ACK_HEADER} header",
-                target.spec.probe
-            )));
+            return Err(ProbeFailure::no_http_ack(&target.spec.probe));
         }
         Ok(())
     }

@@ -127,10 +127,7 @@ impl Protocol for Http2 {
         context.inject(req.headers_mut());
         let resp = send.send_request(req).await.map_err(|e| failed(e.into()))?;
         if !resp.headers().contains_key(ACK_HEADER) {
-            return Err(ProbeFailure::new(format!(
-                "answered GET {} without the {ACK_HEADER} header",
-                target.spec.probe
-            )));
+            return Err(ProbeFailure::no_http_ack(&target.spec.probe));
         }
         Ok(())
     }

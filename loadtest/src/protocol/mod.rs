@@ -71,6 +71,14 @@ impl ProbeFailure {
         }
     }
 
+    /// An HTTP target answered the probe without acknowledging shadow traffic.
+    pub(crate) fn no_http_ack(probe: &str) -> ProbeFailure {
+        ProbeFailure::new(format!(
+            "answered GET {probe} without the {} header",
+            jupiter_core::shadow::ACK_HEADER
+        ))
+    }
+
     pub(crate) fn caused_by(
         reason: impl Into<String>,
         source: impl Into<BoxError>,

@@ -132,13 +132,7 @@ impl Engine {
                 }
             }
             shard.table.remove(i);
-            if h.expires_at_ms.is_some() {
-                shard.with_ttl -= 1;
-            }
-            self.inner.objects.fetch_sub(1, Ordering::Relaxed);
-            self.inner
-                .charged
-                .fetch_sub(charge(h.total()), Ordering::Relaxed);
+            self.uncount(shard, &h);
             self.inner.evictions.fetch_add(1, Ordering::Relaxed);
             let key = Bytes::copy_from_slice(key);
             self.inner

@@ -423,9 +423,8 @@ impl Engine {
         }
     }
 
-    /// Accounts for a record that is no longer indexed: counters, charge, and its bytes
-    /// dead in its segment (which is compacted if that leaves it mostly dead).
-    fn dead(&self, shard: &mut Shard, s: u64, h: &Header) {
+    /// Takes an object that is no longer indexed out of the counters and the charge.
+    fn uncount(&self, shard: &mut Shard, h: &Header) {
         if h.expires_at_ms.is_some() {
             shard.with_ttl -= 1;
         }
@@ -433,6 +432,12 @@ impl Engine {
         self.inner
             .charged
             .fetch_sub(charge(h.total()), Ordering::Relaxed);
+    }
+
+    /// Accounts for a record that is no longer indexed: counters, charge, and its bytes
+    /// dead in its segment (which is compacted if that leaves it mostly dead).
+    fn dead(&self, shard: &mut Shard, s: u64, h: &Header) {
+        self.uncount(shard, h);
         let id = store::slot_segment(s);
         if shard.segs.kill(id, h.total()) {
             self.compact(shard, id);

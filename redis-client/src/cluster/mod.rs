@@ -522,20 +522,7 @@ impl Router {
                     Some(slot),
                     read,
                     deadline,
-                    |pool, asking| {
-                        let data = if asking {
-                            with_asking(&data)
-                        } else {
-                            data.clone()
-                        };
-                        async move {
-                            if asking {
-                                asking_reply(pool.call_many(data, 2, retry, deadline).await?)
-                            } else {
-                                pool.call(data, spec, retry, deadline).await
-                            }
-                        }
-                    },
+                    |pool, asking| attempt(pool, data.clone(), asking, spec, retry, deadline),
                 ))
                 .await
             }
@@ -800,18 +787,7 @@ impl Router {
             async move {
                 let reply = self
                     .redirecting(Some(slot), read, deadline, |pool, asking| {
-                        let data = if asking {
-                            with_asking(&data)
-                        } else {
-                            data.clone()
-                        };
-                        async move {
-                            if asking {
-                                asking_reply(pool.call_many(data, 2, retry, deadline).await?)
-                            } else {
-                                pool.call(data, Some(spec), retry, deadline).await
-                            }
-                        }
+                        attempt(pool, data.clone(), asking, Some(spec), retry, deadline)
                     })
                     .await;
                 (positions, reply)
@@ -1056,6 +1032,25 @@ fn worth_another_try(result: &Result<Frame, Error>, read: bool) -> bool {
 }
 
 /// `ASKING` and the command, as one write.
+/// One try of a single-slot command on `pool`; after an `ASK`, with `ASKING` in front.
+async fn attempt(
+    pool: Arc<Pool>,
+    data: Bytes,
+    asking: bool,
+    spec: Option<&'static Spec>,
+    retry: bool,
+    deadline: Option<Deadline>,
+) -> Result<Frame, Error> {
+    if asking {
+        asking_reply(
+            pool.call_many(with_asking(&data), 2, retry, deadline)
+                .await?,
+        )
+    } else {
+        pool.call(data, spec, retry, deadline).await
+    }
+}
+
 fn with_asking(data: &Bytes) -> Bytes {
     let mut b = BytesMut::with_capacity(ASKING.len() + data.len());
     b.extend_from_slice(ASKING);
