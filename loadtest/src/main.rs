@@ -38,24 +38,8 @@ enum Command {
     Run {
         /// The scenario file.
         scenario: PathBuf,
-        /// Arrival rate (per second) of constant-arrival-rate scenarios.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Duration of constant executors, e.g. 30s or 2m.
-        #[arg(long, value_parser = parse_duration)]
-        duration: Option<Duration>,
-        /// Workers of constant-vus scenarios.
-        #[arg(long)]
-        vus: Option<usize>,
-        /// Iterations of constant executors (instead of a duration).
-        #[arg(long)]
-        iterations: Option<u64>,
-        /// Point a target elsewhere: NAME=URL (repeatable).
-        #[arg(long = "target", value_name = "NAME=URL", value_parser = parse_target)]
-        targets: Vec<(String, String)>,
-        /// Run only this scenario (repeatable).
-        #[arg(long = "scenario", value_name = "NAME")]
-        only: Vec<String>,
+        #[command(flatten)]
+        overrides: Overrides,
         /// Write the JSON report here (overrides [output] json).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -74,16 +58,6 @@ enum Command {
         /// The scenario file.
         scenario: PathBuf,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e}; write e.g. 30s or 2m"))
-}
-
-fn parse_target(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        .ok_or_else(|| "write NAME=URL".to_owned())
 }
 
 /// What the binary itself can fail at (the library's failures are [`loadtest::Error`]).
@@ -128,25 +102,12 @@ fn main() -> ExitCode {
         },
         Command::Run {
             scenario,
-            rate,
-            duration,
-            vus,
-            iterations,
-            targets,
-            only,
+            overrides,
             json,
             html,
             prometheus,
             quiet,
         } => {
-            let overrides = Overrides {
-                rate,
-                duration,
-                vus,
-                iterations,
-                targets,
-                only,
-            };
             let mut plan = match Plan::load(&scenario, &overrides) {
                 Ok(p) => p,
                 Err(e) => return fail(&e, exit_code(&e)),

@@ -381,21 +381,37 @@ pub struct ChecksSpec {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Overrides from the command line, applied before validation.
-#[derive(Clone, Debug, Default)]
+/// Overrides from the command line, applied before validation (`loadtest run`'s options).
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct Overrides {
-    /// Arrival rate of constant-arrival-rate scenarios.
+    /// Arrival rate (per second) of constant-arrival-rate scenarios.
+    #[arg(long)]
     pub rate: Option<f64>,
-    /// Duration of constant executors.
+    /// Duration of constant executors, e.g. 30s or 2m.
+    #[arg(long, value_parser = parse_cli_duration)]
     pub duration: Option<Duration>,
     /// Workers of constant-vus scenarios.
+    #[arg(long)]
     pub vus: Option<usize>,
-    /// Iterations of constant executors (replaces the duration).
+    /// Iterations of constant executors (instead of a duration).
+    #[arg(long)]
     pub iterations: Option<u64>,
-    /// `NAME=URL` target addresses.
+    /// Point a target elsewhere: NAME=URL (repeatable).
+    #[arg(long = "target", value_name = "NAME=URL", value_parser = parse_cli_target)]
     pub targets: Vec<(String, String)>,
-    /// Run only these scenarios.
+    /// Run only this scenario (repeatable).
+    #[arg(long = "scenario", value_name = "NAME")]
     pub only: Vec<String>,
+}
+
+fn parse_cli_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write e.g. 30s or 2m"))
+}
+
+fn parse_cli_target(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .ok_or_else(|| "write NAME=URL".to_owned())
 }
 
 /// The workload model, validated.
