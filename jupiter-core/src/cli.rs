@@ -29,19 +29,32 @@ pub fn render_error(program: &str, e: &(dyn Error + 'static)) -> String {
     text
 }
 
-/// Writes `text` to stdout and flushes. `Ok(false)` when the reader closed the pipe: stop
+/// Writes `bytes` (text, or a value as it is) to stdout and flushes. `Ok(false)` when the reader closed the pipe: stop
 /// writing and exit as if done (`println!` would panic there).
 ///
 /// # Errors
 ///
 /// Any other write error (a full disk behind a redirection).
-pub fn write_stdout(text: &str) -> std::io::Result<bool> {
+pub fn write_stdout(bytes: impl AsRef<[u8]>) -> std::io::Result<bool> {
     let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    match out.write_all(bytes.as_ref()).and_then(|()| out.flush()) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Prints one line of progress on stdout, like `println!`, but a reader that went away
+/// (`| head`) or any other write error ends the output, not the program.
+///
+/// ```
+/// jupiter_core::say!("listening on {}", "127.0.0.1:7070");
+/// ```
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = $crate::cli::write_stdout(format!("{}\n", format_args!($($arg)*)));
+    }};
 }
 
 #[cfg(test)]

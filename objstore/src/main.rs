@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 key not found.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,12 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use jupiter_core::app::{App, component_fn};
-use jupiter_core::cli;
 use jupiter_core::config::Config;
 use jupiter_core::logging::{self, LogConfig};
 use jupiter_core::metrics::Metrics;
 use jupiter_core::registry::{self, RegistryConfig, ServiceInfo, ServiceKind, ServiceRegistrar};
 use jupiter_core::shadow::{ShadowLayer, ShadowSwitch};
+use jupiter_core::{cli, say};
 use objstore::client::{Client, ClientConfig, PutOptions};
 use objstore::config::{ObjstoreConfig, OnCorrupt};
 use objstore::engine::Engine;
@@ -52,6 +52,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Op(Op),
+}
+
+/// The operator commands: each talks to a running store.
+#[derive(Debug, Subcommand)]
+enum Op {
     /// Store FILE (or standard input, `-`) under KEY.
     Put {
         /// The key.
@@ -132,18 +139,11 @@ fn print_error(e: &(dyn std::error::Error + 'static)) {
     cli::print_error("objstore", e);
 }
 
-/// Prints a line of progress on stdout; a reader that went away does not stop the server.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = cli::write_stdout(&format!("{}\n", format_args!($($arg)*)));
-    }};
-}
-
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
-fn out(text: &str) -> Result<(), AnyError> {
-    cli::write_stdout(text)?;
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn out(bytes: impl AsRef<[u8]>) -> Result<(), AnyError> {
+    cli::write_stdout(bytes)?;
     Ok(())
 }
 
@@ -175,7 +175,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Serve { config } => runtime.block_on(serve_command(config)),
-        command => runtime.block_on(operate(command)),
+        Command::Op(op) => runtime.block_on(operate(op)),
     }
 }
 
@@ -350,15 +350,14 @@ async fn run_server(
     Ok(())
 }
 
-async fn operate(command: Command) -> ExitCode {
-    let remote = match &command {
-        Command::Put { remote, .. }
-        | Command::Get { remote, .. }
-        | Command::Stat { remote, .. }
-        | Command::Rm { remote, .. }
-        | Command::Ls { remote, .. }
-        | Command::Snapshot { remote } => remote,
-        Command::Serve { .. } => return ExitCode::from(2),
+async fn operate(op: Op) -> ExitCode {
+    let remote = match &op {
+        Op::Put { remote, .. }
+        | Op::Get { remote, .. }
+        | Op::Stat { remote, .. }
+        | Op::Rm { remote, .. }
+        | Op::Ls { remote, .. }
+        | Op::Snapshot { remote } => remote,
     };
     let config = ClientConfig {
         timeout: remote.timeout,
@@ -372,7 +371,7 @@ async fn operate(command: Command) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match run_operation(&client, command).await {
+    match run_operation(&client, op).await {
         Ok(code) => code,
         Err(e) => {
             print_error(&*e);
@@ -386,9 +385,9 @@ fn not_found() -> ExitCode {
     ExitCode::from(3)
 }
 
-async fn run_operation(client: &Client, command: Command) -> Result<ExitCode, AnyError> {
-    match command {
-        Command::Put {
+async fn run_operation(client: &Client, op: Op) -> Result<ExitCode, AnyError> {
+    match op {
+        Op::Put {
             key,
             file,
             ttl,
@@ -414,22 +413,18 @@ async fn run_operation(client: &Client, command: Command) -> Result<ExitCode, An
             let info = client
                 .put(key.as_bytes(), Bytes::from(data), options)
                 .await?;
-            out(&format!(
+            out(format!(
                 "revision {} version {} etag {}\n",
                 info.mod_revision, info.version, info.etag
             ))?;
         }
-        Command::Get { key, .. } => {
+        Op::Get { key, .. } => {
             let Some(o) = client.get(key.as_bytes()).await? else {
                 return Ok(not_found());
             };
-            let mut stdout = std::io::stdout().lock();
-            match stdout.write_all(&o.value).and_then(|()| stdout.flush()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
-                _ => {}
-            }
+            out(&o.value)?;
         }
-        Command::Stat { key, .. } => {
+        Op::Stat { key, .. } => {
             let Some(i) = client.head(key.as_bytes()).await? else {
                 return Ok(not_found());
             };
@@ -450,19 +445,19 @@ async fn run_operation(client: &Client, command: Command) -> Result<ExitCode, An
             }
             out(&text)?;
         }
-        Command::Rm { key, .. } => {
+        Op::Rm { key, .. } => {
             let Some(rev) = client.delete(key.as_bytes()).await? else {
                 return Ok(not_found());
             };
-            out(&format!("deleted at revision {rev}\n"))?;
+            out(format!("deleted at revision {rev}\n"))?;
         }
-        Command::Snapshot { .. } => {
+        Op::Snapshot { .. } => {
             let (objects, revision, bytes, path) = client.snapshot().await?;
-            out(&format!(
+            out(format!(
                 "snapshot {path}: {objects} objects, revision {revision}, {bytes} bytes\n"
             ))?;
         }
-        Command::Ls { prefix, .. } => {
+        Op::Ls { prefix, .. } => {
             let prefix = prefix.unwrap_or_default();
             let mut text = String::new();
             for (k, i) in client.list_all(prefix.as_bytes()).await? {
@@ -475,7 +470,6 @@ async fn run_operation(client: &Client, command: Command) -> Result<ExitCode, An
             }
             out(&text)?;
         }
-        Command::Serve { .. } => return Ok(ExitCode::from(2)),
     }
     Ok(ExitCode::SUCCESS)
 }

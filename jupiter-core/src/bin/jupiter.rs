@@ -11,20 +11,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use jupiter_core::app::{App, component_fn};
-use jupiter_core::cli;
 use jupiter_core::config::Config;
 use jupiter_core::logging::{self, LogConfig};
 use jupiter_core::metrics::{Code, Metrics};
 use jupiter_core::registry::{self, RegistryConfig, ServiceInfo, ServiceKind, ServiceRegistrar};
+use jupiter_core::{cli, say};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Prints a line of the demo's report; a reader that went away (`| head`) ends the output,
-/// not the demo.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = cli::write_stdout(&format!("{}\n", format_args!($($arg)*)));
-    }};
-}
 
 /// The commented template, embedded as the lowest layer.
 const DEFAULTS: &str = include_str!("../../config.example.toml");
@@ -87,7 +79,7 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Check { .. } = command {
-        return match cli::write_stdout(&format!("{:#}\n", config.effective(true))) {
+        return match cli::write_stdout(format!("{:#}\n", config.effective(true))) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 cli::print_error("jupiter", &e);

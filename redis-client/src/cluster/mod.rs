@@ -1031,7 +1031,6 @@ fn worth_another_try(result: &Result<Frame, Error>, read: bool) -> bool {
     }
 }
 
-/// `ASKING` and the command, as one write.
 /// One try of a single-slot command on `pool`; after an `ASK`, with `ASKING` in front.
 async fn attempt(
     pool: Arc<Pool>,
@@ -1051,6 +1050,7 @@ async fn attempt(
     }
 }
 
+/// `ASKING` and the command, as one write.
 fn with_asking(data: &Bytes) -> Bytes {
     let mut b = BytesMut::with_capacity(ASKING.len() + data.len());
     b.extend_from_slice(ASKING);
