@@ -1,8 +1,8 @@
 //! HTTP/1.1 through the crate's own engine ([`crate::http1`]): keep-alive connections in a
 //! lock-free pool, requests encoded into the worker's [`Scratch`].
 //!
-//! Hot path: [`Http1::execute`] allocates only when the step checks response headers (the
-//! list of them it hands to the check).
+//! Hot path: [`Http1::execute`] allocates only for the response headers a step checks (the
+//! engine copies each one out); templates render into the worker's [`Scratch`].
 
 use jupiter_core::BoxError;
 use jupiter_core::shadow::{ACK_HEADER, ShadowContext};
@@ -129,15 +129,8 @@ impl Protocol for Http1 {
         if let Some(e) = check_status(step, r.status, (200..400).contains(&r.status)) {
             return Some(e);
         }
-        if step.checks.headers.is_empty() && step.checks.body_contains.is_none() {
-            return None;
-        }
-        let hs: Vec<(&str, &[u8])> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), &v[..]))
-            .collect();
-        check_http(step, &hs, &r.body)
+        let hs = || r.headers.iter().map(|(k, v)| (k.as_str(), &v[..]));
+        check_http(step, hs, &r.body)
     }
 }
 

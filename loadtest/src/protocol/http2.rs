@@ -186,11 +186,12 @@ impl Protocol for Http2 {
         if let Some(e) = check_status(step, status, (200..400).contains(&status)) {
             return Some(e);
         }
-        let hs: Vec<(&str, &[u8])> = parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
-            .collect();
-        check_http(step, &hs, &body)
+        let hs = || {
+            parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        };
+        check_http(step, hs, &body)
     }
 }

@@ -220,16 +220,24 @@ pub(crate) fn check_status(step: &Step, status: u16, default_ok: bool) -> Option
 }
 
 /// The step's body and header checks on an HTTP answer.
-pub(crate) fn check_http(step: &Step, headers: &[(&str, &[u8])], body: &[u8]) -> Option<ErrorKind> {
+///
+/// `headers` yields the answer's headers afresh for each checked header, so they are not
+/// collected first: a step without checks allocates nothing here.
+pub(crate) fn check_http<'a, I>(
+    step: &Step,
+    headers: impl Fn() -> I,
+    body: &[u8],
+) -> Option<ErrorKind>
+where
+    I: Iterator<Item = (&'a str, &'a [u8])>,
+{
     if let Some(needle) = &step.checks.body_contains
         && !contains(body, needle)
     {
         return Some(ErrorKind::Check);
     }
     for (name, want) in &step.checks.headers {
-        let ok = headers
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case(name) && *v == want.as_bytes());
+        let ok = headers().any(|(k, v)| k.eq_ignore_ascii_case(name) && v == want.as_bytes());
         if !ok {
             return Some(ErrorKind::Check);
         }
