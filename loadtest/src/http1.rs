@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 
 /// Largest response head.
 const MAX_HEAD: usize = 64 * 1024;
-/// Largest response body.
-const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Largest response body (the HTTP/2 client reads up to the same).
+pub(crate) const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// Where an HTTP target lives.
 #[derive(Clone, Debug)]

@@ -17,15 +17,13 @@ use jupiter_core::shadow::{ACK_HEADER, ShadowContext};
 
 use super::http1::error_kind;
 use super::{ProbeFailure, Protocol, Scratch, Shadow, check_http, check_status};
-use crate::http1::{Endpoint, HttpError};
+use crate::http1::{Endpoint, HttpError, MAX_BODY};
 use crate::scenario::{Action, RunSection, Step, Target};
 use crate::stats::ErrorKind;
 use crate::template::Vars;
 
 /// Connections per HTTP/2 target unless the target says.
 const DEFAULT_CONNECTIONS: usize = 4;
-/// Largest response body read.
-const MAX_BODY: usize = 64 << 20;
 
 /// An HTTP/2 target: a few multiplexed connections, opened on first use and reopened when
 /// closed.
