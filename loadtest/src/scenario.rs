@@ -157,14 +157,9 @@ impl fmt::Debug for TargetSpec {
     }
 }
 
-/// `url` with its user information (`user:password@`) replaced, for logs and `Debug`.
+/// `url` with its password (or a bare user, which may be a token) redacted, for `Debug`.
 fn redact_userinfo(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    match url[start..authority_end].rfind('@') {
-        Some(at) => format!("{}<redacted>{}", &url[..start], &url[start + at..]),
-        None => url.to_owned(),
-    }
+    jupiter_core::config::redact_url(url).unwrap_or_else(|| url.to_owned())
 }
 
 fn yes() -> bool {
@@ -1200,7 +1195,7 @@ fn parse_think(text: &str) -> Result<(Duration, Duration), String> {
 }
 
 #[cfg(test)]
-mod debug_tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -1222,7 +1217,7 @@ mod debug_tests {
             "{shown}"
         );
         assert!(
-            shown.contains("redis://<redacted>@127.0.0.1:6379/0"),
+            shown.contains("redis://app:<redacted>@127.0.0.1:6379/0"),
             "{shown}"
         );
         assert_eq!(
