@@ -375,11 +375,9 @@ impl Conn {
                     _ => match positive(&args[2])
                         .and_then(|t| t.checked_mul(if name == "SETEX" { 1000 } else { 1 }))
                         .filter(|&ms| {
-                            crate::engine::expiry_at(
-                                self.engine.now_ms(),
-                                Duration::from_millis(ms),
-                            )
-                            .is_some()
+                            self.engine
+                                .expiry_after(Duration::from_millis(ms))
+                                .is_some()
                         }) {
                         Some(ms) => (Some(Duration::from_millis(ms)), &args[3], Condition::Always),
                         None => {
@@ -453,11 +451,9 @@ impl Conn {
                         Some(t) => {
                             let scale = if name == "EXPIRE" { 1000 } else { 1 };
                             match (t as u64).checked_mul(scale).filter(|&ms| {
-                                crate::engine::expiry_at(
-                                    self.engine.now_ms(),
-                                    Duration::from_millis(ms),
-                                )
-                                .is_some()
+                                self.engine
+                                    .expiry_after(Duration::from_millis(ms))
+                                    .is_some()
                             }) {
                                 Some(ms) => Some(Duration::from_millis(ms)),
                                 None => {
@@ -607,7 +603,7 @@ impl Conn {
                 if absolute {
                     Some(ms).filter(|&at| at <= crate::engine::MAX_EXPIRY_MS)
                 } else {
-                    crate::engine::expiry_at(self.engine.now_ms(), Duration::from_millis(ms))
+                    self.engine.expiry_after(Duration::from_millis(ms))
                 }
             };
             match opt.as_str() {
@@ -656,12 +652,11 @@ impl Conn {
                 _ => Condition::Always,
             };
             let ttl = match (keep, expires_at) {
-                (true, _) => current.as_ref().and_then(|o| o.expires_at_ms).map(|at| {
-                    Duration::from_millis(at.saturating_sub(self.engine.now_ms()).max(1))
-                }),
-                (false, Some(at)) => Some(Duration::from_millis(
-                    at.saturating_sub(self.engine.now_ms()).max(1),
-                )),
+                (true, _) => current
+                    .as_ref()
+                    .and_then(|o| o.expires_at_ms)
+                    .map(|at| self.engine.ttl_until(at)),
+                (false, Some(at)) => Some(self.engine.ttl_until(at)),
                 (false, None) => None,
             };
             match e.put(put(key, value, ttl, condition)) {
@@ -726,9 +721,7 @@ impl Conn {
                     Some(v) => (
                         v,
                         Condition::IfRevision(o.mod_revision),
-                        o.expires_at_ms.map(|at| {
-                            Duration::from_millis(at.saturating_sub(self.engine.now_ms()).max(1))
-                        }),
+                        o.expires_at_ms.map(|at| self.engine.ttl_until(at)),
                     ),
                     None => return Ok(Err("ERR value is not an integer or out of range")),
                 },

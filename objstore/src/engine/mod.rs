@@ -335,6 +335,18 @@ impl Engine {
         self.inner.config.clock.now_ms()
     }
 
+    /// The expiry of a TTL starting now on the engine's clock, if representable (see
+    /// [`expiry_at`]).
+    pub fn expiry_after(&self, ttl: Duration) -> Option<u64> {
+        expiry_at(self.now_ms(), ttl)
+    }
+
+    /// The TTL left until the expiry `at_ms` (at least 1 ms: a key that is still there has
+    /// time left), to carry an object's expiry over to a rewrite of it.
+    pub fn ttl_until(&self, at_ms: u64) -> Duration {
+        Duration::from_millis(at_ms.saturating_sub(self.now_ms()).max(1))
+    }
+
     /// The limits it was made with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
