@@ -103,8 +103,7 @@ impl Error {
         file: &Path,
         location: Option<&Location>,
         key: String,
-        message: String,
-        source: Option<BoxError>,
+        problem: Problem,
     ) -> Error {
         let (file, line, column) = match location {
             // Line 0: the file as a whole.
@@ -119,8 +118,8 @@ impl Error {
             line,
             column,
             key,
-            message,
-            source,
+            message: problem.message,
+            source: problem.source,
         }
     }
 
@@ -130,43 +129,27 @@ impl Error {
     /// kept as the source: its text repeats the location and key, so the chain would print
     /// them twice. The error behind it (an unreadable file) stays the source.
     pub(crate) fn from_config(file: &Path, e: jupiter_core::Error) -> Error {
+        let whole = |p: Problem| Error::scenario(file, None, String::new(), p);
         let Some(c) = e.as_config() else {
-            return Error::scenario(
-                file,
-                None,
-                String::new(),
-                "cannot be read as a scenario".into(),
-                Some(Box::new(e)),
-            );
+            return whole(Problem::caused_by("cannot be read as a scenario", e));
         };
-        let (message, source): (String, Option<BoxError>) = match c.kind() {
+        let message = match c.kind() {
             // Kept whole: the I/O error is its source.
             ConfigErrorKind::Read(_) => {
-                return Error::scenario(
-                    file,
-                    None,
-                    String::new(),
-                    "cannot read the scenario file".into(),
-                    Some(Box::new(e)),
-                );
+                return whole(Problem::caused_by("cannot read the scenario file", e));
             }
-            ConfigErrorKind::Syntax(m) => (format!("invalid TOML: {m}"), None),
+            ConfigErrorKind::Syntax(m) => format!("invalid TOML: {m}"),
             ConfigErrorKind::UnknownKey {
                 suggestion: Some(s),
-            } => (format!("unknown key; did you mean \"{s}\"?"), None),
-            ConfigErrorKind::UnknownKey { suggestion: None } => ("unknown key".into(), None),
-            ConfigErrorKind::Invalid(m) => (m.clone(), None),
-            ConfigErrorKind::Validation(m) => (format!("rejected: {m}"), None),
+            } => format!("unknown key; did you mean \"{s}\"?"),
+            ConfigErrorKind::UnknownKey { suggestion: None } => "unknown key".into(),
+            ConfigErrorKind::Invalid(m) => m.clone(),
+            ConfigErrorKind::Validation(m) => format!("rejected: {m}"),
             // A kind this crate does not know yet: its own text, location and all.
-            _ => return config_as_whole(file, e),
+            _ => return whole(e.to_string().into()),
         };
-        Error::scenario(file, c.location(), c.key().to_owned(), message, source)
+        Error::scenario(file, c.location(), c.key().to_owned(), message.into())
     }
-}
-
-fn config_as_whole(file: &Path, e: jupiter_core::Error) -> Error {
-    let message = e.to_string();
-    Error::scenario(file, None, String::new(), message, None)
 }
 
 fn located<'a>(
@@ -208,8 +191,8 @@ impl fmt::Display for Located<'_> {
     }
 }
 
-/// The parts of a scenario error that are not its location: what is wrong, and the error
-/// behind it.
+/// What is wrong, and the error behind it, if any: a scenario error without its location, or
+/// why a target failed the shadow probe (a phrase that follows the target's name).
 #[derive(Debug)]
 pub(crate) struct Problem {
     pub(crate) message: String,
@@ -217,6 +200,13 @@ pub(crate) struct Problem {
 }
 
 impl Problem {
+    pub(crate) fn new(message: impl Into<String>) -> Problem {
+        Problem {
+            message: message.into(),
+            source: None,
+        }
+    }
+
     pub(crate) fn caused_by(message: impl Into<String>, source: impl Into<BoxError>) -> Problem {
         Problem {
             message: message.into(),
@@ -227,10 +217,7 @@ impl Problem {
 
 impl From<String> for Problem {
     fn from(message: String) -> Problem {
-        Problem {
-            message,
-            source: None,
-        }
+        Problem::new(message)
     }
 }
 

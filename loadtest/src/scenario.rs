@@ -574,8 +574,7 @@ impl Plan {
                 path,
                 None,
                 String::new(),
-                "no such scenario file".into(),
-                None,
+                Problem::new("no such scenario file"),
             ));
         }
         let config = Config::builder()
@@ -596,13 +595,7 @@ impl Plan {
         o: &Overrides,
     ) -> Result<Plan, Error> {
         let at_problem = |key: &str, p: Problem| {
-            Error::scenario(
-                path,
-                config.locate(key).as_ref(),
-                shown_key(key),
-                p.message,
-                p.source,
-            )
+            Error::scenario(path, config.locate(key).as_ref(), shown_key(key), p)
         };
         let at = |key: &str, msg: String| at_problem(key, msg.into());
         // Command-line overrides.
@@ -650,8 +643,7 @@ impl Plan {
                 path,
                 None,
                 "scenarios".into(),
-                "at least one [[scenarios]] is needed".into(),
-                None,
+                Problem::new("at least one [[scenarios]] is needed"),
             ));
         }
         if file.run.timeout.is_zero() {
