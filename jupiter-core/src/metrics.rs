@@ -351,17 +351,19 @@ impl Metrics {
             return h.clone();
         }
         // Past the cap, new label sets share one series per type and name.
-        let (key, method, peer) = if map.len() >= MAX_SERIES_PER_FAMILY {
-            (
-                SeriesKey::new(ty, name, "other", &"other"),
-                "other".to_owned(),
-                "other".to_owned(),
-            )
+        let folded = map.len() >= MAX_SERIES_PER_FAMILY;
+        let key = if folded {
+            SeriesKey::new(ty, name, "other", &"other")
         } else {
-            (key, method.to_owned(), peer.to_string())
+            key
         };
         map.entry(key.as_bytes().into())
             .or_insert_with(|| {
+                let (method, peer) = if folded {
+                    ("other".to_owned(), "other".to_owned())
+                } else {
+                    (method.to_owned(), peer.to_string())
+                };
                 let mut labels: Labels = vec![("type", ty.to_owned())];
                 if let Some(name) = name {
                     labels.push(("name", name.to_owned()));
