@@ -235,7 +235,7 @@ async fn probe(plan: &Plan, clients: &[TargetClient], ctx: &ShadowContext) -> Re
         if let Err(f) = client.probe(t, ctx, plan.run.timeout).await {
             return Err(Error::Probe {
                 target: t.name.clone(),
-                reason: f.reason,
+                reason: f.message,
                 source: f.source,
             });
         }

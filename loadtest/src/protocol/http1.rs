@@ -7,7 +7,8 @@
 use jupiter_core::BoxError;
 use jupiter_core::shadow::{ACK_HEADER, ShadowContext};
 
-use super::{ProbeFailure, Protocol, Scratch, Shadow, check_http, check_status, header_lines};
+use super::{Protocol, Scratch, Shadow, check_http, check_status, header_lines, no_http_ack};
+use crate::error::Problem;
 use crate::http1::{self, Endpoint, HttpError, Pool};
 use crate::scenario::{Action, RunSection, Step, Target};
 use crate::stats::ErrorKind;
@@ -37,10 +38,11 @@ impl Protocol for Http1 {
         })
     }
 
-    async fn probe(&self, target: &Target, context: &ShadowContext) -> Result<(), ProbeFailure> {
-        let pool = self.pool.as_ref().ok_or_else(|| {
-            ProbeFailure::new(format!("({}) does not resolve", self.endpoint.host))
-        })?;
+    async fn probe(&self, target: &Target, context: &ShadowContext) -> Result<(), Problem> {
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| Problem::new(format!("({}) does not resolve", self.endpoint.host)))?;
         let headers = header_lines(context);
         let mut req = Vec::new();
         http1::encode(
@@ -60,9 +62,9 @@ impl Protocol for Http1 {
             &mut out,
         )
         .await
-        .map_err(|e| ProbeFailure::caused_by("did not answer the probe", e))?;
+        .map_err(|e| Problem::caused_by("did not answer the probe", e))?;
         if out.headers.is_empty() {
-            return Err(ProbeFailure::no_http_ack(&target.spec.probe));
+            return Err(no_http_ack(&target.spec.probe));
         }
         Ok(())
     }

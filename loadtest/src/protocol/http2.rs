@@ -16,7 +16,8 @@ use jupiter_core::BoxError;
 use jupiter_core::shadow::{ACK_HEADER, ShadowContext};
 
 use super::http1::error_kind;
-use super::{ProbeFailure, Protocol, Scratch, Shadow, check_http, check_status};
+use super::{Protocol, Scratch, Shadow, check_http, check_status, no_http_ack};
+use crate::error::Problem;
 use crate::http1::{Endpoint, HttpError, MAX_BODY};
 use crate::scenario::{Action, RunSection, Step, Target};
 use crate::stats::ErrorKind;
@@ -112,8 +113,8 @@ impl Protocol for Http2 {
         })
     }
 
-    async fn probe(&self, target: &Target, context: &ShadowContext) -> Result<(), ProbeFailure> {
-        let failed = |e: BoxError| ProbeFailure::caused_by("did not answer the probe", e);
+    async fn probe(&self, target: &Target, context: &ShadowContext) -> Result<(), Problem> {
+        let failed = |e: BoxError| Problem::caused_by("did not answer the probe", e);
         let mut send = self.sender(0).await.map_err(|e| failed(e.into()))?;
         let mut req = http::Request::builder()
             .uri(format!(
@@ -121,11 +122,11 @@ impl Protocol for Http2 {
                 self.endpoint.authority, target.spec.probe
             ))
             .body(Full::new(Bytes::new()))
-            .map_err(|e| ProbeFailure::caused_by("has a probe path that is not a URI", e))?;
+            .map_err(|e| Problem::caused_by("has a probe path that is not a URI", e))?;
         context.inject(req.headers_mut());
         let resp = send.send_request(req).await.map_err(|e| failed(e.into()))?;
         if !resp.headers().contains_key(ACK_HEADER) {
-            return Err(ProbeFailure::no_http_ack(&target.spec.probe));
+            return Err(no_http_ack(&target.spec.probe));
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use jupiter_core::shadow::ShadowContext;
 
+use crate::error::Problem;
 use crate::scenario::{RunSection, Step, Target, TargetKind};
 use crate::stats::ErrorKind;
 use crate::template::Vars;
@@ -36,10 +37,11 @@ pub(crate) trait Protocol: Sized + Send + Sync {
     /// not answer counts as `connect` errors during the run, and the thresholds decide.
     async fn connect(target: &Target, run: &RunSection) -> Result<Self, BoxError>;
 
-    /// Checks that the target acknowledges shadow traffic tagged with `context`.
+    /// Checks that the target acknowledges shadow traffic tagged with `context`; the error's
+    /// message is a phrase that follows the target's name (`did not answer the probe`).
     ///
     /// Called only for a live target that a scenario uses, within the run's request timeout.
-    async fn probe(&self, target: &Target, context: &ShadowContext) -> Result<(), ProbeFailure>;
+    async fn probe(&self, target: &Target, context: &ShadowContext) -> Result<(), Problem>;
 
     /// Sends one request of `step` and checks the answer: `None` when it passed, else why not.
     ///
@@ -55,39 +57,12 @@ pub(crate) trait Protocol: Sized + Send + Sync {
     ) -> Option<ErrorKind>;
 }
 
-/// Why a target failed the shadow probe: a phrase that follows the target's name
-/// (`did not answer the probe`), and the error behind it, if any.
-#[derive(Debug)]
-pub(crate) struct ProbeFailure {
-    pub(crate) reason: String,
-    pub(crate) source: Option<BoxError>,
-}
-
-impl ProbeFailure {
-    pub(crate) fn new(reason: impl Into<String>) -> ProbeFailure {
-        ProbeFailure {
-            reason: reason.into(),
-            source: None,
-        }
-    }
-
-    /// An HTTP target answered the probe without acknowledging shadow traffic.
-    pub(crate) fn no_http_ack(probe: &str) -> ProbeFailure {
-        ProbeFailure::new(format!(
-            "answered GET {probe} without the {} header",
-            jupiter_core::shadow::ACK_HEADER
-        ))
-    }
-
-    pub(crate) fn caused_by(
-        reason: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> ProbeFailure {
-        ProbeFailure {
-            reason: reason.into(),
-            source: Some(source.into()),
-        }
-    }
+/// An HTTP target answered the probe without acknowledging shadow traffic.
+fn no_http_ack(probe: &str) -> Problem {
+    Problem::new(format!(
+        "answered GET {probe} without the {} header",
+        jupiter_core::shadow::ACK_HEADER
+    ))
 }
 
 /// How every request of the run is tagged as shadow traffic, prepared once.
@@ -192,11 +167,11 @@ impl TargetClient {
         target: &Target,
         context: &ShadowContext,
         timeout: Duration,
-    ) -> Result<(), ProbeFailure> {
+    ) -> Result<(), Problem> {
         let probe = async { dispatch!(self, p => p.probe(target, context).await) };
         tokio::time::timeout(timeout, probe)
             .await
-            .map_err(|_| ProbeFailure::new("did not answer the probe in time"))?
+            .map_err(|_| Problem::new("did not answer the probe in time"))?
     }
 
     /// [`Protocol::execute`].

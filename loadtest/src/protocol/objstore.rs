@@ -8,7 +8,8 @@ use jupiter_core::BoxError;
 use jupiter_core::shadow::ShadowContext;
 use objstore::client::{Client, ClientConfig, Error as ClientError};
 
-use super::{ProbeFailure, Protocol, Scratch, Shadow, check_status};
+use super::{Protocol, Scratch, Shadow, check_status};
+use crate::error::Problem;
 use crate::scenario::{Action, ObjstoreOp, RunSection, Step, Target};
 use crate::stats::ErrorKind;
 use crate::template::Vars;
@@ -58,16 +59,14 @@ impl Protocol for Objstore {
         })
     }
 
-    async fn probe(&self, _target: &Target, _context: &ShadowContext) -> Result<(), ProbeFailure> {
+    async fn probe(&self, _target: &Target, _context: &ShadowContext) -> Result<(), Problem> {
         let acked = self
             .client
             .probe_shadow(b"loadtest-probe")
             .await
-            .map_err(|e| ProbeFailure::caused_by("did not answer the probe", e))?;
+            .map_err(|e| Problem::caused_by("did not answer the probe", e))?;
         if !acked {
-            return Err(ProbeFailure::new(
-                "answered without the shadow acknowledgement",
-            ));
+            return Err(Problem::new("answered without the shadow acknowledgement"));
         }
         Ok(())
     }

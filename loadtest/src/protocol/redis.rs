@@ -6,7 +6,8 @@
 use jupiter_core::BoxError;
 use jupiter_core::shadow::ShadowContext;
 
-use super::{ProbeFailure, Protocol, Scratch, Shadow};
+use super::{Protocol, Scratch, Shadow};
+use crate::error::Problem;
 use crate::scenario::{Action, RunSection, Step, Target};
 use crate::stats::ErrorKind;
 use crate::template::Vars;
@@ -34,11 +35,11 @@ impl Protocol for Redis {
         Ok(Redis { client: b.build()? })
     }
 
-    async fn probe(&self, target: &Target, _context: &ShadowContext) -> Result<(), ProbeFailure> {
+    async fn probe(&self, target: &Target, _context: &ShadowContext) -> Result<(), Problem> {
         // redis-client moves shadow keys under the prefix itself; without one it refuses
         // shadow writes. Nothing to ask the server.
         if target.spec.shadow_prefix.is_none() {
-            return Err(ProbeFailure::new(
+            return Err(Problem::new(
                 "has no shadow-prefix, so shadow writes would be refused",
             ));
         }
