@@ -34,7 +34,7 @@ impl loadtest::Reporter for Recording {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reporter_hears_the_metrics_address_and_the_end() {
     let server = Server::start(Behavior::Fast, true);
-    let (_dir, path) = common::scenario(&format!(
+    let text = format!(
         r#"
         [output]
         prometheus = "127.0.0.1:0"
@@ -51,18 +51,13 @@ async fn the_reporter_hears_the_metrics_address_and_the_end() {
         http = {{ path = "/" }}
         "#,
         server.url()
-    ));
-    let plan = loadtest::Plan::load(&path, &Default::default()).unwrap();
+    );
     let recording = Arc::new(Recording::default());
-    let (report, outcome) = loadtest::run(
-        plan,
-        loadtest::RunOptions {
-            reporter: Some(recording.clone()),
-            cancel: None,
-        },
-    )
-    .await
-    .unwrap();
+    let options = loadtest::RunOptions {
+        reporter: Some(recording.clone()),
+        cancel: None,
+    };
+    let (report, outcome) = common::run_with(&text, options).await;
     assert_eq!(outcome, loadtest::Outcome::Passed);
     assert_eq!(report.total.requests, 20);
     let at = recording.metrics_at.lock().unwrap().clone();

@@ -139,15 +139,15 @@ pub fn scenario(text: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Runs a scenario through the library; returns the report.
 pub async fn run(text: &str) -> (loadtest::report::Report, loadtest::Outcome) {
+    run_with(text, loadtest::RunOptions::default()).await
+}
+
+/// [`run`] with `options` (a reporter, a cancel token).
+pub async fn run_with(
+    text: &str,
+    options: loadtest::RunOptions,
+) -> (loadtest::report::Report, loadtest::Outcome) {
     let (_dir, path) = scenario(text);
     let plan = loadtest::Plan::load(&path, &Default::default()).unwrap();
-    loadtest::run(
-        plan,
-        loadtest::RunOptions {
-            reporter: None,
-            cancel: None,
-        },
-    )
-    .await
-    .unwrap()
+    loadtest::run(plan, options).await.unwrap()
 }
