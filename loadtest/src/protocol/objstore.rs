@@ -103,21 +103,19 @@ impl Protocol for Objstore {
             ObjstoreOp::Head => c.head(&s.path).await.map(|o| found(o.is_some())),
             ObjstoreOp::Delete => c.delete(&s.path).await.map(|o| found(o.is_some())),
         };
-        let code = match &r {
-            Ok(code) => *code,
-            Err(e) => match e {
-                ClientError::NotFound => NOT_FOUND,
-                ClientError::Precondition { .. } => FAILED_PRECONDITION,
-                ClientError::Exhausted(_) => RESOURCE_EXHAUSTED,
-                ClientError::Invalid(_) => INVALID_ARGUMENT,
-                ClientError::Timeout(_) => return Some(ErrorKind::Timeout),
-                ClientError::Unavailable(_) | ClientError::Connect { .. } => {
-                    return Some(ErrorKind::Connect);
-                }
-                ClientError::Refused(_) => PERMISSION_DENIED,
-                ClientError::Other { code, .. } => *code as u16,
-                _ => UNKNOWN,
-            },
+        let code = match r {
+            Ok(code) => code,
+            Err(ClientError::NotFound) => NOT_FOUND,
+            Err(ClientError::Precondition { .. }) => FAILED_PRECONDITION,
+            Err(ClientError::Exhausted(_)) => RESOURCE_EXHAUSTED,
+            Err(ClientError::Invalid(_)) => INVALID_ARGUMENT,
+            Err(ClientError::Timeout(_)) => return Some(ErrorKind::Timeout),
+            Err(ClientError::Unavailable(_) | ClientError::Connect { .. }) => {
+                return Some(ErrorKind::Connect);
+            }
+            Err(ClientError::Refused(_)) => PERMISSION_DENIED,
+            Err(ClientError::Other { code, .. }) => code as u16,
+            Err(_) => UNKNOWN,
         };
         // An absent key is an answer, not a failure, except for a put.
         check_status(
