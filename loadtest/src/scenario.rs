@@ -991,12 +991,6 @@ fn step(
     let tpl = |sub: &str, text: &str| {
         Template::compile(text, feeders, run_id).map_err(|e| at(&format!("{key}.{sub}"), e))
     };
-    let exactly_one = || {
-        at(
-            key,
-            "a step has exactly one of http = {…}, objstore = {…}, redis = […]".into(),
-        )
-    };
     let action = match (&st.http, &st.objstore, &st.redis) {
         (Some(h), None, None) => {
             if kind != TargetKind::Http {
@@ -1114,7 +1108,12 @@ fn step(
             }
             Action::Redis { words }
         }
-        _ => return Err(exactly_one()),
+        _ => {
+            return Err(at(
+                key,
+                "a step has exactly one of http = {…}, objstore = {…}, redis = […]".into(),
+            ));
+        }
     };
     if kind != TargetKind::Http
         && (st.checks.body_contains.is_some() || !st.checks.headers.is_empty())
