@@ -589,6 +589,22 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Waits until every running, unpaused node's `CLUSTER NODES` shows the node `id` with
+    /// (`failed = true`) or without the `fail` flag: failure detection (`cluster-node-timeout`
+    /// and the majority's agreement) has run, or a returned node has been cleared.
+    pub fn wait_failed(&self, id: &str, failed: bool, timeout: Duration) -> Result<(), Error> {
+        let what = if failed { "flagged fail" } else { "fail flag cleared" };
+        self.wait_until(timeout, &format!("node {id} {what}"), |n| {
+            let nodes = n.text(&["CLUSTER", "NODES"])?;
+            let line = nodes
+                .lines()
+                .find(|l| l.split(' ').next() == Some(id))
+                .ok_or_else(|| Error::Protocol(format!("node {id} not in CLUSTER NODES")))?;
+            let flags = line.split(' ').nth(2).unwrap_or("");
+            Ok(flags.split(',').any(|f| f == "fail") == failed)
+        })
+    }
+
     /// The node's cluster id (`CLUSTER MYID`).
     pub fn node_id(&self, node: &RedisNode) -> Result<String, Error> {
         node.text(&["CLUSTER", "MYID"])

@@ -44,12 +44,20 @@ fn forms_fails_over_and_rejoins() {
     victim.wait_role("slave", Duration::from_secs(30)).unwrap();
     assert_eq!(cluster.replicas().len(), 3);
 
-    // Pausing a replica leaves the cluster serving.
+    // Pausing a replica leaves the cluster serving, after the others have detected its
+    // failure (not merely before `cluster-node-timeout` could pass).
     let replica = &cluster.nodes()[4];
+    let id = cluster.node_id(replica).unwrap();
     replica.pause();
     assert!(replica.is_paused());
+    cluster
+        .wait_failed(&id, true, Duration::from_secs(30))
+        .unwrap();
     cluster.wait_ok(Duration::from_secs(10)).unwrap();
     replica.resume();
+    cluster
+        .wait_failed(&id, false, Duration::from_secs(30))
+        .unwrap();
     assert_eq!(
         replica.command(&["PING"]).unwrap(),
         Reply::Simple("PONG".into())
