@@ -36,13 +36,39 @@ fn frame() -> impl Strategy<Value = Frame> {
 
 /// Decodes everything in `input`, fed in pieces of `chunk` bytes.
 fn decode_chunked(input: &[u8], chunk: usize) -> Result<Vec<Frame>, String> {
-    let mut d = Decoder::with_limits(1 << 20, 32);
+    decode_bounded(input, chunk, 1 << 20, 32)
+}
+
+/// [`decode_chunked`] with explicit limits, checking after every step that the decoder holds
+/// no more than they allow: the partial frame within `max_frame` bytes (at least 3 bytes per
+/// token) and `max_depth` levels, and the buffer grown by at most what was fed plus one frame
+/// (a declared length past the limit is refused before anything is reserved for it).
+fn decode_bounded(
+    input: &[u8],
+    chunk: usize,
+    max_frame: usize,
+    max_depth: usize,
+) -> Result<Vec<Frame>, String> {
+    let mut d = Decoder::with_limits(max_frame, max_depth);
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
+    let mut fed = 0;
     for piece in input.chunks(chunk.max(1)) {
         buf.extend_from_slice(piece);
-        while let Some(f) = d.decode(&mut buf).map_err(|e| e.to_string())? {
-            out.push(f);
+        fed += piece.len();
+        loop {
+            let step = d.decode(&mut buf).map_err(|e| e.to_string());
+            let (tokens, depth) = d.held();
+            assert!(d.pending() <= max_frame, "partial frame of {} bytes", d.pending());
+            assert!(tokens <= max_frame / 3 + 1, "{tokens} tokens held");
+            assert!(depth <= max_depth, "{depth} levels open");
+            // BytesMut may round a reservation up to twice what was asked.
+            let bound = 2 * (fed + max_frame + 2) + 64;
+            assert!(buf.capacity() <= bound, "buffer of {} bytes after {fed} fed", buf.capacity());
+            match step? {
+                Some(f) => out.push(f),
+                None => break,
+            }
         }
     }
     Ok(out)
@@ -53,7 +79,8 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..512), chunk in 1usize..64) {
-        let _ = decode_chunked(&input, chunk);
+        // Errors are fine; a panic or growth past the limits (asserted inside) is not.
+        let _ = decode_bounded(&input, chunk, 256, 4);
     }
 
     #[test]
@@ -64,7 +91,7 @@ proptest! {
         "[a-z0-9]{0,4}",
     ], 0..40)) {
         let input = parts.concat();
-        let _ = decode_chunked(input.as_bytes(), 3);
+        let _ = decode_bounded(input.as_bytes(), 3, 256, 4);
     }
 
     #[test]

@@ -76,10 +76,14 @@ async fn killed_server_resolves_every_pending_future_and_restart_reconnects() {
             }
         }));
     }
-    // Let load build up, then kill the server mid-flight.
-    while oks.load(Ordering::Relaxed) < 5_000 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Let load build up, then kill the server mid-flight (bounded: no load is a failure).
+    tokio::time::timeout(HANG, async {
+        while oks.load(Ordering::Relaxed) < 5_000 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("5,000 commands succeed before the kill");
     redis.kill();
     for t in tasks {
         tokio::time::timeout(HANG, t)
@@ -304,7 +308,8 @@ async fn sixty_four_mib_value_round_trips() {
     );
     a.unwrap();
     b.unwrap();
-    assert!(c.unwrap() >= 1);
+    // One task, one connection: the INCR went out after the first SET.
+    assert_eq!(c.unwrap(), 2);
     let back: Bytes = client.get("big").await.unwrap();
     assert_eq!(back.len(), big.len());
     assert!(back == big, "the value came back changed");
@@ -487,15 +492,11 @@ async fn error_messages_say_what_went_wrong() {
 
 #[tokio::test]
 async fn the_command_timeout_covers_connecting_and_a_silent_server() {
-    // A server that accepts connections and never answers (the handshake hangs).
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("redis://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((sock, _)) = listener.accept().await {
-            held.push(sock);
-        }
-    });
+    // A real server stopped with SIGSTOP: the kernel still accepts connections into its
+    // backlog, and nothing ever answers (the handshake hangs).
+    let redis = RedisServer::start();
+    let url = redis.url();
+    redis.pause();
     for protocol in [redis_client::Protocol::Resp2, redis_client::Protocol::Resp3] {
         let client = Client::builder()
             .config(ClientConfig {
@@ -529,6 +530,10 @@ async fn the_command_timeout_covers_connecting_and_a_silent_server() {
             );
         }
     }
+    // Awake, the same server answers: the timeouts were the pause, not the address.
+    redis.resume();
+    let client = connect(config(&url)).await;
+    assert_eq!(client.echo::<String>("back").await.unwrap(), "back");
 }
 
 /// A TCP proxy in front of a real server that injects one fault when armed: it forwards a

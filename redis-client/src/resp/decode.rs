@@ -142,6 +142,14 @@ impl Decoder {
         self.pos
     }
 
+    /// What the partial frame holds: (tokens parsed, aggregates open). For tests of the memory
+    /// bounds: every token took at least 3 bytes of the frame, and nesting stops at the depth
+    /// limit.
+    #[doc(hidden)]
+    pub fn held(&self) -> (usize, usize) {
+        (self.tokens.len(), self.stack.len())
+    }
+
     /// Decodes the next complete frame from the front of `buf`, removing it. `Ok(None)` means
     /// more bytes are needed.
     ///

@@ -59,6 +59,38 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// The server's clock (`TIME`), in milliseconds.
+async fn server_ms(c: &Client) -> u64 {
+    let (s, us) = c.time().await.unwrap();
+    s * 1000 + us / 1000
+}
+
+/// Runs `set` (which gives `key` a time to live of `ttl`) and checks the expiry it left
+/// against the server's clock read before and after: `PEXPIRETIME` lies between the two plus
+/// `ttl`, however long the calls took. No band of wall time, so no flake on a slow machine.
+async fn assert_expires_in<F: std::future::Future<Output = ()>>(
+    c: &Client,
+    key: &str,
+    ttl: Duration,
+    set: F,
+) {
+    let before = server_ms(c).await;
+    set.await;
+    let after = server_ms(c).await;
+    let at: i64 = c.query(cmd("PEXPIRETIME").arg(key)).await.unwrap();
+    let ttl = ttl.as_millis() as u64;
+    let at = u64::try_from(at).unwrap_or_else(|_| panic!("{key} has no expiry ({at})"));
+    assert!(
+        (before + ttl..=after + ttl).contains(&at),
+        "{key} expires at {at}, not within [{}, {}]",
+        before + ttl,
+        after + ttl
+    );
+    // What `ttl` reports is never more than was set.
+    let left = c.ttl(key).await.unwrap().remaining().expect("expires");
+    assert!(left <= Duration::from_millis(ttl), "{left:?}");
+}
+
 async fn strings_body(c: &Client, p: Protocol) {
     c.set("s", "hello").await.unwrap();
     assert_eq!(c.get::<String>("s").await.unwrap(), "hello", "{p:?}");
@@ -82,13 +114,16 @@ async fn strings_body(c: &Client, p: Protocol) {
         expiry: Some(Expiry::In(secs(100))),
         ..SetOptions::default()
     };
-    let old: Option<i64> = c.set_with("nx", 4, get).await.unwrap();
-    assert_eq!(old, Some(1));
-    let left = c.ttl("nx").await.unwrap().remaining().expect("expires");
-    assert!(left > secs(90) && left <= secs(100), "{left:?}");
+    assert_expires_in(c, "nx", secs(100), async {
+        let old: Option<i64> = c.set_with("nx", 4, get).await.unwrap();
+        assert_eq!(old, Some(1));
+    })
+    .await;
 
-    c.setex("ex", secs(50), "v").await.unwrap();
-    assert!(c.ttl("ex").await.unwrap().remaining().unwrap() > secs(40));
+    assert_expires_in(c, "ex", secs(50), async {
+        c.setex("ex", secs(50), "v").await.unwrap();
+    })
+    .await;
     assert_eq!(
         c.getex::<String>("ex", Some(Expiry::Keep)).await.unwrap(),
         "v"
@@ -103,7 +138,11 @@ async fn strings_body(c: &Client, p: Protocol) {
         ..SetOptions::default()
     };
     let _: () = c.set_with("at", "v", opts).await.unwrap();
-    assert!(c.ttl("at").await.unwrap().remaining().unwrap() > secs(3500));
+    // An absolute expiry is the instant given, rounded up to the millisecond (never before it).
+    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    let expected = (since.as_millis() + u128::from(since.subsec_nanos() % 1_000_000 != 0)) as i64;
+    let got: i64 = c.query(cmd("PEXPIRETIME").arg("at")).await.unwrap();
+    assert_eq!(got, expected);
 
     assert_eq!(c.incr("n").await.unwrap(), 1);
     assert_eq!(c.incr_by("n", 10).await.unwrap(), 11);
@@ -145,9 +184,10 @@ async fn keys_body(c: &Client, p: Protocol) {
     assert_eq!(c.ttl("none").await.unwrap(), Ttl::Missing);
     assert!(c.expire("{k}1", secs(100)).await.unwrap());
     assert!(!c.expire("none", secs(100)).await.unwrap());
-    assert!(c.expire("k2", ms(100_500)).await.unwrap());
-    let left = c.ttl("k2").await.unwrap().remaining().unwrap();
-    assert!(left > secs(90) && left <= ms(100_500), "{left:?}");
+    assert_expires_in(c, "k2", ms(100_500), async {
+        assert!(c.expire("k2", ms(100_500)).await.unwrap());
+    })
+    .await;
     assert!(c.persist("k2").await.unwrap());
     assert_eq!(c.ttl("k2").await.unwrap(), Ttl::Persistent);
     let past = SystemTime::UNIX_EPOCH + secs(1_000_000_000); // 2001: expires at once
@@ -521,7 +561,10 @@ async fn pipelines_body(c: &Client, p: Protocol) {
     // query() on the same fails with the first error.
     let mut pipe = c.pipeline();
     pipe.add(cmds::incr("p1")).add(cmds::hget("p1", "x"));
-    assert!(pipe.query::<(i64, ())>().await.is_err());
+    let e = pipe.query::<(i64, ())>().await.unwrap_err();
+    assert_eq!(e.server_code(), Some("WRONGTYPE"), "{e}");
+    // The first command still ran (INCR 2 -> 3): a pipeline is not a transaction.
+    assert_eq!(c.get::<i64>("p1").await.unwrap(), 3);
 
     let mut tx = c.transaction();
     tx.add(cmds::incr("t"))
@@ -554,7 +597,7 @@ async fn pipelines_body(c: &Client, p: Protocol) {
     let mut tx = d.transaction();
     tx.add(cmds::set("t", 0));
     let r: Option<Vec<Frame>> = tx.query().await.unwrap();
-    assert!(r.is_some());
+    assert_eq!(r.map(|replies| replies.len()), Some(1), "unwatched: EXEC ran the SET");
     assert_eq!(c.get::<i64>("t").await.unwrap(), 0);
 }
 
@@ -610,8 +653,8 @@ async fn conversions_body(c: &Client, p: Protocol) {
     assert!(e.to_string().contains("i64"), "{e} ({p:?})");
     let e = c.get::<String>("missing").await.unwrap_err();
     assert!(matches!(e, Error::Type { .. }), "null into String: {e}");
-    let e = c.get::<Vec<i64>>("s").await;
-    assert!(e.is_err());
+    let e = c.get::<Vec<i64>>("s").await.unwrap_err();
+    assert!(matches!(e, Error::Type { .. }), "a bulk string into Vec<i64>: {e}");
 
     let user = User {
         name: "ada".into(),
@@ -685,8 +728,46 @@ async fn pubsub_body(c: &Client, p: Protocol) {
     assert_eq!(c.publish("news", "gone").await.unwrap(), 0);
     c.publish("sport", "s2").await.unwrap();
     assert_eq!(&next(&mut sub).await.payload[..], b"s2");
-    // The shared connection still works while subscriptions are open.
+    // The shared connection still works while subscriptions are open: a burst of commands,
+    // each answered with its own reply.
+    let _: i64 = c.query(cmd("DEL").arg("ps:n")).await.unwrap();
+    let replies = futures::future::join_all((0..50).map(|_| c.incr("ps:n"))).await;
+    let mut got: Vec<i64> = replies.into_iter().map(Result::unwrap).collect();
+    got.sort_unstable();
+    assert_eq!(got, (1..=50).collect::<Vec<_>>());
     c.set("k", "v").await.unwrap();
+    assert_eq!(c.get::<String>("k").await.unwrap(), "v");
+}
+
+/// Waits until a client is blocked on the server that holds `key` (`INFO clients`, read
+/// through a script so that in a cluster it runs on that key's node). Bounded: a client that
+/// never blocks fails the test instead of hanging it.
+async fn wait_blocked(c: &Client, key: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = c
+            .query(
+                cmd("EVAL")
+                    .arg("return redis.call('INFO', 'clients')")
+                    .arg(1)
+                    .arg(key),
+            )
+            .await
+            .unwrap();
+        let blocked = info
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("INFO clients has blocked_clients");
+        if blocked > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no client blocked on {key} within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn next(sub: &mut redis_client::Subscriber) -> redis_client::Message {
@@ -702,7 +783,7 @@ async fn blocking_body(c: &Client, p: Protocol) {
         let c = c.clone();
         tokio::spawn(async move { c.blpop::<String>(&["q"], secs(5)).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_blocked(c, "q").await;
     for _ in 0..100 {
         c.incr("busy").await.unwrap();
     }
@@ -723,7 +804,11 @@ async fn blocking_body(c: &Client, p: Protocol) {
         .await
         .unwrap();
     let waiter = tokio::spawn(async move { short.blpop::<String>(&["q2"], Duration::ZERO).await });
+    wait_blocked(c, "q2").await;
+    // Time passes beyond the command timeout (a lower bound: a slow machine only adds to it)
+    // and the pop is still waiting, not failed.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiter.is_finished(), "a zero-timeout BLPOP ended by itself");
     c.rpush("q2", &["late"]).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
