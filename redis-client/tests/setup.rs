@@ -160,6 +160,21 @@ shadow-prefix = "shadow:"
     assert_eq!(name, "from-config");
     let info: String = c.query(cmd("CLIENT").arg("INFO")).await.unwrap();
     assert!(info.contains(" db=2 ") && info.contains("resp=3"), "{info}");
+    // The section's shadow prefix is in force: a write under a shadow context lands in
+    // `shadow:`, the live key is untouched.
+    c.set("cfg:k", "live").await.unwrap();
+    ShadowContext::scope(Some(ShadowContext::new()), async {
+        c.set("cfg:k", "shadow").await.unwrap();
+    })
+    .await;
+    let raw = Client::builder()
+        .url(&format!("{}/2", redis.url()))
+        .metrics(&metrics())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(raw.get::<String>("cfg:k").await.unwrap(), "live");
+    assert_eq!(raw.get::<String>("shadow:cfg:k").await.unwrap(), "shadow");
 
     // A bad section names the key and where it came from: the configuration's own error
     // is kept as the source (not flattened into a string), file and line included.
@@ -506,6 +521,76 @@ async fn per_command_metrics_with_bounded_codes() {
     assert!(!text.contains("NOSUCH"), "{text}");
     assert!(!text.contains("never show up"), "{text}");
     assert!(!text.contains("unknown command"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_off_records_nothing() {
+    let redis = RedisServer::start();
+    let registry = metrics();
+    let toml = format!("[redis.quiet]\nurl = \"{}\"\nmetrics = false\n", redis.url());
+    let config = jupiter_core::Config::builder()
+        .toml("app.toml", toml)
+        .no_env()
+        .build()
+        .unwrap();
+    let section: ClientConfig = config.get("redis.quiet").unwrap();
+    assert!(!section.metrics);
+    let c = Client::builder()
+        .config(section)
+        .metrics(&registry)
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        c.set("k", "v").await.unwrap();
+    }
+    let text = registry.encode();
+    assert!(!text.contains("client_handle_total{"), "{text}");
+    // The same registry with metrics on does record: the check above can fail.
+    let on = Client::builder()
+        .url(&redis.url())
+        .metrics(&registry)
+        .connect()
+        .await
+        .unwrap();
+    on.set("k", "v").await.unwrap();
+    assert!(registry.encode().contains("client_handle_total{"));
+}
+
+#[tokio::test]
+async fn a_zero_command_timeout_waits_as_long_as_the_server_takes() {
+    let redis = RedisServer::start();
+    let toml = format!(
+        "[redis.patient]\nurl = \"{}\"\ncommand-timeout = \"0s\"\n",
+        redis.url()
+    );
+    let config = jupiter_core::Config::builder()
+        .toml("app.toml", toml)
+        .no_env()
+        .build()
+        .unwrap();
+    let c = Client::from_config(&config, "patient").await.unwrap();
+    assert_eq!(c.timeout(), None, "0s means no deadline");
+    c.set("k", "v").await.unwrap();
+    // The server stops; the clock is then paused, so tokio jumps straight to the next timer
+    // whenever the runtime idles: any deadline on the call (the default is 10 s) would fire
+    // at once. An hour of virtual time passes and the call still waits.
+    redis.pause();
+    let call = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get::<String>("k").await })
+    };
+    tokio::time::pause();
+    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    assert!(!call.is_finished(), "the call gave up without a deadline");
+    tokio::time::resume();
+    redis.resume();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(30), call)
+        .await
+        .expect("answered once the server runs")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, "v");
 }
 
 /// The error and its sources, as a CLI prints them.
