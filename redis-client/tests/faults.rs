@@ -693,3 +693,57 @@ async fn a_handle_with_its_own_timeout_times_out_alone() {
     assert_eq!(v.unwrap(), "v");
     assert_eq!(short.get::<String>("k").await.unwrap(), "v");
 }
+
+#[tokio::test]
+async fn callers_past_the_queue_capacity_wait_and_keep_their_deadline() {
+    // One connection that takes one command at a time and queues two: a stopped server
+    // leaves 48 of 50 callers waiting for room in the queue, not failing.
+    let redis = RedisServer::start();
+    let mut c = config(&redis.url());
+    c.pool_size = Some(1);
+    c.max_in_flight = 1;
+    c.queue_capacity = 2;
+    c.command_timeout = Duration::ZERO;
+    let patient = connect(c.clone()).await;
+    c.command_timeout = Duration::from_secs(5);
+    let bounded = connect(c).await;
+    patient.set("n", 0).await.unwrap();
+    redis.pause();
+    // Spawned from one task each, so each caller queues on its own.
+    let waiting: Vec<_> = (0..50)
+        .map(|_| {
+            let c = patient.clone();
+            tokio::spawn(async move { c.incr("n").await })
+        })
+        .collect();
+    let timing_out: Vec<_> = (0..50)
+        .map(|_| {
+            let c = bounded.clone();
+            tokio::spawn(async move { c.incr("n").await })
+        })
+        .collect();
+    // Virtual time: an hour passes in an instant whenever the runtime idles. Callers with
+    // a deadline get it (waiting for room counts), callers without keep waiting.
+    tokio::time::pause();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    tokio::time::resume();
+    for t in timing_out {
+        let e = tokio::time::timeout(HANG, t).await.unwrap().unwrap().unwrap_err();
+        assert!(e.is_timeout(), "{e:?}");
+    }
+    assert!(waiting.iter().all(|t| !t.is_finished()), "a caller gave up");
+    redis.resume();
+    let mut got = Vec::new();
+    for t in waiting {
+        got.push(tokio::time::timeout(HANG, t).await.unwrap().unwrap().unwrap());
+    }
+    // Every waiting caller ran, once, with its own reply. Of the timed-out callers only the
+    // one command already written to the other connection may have run (its deadline ended
+    // the wait, not the command): INCR ran 50 or 51 times.
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got.len(), 50, "{got:?}");
+    let total = patient.get::<i64>("n").await.unwrap();
+    assert!(total == 50 || total == 51, "INCR ran {total} times");
+    assert!(got.iter().all(|&v| (1..=total).contains(&v)), "{got:?}");
+}
