@@ -17,3 +17,7 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --all-features --locked --no-fail-fast "$@"
+# What --all-features hides: redis-client without `tls` refuses TLS by name (its unit tests,
+# built once without features).
+echo "== cargo test -p redis-client --lib (no features)" >&2
+cargo test -p redis-client --lib --locked --no-fail-fast "$@"

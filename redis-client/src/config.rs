@@ -567,6 +567,26 @@ pub(crate) fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Built without the `tls` feature (the test command runs this crate's unit tests so
+    /// once), TLS asked for by a URL or a table is refused by name, before any connection.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_without_the_feature_is_refused() {
+        for config in [
+            ClientConfig {
+                url: "rediss://127.0.0.1:6380".into(),
+                ..ClientConfig::default()
+            },
+            ClientConfig {
+                tls: Some(TlsOptions::default()),
+                ..ClientConfig::default()
+            },
+        ] {
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains("tls") && e.contains("feature"), "{e}");
+        }
+    }
+
     #[test]
     fn urls() {
         let url = "redis://app:p%40ss@10.0.0.1:6380/3?protocol=resp3&name=orders";
