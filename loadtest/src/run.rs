@@ -2,6 +2,7 @@
 //! collect once a second, stop gracefully, and hand the figures to the report.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -315,6 +316,84 @@ fn vus_at(start: usize, stages: &[Stage], t: Duration) -> usize {
     from.round() as usize
 }
 
+/// The clock the pacer reads and sleeps on: the system's in a run, a virtual one in tests.
+trait PacerClock {
+    fn now(&self) -> Instant;
+    fn sleep(&self, d: Duration);
+}
+
+struct SystemClock;
+
+impl PacerClock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+}
+
+/// What became of an arrival handed to the workers' queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handed {
+    Taken,
+    /// Every worker busy and the queue full: the arrival is dropped.
+    Full,
+    /// The workers have gone: the pacer stops.
+    Closed,
+}
+
+/// Releases arrivals `0..limit` of `schedule` (offsets from `start`) through `hand`, each with
+/// its intended time, until the schedule ends or `cancel`. An arrival that finds the queue full
+/// is counted in `dropped`, never waited for: waiting would make every later arrival late.
+fn pace(
+    schedule: &Schedule,
+    limit: u64,
+    start: Instant,
+    clock: &impl PacerClock,
+    cancel: &CancellationToken,
+    dropped: &AtomicU64,
+    mut hand: impl FnMut(u64, Instant) -> Handed,
+) {
+    let mut n = 0u64;
+    while n < limit {
+        let Some(at) = schedule.time_of(n) else { break };
+        let due = start + at;
+        // Handed over a little early (a tenth of the gap to the next arrival, at most
+        // MAX_LEAD): waking a parked worker takes about that long, and the worker spins the
+        // rest. The spinning costs at most a tenth of a core.
+        let gap = schedule
+            .time_of(n + 1)
+            .map_or(Duration::ZERO, |next| next.saturating_sub(at));
+        let lead = (gap / 10).min(MAX_LEAD);
+        let handover = due.checked_sub(lead).unwrap_or(due);
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let now = clock.now();
+            if handover <= now + WAKE_SLACK {
+                break;
+            }
+            clock.sleep((handover - now).min(Duration::from_millis(50)));
+        }
+        match hand(n, due) {
+            Handed::Taken => {}
+            Handed::Full => {
+                dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Handed::Closed => return,
+        }
+        n += 1;
+    }
+}
+
+/// The most an arrival is handed to its worker before its intended time.
+const MAX_LEAD: Duration = Duration::from_micros(300);
+/// A sleep shorter than this is not worth it: the pacer hands the arrival over at once.
+const WAKE_SLACK: Duration = Duration::from_micros(20);
+
 /// Runs scenario `i` to its end; returns how long it ran.
 ///
 /// # Errors
@@ -346,37 +425,21 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                     // timer slack): the pacer's lateness would count in every latency.
                     // SAFETY: prctl with PR_SET_TIMERSLACK only changes this thread's slack.
                     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
-                    let mut n = 0u64;
-                    while n < limit {
-                        let Some(at) = schedule.time_of(n) else { break };
-                        let due = start + at;
-                        // Handed over a little early (a tenth of the gap to the next arrival,
-                        // at most 300 µs): waking a parked worker takes about that long, and the
-                        // worker spins the rest. The spinning costs at most a tenth of a core.
-                        let gap = schedule
-                            .time_of(n + 1)
-                            .map_or(Duration::ZERO, |next| next.saturating_sub(at));
-                        let lead = (gap / 10).min(Duration::from_micros(300));
-                        let handover = due.checked_sub(lead).unwrap_or(due);
-                        loop {
-                            if cancel.is_cancelled() {
-                                return;
-                            }
-                            let now = Instant::now();
-                            if handover <= now + Duration::from_micros(20) {
-                                break;
-                            }
-                            std::thread::sleep((handover - now).min(Duration::from_millis(50)));
-                        }
-                        match tx.try_send((n, due)) {
-                            Ok(()) => {}
-                            Err(async_channel::TrySendError::Full(_)) => {
-                                s2.recorder.dropped[i].fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(async_channel::TrySendError::Closed(_)) => return,
-                        }
-                        n += 1;
-                    }
+                    let hand = |n, due| match tx.try_send((n, due)) {
+                        Ok(()) => Handed::Taken,
+                        Err(async_channel::TrySendError::Full(_)) => Handed::Full,
+                        Err(async_channel::TrySendError::Closed(_)) => Handed::Closed,
+                    };
+                    let dropped = &s2.recorder.dropped[i];
+                    pace(
+                        &schedule,
+                        limit,
+                        start,
+                        &SystemClock,
+                        &cancel,
+                        dropped,
+                        hand,
+                    );
                 });
             let pacer = match pacer {
                 Ok(p) => p,
@@ -398,7 +461,7 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                         if shared.cancel.is_cancelled() {
                             break;
                         }
-                        // Handed over early by at most 300 µs: wait out the rest precisely.
+                        // Handed over early by at most MAX_LEAD: wait out the rest precisely.
                         while Instant::now() < due {
                             std::hint::spin_loop();
                         }
@@ -492,12 +555,8 @@ async fn iteration(
         feeders: &shared.plan.feeders,
     };
     let think = || async {
-        if let Some((a, b)) = sc.think {
-            let d = if a == b {
-                a
-            } else {
-                a + Duration::from_nanos(fastrand::u64(0..=(b - a).as_nanos() as u64))
-            };
+        if let Some(range) = sc.think {
+            let d = think_time(range, fastrand::u64);
             if !d.is_zero() {
                 tokio::time::sleep(d).await;
             }
@@ -520,6 +579,20 @@ async fn iteration(
             }
         }
     }
+}
+
+/// A think time drawn uniformly from `a..=b`; `draw` picks a number in a range (`fastrand::u64`
+/// in a run, a seeded generator in tests).
+fn think_time(
+    (a, b): (Duration, Duration),
+    draw: impl FnOnce(RangeInclusive<u64>) -> u64,
+) -> Duration {
+    if a >= b {
+        return a;
+    }
+    // A span beyond u64 nanoseconds (584 years) is cut there.
+    let span = u64::try_from((b - a).as_nanos()).unwrap_or(u64::MAX);
+    a + Duration::from_nanos(draw(0..=span))
 }
 
 fn pick(steps: &[Step]) -> usize {
@@ -607,5 +680,222 @@ mod tests {
         assert_eq!(vus_at(0, &st, Duration::from_secs(10)), 10);
         assert_eq!(vus_at(0, &st, Duration::from_secs(15)), 5);
         assert_eq!(vus_at(0, &st, Duration::from_secs(30)), 0);
+    }
+
+    #[test]
+    fn vus_round_to_the_nearest_worker_and_hold_the_last_target() {
+        let ms = Duration::from_millis;
+        // 0 → 4 over 1 s: worker k starts once the curve passes k + 0.5.
+        let up = [stage(1, 4.0)];
+        let starts: Vec<usize> = [0, 124, 125, 374, 375, 624, 625, 874, 875, 999]
+            .into_iter()
+            .map(|t| vus_at(0, &up, ms(t)))
+            .collect();
+        assert_eq!(starts, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
+        // Past the last stage the last target holds.
+        assert_eq!(vus_at(0, &up, Duration::from_secs(60)), 4);
+        // From start-vus, not from 0; a flat stage holds.
+        let st = [stage(4, 6.0), stage(2, 6.0), stage(2, 2.0)];
+        assert_eq!(vus_at(2, &st, ms(0)), 2);
+        assert_eq!(vus_at(2, &st, ms(1000)), 3);
+        assert_eq!(vus_at(2, &st, ms(5000)), 6);
+        assert_eq!(vus_at(2, &st, ms(7000)), 4);
+        assert_eq!(vus_at(2, &st, ms(8000)), 2);
+    }
+
+    /// Offsets of every arrival of `s`, in order.
+    fn arrivals(s: &Schedule) -> Vec<f64> {
+        (0..)
+            .map_while(|n| s.time_of(n))
+            .map(|d| d.as_secs_f64())
+            .collect()
+    }
+
+    /// How many of `times` fall in `[from, to)`.
+    fn count_in(times: &[f64], from: f64, to: f64) -> usize {
+        times.iter().filter(|&&t| from <= t && t < to).count()
+    }
+
+    #[test]
+    fn a_constant_rate_puts_the_same_count_in_every_interval() {
+        // 2,000/s for 10 s: 200 arrivals in every 100 ms. The intervals start a quarter of a
+        // gap (125 µs) after a round time, so no arrival sits on a boundary.
+        let times = arrivals(&Schedule::new(2000.0, vec![stage(10, 2000.0)]));
+        assert_eq!(times.len(), 20_000);
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "in order");
+        assert_eq!(count_in(&times, 0.0, 0.000_125), 1);
+        for k in 0..99 {
+            let from = f64::from(k) / 10.0 + 0.000_125;
+            assert_eq!(count_in(&times, from, from + 0.1), 200, "interval {k}");
+        }
+    }
+
+    #[test]
+    fn a_ramp_puts_the_area_under_the_curve_in_every_interval() {
+        // 0 → 100/s over 10 s, then 100/s for 1 s: the rate at t is 10·t, so the second
+        // centred on k (from k − 0.5 to k + 0.5) holds the area 10·k.
+        let times = arrivals(&Schedule::new(0.0, vec![stage(10, 100.0), stage(1, 100.0)]));
+        assert_eq!(times.len(), 600);
+        for k in 1..10 {
+            let from = f64::from(k) - 0.5;
+            assert_eq!(
+                count_in(&times, from, from + 1.0),
+                10 * k as usize,
+                "second {k}"
+            );
+        }
+        // The flat stage: 100 arrivals in its second.
+        assert_eq!(count_in(&times, 10.0 - 1e-9, 11.0), 100);
+        // 50 → 150/s over 1 s, then 150/s for 1 s (the JSON report test's ramp): 100 + 150,
+        // and 25 + 12.5 in the first half second.
+        let times = arrivals(&Schedule::new(50.0, vec![stage(1, 150.0), stage(1, 150.0)]));
+        assert_eq!(times.len(), 250);
+        assert_eq!(count_in(&times, 0.0, 0.5), 38);
+        assert_eq!(count_in(&times, 0.0, 1.0 - 1e-9), 100);
+        // A ramp down to 0: 100 → 0/s over 2 s is 100 arrivals, 75 of them in the first second.
+        let times = arrivals(&Schedule::new(100.0, vec![stage(2, 0.0)]));
+        assert_eq!(times.len(), 100);
+        assert_eq!(count_in(&times, 0.0, 1.0 - 1e-9), 75);
+        assert!(times.iter().all(|&t| t <= 2.0));
+    }
+
+    /// A clock that moves only when the pacer sleeps, and then by exactly the sleep: what the
+    /// pacer decides, without the machine's timing in it.
+    struct VirtualClock {
+        now: std::cell::Cell<Instant>,
+    }
+
+    impl PacerClock for VirtualClock {
+        fn now(&self) -> Instant {
+            self.now.get()
+        }
+
+        fn sleep(&self, d: Duration) {
+            self.now.set(self.now.get() + d);
+        }
+    }
+
+    /// Paces `schedule` on a virtual clock; returns each hand-over as (arrival, intended time,
+    /// clock at the hand-over) and the dropped count. `answer` says what the queue does.
+    fn pace_virtually(
+        schedule: &Schedule,
+        limit: u64,
+        cancel: &CancellationToken,
+        mut answer: impl FnMut(u64) -> Handed,
+    ) -> (Instant, Vec<(u64, Instant, Instant)>, u64) {
+        let start = Instant::now();
+        let clock = VirtualClock {
+            now: std::cell::Cell::new(start),
+        };
+        let dropped = AtomicU64::new(0);
+        let mut seen = Vec::new();
+        pace(
+            schedule,
+            limit,
+            start,
+            &clock,
+            cancel,
+            &dropped,
+            |n, due| {
+                seen.push((n, due, clock.now()));
+                answer(n)
+            },
+        );
+        (start, seen, dropped.into_inner())
+    }
+
+    #[test]
+    fn the_pacer_hands_every_arrival_over_at_its_intended_time() {
+        let s = Schedule::new(1000.0, vec![stage(1, 1000.0)]);
+        let cancel = CancellationToken::new();
+        let (start, seen, dropped) = pace_virtually(&s, u64::MAX, &cancel, |_| Handed::Taken);
+        assert_eq!(dropped, 0);
+        assert_eq!(seen.len(), 1000);
+        for (i, &(n, due, at)) in seen.iter().enumerate() {
+            assert_eq!(n, i as u64);
+            assert_eq!(Some(due - start), s.time_of(n), "arrival {n}");
+            // Early by the hand-over lead (a tenth of the 1 ms gap), never late.
+            assert!(at <= due, "arrival {n} handed over late");
+            assert!(
+                due - at <= MAX_LEAD + WAKE_SLACK,
+                "arrival {n}: {:?} early",
+                due - at
+            );
+        }
+        // By the clock of the hand-overs: 100 in every 100 ms. The intervals start at a quarter
+        // of a gap past a round time, so no hand-over sits on a boundary.
+        let offsets: Vec<f64> = seen
+            .iter()
+            .map(|&(_, _, at)| at.saturating_duration_since(start).as_secs_f64())
+            .collect();
+        for k in 0..9 {
+            let from = f64::from(k) / 10.0 + 0.000_25;
+            assert_eq!(count_in(&offsets, from, from + 0.1), 100, "interval {k}");
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_arrivals_without_delaying_the_next() {
+        let s = Schedule::new(1000.0, vec![stage(1, 1000.0)]);
+        let cancel = CancellationToken::new();
+        // The queue takes 10 arrivals, then stays full (no worker ever frees up).
+        let (_, seen, dropped) = pace_virtually(&s, u64::MAX, &cancel, |n| {
+            if n < 10 { Handed::Taken } else { Handed::Full }
+        });
+        assert_eq!(dropped, 990);
+        assert_eq!(
+            seen.len(),
+            1000,
+            "every arrival was offered, none waited for"
+        );
+        assert!(
+            seen.iter()
+                .all(|&(_, due, at)| at <= due && due - at <= MAX_LEAD + WAKE_SLACK),
+            "a dropped arrival made the next ones late"
+        );
+    }
+
+    #[test]
+    fn the_pacer_stops_at_the_limit_on_cancel_and_when_the_workers_are_gone() {
+        let s = Schedule::new(1000.0, vec![stage(1, 1000.0)]);
+        let never = CancellationToken::new();
+        let (_, seen, _) = pace_virtually(&s, 5, &never, |_| Handed::Taken);
+        assert_eq!(seen.len(), 5, "iterations = 5");
+        let (_, seen, dropped) = pace_virtually(&s, u64::MAX, &never, |n| {
+            if n == 3 {
+                Handed::Closed
+            } else {
+                Handed::Taken
+            }
+        });
+        assert_eq!((seen.len(), dropped), (4, 0), "stops at the closed queue");
+        let cancel = CancellationToken::new();
+        let (_, seen, _) = pace_virtually(&s, u64::MAX, &cancel, |n| {
+            if n == 2 {
+                cancel.cancel();
+            }
+            Handed::Taken
+        });
+        assert_eq!(seen.len(), 3, "stops once cancelled");
+    }
+
+    #[test]
+    fn think_time_is_drawn_from_the_whole_range() {
+        let ms = Duration::from_millis;
+        let mut rng = fastrand::Rng::with_seed(7);
+        let draws: Vec<Duration> = (0..10_000)
+            .map(|_| think_time((ms(50), ms(150)), |r| rng.u64(r)))
+            .collect();
+        assert!(draws.iter().all(|d| (ms(50)..=ms(150)).contains(d)));
+        let (lo, hi) = (draws.iter().min().unwrap(), draws.iter().max().unwrap());
+        assert!(*lo < ms(51) && *hi > ms(149), "{lo:?}..{hi:?}");
+        let mean = draws.iter().sum::<Duration>() / 10_000;
+        assert!(mean > ms(97) && mean < ms(103), "{mean:?}");
+        // Both ends are reachable.
+        assert_eq!(think_time((ms(50), ms(150)), |r| *r.start()), ms(50));
+        assert_eq!(think_time((ms(50), ms(150)), |r| *r.end()), ms(150));
+        // A single value draws nothing.
+        let fixed = think_time((ms(100), ms(100)), |_| panic!("drawn"));
+        assert_eq!(fixed, ms(100));
     }
 }
