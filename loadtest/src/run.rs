@@ -199,10 +199,9 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
     }
     let elapsed = start.elapsed();
     let mut c = collected.lock().unwrap_or_else(|p| p.into_inner());
-    let last = c.series.last().map_or(0.0, |p| p.t);
-    if elapsed.as_secs_f64() > last + 0.001 {
-        c.tick(&shared.recorder, elapsed.as_secs_f64());
-    }
+    // Always: a request recorded just after the last tick (whose time is rounded to the
+    // second) would otherwise be missing from every figure.
+    c.finish(&shared.recorder, elapsed.as_secs_f64());
     let aborted = cancel.is_cancelled();
     let report = Report::build(
         &shared.plan,
