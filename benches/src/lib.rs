@@ -30,6 +30,17 @@ pub mod redis_suite;
 use std::fmt::Write as _;
 use std::time::Instant;
 
+/// `n` scaled by `BENCH_SCALE` (a fraction, default 1; at least 1): the smoke test runs every
+/// suite on tiny sizes with `BENCH_SCALE=0.01`.
+pub fn scaled(n: usize) -> usize {
+    let scale: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+        .unwrap_or(1.0);
+    ((n as f64 * scale) as usize).max(1)
+}
+
 /// CPU seconds (user + system) another process has used so far, from `/proc/<pid>/stat`; 0
 /// when it cannot be read.
 pub fn process_cpu_seconds(pid: u32) -> f64 {

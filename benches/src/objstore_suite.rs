@@ -286,7 +286,10 @@ fn start_objstore_until(
     (child, addr, took)
 }
 
-const N: usize = 1_000_000;
+/// Objects in the memory and restore measurements (1M unless scaled).
+fn objects() -> usize {
+    crate::scaled(1_000_000)
+}
 
 fn object(i: usize) -> (Bytes, Bytes) {
     let key = Bytes::from(format!("key:{i:012}"));
@@ -326,7 +329,7 @@ fn memory_and_restore() -> Result<(), String> {
             .expect("connect")
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-        for chunk in (0..N).collect::<Vec<_>>().chunks(5000) {
+        for chunk in (0..objects()).collect::<Vec<_>>().chunks(5000) {
             let puts = chunk
                 .iter()
                 .map(|&i| {
@@ -364,7 +367,7 @@ fn memory_and_restore() -> Result<(), String> {
             .url(&redis.url())
             .build()
             .expect("redis client");
-        for chunk in (0..N).collect::<Vec<_>>().chunks(5000) {
+        for chunk in (0..objects()).collect::<Vec<_>>().chunks(5000) {
             let mut p = client.pipeline();
             for &i in chunk {
                 let (k, v) = object(i);
@@ -391,7 +394,7 @@ fn memory_and_restore() -> Result<(), String> {
         .ok_or("SAVE wrote no .rdb file")?;
     let rdb_size = std::fs::metadata(&rdb).map(|m| m.len()).unwrap_or(0);
 
-    println!("\nmemory: 1M objects, 16 B keys, 100 B random values (payload 116 MB)");
+    println!("\nmemory: {} objects, 16 B keys, 100 B random values (payload {} MB)", objects(), objects() * 116 / 1_000_000);
     println!(
         "{:<14} {:>14} {:>14} {:>14}",
         "server", "RSS MB", "data MB", "B / object"
@@ -404,7 +407,7 @@ fn memory_and_restore() -> Result<(), String> {
             "{name:<14} {:>14.1} {:>14.1} {:>14.1}",
             rss / 1e6,
             (rss - base) / 1e6,
-            (rss - base) / N as f64
+            (rss - base) / objects() as f64
         );
     }
     println!("objstore / redis (RSS): {:.2}×", ours / theirs);
@@ -421,7 +424,8 @@ fn memory_and_restore() -> Result<(), String> {
     }
     let (o, t) = (median(ours_t), median(theirs_t));
     println!(
-        "\nrestore of 1M objects: objstore snapshot ({:.1} MB) {o:.3} s; redis-server RDB ({:.1} MB) {t:.3} s; objstore is {:.2}× faster",
+        "\nrestore of {} objects: objstore snapshot ({:.1} MB) {o:.3} s; redis-server RDB ({:.1} MB) {t:.3} s; objstore is {:.2}× faster",
+        objects(),
         snap_stats.2 as f64 / 1e6,
         rdb_size as f64 / 1e6,
         t / o
@@ -526,7 +530,7 @@ pub fn objstore_suite() {
 /// redis-benchmark's requests per second for SET and GET against `port`, and the server's
 /// CPU microseconds per request meanwhile.
 fn redis_benchmark(port: u16, pid: u32) -> Result<(f64, f64, f64), String> {
-    const REQUESTS: usize = 400_000;
+    let requests = crate::scaled(400_000);
     let cpu0 = crate::process_cpu_seconds(pid);
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
@@ -534,7 +538,7 @@ fn redis_benchmark(port: u16, pid: u32) -> Result<(f64, f64, f64), String> {
             "-t",
             "set,get",
             "-n",
-            &REQUESTS.to_string(),
+            &requests.to_string(),
             "-c",
             "50",
             "-P",
@@ -552,7 +556,7 @@ fn redis_benchmark(port: u16, pid: u32) -> Result<(f64, f64, f64), String> {
             .and_then(|v| v.trim_matches('"').parse::<f64>().ok())
             .ok_or_else(|| format!("no {name} figure in redis-benchmark's output: {text}"))
     };
-    Ok((rps("SET")?, rps("GET")?, cpu * 1e6 / (2 * REQUESTS) as f64))
+    Ok((rps("SET")?, rps("GET")?, cpu * 1e6 / (2 * requests) as f64))
 }
 
 fn resp_vs_redis(rounds: usize) -> Result<(), String> {
@@ -604,13 +608,13 @@ fn resp_vs_redis(rounds: usize) -> Result<(), String> {
 
 /// Put latencies while one shard's index grows from empty to 2M keys.
 fn growth() {
-    const PUTS: usize = 2_000_000;
+    let puts = crate::scaled(2_000_000);
     let engine = objstore::engine::Engine::new(objstore::engine::EngineConfig {
         shards: 1,
         ..Default::default()
     });
-    let mut took = Vec::with_capacity(PUTS);
-    for i in 0..PUTS {
+    let mut took = Vec::with_capacity(puts);
+    for i in 0..puts {
         let (key, value) = object(i);
         let put = objstore::engine::Put {
             key,
@@ -622,12 +626,12 @@ fn growth() {
         took.push(t.elapsed().as_secs_f64() * 1e6);
     }
     took.sort_unstable_by(f64::total_cmp);
-    let at = |q: f64| took[((PUTS as f64 * q) as usize).min(PUTS - 1)];
+    let at = |q: f64| took[((puts as f64 * q) as usize).min(puts - 1)];
     println!(
-        "\ngrowth: {PUTS} puts into one shard: p50 {:.2} µs, p99 {:.2} µs, p99.99 {:.1} µs, max {:.1} µs",
+        "\ngrowth: {puts} puts into one shard: p50 {:.2} µs, p99 {:.2} µs, p99.99 {:.1} µs, max {:.1} µs",
         at(0.5),
         at(0.99),
         at(0.9999),
-        took[PUTS - 1]
+        took[puts - 1]
     );
 }

@@ -80,18 +80,18 @@ fn metrics_suite() -> Report {
         }
     };
 
-    const N: u64 = 2_000_000;
-    let o = measure_ns(N, 5, || ours.start().finish(Code::OK));
-    let p = measure_ns(N, 5, || {
+    let n = benches::scaled(2_000_000) as u64;
+    let o = measure_ns(n, 5, || ours.start().finish(Code::OK));
+    let p = measure_ns(n, 5, || {
         let t = std::time::Instant::now();
         peer_record(black_box(t.elapsed().as_secs_f64()));
     });
     report.row("guard: time + observe + count, 1 thread", o, p, true);
 
-    let o = measure_ns(N, 5, || {
+    let o = measure_ns(n, 5, || {
         ours.observe(black_box(Duration::from_micros(420)), Code::OK)
     });
-    let p = measure_ns(N, 5, || peer_record(black_box(0.000_42)));
+    let p = measure_ns(n, 5, || peer_record(black_box(0.000_42)));
     report.row("observe only, 1 thread", o, p, true);
 
     // Contended: a second thread records into the same series meanwhile.
@@ -103,7 +103,7 @@ fn metrics_suite() -> Report {
                 ours2.observe(Duration::from_micros(100), Code::OK);
             }
         });
-        let r = measure_ns(N, 5, || {
+        let r = measure_ns(n, 5, || {
             ours.observe(black_box(Duration::from_micros(420)), Code::OK)
         });
         stop.store(true, Ordering::Relaxed);
@@ -119,7 +119,7 @@ fn metrics_suite() -> Report {
                 peer2(0.0001);
             }
         });
-        let r = measure_ns(N, 5, || peer_record(black_box(0.000_42)));
+        let r = measure_ns(n, 5, || peer_record(black_box(0.000_42)));
         stop.store(true, Ordering::Relaxed);
         bg.join().unwrap();
         r
