@@ -394,7 +394,11 @@ fn memory_and_restore() -> Result<(), String> {
         .ok_or("SAVE wrote no .rdb file")?;
     let rdb_size = std::fs::metadata(&rdb).map(|m| m.len()).unwrap_or(0);
 
-    println!("\nmemory: {} objects, 16 B keys, 100 B random values (payload {} MB)", objects(), objects() * 116 / 1_000_000);
+    println!(
+        "\nmemory: {} objects, 16 B keys, 100 B random values (payload {} MB)",
+        objects(),
+        objects() * 116 / 1_000_000
+    );
     println!(
         "{:<14} {:>14} {:>14} {:>14}",
         "server", "RSS MB", "data MB", "B / object"

@@ -35,7 +35,10 @@ fn the_redis_suites_run_with_every_client() {
     for suite in ["redis", "redis-cluster"] {
         let out = compare(suite);
         for client in ["ours", "fred", "redis-rs"] {
-            assert!(!rows(&out, client).is_empty(), "no {client} row in {suite}:\n{out}");
+            assert!(
+                !rows(&out, client).is_empty(),
+                "no {client} row in {suite}:\n{out}"
+            );
         }
     }
 }

@@ -284,9 +284,13 @@ fn l2_hit(c: &mut Criterion) {
     let ours: &'static Cache<u64, String> = Box::leak(Box::new(ours));
     let mut g = c.benchmark_group("l2_hit");
     let mut raw = pairs(Half::Raw, ours);
-    g.bench_function("redis_client_get", |b| b.to_async(&rt).iter_custom(&mut raw));
+    g.bench_function("redis_client_get", |b| {
+        b.to_async(&rt).iter_custom(&mut raw)
+    });
     let mut hit = pairs(Half::Hit, ours);
-    g.bench_function("ours_l1_miss_l2_hit", |b| b.to_async(&rt).iter_custom(&mut hit));
+    g.bench_function("ours_l1_miss_l2_hit", |b| {
+        b.to_async(&rt).iter_custom(&mut hit)
+    });
     g.finish();
 
     // Latency is not the whole cost: the L1 fill runs behind the caller, while the next

@@ -102,7 +102,10 @@ async fn flood_against_a_paused_server_is_bounded() {
     // The server comes back and the client serves again.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !client.get::<Bytes>("warm").await.is_ok_and(|v| v == value) {
-        assert!(Instant::now() < deadline, "no recovery within 30 s of resume");
+        assert!(
+            Instant::now() < deadline,
+            "no recovery within 30 s of resume"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -59,12 +59,20 @@ fn decode_bounded(
         loop {
             let step = d.decode(&mut buf).map_err(|e| e.to_string());
             let (tokens, depth) = d.held();
-            assert!(d.pending() <= max_frame, "partial frame of {} bytes", d.pending());
+            assert!(
+                d.pending() <= max_frame,
+                "partial frame of {} bytes",
+                d.pending()
+            );
             assert!(tokens <= max_frame / 3 + 1, "{tokens} tokens held");
             assert!(depth <= max_depth, "{depth} levels open");
             // BytesMut may round a reservation up to twice what was asked.
             let bound = 2 * (fed + max_frame + 2) + 64;
-            assert!(buf.capacity() <= bound, "buffer of {} bytes after {fed} fed", buf.capacity());
+            assert!(
+                buf.capacity() <= bound,
+                "buffer of {} bytes after {fed} fed",
+                buf.capacity()
+            );
             match step? {
                 Some(f) => out.push(f),
                 None => break,

@@ -728,14 +728,24 @@ async fn callers_past_the_queue_capacity_wait_and_keep_their_deadline() {
     tokio::time::sleep(Duration::from_secs(3600)).await;
     tokio::time::resume();
     for t in timing_out {
-        let e = tokio::time::timeout(HANG, t).await.unwrap().unwrap().unwrap_err();
+        let e = tokio::time::timeout(HANG, t)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
         assert!(e.is_timeout(), "{e:?}");
     }
     assert!(waiting.iter().all(|t| !t.is_finished()), "a caller gave up");
     redis.resume();
     let mut got = Vec::new();
     for t in waiting {
-        got.push(tokio::time::timeout(HANG, t).await.unwrap().unwrap().unwrap());
+        got.push(
+            tokio::time::timeout(HANG, t)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
     }
     // Every waiting caller ran, once, with its own reply. Of the timed-out callers only the
     // one command already written to the other connection may have run (its deadline ended

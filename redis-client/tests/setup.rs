@@ -527,7 +527,10 @@ async fn per_command_metrics_with_bounded_codes() {
 async fn metrics_off_records_nothing() {
     let redis = RedisServer::start();
     let registry = metrics();
-    let toml = format!("[redis.quiet]\nurl = \"{}\"\nmetrics = false\n", redis.url());
+    let toml = format!(
+        "[redis.quiet]\nurl = \"{}\"\nmetrics = false\n",
+        redis.url()
+    );
     let config = jupiter_core::Config::builder()
         .toml("app.toml", toml)
         .no_env()

@@ -27,7 +27,11 @@ async fn basic_round_trips_both_protocols() {
         let mut tx = client.transaction();
         tx.add(cmds::incr("t")).add(cmds::incr("t"));
         let r: Option<(i64, i64)> = tx.query().await.unwrap();
-        assert_eq!(r, Some((1, 2)), "both INCRs ran, in order, inside the transaction");
+        assert_eq!(
+            r,
+            Some((1, 2)),
+            "both INCRs ran, in order, inside the transaction"
+        );
         let e = client.query::<i64>(cmd("INCR").arg("k")).await.unwrap_err();
         assert!(e.to_string().contains("not an integer"), "{e}");
     }

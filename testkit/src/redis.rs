@@ -593,7 +593,11 @@ impl RedisCluster {
     /// (`failed = true`) or without the `fail` flag: failure detection (`cluster-node-timeout`
     /// and the majority's agreement) has run, or a returned node has been cleared.
     pub fn wait_failed(&self, id: &str, failed: bool, timeout: Duration) -> Result<(), Error> {
-        let what = if failed { "flagged fail" } else { "fail flag cleared" };
+        let what = if failed {
+            "flagged fail"
+        } else {
+            "fail flag cleared"
+        };
         self.wait_until(timeout, &format!("node {id} {what}"), |n| {
             let nodes = n.text(&["CLUSTER", "NODES"])?;
             let line = nodes

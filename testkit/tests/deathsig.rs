@@ -43,7 +43,10 @@ fn a_killed_test_process_takes_its_servers_with_it() {
     let pid: u32 = lines
         .by_ref()
         .map_while(Result::ok)
-        .find_map(|l| l.split_once("server-pid=").and_then(|(_, p)| p.trim().parse().ok()))
+        .find_map(|l| {
+            l.split_once("server-pid=")
+                .and_then(|(_, p)| p.trim().parse().ok())
+        })
         .expect("the child printed its server's pid");
     assert!(running(pid), "the child's redis-server {pid} runs");
     child.kill().unwrap();

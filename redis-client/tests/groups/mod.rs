@@ -597,7 +597,11 @@ async fn pipelines_body(c: &Client, p: Protocol) {
     let mut tx = d.transaction();
     tx.add(cmds::set("t", 0));
     let r: Option<Vec<Frame>> = tx.query().await.unwrap();
-    assert_eq!(r.map(|replies| replies.len()), Some(1), "unwatched: EXEC ran the SET");
+    assert_eq!(
+        r.map(|replies| replies.len()),
+        Some(1),
+        "unwatched: EXEC ran the SET"
+    );
     assert_eq!(c.get::<i64>("t").await.unwrap(), 0);
 }
 
@@ -654,7 +658,10 @@ async fn conversions_body(c: &Client, p: Protocol) {
     let e = c.get::<String>("missing").await.unwrap_err();
     assert!(matches!(e, Error::Type { .. }), "null into String: {e}");
     let e = c.get::<Vec<i64>>("s").await.unwrap_err();
-    assert!(matches!(e, Error::Type { .. }), "a bulk string into Vec<i64>: {e}");
+    assert!(
+        matches!(e, Error::Type { .. }),
+        "a bulk string into Vec<i64>: {e}"
+    );
 
     let user = User {
         name: "ada".into(),
@@ -808,7 +815,10 @@ async fn blocking_body(c: &Client, p: Protocol) {
     // Time passes beyond the command timeout (a lower bound: a slow machine only adds to it)
     // and the pop is still waiting, not failed.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiter.is_finished(), "a zero-timeout BLPOP ended by itself");
+    assert!(
+        !waiter.is_finished(),
+        "a zero-timeout BLPOP ended by itself"
+    );
     c.rpush("q2", &["late"]).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
