@@ -1,20 +1,27 @@
-//! The ramping executors follow their stages, and the Prometheus endpoint serves the figures
-//! while the run goes on.
+//! The executors, run against a real server: ramping VUs reach their stages' peak, think time
+//! spaces a worker's iterations, an open model beyond its workers drops and counts arrivals,
+//! and the Prometheus endpoint (`--prometheus`) serves the figures while the run goes on.
+//!
+//! The curves themselves (workers wanted at t, arrivals due per interval) are tested exactly
+//! in `run.rs`; these tests assert counts and orderings only.
 
 mod common;
 
-use std::io::{Read, Write};
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::io::{BufReader, Read};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
-use common::{Behavior, Server};
+use common::{Behavior, Gate, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ramping_vus_follow_the_stages() {
-    let server = Server::start(Behavior::Fast, true);
-    // 0 → 4 workers over 1 s, 4 → 0 over 1 s: 4 worker-seconds in all. Each worker sends at
-    // most one request per 10 ms of think time, so at most ~400 requests (800 if the workers
-    // stayed at 4 throughout), and clearly more than none.
-    let (report, _) = common::run(&format!(
+async fn ramping_vus_reach_the_peak_of_their_stages() {
+    // After the probe, the server holds requests until 4 are held at once: only a ramp that
+    // reaches its peak of 4 workers gets past it. (The 4th worker starts at 262 ms and may
+    // start until the ramp down at 1,037 ms: a wide window, not a timing the test measures.)
+    let gate = Gate::opening_at(1, 4);
+    let server = Server::start(Behavior::Gate(gate.clone()), true);
+    let (report, outcome) = common::run(&format!(
         r#"
         [targets.api]
         kind = "http"
@@ -23,33 +30,171 @@ async fn ramping_vus_follow_the_stages() {
         name = "ramp"
         executor = "ramping-vus"
         start-vus = 0
-        stages = [{{ duration = "1s", target = 4 }}, {{ duration = "1s", target = 0 }}]
+        stages = [
+            {{ duration = "300ms", target = 4 }},
+            {{ duration = "700ms", target = 4 }},
+            {{ duration = "300ms", target = 0 }},
+        ]
         think-time = "10ms"
+        [[scenarios.steps]]
+        name = "get"
+        http = {{ path = "/vu/{{{{vu}}}}" }}
+        "#,
+        server.url()
+    ))
+    .await;
+    let s = &report.scenarios[0];
+    assert_eq!(outcome, loadtest::Outcome::Passed);
+    assert_eq!(s.model, "closed");
+    assert_eq!(gate.parked(), 4, "the barrier opened at the peak");
+    assert_eq!(s.summary.failed, 0, "{:?}", s.summary.errors);
+    let vus: BTreeSet<String> = server
+        .paths()
+        .iter()
+        .filter_map(|p| p.strip_prefix("/vu/").map(str::to_owned))
+        .collect();
+    assert_eq!(vus, ["0", "1", "2", "3"].map(String::from).into());
+    assert_eq!(s.summary.requests + 1, server.paths().len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn think_time_spaces_a_workers_iterations() {
+    // One worker for 1 s, thinking at least 100 ms after each request: at most 10 iterations
+    // start (a slow machine makes it fewer, never more). Without the think time it would be
+    // thousands.
+    let server = Server::start(Behavior::Fast, true);
+    let (report, _) = common::run(&format!(
+        r#"
+        [targets.api]
+        kind = "http"
+        url = "{}"
+        [[scenarios]]
+        name = "think"
+        executor = "constant-vus"
+        vus = 1
+        duration = "1s"
+        think-time = "100ms..150ms"
+        flow = "sequence"
+        [[scenarios.steps]]
+        name = "a"
+        http = {{ path = "/a" }}
+        [[scenarios.steps]]
+        name = "b"
+        http = {{ path = "/b" }}
+        "#,
+        server.url()
+    ))
+    .await;
+    let s = &report.scenarios[0];
+    // In a sequence the worker thinks after each step: ≥ 200 ms per iteration, so at most
+    // 5 iterations start in 1 s, and each sends a, then b.
+    let (a, b) = (s.steps[0].requests, s.steps[1].requests);
+    println!("a {a}, b {b}");
+    assert!((1..=5).contains(&a), "{a} iterations in 1 s");
+    assert_eq!(a, b, "every iteration that started finished its sequence");
+    let paths = server.paths();
+    assert_eq!(paths[0], "/", "the probe first");
+    for pair in paths[1..].chunks(2) {
+        assert_eq!(pair[0], "/a", "{paths:?}");
+        if let Some(second) = pair.get(1) {
+            assert_eq!(second, "/b", "{paths:?}");
+        }
+    }
+}
+
+/// Remembers where the run serves its metrics.
+#[derive(Default)]
+struct MetricsAt(Mutex<Option<SocketAddr>>);
+
+impl loadtest::Reporter for MetricsAt {
+    fn serving_metrics(&self, addr: SocketAddr) {
+        *self.0.lock().unwrap() = Some(addr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrivals_beyond_the_workers_are_dropped_and_counted() {
+    // 2 workers and a queue of 2 in front of a server that holds every request until the
+    // test has seen arrivals dropped: of the 400 arrivals, 2 to 4 are taken (the first two
+    // always fit in the queue) and every other one is dropped, never waited for.
+    let gate = Gate::closing_after(1);
+    let server = Server::start(Behavior::Gate(gate.clone()), true);
+    let at = Arc::new(MetricsAt::default());
+    let text = format!(
+        r#"
+        [run]
+        graceful-stop = "60s"
+        [output]
+        prometheus = "127.0.0.1:0"
+        [targets.api]
+        kind = "http"
+        url = "{}"
+        [[scenarios]]
+        name = "s"
+        executor = "constant-arrival-rate"
+        rate = 1000
+        iterations = 400
+        max-in-flight = 2
         [[scenarios.steps]]
         name = "get"
         http = {{ path = "/" }}
         "#,
         server.url()
-    ))
-    .await;
-    let n = report.scenarios[0].summary.requests;
-    println!("ramping-vus: {n} requests");
-    assert!((100..=450).contains(&n), "{n}");
-    assert_eq!(report.scenarios[0].model, "closed");
+    );
+    let opener = tokio::task::spawn_blocking({
+        let (gate, at) = (gate.clone(), at.clone());
+        move || {
+            gate.wait_parked(2);
+            let addr =
+                at.0.lock()
+                    .unwrap()
+                    .expect("metrics served before the load");
+            // The figures are collected once a second: scrape until drops show.
+            let dropped = "loadtest_dropped_iterations_total{scenario=\"s\"}";
+            for _ in 0..600 {
+                if common::metric(&common::scrape(addr), dropped).is_some_and(|n| n > 0) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            gate.open();
+        }
+    });
+    let options = loadtest::RunOptions {
+        reporter: Some(at.clone()),
+        cancel: None,
+    };
+    let (report, _) = common::run_with(&text, options).await;
+    opener.await.unwrap();
+    let s = &report.scenarios[0];
+    println!(
+        "{} requests, {} dropped",
+        s.summary.requests, s.dropped_iterations
+    );
+    assert!(s.dropped_iterations > 0);
+    assert!(
+        (2..=4).contains(&s.summary.requests),
+        "{}",
+        s.summary.requests
+    );
+    assert_eq!(s.summary.requests + s.dropped_iterations, 400);
+    assert_eq!(s.summary.failed, 0, "{:?}", s.summary.errors);
+    assert!(
+        report.summary().contains("dropped iterations"),
+        "{}",
+        report.summary()
+    );
 }
 
 #[test]
 fn prometheus_metrics_are_served_while_running() {
-    let server = Server::start(Behavior::Fast, true);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // `--prometheus` on the command line, at port 0: the binary prints the bound address
+    // before the load starts. The server answers the probe and 10 requests, then holds the
+    // rest until the test has read the 10 in the metrics: the run cannot end before.
+    let gate = Gate::closing_after(11);
+    let server = Server::start(Behavior::Gate(gate.clone()), true);
     let (_dir, path) = common::scenario(&format!(
         r#"
-        [output]
-        prometheus = "127.0.0.1:{port}"
         [targets.api]
         kind = "http"
         url = "{}"
@@ -57,42 +202,47 @@ fn prometheus_metrics_are_served_while_running() {
         name = "s"
         executor = "constant-arrival-rate"
         rate = 100
-        duration = "4s"
+        iterations = 20
         [[scenarios.steps]]
         name = "get"
         http = {{ path = "/" }}
         "#,
         server.url()
     ));
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["run", "-q", path.to_str().unwrap()])
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "-q", "--prometheus", "127.0.0.1:0"])
+        .arg(&path)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = common::metrics_address(&mut stderr);
+    gate.wait_parked(1);
+    // The figures are collected once a second: scrape until the 10 answered requests show.
+    let ok = "loadtest_requests_total{scenario=\"s\",step=\"get\",result=\"ok\"}";
     let mut body = String::new();
-    for _ in 0..30 {
-        std::thread::sleep(Duration::from_millis(200));
-        let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            continue;
-        };
-        tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .unwrap();
-        body.clear();
-        let _ = tcp.read_to_string(&mut body);
-        if body.contains("loadtest_requests_total{scenario=\"s\",step=\"get\",result=\"ok\"} 1") {
+    for _ in 0..600 {
+        body = common::scrape(addr);
+        if common::metric(&body, ok).is_some_and(|n| n > 0) {
             break;
         }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(0));
+    gate.open();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert_eq!(common::metric(&body, ok), Some(10), "{body}");
     for want in [
-        "loadtest_requests_total{scenario=\"s\",step=\"get\",result=\"ok\"}",
         "loadtest_requests_total{scenario=\"s\",step=\"get\",result=\"timeout\"} 0",
         "loadtest_latency_seconds{scenario=\"s\",step=\"get\",quantile=\"0.99\"}",
+        "loadtest_latency_seconds_count{scenario=\"s\",step=\"get\"} 10",
         "loadtest_dropped_iterations_total{scenario=\"s\"} 0",
     ] {
         assert!(body.contains(want), "{want} in {body}");
     }
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert_eq!(server.paths().len(), 21, "the probe and 20 requests");
 }

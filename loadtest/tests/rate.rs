@@ -1,5 +1,9 @@
-//! Rate accuracy: constant-arrival-rate 2,000/s for 10 s delivers 20,000 ± 1% requests, as
-//! counted by the server.
+//! Rate: constant-arrival-rate 2,000/s for 1 s delivers exactly 2,000 requests, as counted by
+//! the server, every one tagged, none dropped and none failed.
+//!
+//! Only counts are asserted. When each arrival is due, and how many fall in each interval, is
+//! the pacer's schedule, tested exactly on a virtual clock (`run.rs`); how closely a real
+//! machine keeps to it per second is a benchmark's figure (`compare loadtest`, "accuracy").
 
 mod common;
 
@@ -21,7 +25,7 @@ async fn constant_arrival_rate_delivers_the_planned_count() {
         name = "steady"
         executor = "constant-arrival-rate"
         rate = 2000
-        duration = "10s"
+        duration = "1s"
 
         [[scenarios.steps]]
         name = "get"
@@ -33,23 +37,24 @@ async fn constant_arrival_rate_delivers_the_planned_count() {
     .await;
     let served = server.hits.load(Ordering::Relaxed);
     let s = &report.scenarios[0];
-    println!(
-        "served {served}, reported {} in {:.2} s, dropped {}, failed {}",
-        s.summary.requests, s.duration_s, s.dropped_iterations, s.summary.failed
-    );
     assert_eq!(outcome, loadtest::Outcome::Passed);
-    // The shadow probe is one request more.
-    assert!(
-        (19_800..=20_200).contains(&s.summary.requests),
-        "{}",
-        s.summary.requests
-    );
-    assert_eq!(s.summary.requests + 1, served);
-    assert_eq!(s.summary.failed, 0, "{:?}", s.summary.errors);
+    // 2,000/s × 1 s. None can be dropped: the 1,000 workers and the queue of 1,000 hold all
+    // 2,000 at once, however slow the machine.
+    assert_eq!(s.summary.requests, 2000);
     assert_eq!(s.dropped_iterations, 0);
-    // Every request carried the shadow tag (the probe is one more).
+    assert_eq!(s.summary.failed, 0, "{:?}", s.summary.errors);
+    // The shadow probe is one request more, and every request carried the tag.
+    assert_eq!(served, 2001);
     assert_eq!(server.shadow_hits.load(Ordering::Relaxed), served);
-    // Per-second series: about 2,000 a second.
-    let full: Vec<u64> = report.series.iter().take(9).map(|p| p.requests).collect();
-    assert!(full.iter().all(|n| (1_900..=2_100).contains(n)), "{full:?}");
+    // Each arrival went out once, with its own sequence number.
+    let mut seqs: Vec<u64> = server
+        .paths()
+        .iter()
+        .filter_map(|p| p.strip_prefix("/r/")?.parse().ok())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..2000).collect::<Vec<u64>>());
+    // The per-second series counts every request once.
+    let in_series: u64 = report.series.iter().map(|p| p.requests).sum();
+    assert_eq!(in_series, 2000, "{:?}", report.series);
 }

@@ -1,32 +1,49 @@
-//! A plain HTTP/1.1 server on loopback for the measurement tests: a thread per connection, so
-//! its delays are precise (`thread::sleep`), and it counts what it answered. The load tool is
+//! A plain HTTP/1.1 server on loopback for the tests: a thread per connection, so its delays
+//! are precise (`thread::sleep`), and it counts and records what it answered. The load tool is
 //! the thing under test; this server is just a fixed point to measure against.
+//!
+//! It can stall, but only on the test's signal: a [`Gate`] parks every request that reaches
+//! it while closed, tells the test how many it holds, and lets them go when the test opens it.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How the server answers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Behavior {
     /// At once.
     Fast,
     /// After a fixed delay.
     Delay(Duration),
-    /// At once, except in the last `stall` of every `period` (counted from the server's
-    /// start), when every answer waits for the stall to end.
-    Stall { period: Duration, stall: Duration },
+    /// When the gate lets the request through.
+    Gate(Arc<Gate>),
+}
+
+/// What the server saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The request target (`/users/7`).
+    pub path: String,
+    /// It carried `x-jupiter-shadow: 1`.
+    pub shadow: bool,
+    /// Its `baggage` header, if any.
+    pub baggage: Option<String>,
 }
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// Requests answered.
     pub hits: Arc<AtomicU64>,
+    /// Requests answered that carried the shadow tag.
     pub shadow_hits: Arc<AtomicU64>,
+    /// Every request, in the order the server read them.
+    pub seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Server {
@@ -34,52 +51,56 @@ impl Server {
     pub fn start(behavior: Behavior, ack: bool) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicU64::new(0));
-        let shadow_hits = Arc::new(AtomicU64::new(0));
-        let (h, sh) = (hits.clone(), shadow_hits.clone());
-        let t0 = Instant::now();
+        let server = Server {
+            addr,
+            hits: Arc::default(),
+            shadow_hits: Arc::default(),
+            seen: Arc::default(),
+        };
+        let counters = Counters {
+            hits: server.hits.clone(),
+            shadow_hits: server.shadow_hits.clone(),
+            seen: server.seen.clone(),
+        };
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (h, sh) = (h.clone(), sh.clone());
-                std::thread::spawn(move || serve(conn, behavior, ack, t0, &h, &sh));
+                let (behavior, counters) = (behavior.clone(), counters.clone());
+                std::thread::spawn(move || serve(conn, &behavior, ack, &counters));
             }
         });
-        Server {
-            addr,
-            hits,
-            shadow_hits,
-        }
+        server
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// The paths of every request so far, in order.
+    pub fn paths(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().map(|s| s.path.clone()).collect()
+    }
 }
 
-fn serve(
-    mut conn: TcpStream,
-    behavior: Behavior,
-    ack: bool,
-    t0: Instant,
-    hits: &AtomicU64,
-    shadow_hits: &AtomicU64,
-) {
+#[derive(Clone)]
+struct Counters {
+    hits: Arc<AtomicU64>,
+    shadow_hits: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+fn serve(mut conn: TcpStream, behavior: &Behavior, ack: bool, counters: &Counters) {
     let _ = conn.set_nodelay(true);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
         // One request: the head, then a content-length body.
-        let (head_end, length, shadow) = loop {
+        let (head_end, length, seen) = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                let shadow = head.contains("x-jupiter-shadow: 1");
-                break (i + 4, length, shadow);
+                let head = String::from_utf8_lossy(&buf[..i]).into_owned();
+                let (length, seen) = parse_head(&head);
+                break (i + 4, length, seen);
             }
             match conn.read(&mut chunk) {
                 Ok(0) | Err(_) => return,
@@ -93,27 +114,23 @@ fn serve(
             }
         }
         buf.drain(..head_end + length);
+        let shadow = seen.shadow;
+        counters.seen.lock().unwrap().push(seen);
         match behavior {
             Behavior::Fast => {}
             Behavior::Delay(d) => {
                 // Precise: sleep most of it, spin the rest (a sleep alone ends up to ~100 µs late).
                 let t = Instant::now();
                 std::thread::sleep(d.saturating_sub(Duration::from_micros(300)));
-                while t.elapsed() < d {
+                while t.elapsed() < *d {
                     std::hint::spin_loop();
                 }
             }
-            Behavior::Stall { period, stall } => {
-                let into =
-                    Duration::from_nanos((t0.elapsed().as_nanos() % period.as_nanos()) as u64);
-                if into >= period - stall {
-                    std::thread::sleep(period - into);
-                }
-            }
+            Behavior::Gate(gate) => gate.pass(),
         }
-        hits.fetch_add(1, Ordering::Relaxed);
+        counters.hits.fetch_add(1, Ordering::Relaxed);
         if shadow {
-            shadow_hits.fetch_add(1, Ordering::Relaxed);
+            counters.shadow_hits.fetch_add(1, Ordering::Relaxed);
         }
         let ack = if ack && shadow {
             "x-jupiter-shadow-ack: 1\r\n"
@@ -126,6 +143,177 @@ fn serve(
         if conn.write_all(reply.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+/// The content length and what the tests look at, from a request head.
+fn parse_head(head: &str) -> (usize, Seen) {
+    let mut lines = head.lines();
+    let path = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or_default()
+        .to_owned();
+    let mut seen = Seen {
+        path,
+        shadow: false,
+        baggage: None,
+    };
+    let mut length = 0;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = value.parse().unwrap_or(0),
+            "x-jupiter-shadow" => seen.shadow = value == "1",
+            "baggage" => seen.baggage = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    (length, seen)
+}
+
+/// How long a parked request or a waiting test holds on before giving up: a failsafe so that
+/// a broken test fails instead of hanging, never a timing the tests depend on.
+const FAILSAFE: Duration = Duration::from_secs(60);
+
+/// Holds requests while closed, until the test opens it.
+#[derive(Debug)]
+pub struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+struct GateState {
+    /// Requests let through before the gate closes by itself (`u64::MAX`: it stays open).
+    free: u64,
+    closed: bool,
+    /// Requests that reached the gate while it was closed.
+    parked: u64,
+    /// The gate opens by itself once this many are parked.
+    open_at: Option<u64>,
+}
+
+impl Gate {
+    /// A gate that lets `free` requests through (the shadow probe, a warm-up), then holds every
+    /// request until [`open`](Gate::open).
+    pub fn closing_after(free: u64) -> Arc<Gate> {
+        Gate::new(free, None)
+    }
+
+    /// A barrier: after `free` requests, holds requests until `n` are held at once, then lets
+    /// them all go. A run reaches it only with `n` requests in flight together.
+    pub fn opening_at(free: u64, n: u64) -> Arc<Gate> {
+        Gate::new(free, Some(n))
+    }
+
+    fn new(free: u64, open_at: Option<u64>) -> Arc<Gate> {
+        Arc::new(Gate {
+            state: Mutex::new(GateState {
+                free,
+                closed: false,
+                parked: 0,
+                open_at,
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets every held request go, and every later one through.
+    pub fn open(&self) {
+        let mut s = self.lock();
+        s.closed = false;
+        s.free = u64::MAX;
+        self.changed.notify_all();
+    }
+
+    /// Requests that have been held so far.
+    pub fn parked(&self) -> u64 {
+        self.lock().parked
+    }
+
+    /// Blocks until `n` requests have been held (in all).
+    ///
+    /// # Panics
+    ///
+    /// After [`FAILSAFE`] without them: the run never sent them.
+    pub fn wait_parked(&self, n: u64) {
+        let s = self.lock();
+        let (s, _) = self
+            .changed
+            .wait_timeout_while(s, FAILSAFE, |s| s.parked < n)
+            .unwrap_or_else(|p| p.into_inner());
+        assert!(
+            s.parked >= n,
+            "{} of {n} requests reached the gate",
+            s.parked
+        );
+    }
+
+    /// The server's side: returns when this request may be answered.
+    fn pass(&self) {
+        let mut s = self.lock();
+        if !s.closed {
+            if s.free > 0 {
+                s.free -= 1;
+                return;
+            }
+            s.closed = true;
+        }
+        s.parked += 1;
+        if s.open_at.is_some_and(|n| s.parked >= n) {
+            s.closed = false;
+            s.free = u64::MAX;
+        }
+        self.changed.notify_all();
+        let _ = self
+            .changed
+            .wait_timeout_while(s, FAILSAFE, |s| s.closed)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// GETs `/metrics` from `addr`; returns the whole answer.
+pub fn scrape(addr: SocketAddr) -> String {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    let _ = tcp.read_to_string(&mut body);
+    body
+}
+
+/// The value of the metric line that starts with `name` (labels included), if served.
+pub fn metric(body: &str, name: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+/// Reads the binary's stderr up to its `prometheus metrics: http://ADDR/metrics` line, which
+/// it prints before the load starts; returns ADDR.
+pub fn metrics_address(stderr: &mut impl std::io::BufRead) -> SocketAddr {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("no metrics address on stderr: {seen:?}");
+        }
+        let addr = line
+            .trim()
+            .strip_prefix("prometheus metrics: http://")
+            .and_then(|a| a.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok());
+        if let Some(addr) = addr {
+            return addr;
+        }
+        seen.push_str(&line);
     }
 }
 
