@@ -34,13 +34,18 @@ async fn memory_cap_and_snapshot_footprint() {
     snapshot_does_not_copy_the_data();
 }
 
+/// The resident memory of a running process. Unreadable is a failure, not 0 (a bound checked
+/// against 0 passes vacuously).
 fn process_rss(pid: u32) -> usize {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
-    statm
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/statm of the server under test: {e}"));
+    let pages: usize = statm
         .split_whitespace()
         .nth(1)
-        .and_then(|v| v.parse::<usize>().ok())
-        .map_or(0, |p| p * 4096)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("/proc/{pid}/statm has no resident field: {statm:?}"));
+    assert!(pages > 0, "the server under test has no resident memory");
+    pages * 4096
 }
 
 /// The real server process under a gRPC write flood: its resident memory stays within 5% of
