@@ -60,7 +60,15 @@ fn key(k: &str) -> Bytes {
 
 #[tokio::test]
 async fn put_get_head_delete_with_revisions_and_conditions() {
-    let s = start(EngineConfig::default(), ServiceConfig::default()).await;
+    let clock = objstore::engine::Clock::manual(1_700_000_000_000);
+    let s = start(
+        EngineConfig {
+            clock: clock.clone(),
+            ..EngineConfig::default()
+        },
+        ServiceConfig::default(),
+    )
+    .await;
     let mut c = client(&s).await;
     let mut p = put("users/1", b"ada");
     p.content_type = "text/plain".into();
@@ -174,8 +182,9 @@ async fn put_get_head_delete_with_revisions_and_conditions() {
     let mut p = put("tmp", b"v");
     p.ttl_ms = 50;
     let m = c.put(p).await.unwrap().into_inner().meta.unwrap();
-    assert!(m.expires_at_ms > 0);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(m.expires_at_ms, 1_700_000_000_050);
+    assert!(c.get(proto::GetRequest { key: key("tmp") }).await.is_ok());
+    clock.advance(Duration::from_millis(50));
     assert_eq!(
         c.get(proto::GetRequest { key: key("tmp") })
             .await
@@ -634,10 +643,30 @@ async fn an_upload_that_ends_short_or_loses_its_connection_stores_nothing() {
     let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_addr = proxy.local_addr().unwrap();
     let target = s.addr;
+    // Client to server is copied by hand, counting: the test cuts the connection once the
+    // first chunk has reached the server's socket.
+    let (forwarded_tx, mut forwarded) = tokio::sync::watch::channel(0usize);
     let pipes = tokio::spawn(async move {
-        let (mut inbound, _) = proxy.accept().await.unwrap();
-        let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
-        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (inbound, _) = proxy.accept().await.unwrap();
+        let outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (mut ir, mut iw) = inbound.into_split();
+        let (mut or, mut ow) = outbound.into_split();
+        let up = async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut total = 0;
+            loop {
+                let n = ir.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(());
+                }
+                ow.write_all(&buf[..n]).await?;
+                total += n;
+                forwarded_tx.send_replace(total);
+            }
+        };
+        let down = tokio::io::copy(&mut or, &mut iw);
+        let _ = tokio::join!(up, down);
     });
     let mut via = ObjectStoreClient::connect(format!("http://{proxy_addr}"))
         .await
@@ -651,8 +680,13 @@ async fn an_upload_that_ends_short_or_loses_its_connection_stores_nothing() {
         via.upload(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
     });
-    // Wait until the server has the first chunk, then cut the connection.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        forwarded.wait_for(|&n| n >= 32 * 1024),
+    )
+    .await
+    .expect("the first chunk reaches the server")
+    .unwrap();
     pipes.abort();
     let r = tokio::time::timeout(Duration::from_secs(10), call)
         .await
@@ -660,7 +694,24 @@ async fn an_upload_that_ends_short_or_loses_its_connection_stores_nothing() {
         .unwrap();
     assert!(r.is_err(), "{r:?}");
     drop(tx);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server has ended both uploads (its metrics count each call when it ends): only
+    // then is "nothing stored" a verdict.
+    let ended = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("server_handle_total") && l.contains("ObjectStore/Upload"))
+            .filter(|l| !l.contains("code=\"OK\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ended(&s.metrics.encode()) < 2.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server did not end the cut upload: {}",
+            s.metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(s.engine.get(b"partial").is_none());
     assert!(s.engine.get(b"short").is_none());
     assert_eq!(s.engine.revision(), 0);
