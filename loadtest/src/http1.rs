@@ -125,17 +125,23 @@ pub(crate) struct Pool {
     connect_timeout: Duration,
 }
 
-/// A checked-out connection: returns to the pool (if still usable) when dropped.
+/// A checked-out connection: returns to the pool when dropped, if its last exchange finished
+/// and left it open; otherwise it is closed.
 #[derive(Debug)]
 pub(crate) struct Lease<'a> {
     pool: &'a Pool,
     conn: Option<Conn>,
+    /// The last exchange on `conn` finished with the connection kept open. False while an
+    /// exchange is under way: a lease dropped then (the request's deadline passed, the run
+    /// was stopped) holds a connection whose answer is still to come, and the next request
+    /// on it would read that answer as its own.
+    idle: bool,
     _permit: tokio::sync::SemaphorePermit<'a>,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
+        if let Some(c) = self.conn.take().filter(|_| self.idle) {
             // Full cannot happen (at most `max` exist); dropping closes it if it did.
             let _ = self.pool.idle.push(c);
         }
@@ -166,6 +172,7 @@ impl Pool {
         Ok(Lease {
             pool: self,
             conn: Some(conn),
+            idle: false,
             _permit: permit,
         })
     }
@@ -212,6 +219,7 @@ impl Pool {
                 Ok(keep) => {
                     if keep {
                         conn.reused = true;
+                        lease.idle = true;
                     } else {
                         lease.conn = None;
                     }

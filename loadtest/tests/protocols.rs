@@ -202,3 +202,147 @@ async fn objstore_steps_against_the_embedded_store() {
     assert_eq!(s.steps[4].errors["check"], 1000);
     assert_eq!(outcome, loadtest::Outcome::ThresholdsFailed);
 }
+
+/// An objstore in this process, as a separate server would run: on its own port, wanting the
+/// bearer token `token`. Stops when the returned sender is dropped.
+async fn start_objstore(token: &str) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    use jupiter_core::shadow::{ShadowLayer, ShadowMode, ShadowSwitch};
+    let metrics = jupiter_core::metrics::Metrics::new();
+    let engine = objstore::engine::Engine::new(objstore::engine::EngineConfig::default());
+    let config = objstore::server::ServiceConfig {
+        auth_token: Some(token.to_owned()),
+        ..Default::default()
+    };
+    let service = objstore::server::Service::new(engine, config, &metrics);
+    let shadow = ShadowLayer::new("objstore", ShadowSwitch::new(ShadowMode::On), &metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(objstore::server::serve(service, listener, shadow, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_objstore_is_reached_by_url_with_its_token() {
+    let (addr, _stop) = start_objstore("s3cret").await;
+    let scenario = |token: &str, live: bool| {
+        format!(
+            r#"
+            [targets.store]
+            kind = "objstore"
+            url = "{addr}"
+            token = "{token}"
+            live = {live}
+            [[scenarios]]
+            name = "objects"
+            executor = "constant-vus"
+            vus = 4
+            iterations = 50
+            flow = "sequence"
+            [[scenarios.steps]]
+            name = "put"
+            objstore = {{ op = "put", key = "r/{{{{seq}}}}", value = "v{{{{seq}}}}" }}
+            [[scenarios.steps]]
+            name = "get"
+            objstore = {{ op = "get", key = "r/{{{{seq}}}}" }}
+            checks = {{ status = [0] }}
+            "#
+        )
+    };
+    // The right token: the probe passes, every put lands and every get finds its object.
+    let (report, outcome) = common::run(&scenario("s3cret", true)).await;
+    assert_eq!(outcome, loadtest::Outcome::Passed);
+    let s = &report.scenarios[0];
+    for st in &s.steps {
+        assert_eq!(
+            (st.requests, st.failed),
+            (50, 0),
+            "{}: {:?}",
+            st.name,
+            st.errors
+        );
+    }
+    // A wrong token: a live target fails the probe, and sends nothing.
+    let (_d, path) = common::scenario(&scenario("wrong", true));
+    let plan = loadtest::Plan::load(&path, &Default::default()).unwrap();
+    let err = loadtest::run(plan, Default::default()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("target \"store\" did not answer the probe"),
+        "{err}"
+    );
+    // Not live, so not probed: every call is refused, a status error (the server's answer).
+    let (report, _) = common::run(&scenario("wrong", false)).await;
+    let put = &report.scenarios[0].steps[0];
+    assert_eq!(put.errors["status"], 50, "{:?}", put.errors);
+    assert_eq!(report.total.failed, 100, "{:?}", report.total.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_deadline_is_a_timeout_error() {
+    use common::{Behavior, Gate, Server};
+    // The server answers the probe, then holds every request until the test lets it go,
+    // after the run: each one outlives the 100 ms deadline.
+    let gate = Gate::closing_after(1);
+    let server = Server::start(Behavior::Gate(gate.clone()), true);
+    let (report, outcome) = common::run(&format!(
+        r#"
+        thresholds = ["error-rate < 1%"]
+        [run]
+        timeout = "100ms"
+        [targets.api]
+        kind = "http"
+        url = "{}"
+        [[scenarios]]
+        name = "slow"
+        executor = "constant-vus"
+        vus = 2
+        iterations = 6
+        [[scenarios.steps]]
+        name = "get"
+        http = {{ path = "/" }}
+        "#,
+        server.url()
+    ))
+    .await;
+    gate.open();
+    let t = &report.total;
+    assert_eq!((t.requests, t.failed), (6, 6));
+    assert_eq!(t.errors["timeout"], 6, "{:?}", t.errors);
+    assert_eq!(outcome, loadtest::Outcome::ThresholdsFailed);
+    // Regression: a connection whose request passed its deadline went back to the pool with
+    // the answer still to come, and the next request on it waited for (and would have read)
+    // that answer; here the 4 later requests never reached the server. Now each one goes out
+    // on a connection of its own, and all 6 were held.
+    assert_eq!(gate.parked(), 6);
+
+    // Redis too: a real redis-server stopped by the test (SIGSTOP) answers nothing.
+    let redis = RedisServer::start();
+    redis.pause();
+    let (report, _) = common::run(&format!(
+        r#"
+        [run]
+        timeout = "100ms"
+        [targets.cache]
+        kind = "redis"
+        url = "{}"
+        shadow-prefix = "__shadow__:"
+        [[scenarios]]
+        name = "stopped"
+        executor = "constant-vus"
+        vus = 2
+        iterations = 6
+        [[scenarios.steps]]
+        name = "get"
+        redis = ["GET", "k"]
+        "#,
+        redis.url()
+    ))
+    .await;
+    redis.resume();
+    let t = &report.total;
+    assert_eq!((t.requests, t.failed), (6, 6));
+    assert_eq!(t.errors["timeout"], 6, "{:?}", t.errors);
+}
