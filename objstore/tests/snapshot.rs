@@ -192,25 +192,38 @@ fn writers_go_on_during_a_snapshot() {
     for i in 0..50_000 {
         engine.put(put(format!("k{i}"), vec![1u8; 256])).unwrap();
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    // A burst of writes of a fixed size, started once the snapshot has begun (its temporary
+    // file exists), must finish while the snapshot still runs: writers are not held for the
+    // snapshot's duration. The snapshot is rate-limited to 20 MB/s (about 0.75 s); the burst
+    // takes milliseconds unless it is blocked. An ordering with that margin, not a rate.
+    const BURST: u64 = 2_000;
+    let done = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (engine, stop) = (engine.clone(), stop.clone());
+        let (engine, done, dir) = (engine.clone(), done.clone(), d.0.clone());
         std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let started = || {
+                std::fs::read_dir(&dir)
+                    .unwrap()
+                    .any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp-"))
+            };
+            while !started() {
+                assert!(std::time::Instant::now() < deadline, "no snapshot began");
+                std::thread::yield_now();
+            }
+            for n in 0..BURST {
                 engine
                     .put(put(format!("k{}", n % 50_000), vec![2u8; 256]))
                     .unwrap();
-                n += 1;
             }
-            n
+            // Whether the snapshot was still running when the burst ended.
+            !done.load(Ordering::SeqCst)
         })
     };
-    // Rate-limited to 20 MB/s so the snapshot takes a while (about 0.75 s).
     let stats = snapshot::write(&engine, &path, 20_000_000).unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let writes = writer.join().unwrap();
-    assert!(writes > 1000, "writers were stalled: {writes} writes");
+    done.store(true, Ordering::SeqCst);
+    let during = writer.join().unwrap();
+    assert!(during, "{BURST} writes waited for the snapshot to end");
     assert_eq!(stats.objects, 50_000);
     let (loaded, _) = snapshot::load(&path, EngineConfig::default()).unwrap();
     assert_eq!(loaded.len(), 50_000);
@@ -225,7 +238,11 @@ fn writers_go_on_during_a_snapshot() {
 fn expired_objects_are_not_loaded_and_ttls_survive() {
     let d = dir();
     let path = d.0.join("store.snap");
-    let engine = Engine::new(EngineConfig::default());
+    let clock = objstore::engine::Clock::manual(1_700_000_000_000);
+    let engine = Engine::new(EngineConfig {
+        clock: clock.clone(),
+        ..EngineConfig::default()
+    });
     let mut short = put("short", "v");
     short.ttl = Some(Duration::from_millis(100));
     engine.put(short).unwrap();
@@ -234,8 +251,13 @@ fn expired_objects_are_not_loaded_and_ttls_survive() {
     engine.put(long).unwrap();
     engine.put(put("forever", "v")).unwrap();
     snapshot::write(&engine, &path, 0).unwrap();
-    std::thread::sleep(Duration::from_millis(150));
-    let (loaded, stats) = snapshot::load(&path, EngineConfig::default()).unwrap();
+    // Loaded by an engine whose clock is 150 ms on: `short` has expired, `long` has not.
+    clock.advance(Duration::from_millis(150));
+    let later = EngineConfig {
+        clock: clock.clone(),
+        ..EngineConfig::default()
+    };
+    let (loaded, stats) = snapshot::load(&path, later).unwrap();
     assert_eq!(stats.objects, 2);
     assert!(loaded.get(b"short").is_none());
     assert!(loaded.get(b"long").unwrap().expires_at_ms.is_some());
