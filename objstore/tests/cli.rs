@@ -491,3 +491,57 @@ async fn serve_opens_the_resp_port_on_the_same_engine() {
     sock.read_to_end(&mut reply).await.unwrap();
     assert_eq!(reply, b"$5\r\nhello\r\n+OK\r\n");
 }
+
+#[test]
+fn serve_with_an_auth_token_and_no_snapshot_on_shutdown() {
+    let dir = scratch_dir("auth");
+    let snap = dir.join("store.snap");
+    let mut s = serve(&format!(
+        "auth-token = \"s3cret-token\"\n[objstore.snapshot]\npath = \"{}\"\ninterval = \"1h\"\non-shutdown = false\n",
+        snap.display()
+    ));
+    let objstore = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("OBJSTORE_ADDR")
+            .env_remove("OBJSTORE_TOKEN")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let addr = s.addr.clone();
+    // Without the token: refused, and said so.
+    let (code, _, err) = objstore(&["ls", "--addr", &addr], &[]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.to_lowercase().contains("refused") || err.contains("token"), "{err}");
+    assert!(!err.contains("s3cret"), "the token is never printed: {err}");
+    // A wrong token: refused too.
+    let (code, _, err) = objstore(&["ls", "--addr", &addr, "--token", "wrong"], &[]);
+    assert_ne!(code, 0, "{err}");
+    // --token, then the environment for both the token and the address.
+    let (code, _, err) = objstore(
+        &["put", "k", "-", "--addr", &addr, "--token", "s3cret-token", "--ttl", "1h"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let env = [("OBJSTORE_ADDR", addr.as_str()), ("OBJSTORE_TOKEN", "s3cret-token")];
+    let (code, out, err) = objstore(&["stat", "k"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("expires"), "--ttl gave the object an expiry: {out}");
+    let (code, out, err) = objstore(&["ls", ""], &env);
+    assert_eq!((code, out.lines().count()), (0, 1), "{out}{err}");
+
+    // SIGTERM: a graceful exit, and with `on-shutdown = false` no snapshot is written.
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(wait_exit(&mut s.child, Duration::from_secs(30)), Some(0));
+    assert!(!snap.exists(), "a snapshot was written on shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
