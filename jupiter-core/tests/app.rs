@@ -195,37 +195,70 @@ async fn a_component_stopping_on_its_own_shuts_the_app_down() {
     );
 }
 
+/// The status code of `GET path` on `addr`, or `None` when nothing answers.
+async fn status_of(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.ok()?;
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+/// Polls `GET path` until it answers `want` (bounded: a liveness limit, not a verdict).
+async fn wait_status(addr: std::net::SocketAddr, path: &str, want: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = status_of(addr, path).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} answered {got:?}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn governance_reports_readiness_through_the_lifecycle() {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
+    // A grace delay between "not ready" and draining, long enough to see 503 from a
+    // governance server that still runs.
     let app = App::builder("gov")
         .governance(Some("127.0.0.1:0".parse().unwrap()))
         .metrics(&jupiter_core::Metrics::new())
         .handle_signals(false)
-        .shutdown(shutdown(0, 1000))
+        .shutdown(shutdown(3000, 1000))
         .build()
         .on_governance_bound(move |addr| tx.send(addr).unwrap());
     let stop = app.shutdown_handle();
     let health = app.health().clone();
     let app = app.component(component_fn("c", |mut ctx| async move {
+        // Ready only when the test says so.
+        let _ = go.await;
         ctx.ready();
         ctx.stopped().await;
         Ok(())
     }));
     let running = tokio::spawn(app.run());
     let addr = rx.await.unwrap();
-    let mut ready = false;
-    for _ in 0..200 {
-        if health.is_ready() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(ready);
-    let stream = tokio::net::TcpStream::connect(addr).await;
-    assert!(stream.is_ok(), "governance server is listening");
+    // Serving governance, not yet ready: alive, and /health/ready says 503.
+    assert_eq!(status_of(addr, "/health/live").await, Some(200));
+    assert_eq!(status_of(addr, "/health/ready").await, Some(503));
+    assert!(!health.is_ready());
+    go_tx.send(()).unwrap();
+    wait_status(addr, "/health/ready", 200).await;
+    assert!(health.is_ready());
+    // Shutdown starts: readiness is withdrawn while the server still answers (the grace
+    // delay), then everything stops.
     stop.shutdown();
+    wait_status(addr, "/health/ready", 503).await;
+    assert_eq!(status_of(addr, "/health/live").await, Some(200));
     running.await.unwrap().unwrap();
     assert!(!health.is_ready());
     assert!(
