@@ -520,21 +520,40 @@ fn serve_with_an_auth_token_and_no_snapshot_on_shutdown() {
     // Without the token: refused, and said so.
     let (code, _, err) = objstore(&["ls", "--addr", &addr], &[]);
     assert_ne!(code, 0, "{err}");
-    assert!(err.to_lowercase().contains("refused") || err.contains("token"), "{err}");
+    assert!(
+        err.to_lowercase().contains("refused") || err.contains("token"),
+        "{err}"
+    );
     assert!(!err.contains("s3cret"), "the token is never printed: {err}");
     // A wrong token: refused too.
     let (code, _, err) = objstore(&["ls", "--addr", &addr, "--token", "wrong"], &[]);
     assert_ne!(code, 0, "{err}");
     // --token, then the environment for both the token and the address.
     let (code, _, err) = objstore(
-        &["put", "k", "-", "--addr", &addr, "--token", "s3cret-token", "--ttl", "1h"],
+        &[
+            "put",
+            "k",
+            "-",
+            "--addr",
+            &addr,
+            "--token",
+            "s3cret-token",
+            "--ttl",
+            "1h",
+        ],
         &[],
     );
     assert_eq!(code, 0, "{err}");
-    let env = [("OBJSTORE_ADDR", addr.as_str()), ("OBJSTORE_TOKEN", "s3cret-token")];
+    let env = [
+        ("OBJSTORE_ADDR", addr.as_str()),
+        ("OBJSTORE_TOKEN", "s3cret-token"),
+    ];
     let (code, out, err) = objstore(&["stat", "k"], &env);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("expires"), "--ttl gave the object an expiry: {out}");
+    assert!(
+        out.contains("expires"),
+        "--ttl gave the object an expiry: {out}"
+    );
     let (code, out, err) = objstore(&["ls", ""], &env);
     assert_eq!((code, out.lines().count()), (0, 1), "{out}{err}");
 

@@ -6,7 +6,10 @@ use objstore::config::ObjstoreConfig;
 #[test]
 fn the_example_config_is_the_default() {
     let config = jupiter_core::Config::builder()
-        .file(concat!(env!("CARGO_MANIFEST_DIR"), "/objstore.example.toml"))
+        .file(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/objstore.example.toml"
+        ))
         .no_env()
         .metrics(&jupiter_core::Metrics::new())
         .build()

@@ -78,11 +78,17 @@ async fn tls_clients_with_the_right_ca_get_in_and_others_do_not() {
     // Another CA: the handshake fails.
     let bad = Client::connect(&format!("https://localhost:{port}"), tls(&other_ca)).await;
     let e = match bad {
-        Ok(c) => c.get(b"k").await.expect_err("a client trusting another CA got in"),
+        Ok(c) => c
+            .get(b"k")
+            .await
+            .expect_err("a client trusting another CA got in"),
         Err(e) => e,
     };
     let chain = error_chain(&e);
-    assert!(chain.contains("certificate") || chain.contains("UnknownIssuer"), "{chain}");
+    assert!(
+        chain.contains("certificate") || chain.contains("UnknownIssuer"),
+        "{chain}"
+    );
     // Plaintext to a TLS port: no answer.
     let plain = ClientConfig {
         read_attempts: 1,
