@@ -7,11 +7,18 @@
 //!
 //! Needs the release `loadtest` binary next to this one (`cargo build --release -p loadtest`),
 //! `wrk`, `oha` and `redis-benchmark` on the PATH (a missing peer is reported and skipped).
+//!
+//! Then the accuracy of the tool itself, the figures its tests leave to a benchmark because
+//! they are the machine's as much as the tool's: how closely an open model keeps its planned
+//! rate (in total and in each second), and how far above a server's fixed 5 ms delay the
+//! median latency and service time come, closed and open model. The tests assert only what
+//! holds on any machine (exact counts, the delay as a floor).
 
 use std::convert::Infallible;
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One tool's run.
 #[derive(Clone, Copy, Debug)]
@@ -282,7 +289,160 @@ fn table(title: &str, rows: &[(&str, Option<Run>)]) {
     }
 }
 
-/// The suite: HTTP, then Redis.
+/// A loopback HTTP/1.1 server that answers every request after `delay`, precisely: a thread
+/// per connection that sleeps most of the delay and spins the rest (a sleep alone ends up to
+/// ~100 µs late, which would be counted against the load tool).
+fn start_delay_server(delay: Duration) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let _ = conn.set_nodelay(true);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // The requests here are GETs: a head, no body.
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let t = Instant::now();
+                        std::thread::sleep(delay.saturating_sub(Duration::from_micros(300)));
+                        while t.elapsed() < delay {
+                            std::hint::spin_loop();
+                        }
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if conn.write_all(reply).is_err() {
+                            return;
+                        }
+                    }
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Runs `scenario` with the release binary; returns its JSON report.
+fn loadtest_report(name: &str, scenario: &str) -> Result<serde_json::Value, String> {
+    let dir = std::env::temp_dir().join(format!("loadtest-accuracy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join(format!("{name}.toml"));
+    let json = dir.join(format!("{name}.json"));
+    std::fs::write(&file, scenario).map_err(|e| e.to_string())?;
+    run_measured(
+        Command::new(loadtest_binary()?)
+            .args(["run", "-q", "--json"])
+            .arg(&json)
+            .arg(&file),
+    )?;
+    let text = std::fs::read_to_string(&json).map_err(|e| e.to_string())?;
+    let report: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    if report["total"]["failed"].as_u64() != Some(0) {
+        return Err(format!("{name}: errors: {}", report["total"]["errors"]));
+    }
+    Ok(report)
+}
+
+/// How closely an open model keeps `rate`/s for `secs` s against a fast server: the requests
+/// delivered against the planned count, and the worst full second of the series.
+fn rate_accuracy(rate: u64, secs: u64) -> Result<String, String> {
+    let addr = start_http_server();
+    let scenario = format!(
+        "[run]\nshadow = false\n[targets.api]\nkind = \"http\"\nurl = \"http://{addr}\"\n\
+         connections = 64\n[[scenarios]]\nname = \"rate\"\nexecutor = \"constant-arrival-rate\"\n\
+         rate = {rate}\nduration = \"{secs}s\"\n[[scenarios.steps]]\nname = \"get\"\n\
+         http = {{ path = \"/\" }}\n"
+    );
+    let r = loadtest_report("rate", &scenario)?;
+    let planned = (rate * secs) as f64;
+    let delivered = r["total"]["requests"].as_f64().unwrap_or(0.0);
+    let dropped = r["scenarios"][0]["dropped_iterations"]
+        .as_u64()
+        .unwrap_or(0);
+    // Full seconds only: the last point of the series is the rest of the run.
+    let per_second: Vec<f64> = r["series"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .take(secs as usize)
+                .filter_map(|p| p["requests"].as_f64())
+                .collect()
+        })
+        .unwrap_or_default();
+    let worst = per_second
+        .iter()
+        .map(|n| (n - rate as f64) / rate as f64 * 100.0)
+        .max_by(|a, b| a.abs().total_cmp(&b.abs()))
+        .unwrap_or(f64::NAN);
+    let (lo, hi) = per_second
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), n| {
+            (lo.min(*n), hi.max(*n))
+        });
+    Ok(format!(
+        "rate {rate}/s for {secs} s: {delivered:.0} of {planned:.0} delivered ({:+.3}%), \
+         {lo:.0}..{hi:.0} per second (worst {worst:+.2}%), {dropped} dropped",
+        (delivered - planned) / planned * 100.0
+    ))
+}
+
+/// How far above a server's fixed `delay` the median latency and service time come, with 4
+/// workers (closed) and at 200/s (open), over `iterations` requests each.
+fn latency_accuracy(delay: Duration, iterations: usize) -> Result<Vec<String>, String> {
+    let addr = start_delay_server(delay);
+    let scenario = format!(
+        "[run]\nshadow = false\n[targets.api]\nkind = \"http\"\nurl = \"http://{addr}\"\n\
+         [[scenarios]]\nname = \"closed\"\nexecutor = \"constant-vus\"\nvus = 4\n\
+         iterations = {iterations}\n[[scenarios.steps]]\nname = \"get\"\nhttp = {{ path = \"/\" }}\n\
+         [[scenarios]]\nname = \"open\"\nexecutor = \"constant-arrival-rate\"\nrate = 200\n\
+         iterations = {iterations}\n[[scenarios.steps]]\nname = \"get\"\nhttp = {{ path = \"/\" }}\n"
+    );
+    let r = loadtest_report("latency", &scenario)?;
+    let d = delay.as_secs_f64() * 1000.0;
+    let mut lines = Vec::new();
+    for s in r["scenarios"].as_array().into_iter().flatten() {
+        let p50 = s["summary"]["latency_ms"]["p50"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let p99 = s["summary"]["latency_ms"]["p99"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let svc = s["summary"]["service_time_ms"]["p50"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        lines.push(format!(
+            "{:<6} p50 {p50:.3} ms ({:+.3} ms over the {d:.0} ms delay), p99 {p99:.3} ms, \
+             service p50 {svc:.3} ms ({:+.3} ms), {} requests",
+            s["name"].as_str().unwrap_or("?"),
+            p50 - d,
+            svc - d,
+            s["summary"]["requests"]
+        ));
+    }
+    Ok(lines)
+}
+
+/// The accuracy section: printed, never asserted.
+fn accuracy(secs: u64) {
+    println!("\nloadtest accuracy (printed here, not asserted by the tests)");
+    match rate_accuracy(2000, secs) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("loadtest accuracy, rate: {e}"),
+    }
+    match latency_accuracy(Duration::from_millis(5), crate::scaled(1000)) {
+        Ok(lines) => lines
+            .iter()
+            .for_each(|l| println!("latency at a 5 ms server, {l}")),
+        Err(e) => eprintln!("loadtest accuracy, latency: {e}"),
+    }
+}
+
+/// The suite: HTTP, then Redis, then the tool's own accuracy.
 pub fn loadtest_suite() {
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
@@ -367,4 +527,5 @@ pub fn loadtest_suite() {
             ("redis-benchmark", median(peer)),
         ],
     );
+    accuracy(secs);
 }
