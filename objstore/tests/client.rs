@@ -567,27 +567,59 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
     }
 }
 
-/// A peer that accepts connections and reads whatever comes, but never writes a byte.
-async fn silent_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut sink = tokio::io::sink();
-                let _ = tokio::io::copy(&mut conn, &mut sink).await;
-            });
-        }
-    });
-    addr
+/// A real `objstore serve` process, stopped with SIGSTOP once it listens: the kernel still
+/// accepts connections into its backlog, and nothing ever answers. Killed on drop.
+struct Stopped {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Stopped {
+    fn start() -> Stopped {
+        use std::io::BufRead;
+        let dir = std::env::temp_dir().join(format!(
+            "objstore-stopped-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("objstore.toml");
+        std::fs::write(
+            &file,
+            "[governance]\naddr = \"127.0.0.1:0\"\n[objstore]\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_objstore"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the objstore binary runs");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let addr = stdout
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("objstore listening on grpc://")?.parse().ok())
+            .expect("serve prints its address");
+        // SAFETY: a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) }, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+        Stopped { child, addr }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::test]
 async fn calls_to_a_server_that_never_answers_time_out() {
-    let addr = silent_server().await.to_string();
+    let stopped = Stopped::start();
+    let addr = stopped.addr.to_string();
     let timeout = Duration::from_millis(300);
     let config = ClientConfig {
         timeout,
