@@ -117,13 +117,12 @@ async fn dead_and_silent_instances_fail_within_the_deadline() {
         "{err}"
     );
 
-    // Accepts connections and never answers.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A real gRPC server (etcd) stopped with SIGSTOP: the kernel accepts connections into
+    // its backlog and nothing ever answers.
+    let silent = testkit::Etcd::start();
+    silent.pause();
     let _g2 = reg
-        .register(
-            ServiceInfo::new("silent", "grpc", silent.local_addr().unwrap().to_string())
-                .mode("test"),
-        )
+        .register(ServiceInfo::new("silent", "grpc", silent.addr().to_string()).mode("test"))
         .await
         .unwrap();
     let ch = BalancedChannel::with_timeouts(
@@ -138,5 +137,5 @@ async fn dead_and_silent_instances_fail_within_the_deadline() {
         .expect("no hang")
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
-    drop(silent);
+    silent.resume();
 }

@@ -600,7 +600,11 @@ impl Stopped {
         let addr = stdout
             .lines()
             .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("objstore listening on grpc://")?.parse().ok())
+            .find_map(|l| {
+                l.strip_prefix("objstore listening on grpc://")?
+                    .parse()
+                    .ok()
+            })
             .expect("serve prints its address");
         // SAFETY: a signal to our own child process.
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) }, 0);
