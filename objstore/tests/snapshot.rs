@@ -254,7 +254,7 @@ fn expired_objects_are_not_loaded_and_ttls_survive() {
     // Loaded by an engine whose clock is 150 ms on: `short` has expired, `long` has not.
     clock.advance(Duration::from_millis(150));
     let later = EngineConfig {
-        clock: clock.clone(),
+        clock,
         ..EngineConfig::default()
     };
     let (loaded, stats) = snapshot::load(&path, later).unwrap();

@@ -140,7 +140,8 @@ async fn strings_body(c: &Client, p: Protocol) {
     let _: () = c.set_with("at", "v", opts).await.unwrap();
     // An absolute expiry is the instant given, rounded up to the millisecond (never before it).
     let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-    let expected = (since.as_millis() + u128::from(since.subsec_nanos() % 1_000_000 != 0)) as i64;
+    let expected =
+        (since.as_millis() + u128::from(!since.subsec_nanos().is_multiple_of(1_000_000))) as i64;
     let got: i64 = c.query(cmd("PEXPIRETIME").arg("at")).await.unwrap();
     assert_eq!(got, expected);
 
