@@ -38,6 +38,16 @@ async fn connect(config: ClientConfig) -> Client {
 /// A liveness bound: a future that has not resolved by then is hung.
 const HANG: Duration = Duration::from_secs(30);
 
+/// Awaits a spawned call (within [`HANG`]) that must end in a timeout.
+async fn expect_timeout<T: std::fmt::Debug>(t: tokio::task::JoinHandle<Result<T, Error>>) {
+    let e = tokio::time::timeout(HANG, t)
+        .await
+        .expect("the call resolves")
+        .unwrap()
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_server_resolves_every_pending_future_and_restart_reconnects() {
     let redis = RedisServer::start();
@@ -157,12 +167,7 @@ async fn paused_server_gives_timeouts_and_recovers_in_step() {
         }));
     }
     for t in tasks {
-        let e = tokio::time::timeout(HANG, t)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap_err();
-        assert!(e.is_timeout(), "{e:?}");
+        expect_timeout(t).await;
     }
     redis.resume();
     // The 100 abandoned replies arrive and are discarded; later replies match their requests.
@@ -728,12 +733,7 @@ async fn callers_past_the_queue_capacity_wait_and_keep_their_deadline() {
     tokio::time::sleep(Duration::from_secs(3600)).await;
     tokio::time::resume();
     for t in timing_out {
-        let e = tokio::time::timeout(HANG, t)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap_err();
-        assert!(e.is_timeout(), "{e:?}");
+        expect_timeout(t).await;
     }
     assert!(waiting.iter().all(|t| !t.is_finished()), "a caller gave up");
     redis.resume();

@@ -145,11 +145,7 @@ shadow-prefix = "shadow:"
 "#,
         redis.url()
     );
-    let config = jupiter_core::Config::builder()
-        .toml("app.toml", toml)
-        .no_env()
-        .build()
-        .unwrap();
+    let config = app_config(toml);
     let c = Client::from_config(&config, "main").await.unwrap();
     assert_eq!(c.config().pool_size, Some(2));
     assert_eq!(
@@ -178,11 +174,7 @@ shadow-prefix = "shadow:"
 
     // A bad section names the key and where it came from: the configuration's own error
     // is kept as the source (not flattened into a string), file and line included.
-    let bad = jupiter_core::Config::builder()
-        .toml("app.toml", "[redis.main]\npool-size = \"four\"\n")
-        .no_env()
-        .build()
-        .unwrap();
+    let bad = app_config("[redis.main]\npool-size = \"four\"\n");
     let e = Client::from_config(&bad, "main").await.unwrap_err();
     assert!(
         matches!(e, redis_client::Error::ConfigSection { .. }),
@@ -198,11 +190,7 @@ shadow-prefix = "shadow:"
         msg.contains("pool-size") && msg.contains("app.toml:2"),
         "{msg} ({config_error:?})"
     );
-    let bad = jupiter_core::Config::builder()
-        .toml("app.toml", "[redis.main]\npool-sise = 4\n")
-        .no_env()
-        .build()
-        .unwrap();
+    let bad = app_config("[redis.main]\npool-sise = 4\n");
     let e = Client::from_config(&bad, "main").await.unwrap_err();
     assert!(chain(&e).contains("pool-sise"), "{}", chain(&e));
 
@@ -531,11 +519,7 @@ async fn metrics_off_records_nothing() {
         "[redis.quiet]\nurl = \"{}\"\nmetrics = false\n",
         redis.url()
     );
-    let config = jupiter_core::Config::builder()
-        .toml("app.toml", toml)
-        .no_env()
-        .build()
-        .unwrap();
+    let config = app_config(toml);
     let section: ClientConfig = config.get("redis.quiet").unwrap();
     assert!(!section.metrics);
     let c = Client::builder()
@@ -567,11 +551,7 @@ async fn a_zero_command_timeout_waits_as_long_as_the_server_takes() {
         "[redis.patient]\nurl = \"{}\"\ncommand-timeout = \"0s\"\n",
         redis.url()
     );
-    let config = jupiter_core::Config::builder()
-        .toml("app.toml", toml)
-        .no_env()
-        .build()
-        .unwrap();
+    let config = app_config(toml);
     let c = Client::from_config(&config, "patient").await.unwrap();
     assert_eq!(c.timeout(), None, "0s means no deadline");
     c.set("k", "v").await.unwrap();
@@ -594,6 +574,15 @@ async fn a_zero_command_timeout_waits_as_long_as_the_server_takes() {
         .unwrap()
         .unwrap();
     assert_eq!(got, "v");
+}
+
+/// A configuration of `toml` alone (as `app.toml`, no environment).
+fn app_config(toml: impl Into<String>) -> jupiter_core::Config {
+    jupiter_core::Config::builder()
+        .toml("app.toml", toml.into())
+        .no_env()
+        .build()
+        .unwrap()
 }
 
 /// The error and its sources, as a CLI prints them.
