@@ -160,11 +160,7 @@ async fn arrivals_beyond_the_workers_are_dropped_and_counted() {
             gate.open();
         }
     });
-    let options = loadtest::RunOptions {
-        reporter: Some(at.clone()),
-        cancel: None,
-    };
-    let (report, _) = common::run_with(&text, options).await;
+    let (report, _) = common::run_reporting(&text, at.clone()).await;
     opener.await.unwrap();
     let s = &report.scenarios[0];
     println!(

@@ -51,8 +51,7 @@ async fn sequential_and_random_feeders_fill_the_requests() {
     )
     .unwrap();
     std::fs::write(dir.path().join("colours.csv"), "name\nred\ngreen\nblue\n").unwrap();
-    let plan = loadtest::Plan::load(&path, &Default::default()).unwrap();
-    let (report, outcome) = loadtest::run(plan, Default::default()).await.unwrap();
+    let (report, outcome) = common::run_file(&path, Default::default()).await.unwrap();
     assert_eq!(outcome, loadtest::Outcome::Passed);
     assert_eq!(report.total.requests, 330);
 

@@ -58,7 +58,7 @@ async fn redis_steps_write_only_shadow_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_redis_target_without_a_shadow_prefix_is_refused() {
     let redis = RedisServer::start();
-    let (_d, path) = common::scenario(&format!(
+    let err = common::refused(&format!(
         r#"
         [targets.cache]
         kind = "redis"
@@ -73,9 +73,8 @@ async fn a_live_redis_target_without_a_shadow_prefix_is_refused() {
         redis = ["SET", "k{{{{seq}}}}", "v"]
         "#,
         redis.url()
-    ));
-    let plan = loadtest::Plan::load(&path, &Default::default()).unwrap();
-    let err = loadtest::run(plan, Default::default()).await.unwrap_err();
+    ))
+    .await;
     assert!(err.to_string().contains("has no shadow-prefix"), "{err}");
     assert_eq!(
         redis.command(&["DBSIZE"]).unwrap(),
@@ -265,9 +264,7 @@ async fn a_remote_objstore_is_reached_by_url_with_its_token() {
         );
     }
     // A wrong token: a live target fails the probe, and sends nothing.
-    let (_d, path) = common::scenario(&scenario("wrong", true));
-    let plan = loadtest::Plan::load(&path, &Default::default()).unwrap();
-    let err = loadtest::run(plan, Default::default()).await.unwrap_err();
+    let err = common::refused(&scenario("wrong", true)).await;
     assert!(
         err.to_string()
             .contains("target \"store\" did not answer the probe"),

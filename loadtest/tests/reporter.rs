@@ -53,11 +53,7 @@ async fn the_reporter_hears_the_metrics_address_and_the_end() {
         server.url()
     );
     let recording = Arc::new(Recording::default());
-    let options = loadtest::RunOptions {
-        reporter: Some(recording.clone()),
-        cancel: None,
-    };
-    let (report, outcome) = common::run_with(&text, options).await;
+    let (report, outcome) = common::run_reporting(&text, recording.clone()).await;
     assert_eq!(outcome, loadtest::Outcome::Passed);
     assert_eq!(report.total.requests, 20);
     let at = recording.metrics_at.lock().unwrap().clone();

@@ -7,27 +7,33 @@ mod common;
 use common::{Behavior, Server};
 use testkit::{RedisServer, Reply};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_probe_asks_the_probe_path_and_every_request_carries_the_tag() {
-    let server = Server::start(Behavior::Fast, true);
-    let (report, outcome) = common::run(&format!(
+/// A scenario of `iterations` GETs of `/load` from `vus` workers, at one target, at `url`, that
+/// the run probes on `/health`: the same for a target that acknowledges and for one that does not.
+fn probing(url: &str, vus: u32, iterations: u32) -> String {
+    format!(
         r#"
-        [run]
-        run-id = "r-7"
         [targets.api]
         kind = "http"
-        url = "{}"
+        url = "{url}"
         probe = "/health"
         [[scenarios]]
         name = "s"
         executor = "constant-vus"
-        vus = 2
-        iterations = 20
+        vus = {vus}
+        iterations = {iterations}
         [[scenarios.steps]]
         name = "get"
         http = {{ path = "/load" }}
-        "#,
-        server.url()
+        "#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_asks_the_probe_path_and_every_request_carries_the_tag() {
+    let server = Server::start(Behavior::Fast, true);
+    let (report, outcome) = common::run(&format!(
+        "[run]\nrun-id = \"r-7\"\n{}",
+        probing(&server.url(), 2, 20)
     ))
     .await;
     assert_eq!(outcome, loadtest::Outcome::Passed);
@@ -47,25 +53,7 @@ async fn the_probe_asks_the_probe_path_and_every_request_carries_the_tag() {
 
     // The probe's path is in the refusal of a target that does not acknowledge.
     let deaf = Server::start(Behavior::Fast, false);
-    let (_d, path) = common::scenario(&format!(
-        r#"
-        [targets.api]
-        kind = "http"
-        url = "{}"
-        probe = "/health"
-        [[scenarios]]
-        name = "s"
-        executor = "constant-vus"
-        vus = 1
-        iterations = 5
-        [[scenarios.steps]]
-        name = "get"
-        http = {{ path = "/load" }}
-        "#,
-        deaf.url()
-    ));
-    let plan = loadtest::Plan::load(&path, &Default::default()).unwrap();
-    let err = loadtest::run(plan, Default::default()).await.unwrap_err();
+    let err = common::refused(&probing(&deaf.url(), 1, 5)).await;
     assert!(
         err.to_string()
             .contains("answered GET /health without the x-jupiter-shadow-ack header"),

@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -327,15 +327,51 @@ pub fn scenario(text: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Runs a scenario through the library; returns the report.
 pub async fn run(text: &str) -> (loadtest::report::Report, loadtest::Outcome) {
-    run_with(text, loadtest::RunOptions::default()).await
+    run_text(text, loadtest::RunOptions::default())
+        .await
+        .unwrap()
 }
 
-/// [`run`] with `options` (a reporter, a cancel token).
-pub async fn run_with(
+/// [`run`], telling `reporter` what the run has to say while it goes on.
+pub async fn run_reporting(
+    text: &str,
+    reporter: Arc<dyn loadtest::Reporter>,
+) -> (loadtest::report::Report, loadtest::Outcome) {
+    let options = loadtest::RunOptions {
+        reporter: Some(reporter),
+        cancel: None,
+    };
+    run_text(text, options).await.unwrap()
+}
+
+/// Runs a scenario that loads but that the run refuses; returns why.
+///
+/// # Panics
+///
+/// If the scenario does not load, or if the run goes ahead.
+pub async fn refused(text: &str) -> loadtest::Error {
+    run_text(text, loadtest::RunOptions::default())
+        .await
+        .unwrap_err()
+}
+
+/// Runs the scenario file at `path` (next to the files it names, such as feeders' CSVs).
+///
+/// # Panics
+///
+/// If the scenario does not load: every test's scenario is valid.
+pub async fn run_file(
+    path: &Path,
+    options: loadtest::RunOptions,
+) -> Result<(loadtest::report::Report, loadtest::Outcome), loadtest::Error> {
+    let plan = loadtest::Plan::load(path, &Default::default()).unwrap();
+    loadtest::run(plan, options).await
+}
+
+async fn run_text(
     text: &str,
     options: loadtest::RunOptions,
-) -> (loadtest::report::Report, loadtest::Outcome) {
+) -> Result<(loadtest::report::Report, loadtest::Outcome), loadtest::Error> {
     let (_dir, path) = scenario(text);
-    let plan = loadtest::Plan::load(&path, &Default::default()).unwrap();
-    loadtest::run(plan, options).await.unwrap()
+    run_file(&path, options).await
 }
