@@ -17,6 +17,10 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --all-features --locked --no-fail-fast "$@"
+# The benchmarks, each run once on tiny sizes (criterion's test mode), so a broken one fails
+# here rather than at the next person's `cargo bench`.
+echo "== cargo test --benches (smoke)" >&2
+cargo test --workspace --all-features --locked --no-fail-fast --benches "$@"
 # What --all-features hides: redis-client without `tls` refuses TLS by name (its unit tests,
 # built once without features).
 echo "== cargo test -p redis-client --lib (no features)" >&2

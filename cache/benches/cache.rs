@@ -18,6 +18,17 @@ use std::time::Duration;
 use cache::{Cache, RedisL2};
 use criterion::{Criterion, criterion_group, criterion_main};
 
+/// `n` in a measuring run (`cargo bench` passes `--bench`); a thousandth of it (at least 2)
+/// under `cargo test --benches`, where criterion runs each benchmark once as a smoke test and
+/// the hand-timed parts below only need to run, not to measure.
+fn sized(n: usize) -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        n
+    } else {
+        (n / 1000).max(2)
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -68,14 +79,15 @@ fn l1_hit(c: &mut Criterion) {
     macro_rules! interleaved {
         ($label:literal, $ours:expr, $theirs:expr) => {{
             let mut ratios = Vec::new();
+            let round = sized(200_000);
             for _ in 0..9 {
                 let theirs = time_it(&rt, async {
-                    for _ in 0..200_000 {
+                    for _ in 0..round {
                         std::hint::black_box($theirs);
                     }
                 });
                 let ours_t = time_it(&rt, async {
-                    for _ in 0..200_000 {
+                    for _ in 0..round {
                         std::hint::black_box($ours);
                     }
                 });
@@ -83,7 +95,7 @@ fn l1_hit(c: &mut Criterion) {
             }
             ratios.sort_by(f64::total_cmp);
             println!(
-                "{}, 9 interleaved rounds of 200000: median {:.3}x (min {:.3}, max {:.3})",
+                "{}, 9 interleaved rounds of {round}: median {:.3}x (min {:.3}, max {:.3})",
                 $label, ratios[4], ratios[0], ratios[8]
             );
         }};
@@ -227,7 +239,7 @@ fn stampede(c: &mut Criterion) {
 fn l2_hit(c: &mut Criterion) {
     let rt = runtime();
     let redis = testkit::RedisServer::start();
-    const KEYS: u64 = 10_000;
+    let keys = sized(10_000) as u64;
     let (client, ours) = rt.block_on(async {
         let client = redis_client::Client::builder()
             .url(&redis.url())
@@ -240,7 +252,7 @@ fn l2_hit(c: &mut Criterion) {
             .l2(RedisL2::new(client.clone()))
             .build()
             .unwrap();
-        for k in 0..KEYS {
+        for k in 0..keys {
             writer.put(k, "v".repeat(64)).await.unwrap();
             client
                 .set(format!("raw:{k}"), "v".repeat(80))
@@ -267,11 +279,11 @@ fn l2_hit(c: &mut Criterion) {
         move |iters: u64| {
             let client = client.clone();
             let start = next;
-            next = (next + iters) % KEYS;
+            next = (next + iters) % keys;
             async move {
                 let mut own = Duration::ZERO;
                 for i in 0..iters {
-                    let (raw, hit) = pair(&client, cache, (start + i) % KEYS).await;
+                    let (raw, hit) = pair(&client, cache, (start + i) % keys).await;
                     own += match half {
                         Half::Raw => raw,
                         Half::Hit => hit,
@@ -313,13 +325,13 @@ fn l2_hit(c: &mut Criterion) {
             rt.block_on(cache.l1_len());
             let (raw_cpu, hit_cpu) = rt.block_on(async {
                 let t = cpu_time();
-                for k in 0..KEYS {
+                for k in 0..keys {
                     let v: Option<bytes::Bytes> = client.get(format!("raw:{k}")).await.unwrap();
                     assert!(v.is_some());
                 }
                 let raw_cpu = cpu_time() - t;
                 let t = cpu_time();
-                for k in 0..KEYS {
+                for k in 0..keys {
                     assert!(cache.get(&k).await.unwrap().is_some(), "key {k} in L2");
                 }
                 // The last fill, so that every hit's fill is in the block.
@@ -330,8 +342,8 @@ fn l2_hit(c: &mut Criterion) {
             cache.clear_local();
             rt.block_on(cache.l1_len());
             let (mut raw, mut hit): (Vec<_>, Vec<_>) = rt.block_on(async {
-                let mut times = Vec::with_capacity(KEYS as usize);
-                for k in 0..KEYS {
+                let mut times = Vec::with_capacity(keys as usize);
+                for k in 0..keys {
                     times.push(pair(&client, cache, k).await);
                 }
                 times.into_iter().unzip()
@@ -343,7 +355,7 @@ fn l2_hit(c: &mut Criterion) {
         cpu.sort_by(f64::total_cmp);
         medians.sort_by(f64::total_cmp);
         println!(
-            "l2 hit ({label}) vs one redis-client GET, 5 passes: median latency of pairs {:.3}x (passes {:.3} to {:.3}); process CPU per op over {KEYS} of each {:.3}x (passes {:.3} to {:.3})",
+            "l2 hit ({label}) vs one redis-client GET, 5 passes: median latency of pairs {:.3}x (passes {:.3} to {:.3}); process CPU per op over {keys} of each {:.3}x (passes {:.3} to {:.3})",
             medians[2], medians[0], medians[4], cpu[2], cpu[0], cpu[4]
         );
     }
@@ -384,9 +396,9 @@ fn hit_ratio(_c: &mut Criterion) {
     if std::env::var_os("CACHE_BENCH_NO_RATIO").is_some() {
         return;
     }
-    const UNIVERSE: usize = 100_000;
-    const REQUESTS: usize = 1_000_000;
-    let capacity = (UNIVERSE / 10) as u64;
+    let universe = sized(100_000);
+    let requests = sized(1_000_000);
+    let capacity = (universe / 10) as u64;
     let rt = runtime();
     let (ours_ratio, moka_ratio) = rt.block_on(async {
         let ours: Cache<u64, u64> = Cache::builder("zipf")
@@ -395,12 +407,12 @@ fn hit_ratio(_c: &mut Criterion) {
             .build()
             .unwrap();
         let moka: moka::future::Cache<u64, u64> = moka::future::Cache::new(capacity);
-        let (mut a, mut b) = (Zipf::new(UNIVERSE, 0.99, 7), Zipf::new(UNIVERSE, 0.99, 7));
+        let (mut a, mut b) = (Zipf::new(universe, 0.99, 7), Zipf::new(universe, 0.99, 7));
         let (ours_misses, moka_misses) = (
             Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         );
-        for _ in 0..REQUESTS {
+        for _ in 0..requests {
             let k = a.next();
             let m = ours_misses.clone();
             ours.get_or_load(&k, move || async move {
@@ -417,15 +429,15 @@ fn hit_ratio(_c: &mut Criterion) {
             })
             .await;
         }
-        let ours_hits = REQUESTS - ours_misses.load(std::sync::atomic::Ordering::Relaxed);
-        let moka_hits = REQUESTS - moka_misses.load(std::sync::atomic::Ordering::Relaxed);
+        let ours_hits = requests - ours_misses.load(std::sync::atomic::Ordering::Relaxed);
+        let moka_hits = requests - moka_misses.load(std::sync::atomic::Ordering::Relaxed);
         (
-            ours_hits as f64 / REQUESTS as f64,
-            moka_hits as f64 / REQUESTS as f64,
+            ours_hits as f64 / requests as f64,
+            moka_hits as f64 / requests as f64,
         )
     });
     println!(
-        "hit ratio, Zipf(0.99) over {UNIVERSE} keys, {REQUESTS} requests, capacity {capacity}: ours {:.4}, moka {:.4} ({:.3}x)",
+        "hit ratio, Zipf(0.99) over {universe} keys, {requests} requests, capacity {capacity}: ours {:.4}, moka {:.4} ({:.3}x)",
         ours_ratio,
         moka_ratio,
         ours_ratio / moka_ratio
