@@ -10,24 +10,24 @@ fn metrics() -> jupiter_core::Metrics {
     jupiter_core::Metrics::new()
 }
 
-/// The server's `connected_clients`, the asking connection included.
-fn connected_clients(node: &testkit::RedisNode) -> i64 {
-    let info = node.command(&["INFO", "clients"]).unwrap().text().unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("connected_clients in INFO")
+/// The connections on `node` named `name` (`CLIENT SETNAME`, which the client does on every
+/// connection it opens): ours alone, whatever else connects or is still closing.
+fn named_clients(node: &testkit::RedisNode, name: &str) -> i64 {
+    let list = node.command(&["CLIENT", "LIST"]).unwrap().text().unwrap();
+    let needle = format!(" name={name} ");
+    list.lines().filter(|l| l.contains(&needle)).count() as i64
 }
 
-/// Waits (bounded, by count) until `node` has `want` clients; the count it settled on.
-async fn settle_at(node: &testkit::RedisNode, want: i64) -> i64 {
-    let mut n = connected_clients(node);
+/// Waits (bounded, by count) until `node` has `want` connections named `name`; the count it
+/// settled on.
+async fn settle_at(node: &testkit::RedisNode, name: &str, want: i64) -> i64 {
+    let mut n = named_clients(node, name);
     for _ in 0..300 {
         if n == want {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        n = connected_clients(node);
+        n = named_clients(node, name);
     }
     n
 }
@@ -37,10 +37,13 @@ async fn regression_a_client_that_ran_a_blocking_command_is_freed_when_dropped()
     // The idle set of dedicated connections held `Dedicated`, which held a `Client`: after
     // one BLPOP the pool's owner tasks lived, and reconnected, forever.
     let redis = RedisServer::start();
-    let base = connected_clients(&redis);
     let c = Client::builder()
-        .url(&redis.url())
-        .pool_size(4)
+        .config(ClientConfig {
+            url: redis.url(),
+            client_name: Some("leakcheck".into()),
+            pool_size: Some(4),
+            ..ClientConfig::default()
+        })
         .metrics(&metrics())
         .connect()
         .await
@@ -49,24 +52,28 @@ async fn regression_a_client_that_ran_a_blocking_command_is_freed_when_dropped()
         c.blpop(&["q"], Duration::from_millis(10)).await.unwrap();
     assert_eq!(popped, None);
     assert_eq!(
-        connected_clients(&redis),
-        base + 5,
+        settle_at(&redis, "leakcheck", 5).await,
+        5,
         "four pooled connections and the idle dedicated one"
     );
     drop(c);
-    assert_eq!(settle_at(&redis, base).await, base, "every socket closed");
+    assert_eq!(
+        settle_at(&redis, "leakcheck", 0).await,
+        0,
+        "every socket closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_a_cluster_client_is_freed_when_dropped() {
     let cluster = RedisCluster::start();
     let nodes = cluster.masters();
-    let base: Vec<i64> = nodes.iter().map(|n| connected_clients(n)).collect();
     let seeds: Vec<String> = cluster.seed_urls();
     let c = Client::builder()
         .config(ClientConfig {
             cluster: true,
             urls: seeds,
+            client_name: Some("leakcheck-cluster".into()),
             ..ClientConfig::default()
         })
         .metrics(&metrics())
@@ -79,12 +86,17 @@ async fn regression_a_cluster_client_is_freed_when_dropped() {
     let _: Option<(String, String)> = c.blpop(&["q"], Duration::from_millis(10)).await.unwrap();
     let sub = c.subscriber();
     sub.ssubscribe(&["ch"]).await.unwrap();
+    let open: i64 = nodes
+        .iter()
+        .map(|n| named_clients(n, "leakcheck-cluster"))
+        .sum();
+    assert!(open >= 3, "a connection per primary at least: {open}");
     drop(sub);
     drop(c);
-    for (node, base) in nodes.iter().zip(base) {
+    for node in &nodes {
         assert_eq!(
-            settle_at(node, base).await,
-            base,
+            settle_at(node, "leakcheck-cluster", 0).await,
+            0,
             "{} still has our sockets",
             node.addr()
         );
