@@ -6,7 +6,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use common::{Behavior, Gate, Server};
 
@@ -278,15 +277,7 @@ fn ctrl_c_stops_gracefully_and_writes_the_report() {
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let addr = common::metrics_address(&mut stderr);
     let ok = "loadtest_requests_total{scenario=\"long\",step=\"put\",result=\"ok\"}";
-    let mut seen = None;
-    for _ in 0..600 {
-        seen = common::metric(&common::scrape(addr), ok).filter(|&n| n > 0);
-        if seen.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let seen = seen.expect("requests in the metrics");
+    let seen = common::metric(&common::scrape_until_counted(addr, ok), ok).unwrap();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();

@@ -150,13 +150,7 @@ async fn arrivals_beyond_the_workers_are_dropped_and_counted() {
                     .unwrap()
                     .expect("metrics served before the load");
             // The figures are collected once a second: scrape until drops show.
-            let dropped = "loadtest_dropped_iterations_total{scenario=\"s\"}";
-            for _ in 0..600 {
-                if common::metric(&common::scrape(addr), dropped).is_some_and(|n| n > 0) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
+            common::scrape_until_counted(addr, "loadtest_dropped_iterations_total{scenario=\"s\"}");
             gate.open();
         }
     });
@@ -217,14 +211,7 @@ fn prometheus_metrics_are_served_while_running() {
     gate.wait_parked(1);
     // The figures are collected once a second: scrape until the 10 answered requests show.
     let ok = "loadtest_requests_total{scenario=\"s\",step=\"get\",result=\"ok\"}";
-    let mut body = String::new();
-    for _ in 0..600 {
-        body = common::scrape(addr);
-        if common::metric(&body, ok).is_some_and(|n| n > 0) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let body = common::scrape_until_counted(addr, ok);
     gate.open();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert_eq!(common::metric(&body, ok), Some(10), "{body}");

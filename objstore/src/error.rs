@@ -106,22 +106,21 @@ impl Error {
     pub(crate) fn from_status(s: Status, timeout: Duration) -> Error {
         // tonic's own client-side deadline (from `grpc-timeout`) surfaces as CANCELLED; it is
         // the same deadline as ours, so whichever fires first means the same thing.
-        let mut source = std::error::Error::source(&s);
-        let below = source.is_some();
-        let mut chain = s.message().to_owned();
-        while let Some(e) = source {
-            if e.is::<tonic::TimeoutExpired>() {
-                return Error::Timeout(timeout);
-            }
-            chain.push_str(": ");
-            chain.push_str(&e.to_string());
-            source = e.source();
-        }
         // A status the server sent has no source; one with a source was made on this side
         // from what broke beneath gRPC (the connection reset, an HTTP/2 protocol error, TLS
         // bytes where HTTP/2 was expected). tonic gives those UNKNOWN, INTERNAL or CANCELLED
         // by where they surfaced; to a caller they are one thing: the server was not reached.
-        if below {
+        if let Some(first) = std::error::Error::source(&s) {
+            let mut chain = s.message().to_owned();
+            let mut source = Some(first);
+            while let Some(e) = source {
+                if e.is::<tonic::TimeoutExpired>() {
+                    return Error::Timeout(timeout);
+                }
+                chain.push_str(": ");
+                chain.push_str(&e.to_string());
+                source = e.source();
+            }
             return Error::Unavailable(chain);
         }
         let message = s.message().to_owned();

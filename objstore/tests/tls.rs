@@ -126,16 +126,9 @@ async fn tls_clients_with_the_right_ca_get_in_and_others_do_not() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
+/// The error and its sources, as the CLIs print them.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    jupiter_core::cli::render_error("test", e)
 }
 
 struct KillOnDrop(std::process::Child);

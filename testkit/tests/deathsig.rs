@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const CHILD: &str = "TESTKIT_DEATHSIG_CHILD";
 
@@ -21,11 +20,12 @@ fn running(pid: u32) -> bool {
 #[test]
 fn a_killed_test_process_takes_its_servers_with_it() {
     if std::env::var_os(CHILD).is_some() {
-        // The child: start a server, say its pid, and wait to be killed (bounded).
+        // The child: start a server, say its pid, and wait to be killed. It blocks on its
+        // stdin, which the parent holds open: if the parent goes first, EOF ends the wait.
         let redis = testkit::RedisServer::start();
         // After libtest's "test … ..." on the same line.
         println!("server-pid={}", redis.pid().unwrap());
-        std::thread::sleep(Duration::from_secs(20));
+        let _ = std::io::stdin().read_line(&mut String::new());
         return;
     }
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -36,6 +36,7 @@ fn a_killed_test_process_takes_its_servers_with_it() {
             "--test-threads=1",
         ])
         .env(CHILD, "1")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -51,14 +52,24 @@ fn a_killed_test_process_takes_its_servers_with_it() {
     assert!(running(pid), "the child's redis-server {pid} runs");
     child.kill().unwrap();
     child.wait().unwrap();
-    // The kernel delivers the parent-death signal as the child exits; the server then needs a
-    // moment to be torn down. The deadline only bounds a failure.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while running(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server {pid} outlived the test process that started it"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    // The kernel delivers the parent-death signal as the child exits; the server's exit is
+    // then waited for on a pidfd, which becomes readable when the process ends (the poll's
+    // 30 s only bounds a failure).
+    // SAFETY: pidfd_open(2) and poll(2) on a descriptor this test owns and closes.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as libc::c_int;
+        if fd >= 0 {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            libc::poll(&mut p, 1, 30_000);
+            libc::close(fd);
+        }
     }
+    assert!(
+        !running(pid),
+        "redis-server {pid} outlived the test process that started it"
+    );
 }

@@ -291,6 +291,20 @@ pub fn scrape(addr: SocketAddr) -> String {
 }
 
 /// The value of the metric line that starts with `name` (labels included), if served.
+/// Scrapes `addr` until the series `name` is above 0 and returns that body. The figures are
+/// collected once a second, so this polls (every 50 ms, for 30 s at most: a liveness bound,
+/// the series not showing is the failure).
+pub fn scrape_until_counted(addr: SocketAddr, name: &str) -> String {
+    for _ in 0..600 {
+        let body = scrape(addr);
+        if metric(&body, name).is_some_and(|n| n > 0) {
+            return body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{name} never counted anything at {addr}");
+}
+
 pub fn metric(body: &str, name: &str) -> Option<u64> {
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
