@@ -221,28 +221,63 @@ fn redis_cluster_suite() {
         return;
     }
     println!(
-        "| tasks | client | ops/s | CPU µs/op | ops/s vs redis-rs | ops/s vs fred | CPU/op vs redis-rs |"
+        "| tasks | client | ops/s | CPU µs/op | ops/s vs redis-rs | ops/s vs fred | CPU/op vs redis-rs | commands per server read |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for tasks in [64usize, 512] {
         let (mut rs, mut fs, mut os) = (Vec::new(), Vec::new(), Vec::new());
+        let mut batches = [Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..rounds {
-            rs.push(redis_rs_cluster(&seeds, tasks, d));
-            fs.push(fred_cluster(&seeds, tasks, d));
-            os.push(ours_cluster(&seeds, tasks, d));
+            let mut run = |i: usize, f: &dyn Fn() -> benches::redis_suite::Sample| {
+                let before = server_counts(&cluster);
+                let s = f();
+                let after = server_counts(&cluster);
+                batches[i].push((after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64);
+                s
+            };
+            rs.push(run(2, &|| redis_rs_cluster(&seeds, tasks, d)));
+            fs.push(run(1, &|| fred_cluster(&seeds, tasks, d)));
+            os.push(run(0, &|| ours_cluster(&seeds, tasks, d)));
         }
         let (r, f, o) = (median(rs), median(fs), median(os));
-        for (name, s) in [("ours", o), ("fred", f), ("redis-rs", r)] {
+        for (i, (name, s)) in [("ours", o), ("fred", f), ("redis-rs", r)]
+            .into_iter()
+            .enumerate()
+        {
+            batches[i].sort_by(f64::total_cmp);
             println!(
-                "| {tasks} | {name} | {:.0} | {:.2} | {:.2}x | {:.2}x | {:.2}x |",
+                "| {tasks} | {name} | {:.0} | {:.2} | {:.2}x | {:.2}x | {:.2}x | {:.1} |",
                 s.ops_per_sec,
                 s.cpu_us_per_op,
                 s.ops_per_sec / r.ops_per_sec,
                 s.ops_per_sec / f.ops_per_sec,
-                s.cpu_us_per_op / r.cpu_us_per_op
+                s.cpu_us_per_op / r.cpu_us_per_op,
+                batches[i][batches[i].len() / 2]
             );
         }
     }
+}
+
+/// Commands processed and socket reads done, summed over the cluster's primaries: their
+/// ratio is the batch a server got per read (the server's cost per command falls with it).
+fn server_counts(cluster: &testkit::RedisCluster) -> (u64, u64) {
+    let mut sum = (0, 0);
+    for node in cluster.masters() {
+        let Ok(testkit::Reply::Bulk(Some(info))) = node.command(&["INFO", "stats"]) else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&info).lines() {
+            let field = |name: &str| -> Option<u64> {
+                line.strip_prefix(name).and_then(|v| v.trim().parse().ok())
+            };
+            if let Some(n) = field("total_commands_processed:") {
+                sum.0 += n;
+            } else if let Some(n) = field("total_reads_processed:") {
+                sum.1 += n;
+            }
+        }
+    }
+    sum
 }
 
 fn median(mut v: Vec<benches::redis_suite::Sample>) -> benches::redis_suite::Sample {
