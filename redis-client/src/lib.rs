@@ -46,6 +46,9 @@
 //! - `tls`: TLS through rustls (ring provider): `rediss://` URLs and the `tls` table of the
 //!   configuration ([`TlsOptions`]: CA file, client certificate for `tls-auth-clients`, server
 //!   name). Without the feature, asking for TLS is a configuration error, never plain text.
+//! - `redis-rs`: redis-rs 1.x's async API on this engine ([`redis_rs`]): `AsyncCommands`,
+//!   `redis::cmd(..).query_async`, `redis::pipe()` and `redis::Script` on a [`Client`], for a
+//!   one-line migration.
 //!
 //! # Example
 //!
@@ -71,6 +74,8 @@ mod error;
 mod pipeline;
 mod pool;
 mod pubsub;
+#[cfg(feature = "redis-rs")]
+pub mod redis_rs;
 pub mod resp;
 mod script;
 mod stream;

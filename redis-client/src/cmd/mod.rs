@@ -110,6 +110,38 @@ impl Cmd {
         }
     }
 
+    /// A command from raw arguments, the name first (another client's command type, such as
+    /// redis-rs's), encoded once; its spec resolved once. `None` for no arguments.
+    #[cfg(feature = "redis-rs")]
+    pub(crate) fn from_raw<'a, I>(args: I) -> Option<Cmd>
+    where
+        I: Iterator<Item = &'a [u8]> + Clone,
+    {
+        // `$<len>\r\n` and `\r\n` around each: at most 24 bytes of framing per argument.
+        let size = args
+            .clone()
+            .try_fold(0usize, |n, a| n.checked_add(a.len())?.checked_add(24))?;
+        let mut buf = command_buf(HEADROOM.checked_add(size)?);
+        buf.put_bytes(0, HEADROOM);
+        let mut argc = 0u32;
+        for a in args {
+            put_bulk(&mut buf, a);
+            argc = argc.checked_add(1)?;
+        }
+        if argc == 0 {
+            return None;
+        }
+        let mut cmd = Cmd {
+            buf,
+            argc,
+            spec: None,
+            shadow_mapped: false,
+            invalid: None,
+        };
+        cmd.spec = cmd.spec();
+        Some(cmd)
+    }
+
     /// The encoded name word(s) of `spec`, for [`Cmd::known`].
     pub(crate) fn encoded_name(spec: &Spec) -> (Vec<u8>, u32) {
         let mut b = BytesMut::new();
