@@ -212,8 +212,29 @@ pub fn redis_rs(url: &str, tasks: usize, duration: Duration) -> Sample {
     )
 }
 
-async fn redis_rs_op(s: &mut (redis::aio::MultiplexedConnection, Arc<Vec<String>>, Bytes), r: u64) {
-    use redis::AsyncCommands;
+/// redis-rs's API (`AsyncCommands`, the same calls as [`redis_rs`]) on our engine: the cost of
+/// redis-rs's command building and `redis::Value` conversion over ours.
+pub fn ours_redis_rs(url: &str, tasks: usize, duration: Duration) -> Sample {
+    let rt = runtime();
+    let config = redis_client::ClientConfig {
+        url: url.to_owned(),
+        ..Default::default()
+    };
+    let conn = rt
+        .block_on(redis_client::Client::builder().config(config).connect())
+        .expect("our client connects")
+        .redis_rs();
+    let (keys, value) = (keys(), value());
+    measure(
+        &rt,
+        tasks,
+        duration,
+        move || (conn.clone(), keys.clone(), value.clone()),
+        redis_rs_op,
+    )
+}
+
+async fn redis_rs_op<C: redis::AsyncCommands + Sync>(s: &mut (C, Arc<Vec<String>>, Bytes), r: u64) {
     let (conn, keys, value) = s;
     let key = keys[(r % keys.len() as u64) as usize].as_str();
     if r & (1 << 40) == 0 {

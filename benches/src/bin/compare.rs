@@ -3,7 +3,8 @@
 //! `cargo run -p benches --release --bin compare -- [suite ...]`; no suite runs them all.
 //! Suites: `metrics` (jupiter-core's recorder guard vs Go-Jupiter-style per-call label lookup
 //! with the `prometheus` crate); `redis` (our client vs fred and redis-rs on one redis-server
-//! started here; `BENCH_SECONDS` sets the time per measurement, default 3); `redis-cluster`
+//! started here, and redis-rs's API on our engine through the `redis-rs` feature;
+//! `BENCH_SECONDS` sets the time per measurement, default 3); `redis-cluster`
 //! (the same three in cluster mode on one 6-node cluster started here, redis-rs through
 //! `cluster-async`: 64 and 512 tasks, 100k keys); `loadtest` (the
 //! load generator vs wrk, oha and redis-benchmark in requests per CPU-second; build it first
@@ -129,7 +130,7 @@ fn metrics_suite() -> Report {
 }
 
 fn redis_suite() {
-    use benches::redis_suite::{fred, ours, redis_rs};
+    use benches::redis_suite::{fred, ours, ours_redis_rs, redis_rs};
     let secs: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -152,6 +153,7 @@ fn redis_suite() {
         let before = server_cpu();
         let s = match only.as_str() {
             "ours" => ours(&url, tasks, d),
+            "ours-redis-rs" => ours_redis_rs(&url, tasks, d),
             "fred" => fred(&url, tasks, d),
             _ => redis_rs(&url, tasks, d),
         };
@@ -168,14 +170,20 @@ fn redis_suite() {
         .unwrap_or(3);
     for tasks in [1usize, 64, 512] {
         // Interleaved rounds, medians: drift in the machine's load hits all three alike.
-        let (mut rs, mut fs, mut os) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rs, mut fs, mut os, mut ors) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             rs.push(redis_rs(&url, tasks, d));
             fs.push(fred(&url, tasks, d));
             os.push(ours(&url, tasks, d));
+            ors.push(ours_redis_rs(&url, tasks, d));
         }
-        let (r, f, o) = (median(rs), median(fs), median(os));
-        for (name, s) in [("ours", o), ("fred", f), ("redis-rs", r)] {
+        let (r, f, o, or) = (median(rs), median(fs), median(os), median(ors));
+        for (name, s) in [
+            ("ours", o),
+            ("ours, redis-rs API", or),
+            ("fred", f),
+            ("redis-rs", r),
+        ] {
             println!(
                 "| {tasks} | {name} | {:.0} | {:.2} | {:.2}x | {:.2}x |",
                 s.ops_per_sec,
