@@ -82,6 +82,11 @@ mod stream;
 mod tracking;
 mod value;
 
+// The README's examples compile as doctests (the redis-rs one needs its feature).
+#[cfg(all(doctest, feature = "redis-rs"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Command constructors: each returns a [`Cmd`] for [`Client::query`], a [`Pipeline`] or a
 /// transaction; the method of the same name on [`Client`] sends it. Option and reply types of
 /// the typed commands live here too.

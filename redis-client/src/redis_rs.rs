@@ -132,6 +132,17 @@ impl redis::aio::ConnectionLike for Connection {
 
 async fn command(client: &Client, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
     let ours = convert(cmd)?;
+    if client.is_cluster() && ours.name() == "SCAN" {
+        // Its cursor belongs to one node: redis-rs's `scan` iterator would see one primary's
+        // keys and end as if it had seen them all.
+        return Err(RedisError::from((
+            ErrorKind::Client,
+            "SCAN over a cluster",
+            "through the redis-rs API it would see one node's keys; \
+             redis_client::Client::scan visits every primary"
+                .to_owned(),
+        )));
+    }
     match client.query_frame(ours).await {
         // A command sent without waiting for its reply in redis-rs (`set_no_response`): here
         // the reply is awaited, so the connection stays in step, and dropped.

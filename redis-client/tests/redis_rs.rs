@@ -490,4 +490,18 @@ async fn in_cluster_mode_commands_route_and_redirections_never_surface() {
     let () = con.set("c:0", 7).await.unwrap();
     assert_eq!(con.get::<_, usize>("c:0").await.unwrap(), 7);
     assert!(client.cluster_stats().unwrap().moved >= 1);
+    // SCAN's cursor belongs to one node: refused with the way to scan every primary, where
+    // it would otherwise end after one node's keys.
+    let e = match con.scan_match::<_, String>("c:*").await {
+        Ok(_) => panic!("SCAN through the redis-rs API on a cluster must be refused"),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind(), redis::ErrorKind::Client, "{e:?}");
+    assert!(e.to_string().contains("Client::scan"), "{e}");
+    let per_key: Vec<Vec<u8>> = client
+        .scan(Some("c:*"), None)
+        .map(|k| k.unwrap().to_vec())
+        .collect()
+        .await;
+    assert_eq!(per_key.len(), keys.len());
 }

@@ -166,9 +166,8 @@ impl Proc {
     pub(crate) fn kill(&self) {
         let mut st = self.lock();
         if let Some(mut child) = st.child.take() {
-            if st.paused {
-                signal(child.id(), libc::SIGCONT);
-            }
+            // SIGKILL ends a stopped process as it is: no SIGCONT first, which would let a
+            // paused server answer what it holds before it dies.
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -180,6 +179,9 @@ impl Proc {
         let mut st = self.lock();
         if let Some(child) = &st.child {
             signal(child.id(), libc::SIGSTOP);
+            // kill(2) returns once the signal is queued; a process running on another CPU
+            // still answers until it is interrupted. Paused means every thread is stopped.
+            wait_stopped(child.id());
             st.paused = true;
         }
     }
@@ -209,6 +211,29 @@ fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on a child we have not reaped, so the pid cannot have been reused.
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// Waits (at most about 5 s) until every thread of `pid` is in the stopped state.
+fn wait_stopped(pid: u32) {
+    let all_stopped = || -> Option<bool> {
+        let mut any = false;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // `pid (comm) S ...`: the state follows the last ')', as comm may hold one.
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            if state != 'T' && state != 't' {
+                return Some(false);
+            }
+            any = true;
+        }
+        Some(any)
+    };
+    for _ in 0..5_000 {
+        if all_stopped() != Some(false) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 

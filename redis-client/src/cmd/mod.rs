@@ -206,10 +206,8 @@ impl Cmd {
     }
 
     pub(crate) fn spec(&self) -> Option<&'static Spec> {
-        self.spec.or_else(|| {
-            let args = self.arg_slices();
-            spec::lookup(&args[..args.len().min(2)])
-        })
+        self.spec
+            .or_else(|| spec::lookup_pair(self.arg_at(0)?, self.arg_at(1)))
     }
 
     /// Argument `index` (0 is the name's first word), found without allocating: the cluster

@@ -253,19 +253,45 @@ impl Spec {
 /// The spec of `args[0]` (and `args[1]` for container commands), case-insensitive.
 pub(crate) fn lookup<A: AsRef<[u8]>>(args: &[A]) -> Option<&'static Spec> {
     let name = args.first()?.as_ref();
-    if let Some(sub) = args.get(1) {
-        let sub = sub.as_ref();
-        if name.len() + 1 + sub.len() <= 64 {
-            let mut full = [0u8; 64];
-            full[..name.len()].copy_from_slice(name);
-            full[name.len()] = b' ';
-            full[name.len() + 1..name.len() + 1 + sub.len()].copy_from_slice(sub);
-            if let Some(spec) = find(&full[..name.len() + 1 + sub.len()]) {
-                return Some(spec);
-            }
+    lookup_pair(name, args.get(1).map(|a| a.as_ref()))
+}
+
+/// [`lookup`] of a name and its first argument. A name the table holds and that has no
+/// subcommands (`GET`, `SET`: nearly every command sent) is answered with one search.
+pub(crate) fn lookup_pair(name: &[u8], sub: Option<&[u8]>) -> Option<&'static Spec> {
+    if name.len() <= 64 {
+        let mut upper = [0u8; 64];
+        for (d, s) in upper.iter_mut().zip(name) {
+            *d = s.to_ascii_uppercase();
+        }
+        if let Ok(i) = table_index(&upper[..name.len()])
+            && !is_container(i)
+        {
+            return Some(&COMMANDS[i]);
+        }
+    }
+    if let Some(sub) = sub
+        && name.len() + 1 + sub.len() <= 64
+    {
+        let mut full = [0u8; 64];
+        full[..name.len()].copy_from_slice(name);
+        full[name.len()] = b' ';
+        full[name.len() + 1..name.len() + 1 + sub.len()].copy_from_slice(sub);
+        if let Some(spec) = find(&full[..name.len() + 1 + sub.len()]) {
+            return Some(spec);
         }
     }
     find(name)
+}
+
+/// Whether the table's entry `i` has subcommands: they sort right after it (`CONFIG`,
+/// `CONFIG GET`, …), as a space sorts before every letter.
+fn is_container(i: usize) -> bool {
+    let name = COMMANDS[i].name.as_bytes();
+    COMMANDS.get(i + 1).is_some_and(|next| {
+        let next = next.name.as_bytes();
+        next.len() > name.len() && next.starts_with(name) && next[name.len()] == b' '
+    })
 }
 
 /// Number of commands in the table.
@@ -298,10 +324,11 @@ fn find(name: &[u8]) -> Option<&'static Spec> {
 
 /// The generated table's spec for an upper-case full name.
 pub(crate) fn in_table(upper: &[u8]) -> Option<&'static Spec> {
-    COMMANDS
-        .binary_search_by(|spec| spec.name.as_bytes().cmp(upper))
-        .ok()
-        .map(|i| &COMMANDS[i])
+    table_index(upper).ok().map(|i| &COMMANDS[i])
+}
+
+fn table_index(upper: &[u8]) -> Result<usize, usize> {
+    COMMANDS.binary_search_by(|spec| spec.name.as_bytes().cmp(upper))
 }
 
 #[cfg(test)]
@@ -357,6 +384,34 @@ mod tests {
         assert!(lookup(&["SUBSCRIBE"]).unwrap().is_pubsub());
         assert!(lookup(&["NOSUCHCMD"]).is_none());
         assert_eq!(lookup(&["config", "get"]).unwrap().name, "CONFIG GET");
+        assert_eq!(
+            lookup(&["Client", "GetName"]).unwrap().name,
+            "CLIENT GETNAME"
+        );
+        assert_eq!(lookup(&["config", "nosuch"]).unwrap().name, "CONFIG");
+        assert_eq!(lookup(&["config"]).unwrap().name, "CONFIG");
+        // A key that happens to spell a subcommand does not make `GET` a container.
+        assert_eq!(lookup(&["get", "config"]).unwrap().name, "GET");
+        assert_eq!(lookup(&["set", "get", "v"]).unwrap().name, "SET");
+    }
+
+    #[test]
+    fn every_command_with_subcommands_is_seen_as_a_container() {
+        let mut containers = 0;
+        for (i, spec) in COMMANDS.iter().enumerate() {
+            let parent = spec.name.split_once(' ').map(|(p, _)| p);
+            if let Some(parent) = parent {
+                let at = table_index(parent.as_bytes()).expect("parent in the table");
+                assert!(is_container(at), "{parent} (parent of {})", spec.name);
+                containers += usize::from(at + 1 == i);
+            } else {
+                let has_sub = COMMANDS
+                    .iter()
+                    .any(|s| s.name.split_once(' ').is_some_and(|(p, _)| p == spec.name));
+                assert_eq!(is_container(i), has_sub, "{}", spec.name);
+            }
+        }
+        assert!(containers > 10, "{containers} containers");
     }
 
     #[test]
