@@ -57,6 +57,46 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Puts a server process on the last CPU and this thread (and every thread it starts later)
+/// on the others, so a client and its server do not share a core; `BENCH_PIN=0` turns it
+/// off. Returns what it did, for the report's heading. On a 2-core machine the scheduler
+/// otherwise moves both now and then onto one core, and a run's ratio swings by 2× with it.
+pub fn pin_apart(server_pid: u32) -> String {
+    if std::env::var("BENCH_PIN").is_ok_and(|v| v == "0") {
+        return "not pinned".into();
+    }
+    // SAFETY: the sets are plain bit arrays initialised by CPU_ZERO/CPU_SET, and
+    // sched_{get,set}affinity read or fill one of the size passed.
+    unsafe {
+        let mut mine: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mine) != 0 {
+            return "not pinned (sched_getaffinity failed)".into();
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &mine))
+            .collect();
+        let Some((&last, rest)) = cpus.split_last() else {
+            return "not pinned".into();
+        };
+        if rest.is_empty() {
+            return "not pinned (one CPU)".into();
+        }
+        let mut server: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(last, &mut server);
+        let mut client: libc::cpu_set_t = std::mem::zeroed();
+        for &c in rest {
+            libc::CPU_SET(c, &mut client);
+        }
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_setaffinity(server_pid as libc::pid_t, size, &server) != 0
+            || libc::sched_setaffinity(0, size, &client) != 0
+        {
+            return "not pinned (sched_setaffinity failed)".into();
+        }
+        format!("server on CPU {last}, clients on CPUs {rest:?}")
+    }
+}
+
 /// Runs `f` `iters` times per round, `rounds` rounds, and returns the best round's mean in
 /// nanoseconds per call (the least disturbed by other work on a noisy machine).
 pub fn measure_ns(iters: u64, rounds: u32, mut f: impl FnMut()) -> f64 {

@@ -113,7 +113,7 @@ impl redis::aio::ConnectionLike for Client {
 
 impl redis::aio::ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
-        command(&self.client, cmd).boxed()
+        self.client.req_packed_command(cmd)
     }
 
     fn req_packed_commands<'a>(
@@ -122,11 +122,11 @@ impl redis::aio::ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        commands(&self.client, pipeline, offset, count).boxed()
+        self.client.req_packed_commands(pipeline, offset, count)
     }
 
     fn get_db(&self) -> i64 {
-        i64::from(self.client.config().db)
+        redis::aio::ConnectionLike::get_db(&self.client)
     }
 }
 

@@ -60,8 +60,60 @@ struct Tally {
     after: AtomicU64,
 }
 
+/// The workers running, and what they counted.
+struct Load {
+    stop: Arc<AtomicBool>,
+    over: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    started: std::time::Instant,
+}
+
+impl Load {
+    /// Starts a worker per tag and lets 2,000 operations run before the event.
+    async fn start(client: &Client, tags: &[String], op_timeout: Duration) -> Load {
+        let (stop, over, tally) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Tally::default()),
+        );
+        let started = std::time::Instant::now();
+        let workers = spawn_load(client, tags, &stop, &over, &tally, op_timeout);
+        run_ops_until(&tally, 2_000).await;
+        Load {
+            stop,
+            over,
+            tally,
+            workers,
+            started,
+        }
+    }
+
+    fn ops(&self) -> u64 {
+        self.tally.ops.load(Ordering::Relaxed)
+    }
+
+    fn errors(&self) -> Vec<String> {
+        self.tally.errors.lock().unwrap().clone()
+    }
+
+    /// Marks the event over and lets `more` operations run after it; then stops the workers
+    /// and reports.
+    async fn finish(self, what: &str, client: &Client, more: u64) -> (Vec<String>, ClusterStats) {
+        self.over.store(true, Ordering::Relaxed);
+        run_ops_until(&self.tally, more).await;
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        let stats = client.cluster_stats().unwrap();
+        report(what, &self.tally, self.started.elapsed(), stats);
+        assert!(self.tally.after.load(Ordering::Relaxed) >= more);
+        (self.tally.errors.lock().unwrap().clone(), stats)
+    }
+}
+
 /// Runs the workers until `stop`; each checks every read against its own last write.
-/// `tolerate` decides which errors are allowed (none, for resharding and manual failover).
 fn spawn_load(
     client: &Client,
     tags: &[String],
@@ -172,22 +224,8 @@ async fn live_resharding_under_load_has_no_caller_errors() {
     // Keys in slots 0..400, which node 0 serves and which move to node 1.
     let tags = tags_in(0..400);
     let from = cluster.master_of(0).unwrap().port();
-    let (stop, over, tally) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(Tally::default()),
-    );
-    let started = std::time::Instant::now();
-    let workers = spawn_load(
-        &client,
-        &tags,
-        &stop,
-        &over,
-        &tally,
-        Duration::from_secs(15),
-    );
-    run_ops_until(&tally, 2_000).await;
-    let before = tally.ops.load(Ordering::Relaxed);
+    let load = Load::start(&client, &tags, Duration::from_secs(15)).await;
+    let before = load.ops();
 
     let c2 = cluster.clone();
     tokio::task::spawn_blocking(move || {
@@ -202,16 +240,8 @@ async fn live_resharding_under_load_has_no_caller_errors() {
     })
     .await
     .unwrap();
-    let during = tally.ops.load(Ordering::Relaxed) - before;
-    over.store(true, Ordering::Relaxed);
-    run_ops_until(&tally, 2_000).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let stats = client.cluster_stats().unwrap();
-    report("resharding", &tally, started.elapsed(), stats);
-    let errors = tally.errors.lock().unwrap().clone();
+    let during = load.ops() - before;
+    let (errors, stats) = load.finish("resharding", &client, 2_000).await;
     assert!(errors.is_empty(), "callers saw errors: {errors:?}");
     assert!(
         during >= 1_000,
@@ -237,21 +267,7 @@ async fn manual_failover_under_load_has_no_caller_errors() {
     let client = connect(&cluster, Duration::from_secs(10)).await;
     // Keys on node 0's slots, whose replica is node 3.
     let tags = tags_in(0..5461);
-    let (stop, over, tally) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(Tally::default()),
-    );
-    let started = std::time::Instant::now();
-    let workers = spawn_load(
-        &client,
-        &tags,
-        &stop,
-        &over,
-        &tally,
-        Duration::from_secs(15),
-    );
-    run_ops_until(&tally, 2_000).await;
+    let load = Load::start(&client, &tags, Duration::from_secs(15)).await;
 
     let c2 = cluster.clone();
     tokio::task::spawn_blocking(move || {
@@ -268,18 +284,9 @@ async fn manual_failover_under_load_has_no_caller_errors() {
     })
     .await
     .unwrap();
-    over.store(true, Ordering::Relaxed);
-    run_ops_until(&tally, 5_000).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let stats = client.cluster_stats().unwrap();
-    report("manual failover", &tally, started.elapsed(), stats);
-    let errors = tally.errors.lock().unwrap().clone();
+    let (errors, stats) = load.finish("manual failover", &client, 5_000).await;
     assert!(errors.is_empty(), "callers saw errors: {errors:?}");
     assert!(stats.moved > 0, "the old primary redirected: {stats:?}");
-    assert!(tally.after.load(Ordering::Relaxed) >= 5_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,22 +296,8 @@ async fn killed_primary_under_load_resolves_every_call_and_recovers() {
     let timeout = Duration::from_secs(5);
     let client = connect(&cluster, timeout).await;
     let tags = tags_in(0..5461);
-    let (stop, over, tally) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(Tally::default()),
-    );
-    let started = std::time::Instant::now();
     // Every call resolves within the command timeout: the guard is that plus slack.
-    let workers = spawn_load(
-        &client,
-        &tags,
-        &stop,
-        &over,
-        &tally,
-        timeout + Duration::from_secs(3),
-    );
-    run_ops_until(&tally, 2_000).await;
+    let load = Load::start(&client, &tags, timeout + Duration::from_secs(3)).await;
     let refreshes_before = client.cluster_stats().unwrap().refreshes;
 
     let c2 = cluster.clone();
@@ -317,16 +310,8 @@ async fn killed_primary_under_load_resolves_every_call_and_recovers() {
     })
     .await
     .unwrap();
-    over.store(true, Ordering::Relaxed);
-    let errors_at_recovery = tally.errors.lock().unwrap().len();
-    run_ops_until(&tally, 5_000).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let stats = client.cluster_stats().unwrap();
-    report("killed primary", &tally, started.elapsed(), stats);
-    let errors = tally.errors.lock().unwrap().clone();
+    let errors_at_recovery = load.errors().len();
+    let (errors, stats) = load.finish("killed primary", &client, 5_000).await;
     // Errors only of the kinds a killed node causes, and none once the replica took over.
     for e in &errors {
         assert!(

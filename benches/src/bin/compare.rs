@@ -138,8 +138,9 @@ fn redis_suite() {
     let d = std::time::Duration::from_secs(secs);
     let server = testkit::RedisServer::start();
     let url = server.url();
+    let pinned = benches::pin_apart(server.pid().unwrap_or(0));
     println!(
-        "## redis: 50/50 GET/SET, 64-byte values, 10k keys, 1-worker runtime, {secs}s each, median of BENCH_ROUNDS rounds\n"
+        "## redis: 50/50 GET/SET, 64-byte values, 10k keys, 1-worker runtime, {secs}s each, median of BENCH_ROUNDS rounds, {pinned}\n"
     );
     println!("| tasks | client | ops/s | CPU µs/op | ops/s vs redis-rs | ops/s vs fred |");
     println!("|---:|---|---:|---:|---:|---:|");

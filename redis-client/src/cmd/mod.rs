@@ -123,23 +123,20 @@ impl Cmd {
             .try_fold(0usize, |n, a| n.checked_add(a.len())?.checked_add(24))?;
         let mut buf = command_buf(HEADROOM.checked_add(size)?);
         buf.put_bytes(0, HEADROOM);
+        let mut first = args.clone();
+        let spec = spec::lookup_pair(first.next()?, first.next());
         let mut argc = 0u32;
         for a in args {
             put_bulk(&mut buf, a);
             argc = argc.checked_add(1)?;
         }
-        if argc == 0 {
-            return None;
-        }
-        let mut cmd = Cmd {
+        Some(Cmd {
             buf,
             argc,
-            spec: None,
+            spec,
             shadow_mapped: false,
             invalid: None,
-        };
-        cmd.spec = cmd.spec();
-        Some(cmd)
+        })
     }
 
     /// The encoded name word(s) of `spec`, for [`Cmd::known`].
