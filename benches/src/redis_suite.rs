@@ -89,6 +89,29 @@ where
     }
 }
 
+/// [`measure`] with each task's state a clone of `client`, the key list and the value.
+fn per_task<C, F>(
+    rt: &tokio::runtime::Runtime,
+    client: C,
+    keys: Arc<Vec<String>>,
+    tasks: usize,
+    duration: Duration,
+    op: F,
+) -> Sample
+where
+    C: Clone + Send + 'static,
+    F: for<'a> AsyncOp<'a, (C, Arc<Vec<String>>, Bytes)> + Clone + Send + 'static,
+{
+    let value = value();
+    measure(
+        rt,
+        tasks,
+        duration,
+        move || (client.clone(), keys.clone(), value.clone()),
+        op,
+    )
+}
+
 /// An async operation on borrowed per-task state.
 pub trait AsyncOp<'a, S: 'a> {
     /// Its future.
@@ -137,14 +160,7 @@ pub fn ours(url: &str, tasks: usize, duration: Duration) -> Sample {
     let client = rt
         .block_on(redis_client::Client::builder().config(config).connect())
         .expect("our client connects");
-    let (keys, value) = (keys(), value());
-    measure(
-        &rt,
-        tasks,
-        duration,
-        move || (client.clone(), keys.clone(), value.clone()),
-        ours_op,
-    )
+    per_task(&rt, client, keys(), tasks, duration, ours_op)
 }
 
 async fn ours_op(s: &mut (redis_client::Client, Arc<Vec<String>>, Bytes), r: u64) {
@@ -168,14 +184,7 @@ pub fn fred(url: &str, tasks: usize, duration: Duration) -> Sample {
         client.init().await.expect("fred connects");
         client
     });
-    let (keys, value) = (keys(), value());
-    measure(
-        &rt,
-        tasks,
-        duration,
-        move || (client.clone(), keys.clone(), value.clone()),
-        fred_op,
-    )
+    per_task(&rt, client, keys(), tasks, duration, fred_op)
 }
 
 async fn fred_op(s: &mut (fred::clients::Client, Arc<Vec<String>>, Bytes), r: u64) {
@@ -202,14 +211,7 @@ pub fn redis_rs(url: &str, tasks: usize, duration: Duration) -> Sample {
             .await
             .expect("redis-rs connects")
     });
-    let (keys, value) = (keys(), value());
-    measure(
-        &rt,
-        tasks,
-        duration,
-        move || (conn.clone(), keys.clone(), value.clone()),
-        redis_rs_op,
-    )
+    per_task(&rt, conn, keys(), tasks, duration, redis_rs_op)
 }
 
 /// redis-rs's API (`AsyncCommands`, the same calls as [`redis_rs`]) on our engine: the cost of
@@ -224,14 +226,7 @@ pub fn ours_redis_rs(url: &str, tasks: usize, duration: Duration) -> Sample {
         .block_on(redis_client::Client::builder().config(config).connect())
         .expect("our client connects")
         .redis_rs();
-    let (keys, value) = (keys(), value());
-    measure(
-        &rt,
-        tasks,
-        duration,
-        move || (conn.clone(), keys.clone(), value.clone()),
-        redis_rs_op,
-    )
+    per_task(&rt, conn, keys(), tasks, duration, redis_rs_op)
 }
 
 async fn redis_rs_op<C: redis::AsyncCommands + Sync>(s: &mut (C, Arc<Vec<String>>, Bytes), r: u64) {
@@ -261,14 +256,7 @@ pub fn ours_cluster(seeds: &[String], tasks: usize, duration: Duration) -> Sampl
     let client = rt
         .block_on(redis_client::Client::builder().config(config).connect())
         .expect("our cluster client connects");
-    let (keys, value) = (keys_n(CLUSTER_KEYS), value());
-    measure(
-        &rt,
-        tasks,
-        duration,
-        move || (client.clone(), keys.clone(), value.clone()),
-        ours_op,
-    )
+    per_task(&rt, client, keys_n(CLUSTER_KEYS), tasks, duration, ours_op)
 }
 
 /// fred in cluster mode, default configuration.
@@ -281,14 +269,7 @@ pub fn fred_cluster(seeds: &[String], tasks: usize, duration: Duration) -> Sampl
         client.init().await.expect("fred connects to the cluster");
         client
     });
-    let (keys, value) = (keys_n(CLUSTER_KEYS), value());
-    measure(
-        &rt,
-        tasks,
-        duration,
-        move || (client.clone(), keys.clone(), value.clone()),
-        fred_op,
-    )
+    per_task(&rt, client, keys_n(CLUSTER_KEYS), tasks, duration, fred_op)
 }
 
 /// redis-rs `cluster-async`, one connection handle (multiplexed per node).
@@ -301,30 +282,12 @@ pub fn redis_rs_cluster(seeds: &[String], tasks: usize, duration: Duration) -> S
             .await
             .expect("redis-rs connects to the cluster")
     });
-    let (keys, value) = (keys_n(CLUSTER_KEYS), value());
-    measure(
+    per_task(
         &rt,
+        conn,
+        keys_n(CLUSTER_KEYS),
         tasks,
         duration,
-        move || (conn.clone(), keys.clone(), value.clone()),
-        redis_rs_cluster_op,
+        redis_rs_op,
     )
-}
-
-async fn redis_rs_cluster_op(
-    s: &mut (
-        redis::cluster_async::ClusterConnection,
-        Arc<Vec<String>>,
-        Bytes,
-    ),
-    r: u64,
-) {
-    use redis::AsyncCommands;
-    let (conn, keys, value) = s;
-    let key = keys[(r % keys.len() as u64) as usize].as_str();
-    if r & (1 << 40) == 0 {
-        let _: Option<Vec<u8>> = conn.get(key).await.expect("GET");
-    } else {
-        let _: () = conn.set(key, &value[..]).await.expect("SET");
-    }
 }

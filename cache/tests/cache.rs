@@ -47,6 +47,19 @@ async fn timed_client(redis: &RedisServer, timeout: Duration) -> Client {
         .unwrap()
 }
 
+/// A cache named `name` over `l2`, with every other setting at its default.
+fn over<K, V>(name: &str, l2: impl cache::L2) -> Cache<K, V>
+where
+    K: cache::Key,
+    V: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    Cache::builder(name)
+        .metrics(&metrics())
+        .l2(l2)
+        .build()
+        .unwrap()
+}
+
 fn counting<V: Clone + Send + 'static>(
     calls: &Arc<AtomicUsize>,
     value: V,
@@ -414,11 +427,7 @@ async fn redis_down_degrades_to_l1_and_the_loader_and_recovers() {
 #[tokio::test]
 async fn shadow_and_live_entries_never_mix() {
     let redis = RedisServer::start();
-    let cache = Cache::<String, String>::builder("users")
-        .metrics(&metrics())
-        .l2(RedisL2::new(redis_client(&redis, false).await))
-        .build()
-        .unwrap();
+    let cache = over::<String, String>("users", RedisL2::new(redis_client(&redis, false).await));
     let key = "42".to_owned();
     let live_v = cache
         .get_or_load(&key, || async { Some("live".to_owned()) })
@@ -449,11 +458,7 @@ async fn shadow_and_live_entries_never_mix() {
         );
     }
     // A second instance reads each from its own L2 key.
-    let other = Cache::<String, String>::builder("users")
-        .metrics(&metrics())
-        .l2(RedisL2::new(redis_client(&redis, false).await))
-        .build()
-        .unwrap();
+    let other = over::<String, String>("users", RedisL2::new(redis_client(&redis, false).await));
     assert_eq!(
         other.get(&key).await.unwrap(),
         Some(Some("live".to_owned()))
@@ -477,11 +482,7 @@ async fn shadow_and_live_entries_never_mix() {
 #[tokio::test]
 async fn undecodable_l2_values_are_misses_not_panics() {
     let redis = RedisServer::start();
-    let cache = Cache::<u64, String>::builder("garbage")
-        .metrics(&metrics())
-        .l2(RedisL2::new(redis_client(&redis, false).await))
-        .build()
-        .unwrap();
+    let cache = over::<u64, String>("garbage", RedisL2::new(redis_client(&redis, false).await));
     let junk: [&[u8]; 5] = [
         b"",
         b"\x01",
@@ -509,13 +510,8 @@ async fn undecodable_l2_values_are_misses_not_panics() {
 #[tokio::test]
 async fn batches_load_only_what_neither_level_has_in_one_call() {
     let redis = RedisServer::start();
-    let make = || async {
-        Cache::<u64, String>::builder("batch")
-            .metrics(&metrics())
-            .l2(RedisL2::new(redis_client(&redis, false).await))
-            .build()
-            .unwrap()
-    };
+    let make =
+        || async { over::<u64, String>("batch", RedisL2::new(redis_client(&redis, false).await)) };
     let (a, b) = (make().await, make().await);
     a.put(2, "two".into()).await.unwrap(); // L2 (and a's L1)
     b.put(4, "four".into()).await.unwrap(); // b's L1 and L2
@@ -614,11 +610,7 @@ async fn objstore_as_l2_shares_values_and_invalidates_through_its_watch() {
         let client = objstore::client::Client::connect(&addr.to_string(), Default::default())
             .await
             .unwrap();
-        Cache::<u64, String>::builder("docs")
-            .metrics(&metrics())
-            .l2(ObjstoreL2::new(client))
-            .build()
-            .unwrap()
+        over::<u64, String>("docs", ObjstoreL2::new(client))
     };
     let (a, b) = (make().await, make().await);
     let calls = Arc::new(AtomicUsize::new(0));
@@ -667,11 +659,7 @@ async fn redis_cluster_as_l2_with_tracking() {
             .connect()
             .await
             .unwrap();
-        Cache::<u64, u64>::builder("clustered")
-            .metrics(&metrics())
-            .l2(RedisL2::new(client))
-            .build()
-            .unwrap()
+        over::<u64, u64>("clustered", RedisL2::new(client))
     };
     let (a, b) = (make().await, make().await);
     let calls = Arc::new(AtomicUsize::new(0));
