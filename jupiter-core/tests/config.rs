@@ -55,6 +55,16 @@ fn write_file(text: &str) -> tempfile::NamedTempFile {
     f
 }
 
+/// The configuration of the file at `path` alone (no environment).
+fn from_file(path: impl Into<std::path::PathBuf>, metrics: &Metrics) -> Config {
+    Config::builder()
+        .file(path)
+        .no_env()
+        .metrics(metrics)
+        .build()
+        .unwrap()
+}
+
 fn load(text: &str, env: &[(&str, &str)]) -> (tempfile::NamedTempFile, Result<Config, Error>) {
     let f = write_file(text);
     let config = Config::builder()
@@ -262,12 +272,10 @@ fn effective_config_redacts_secrets() {
 
 #[test]
 fn committed_example_config_parses() {
-    let config = Config::builder()
-        .file(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
-        .no_env()
-        .metrics(&Metrics::new())
-        .build()
-        .unwrap();
+    let config = from_file(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"),
+        &Metrics::new(),
+    );
     let app: jupiter_core::app::AppConfig = config.get("app").unwrap();
     assert_eq!(app, jupiter_core::app::AppConfig::default());
     let gov: jupiter_core::governance::GovernanceConfig = config.get("governance").unwrap();
@@ -299,12 +307,7 @@ fn layer(entries: &[(&str, &str)]) -> DynamicLayer {
 fn reload_swaps_whole_tree_and_notifies_only_changed_sections() {
     let metrics = Metrics::new();
     let f = write_file(APP_TOML);
-    let config = Config::builder()
-        .file(f.path())
-        .no_env()
-        .metrics(&metrics)
-        .build()
-        .unwrap();
+    let config = from_file(f.path(), &metrics);
     let mut main = config.subscribe::<RedisSection>("redis.main").unwrap();
     let mut app = config.subscribe::<toml::Table>("app").unwrap();
     main.mark_unchanged();
@@ -359,12 +362,7 @@ fn reload_swaps_whole_tree_and_notifies_only_changed_sections() {
 fn invalid_reload_is_rejected_whole_and_counted() {
     let metrics = Metrics::new();
     let f = write_file(APP_TOML);
-    let config = Config::builder()
-        .file(f.path())
-        .no_env()
-        .metrics(&metrics)
-        .build()
-        .unwrap();
+    let config = from_file(f.path(), &metrics);
     let mut main = config
         .subscribe_validated::<RedisSection, _>("redis.main", |r| {
             if r.pool_size == 0 {
@@ -428,12 +426,7 @@ fn invalid_reload_is_rejected_whole_and_counted() {
 #[test]
 fn two_dynamic_keys_for_one_path_are_a_conflict() {
     let f = write_file(APP_TOML);
-    let config = Config::builder()
-        .file(f.path())
-        .no_env()
-        .metrics(&Metrics::new())
-        .build()
-        .unwrap();
+    let config = from_file(f.path(), &Metrics::new());
     let err = config
         .apply(&layer(&[
             ("redis.main.pool-size", "1"),
@@ -449,12 +442,7 @@ fn two_dynamic_keys_for_one_path_are_a_conflict() {
 #[test]
 fn dynamic_toml_documents_merge_at_the_root() {
     let f = write_file(APP_TOML);
-    let config = Config::builder()
-        .file(f.path())
-        .no_env()
-        .metrics(&Metrics::new())
-        .build()
-        .unwrap();
+    let config = from_file(f.path(), &Metrics::new());
     let doc = DynamicLayer {
         source: Arc::from("test"),
         entries: vec![DynamicEntry {

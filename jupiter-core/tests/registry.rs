@@ -27,6 +27,11 @@ fn config(etcd: &Etcd, ttl: Duration) -> RegistryConfig {
     }
 }
 
+/// A registry on `etcd` whose leases last `ttl`.
+async fn connected(etcd: &Etcd, ttl: Duration) -> EtcdRegistry {
+    EtcdRegistry::connect(config(etcd, ttl)).await.unwrap()
+}
+
 fn addrs(rx: &watch::Receiver<Instances>) -> Vec<String> {
     rx.borrow().iter().map(|i| i.address.clone()).collect()
 }
@@ -89,9 +94,7 @@ async fn local_registry_follows_registrations() {
 #[tokio::test]
 async fn etcd_registry_is_wire_compatible_with_go_jupiter() {
     let etcd = Etcd::start();
-    let registry = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let registry = connected(&etcd, Duration::from_secs(10)).await;
     let _guard = registry
         .register(instance("127.0.0.1:7070").meta("shard", "3"))
         .await
@@ -156,12 +159,8 @@ async fn etcd_registry_is_wire_compatible_with_go_jupiter() {
 #[tokio::test]
 async fn etcd_registrations_come_and_go_and_show_on_the_governance_server() {
     let etcd = Etcd::start();
-    let ours = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
-        .await
-        .unwrap();
-    let theirs = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let ours = connected(&etcd, Duration::from_secs(10)).await;
+    let theirs = connected(&etcd, Duration::from_secs(10)).await;
     let mut rx = theirs.discover(target()).await.unwrap();
     let a = ours.register(instance("127.0.0.1:7001")).await.unwrap();
     let b = ours.register(instance("127.0.0.1:7002")).await.unwrap();
@@ -225,9 +224,7 @@ async fn a_process_killed_without_deregistering_disappears_after_the_lease_ttl()
         ),
     )
     .unwrap();
-    let watcher = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let watcher = connected(&etcd, Duration::from_secs(10)).await;
     let mut rx = watcher
         .discover(Target::new("http", "victim", "test"))
         .await
@@ -280,12 +277,8 @@ async fn a_process_killed_without_deregistering_disappears_after_the_lease_ttl()
 #[tokio::test]
 async fn etcd_restart_and_lease_loss_are_survived() {
     let etcd = Etcd::start();
-    let ours = EtcdRegistry::connect(config(&etcd, Duration::from_secs(2)))
-        .await
-        .unwrap();
-    let theirs = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let ours = connected(&etcd, Duration::from_secs(2)).await;
+    let theirs = connected(&etcd, Duration::from_secs(10)).await;
     let mut rx = theirs.discover(target()).await.unwrap();
     let _a = ours.register(instance("127.0.0.1:7001")).await.unwrap();
     converge(&mut rx, &["127.0.0.1:7001"], Duration::from_secs(5)).await;
@@ -389,9 +382,7 @@ async fn a_lease_lost_while_the_keep_alive_stream_was_down_is_regranted() {
     let etcd = Etcd::start();
     // A long TTL: keep-alives every 10 s, so nothing tells the open stream about the revoke
     // before etcd goes down.
-    let ours = EtcdRegistry::connect(config(&etcd, Duration::from_secs(30)))
-        .await
-        .unwrap();
+    let ours = connected(&etcd, Duration::from_secs(30)).await;
     let _a = ours.register(instance("127.0.0.1:7001")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
@@ -407,9 +398,7 @@ async fn a_lease_lost_while_the_keep_alive_stream_was_down_is_regranted() {
     etcd.kill();
     etcd.restart();
 
-    let theirs = EtcdRegistry::connect(config(&etcd, Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let theirs = connected(&etcd, Duration::from_secs(10)).await;
     let mut rx = theirs.discover(target()).await.unwrap();
     converge(&mut rx, &["127.0.0.1:7001"], Duration::from_secs(20)).await;
 }
