@@ -207,7 +207,9 @@ impl fmt::Debug for App {
 #[derive(Debug)]
 pub struct AppBuilder {
     name: String,
+    mode: String,
     governance: Option<SocketAddr>,
+    governance_token: Option<crate::governance::Token>,
     shutdown: ShutdownConfig,
     signals: bool,
     config: Option<Config>,
@@ -219,6 +221,19 @@ impl AppBuilder {
     /// [`crate::governance::DEFAULT_ADDR`].
     pub fn governance(mut self, addr: Option<SocketAddr>) -> Self {
         self.governance = addr;
+        self
+    }
+
+    /// The governance token (see [`crate::governance`]); required off loopback. Default:
+    /// none.
+    pub fn governance_token(mut self, token: Option<crate::governance::Token>) -> Self {
+        self.governance_token = token;
+        self
+    }
+
+    /// Deployment mode, shown on `/build/info`. Default is Go Jupiter's `unknown-mode`.
+    pub fn mode(mut self, mode: impl Into<String>) -> Self {
+        self.mode = mode.into();
         self
     }
 
@@ -250,7 +265,11 @@ impl AppBuilder {
     pub fn build(self) -> App {
         let health = Health::default();
         let governance = self.governance.map(|addr| {
-            let mut g = Governance::builder().addr(addr).health(&health);
+            let mut g = Governance::builder()
+                .addr(addr)
+                .health(&health)
+                .token(self.governance_token.clone())
+                .app(&self.name, "", &self.mode, env!("CARGO_PKG_VERSION"));
             if let Some(c) = &self.config {
                 g = g.config(c);
             }
@@ -285,8 +304,10 @@ impl App {
         let app: AppConfig = config.get("app")?;
         let governance: crate::governance::GovernanceConfig = config.get("governance")?;
         Ok(App::builder(app.name)
+            .mode(app.mode)
             .shutdown(app.shutdown)
             .governance(governance.enabled.then_some(governance.addr))
+            .governance_token(governance.token)
             .config(config))
     }
 
@@ -294,7 +315,9 @@ impl App {
     pub fn builder(name: impl Into<String>) -> AppBuilder {
         AppBuilder {
             name: name.into(),
+            mode: crate::registry::DEFAULT_MODE.to_owned(),
             governance: Some(crate::governance::DEFAULT_ADDR),
+            governance_token: None,
             shutdown: ShutdownConfig::default(),
             signals: true,
             config: None,

@@ -1,14 +1,29 @@
-//! The governance HTTP server: metrics, health, effective configuration, registry state and
-//! the log level, for operators and scrapers. Binds to loopback unless told otherwise.
+//! The governance HTTP server: metrics, health, effective configuration, registry state, the
+//! log level, and the routes Douyu's Juno platform and Go Jupiter's operators call. Binds to
+//! loopback unless told otherwise.
 //!
 //! | path | method | answer |
 //! |---|---|---|
 //! | `/metrics` | GET | Prometheus text format (OpenMetrics) |
+//! | `/health` | GET | `200 ok` while the server answers (Go Jupiter's governor routes it to the wrong router and answers 404) |
 //! | `/health/live` | GET | `200 live` while the process runs |
 //! | `/health/ready` | GET | `200 ready` once serving and until shutdown starts, else `503` |
 //! | `/config` | GET | effective configuration as JSON, secrets redacted; `?sources=true` adds where each value came from |
+//! | `/configs` | GET | the same as one flat JSON object of dotted keys (`redis.main.url`), as Juno reads it (its `juno_configuration_version` is a key like any other) |
+//! | `/debug/config` | GET | the effective configuration as JSON (Go Jupiter's path) |
+//! | `/debug/env` | GET | the process environment as a JSON object, secret-looking names and URL passwords redacted |
+//! | `/build/info` | GET | Go Jupiter's build info: `name, appID, appMode, appVersion, jupiterVersion, buildUser, buildHost, buildTime, startTime, hostName`, plus `rustVersion` |
+//! | `/routes` | GET | these routes as JSON |
 //! | `/registry` | GET | what this process registered and discovered (JSON) |
 //! | `/log/level` | GET, PUT | current log filter; PUT a new one as the body |
+//!
+//! # Security
+//!
+//! Go Jupiter's governor has no authentication and listens on every interface. This one
+//! listens on loopback by default. With a `token` configured, every route but `/metrics` and
+//! `/health*` (what scrapers and probes call) needs `Authorization: Bearer <token>` and
+//! answers `401` without it; bound to an address other than loopback, a token is required and
+//! [`Governance::bind`] refuses to start without one.
 
 use std::fmt;
 use std::future::Future;
@@ -18,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -40,6 +55,9 @@ pub struct GovernanceConfig {
     pub enabled: bool,
     /// Default is `127.0.0.1:9246`; port 0 picks a free port.
     pub addr: SocketAddr,
+    /// Bearer token for every route but `/metrics` and `/health*`; required when `addr` is
+    /// not loopback. Default: none.
+    pub token: Option<Token>,
 }
 
 impl Default for GovernanceConfig {
@@ -47,9 +65,56 @@ impl Default for GovernanceConfig {
         GovernanceConfig {
             enabled: true,
             addr: DEFAULT_ADDR,
+            token: None,
         }
     }
 }
+
+/// A bearer token. Its `Debug` never shows it; comparison takes the same time wherever the
+/// first difference is.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    /// A token; `None` for an empty one (which would let anything in).
+    pub fn new(token: impl Into<String>) -> Option<Token> {
+        let token = token.into();
+        (!token.is_empty()).then_some(Token(token))
+    }
+
+    fn accepts(&self, presented: &[u8]) -> bool {
+        let want = self.0.as_bytes();
+        presented.len() == want.len()
+            && presented
+                .iter()
+                .zip(want)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(crate::config::redact::REDACTED)
+    }
+}
+
+/// Every route, its methods, and whether it answers without the token.
+const ROUTES: &[(&str, &str, bool)] = &[
+    ("GET", "/metrics", true),
+    ("GET", "/health", true),
+    ("GET", "/health/live", true),
+    ("GET", "/health/ready", true),
+    ("GET", "/config", false),
+    ("GET", "/configs", false),
+    ("GET", "/debug/config", false),
+    ("GET", "/debug/env", false),
+    ("GET", "/build/info", false),
+    ("GET", "/routes", false),
+    ("GET", "/registry", false),
+    ("GET, PUT", "/log/level", false),
+];
 
 /// Liveness and readiness, shared by the app lifecycle and the governance server. Cheap to
 /// clone.
@@ -111,6 +176,9 @@ impl RegistryView for EmptyRegistry {
     }
 }
 
+/// The environment `/debug/env` shows (injectable for tests).
+type EnvSource = Arc<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
+
 #[derive(Clone)]
 struct Shared {
     metrics: Metrics,
@@ -118,6 +186,18 @@ struct Shared {
     config: Option<Config>,
     log: Option<LogHandle>,
     registry: Arc<dyn RegistryView>,
+    app: Arc<AppInfo>,
+    env: EnvSource,
+}
+
+/// What `/build/info` says of the application.
+#[derive(Debug)]
+struct AppInfo {
+    name: String,
+    id: String,
+    mode: String,
+    version: String,
+    started: std::time::SystemTime,
 }
 
 /// The governance server. Build with [`Governance::builder`], then [`bind`](Governance::bind).
@@ -138,6 +218,7 @@ struct Shared {
 /// ```
 pub struct Governance {
     addr: SocketAddr,
+    token: Option<Token>,
     shared: Shared,
     requests: RequestCounter,
 }
@@ -159,6 +240,7 @@ impl fmt::Debug for Governance {
 #[must_use]
 pub struct GovernanceBuilder {
     addr: SocketAddr,
+    token: Option<Token>,
     shared: Shared,
 }
 
@@ -207,6 +289,34 @@ impl GovernanceBuilder {
         self
     }
 
+    /// The bearer token for every route but `/metrics` and `/health*` (see the module docs).
+    /// Default: none, which only a loopback address accepts.
+    pub fn token(mut self, token: Option<Token>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// The application `/build/info` describes: its name and mode (the `[app]` section), its
+    /// id on Juno (empty: the name) and its version. Default: `jupiter`, Go Jupiter's default
+    /// mode, this crate's version.
+    pub fn app(mut self, name: &str, id: &str, mode: &str, version: &str) -> Self {
+        let started = self.shared.app.started;
+        self.shared.app = Arc::new(AppInfo {
+            name: name.to_owned(),
+            id: if id.is_empty() { name } else { id }.to_owned(),
+            mode: mode.to_owned(),
+            version: version.to_owned(),
+            started,
+        });
+        self
+    }
+
+    /// The environment `/debug/env` shows. Default: the process's own.
+    pub fn env(mut self, env: impl Fn() -> Vec<(String, String)> + Send + Sync + 'static) -> Self {
+        self.shared.env = Arc::new(env);
+        self
+    }
+
     /// The server, not yet bound.
     pub fn build(self) -> Governance {
         let requests = RequestCounter::default();
@@ -217,6 +327,7 @@ impl GovernanceBuilder {
         );
         Governance {
             addr: self.addr,
+            token: self.token,
             shared: self.shared,
             requests,
         }
@@ -228,12 +339,30 @@ impl Governance {
     pub fn builder() -> GovernanceBuilder {
         GovernanceBuilder {
             addr: DEFAULT_ADDR,
+            token: None,
             shared: Shared {
                 metrics: Metrics::global().clone(),
                 health: Health::default(),
                 config: None,
                 log: None,
                 registry: Arc::new(EmptyRegistry),
+                app: Arc::new(AppInfo {
+                    name: "jupiter".to_owned(),
+                    id: "jupiter".to_owned(),
+                    mode: crate::registry::DEFAULT_MODE.to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    started: std::time::SystemTime::now(),
+                }),
+                env: Arc::new(|| {
+                    std::env::vars_os()
+                        .map(|(k, v)| {
+                            (
+                                k.to_string_lossy().into_owned(),
+                                v.to_string_lossy().into_owned(),
+                            )
+                        })
+                        .collect()
+                }),
             },
         }
     }
@@ -241,23 +370,50 @@ impl Governance {
     /// The routes, to mount in an existing axum server instead of binding a new one.
     pub fn router(&self) -> Router {
         let requests = self.requests.clone();
+        let token = self.token.clone().map(Arc::new);
         Router::new()
             .route("/metrics", get(metrics))
+            .route("/health", get(health))
             .route("/health/live", get(live))
             .route("/health/ready", get(ready))
             .route("/config", get(config))
+            .route("/configs", get(configs))
+            .route("/debug/config", get(debug_config))
+            .route("/debug/env", get(debug_env))
+            .route("/build/info", get(build_info))
+            .route("/routes", get(routes))
             .route("/registry", get(registry))
             .route("/log/level", get(log_level).put(set_log_level))
+            .layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let token = token.clone();
+                    async move {
+                        let open = ROUTES
+                            .iter()
+                            .find(|(_, path, _)| *path == req.uri().path())
+                            .is_none_or(|(_, _, open)| *open);
+                        match &token {
+                            Some(t) if !open && !bearer(req.headers()).is_some_and(|p| t.accepts(p)) => (
+                                StatusCode::UNAUTHORIZED,
+                                [(header::WWW_AUTHENTICATE, "Bearer")],
+                                "this route needs the governance token\n",
+                            )
+                                .into_response(),
+                            _ => next.run(req).await,
+                        }
+                    }
+                },
+            ))
             .layer(axum::middleware::from_fn(
                 move |req: axum::extract::Request, next: axum::middleware::Next| {
                     let requests = requests.clone();
                     async move {
                         // Known paths only, so a scanner cannot grow the label set.
-                        let path = match req.uri().path() {
-                            p @ ("/metrics" | "/health/live" | "/health/ready" | "/config"
-                            | "/registry" | "/log/level") => p.to_owned(),
-                            _ => "other".to_owned(),
-                        };
+                        let path = ROUTES
+                            .iter()
+                            .find(|(_, path, _)| *path == req.uri().path())
+                            .map_or("other", |(_, path, _)| path)
+                            .to_owned();
                         let resp = next.run(req).await;
                         let code = crate::metrics::Code::http(resp.status().as_u16())
                             .as_str()
@@ -276,8 +432,19 @@ impl Governance {
     ///
     /// # Errors
     ///
-    /// The address is taken or not allowed.
+    /// The address is taken or not allowed, or it is not loopback and no token is set.
     pub async fn bind(self) -> Result<BoundGovernance, Error> {
+        if !self.addr.ip().is_loopback() && self.token.is_none() {
+            return Err(Error::Bind {
+                what: "governance server",
+                addr: self.addr,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "off loopback the governance server needs a token \
+                     (`governance.token`): it shows the configuration and changes the log level",
+                ),
+            });
+        }
         let listener = tokio::net::TcpListener::bind(self.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -380,7 +547,7 @@ async fn config(State(s): State<Shared>, Query(q): Query<ConfigQuery>) -> Respon
             "last_reload_error": c.last_reload_error(),
         }))
         .into_response(),
-        None => (StatusCode::NOT_FOUND, "no configuration attached\n").into_response(),
+        None => no_config(),
     }
 }
 
@@ -403,4 +570,112 @@ async fn set_log_level(State(s): State<Shared>, body: String) -> Response {
         },
         None => (StatusCode::NOT_FOUND, "no log handle attached\n").into_response(),
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let scheme = value.get(..7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| value[7..].trim_ascii())
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+fn no_config() -> Response {
+    (StatusCode::NOT_FOUND, "no configuration attached\n").into_response()
+}
+
+async fn configs(State(s): State<Shared>) -> Response {
+    let Some(c) = &s.config else {
+        return no_config();
+    };
+    let mut flat = serde_json::Map::new();
+    flatten("", c.effective(false), &mut flat);
+    axum::Json(serde_json::Value::Object(flat)).into_response()
+}
+
+/// Tables become dotted keys; every other value (arrays included) stays where it is.
+fn flatten(prefix: &str, value: serde_json::Value, out: &mut serde_json::Map<String, serde_json::Value>) {
+    match value {
+        serde_json::Value::Object(table) if !table.is_empty() || prefix.is_empty() => {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_owned(), other);
+        }
+    }
+}
+
+async fn debug_config(State(s): State<Shared>) -> Response {
+    match &s.config {
+        Some(c) => axum::Json(c.effective(false)).into_response(),
+        None => no_config(),
+    }
+}
+
+async fn debug_env(State(s): State<Shared>) -> Response {
+    use crate::config::redact::{REDACTED, is_secret_key, redact_url};
+    let env: std::collections::BTreeMap<String, String> = (s.env)()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if is_secret_key(&k) {
+                REDACTED.to_owned()
+            } else {
+                redact_url(&v).unwrap_or(v)
+            };
+            (k, v)
+        })
+        .collect();
+    axum::Json(env).into_response()
+}
+
+/// Set by the build script.
+const BUILD_USER: &str = env!("JUPITER_BUILD_USER");
+const BUILD_HOST: &str = env!("JUPITER_BUILD_HOST");
+const BUILD_EPOCH: &str = env!("JUPITER_BUILD_EPOCH");
+const RUST_VERSION: &str = env!("JUPITER_RUSTC_VERSION");
+
+async fn build_info(State(s): State<Shared>) -> Response {
+    let app = &s.app;
+    let build_time = BUILD_EPOCH
+        .parse::<u64>()
+        .ok()
+        .and_then(|secs| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs)))
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_default();
+    axum::Json(serde_json::json!({
+        "name": app.name,
+        "appID": app.id,
+        "appMode": app.mode,
+        "appVersion": app.version,
+        "jupiterVersion": env!("CARGO_PKG_VERSION"),
+        "buildUser": BUILD_USER,
+        "buildHost": BUILD_HOST,
+        "buildTime": build_time,
+        "startTime": humantime::format_rfc3339_seconds(app.started).to_string(),
+        "hostName": crate::registry::hostname(),
+        "rustVersion": RUST_VERSION,
+    }))
+    .into_response()
+}
+
+async fn routes() -> Response {
+    let routes: Vec<serde_json::Value> = ROUTES
+        .iter()
+        .map(|(methods, path, open)| {
+            serde_json::json!({ "method": methods, "path": path, "token": !open })
+        })
+        .collect();
+    axum::Json(routes).into_response()
 }

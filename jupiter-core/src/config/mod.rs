@@ -67,7 +67,7 @@
 mod de;
 mod error;
 mod etcd;
-mod redact;
+pub(crate) mod redact;
 mod tree;
 pub mod types;
 

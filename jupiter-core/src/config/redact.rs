@@ -4,7 +4,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::tree::{Node, Value, normalize};
 
-const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// Key words that mark a value as secret, matched against the normalized key.
 const SECRET_WORDS: &[&str] = &[

@@ -26,11 +26,26 @@ impl Response {
 
 /// One HTTP/1.1 request with `Connection: close`; the body is de-chunked.
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Response {
+    http_with(addr, method, path, &[], body).await
+}
+
+/// [`http`] with extra header lines (`("authorization", "Bearer x")`).
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to governance server");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
