@@ -393,12 +393,17 @@ impl Governance {
                             .find(|(_, path, _)| *path == req.uri().path())
                             .is_none_or(|(_, _, open)| *open);
                         match &token {
-                            Some(t) if !open && !bearer(req.headers()).is_some_and(|p| t.accepts(p)) => (
-                                StatusCode::UNAUTHORIZED,
-                                [(header::WWW_AUTHENTICATE, "Bearer")],
-                                "this route needs the governance token\n",
-                            )
-                                .into_response(),
+                            Some(t)
+                                if !open
+                                    && !bearer(req.headers()).is_some_and(|p| t.accepts(p)) =>
+                            {
+                                (
+                                    StatusCode::UNAUTHORIZED,
+                                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                                    "this route needs the governance token\n",
+                                )
+                                    .into_response()
+                            }
                             _ => next.run(req).await,
                         }
                     }
@@ -599,7 +604,11 @@ async fn configs(State(s): State<Shared>) -> Response {
 }
 
 /// Tables become dotted keys; every other value (arrays included) stays where it is.
-fn flatten(prefix: &str, value: serde_json::Value, out: &mut serde_json::Map<String, serde_json::Value>) {
+fn flatten(
+    prefix: &str,
+    value: serde_json::Value,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) {
     match value {
         serde_json::Value::Object(table) if !table.is_empty() || prefix.is_empty() => {
             for (k, v) in table {
