@@ -34,6 +34,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -331,6 +332,24 @@ impl App {
         self
     }
 
+    /// Registers the governance server's address with `registry` once serving, under
+    /// `/prometheus/job/{app}/{hostname}` for Prometheus's service discovery and Juno (see
+    /// [`GovernanceRegistrar`](crate::registry::GovernanceRegistrar)); nothing without a
+    /// governance server.
+    pub fn register_governance(mut self, registry: Arc<dyn crate::registry::Registry>) -> Self {
+        let addr = Arc::new(std::sync::OnceLock::new());
+        let set = addr.clone();
+        let earlier = self.on_governance.take();
+        self.on_governance = Some(Box::new(move |bound| {
+            if let Some(f) = earlier {
+                f(bound);
+            }
+            let _ = set.set(bound);
+        }));
+        let registrar = crate::registry::GovernanceRegistrar::new(registry, &self.name, addr);
+        self.registrar(registrar)
+    }
+
     /// Adds a registrar.
     pub fn registrar(mut self, r: impl Registrar) -> Self {
         self.registrars.push(Box::new(r));
@@ -358,7 +377,14 @@ impl App {
 
     /// Called with the governance server's address once it is bound (useful with port 0).
     pub fn on_governance_bound(mut self, f: impl FnOnce(SocketAddr) + Send + 'static) -> Self {
-        self.on_governance = Some(Box::new(f));
+        // After any earlier callback (`register_governance` sets one).
+        let earlier = self.on_governance.take();
+        self.on_governance = Some(Box::new(move |bound| {
+            if let Some(e) = earlier {
+                e(bound);
+            }
+            f(bound);
+        }));
         self
     }
 

@@ -402,3 +402,107 @@ async fn a_lease_lost_while_the_keep_alive_stream_was_down_is_regranted() {
     let mut rx = theirs.discover(target()).await.unwrap();
     converge(&mut rx, &["127.0.0.1:7001"], Duration::from_secs(20)).await;
 }
+
+#[tokio::test]
+async fn the_governance_address_is_registered_for_prometheus_and_juno_under_the_lease() {
+    use jupiter_core::app::{App, component_fn};
+    use jupiter_core::registry::{GovernanceRegistrar, ServiceRegistrar};
+    let etcd = Etcd::start();
+    let registry: Arc<dyn Registry> = Arc::new(connected(&etcd, Duration::from_secs(10)).await);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = App::builder("orders")
+        .governance(Some("127.0.0.1:0".parse().unwrap()))
+        .handle_signals(false)
+        .build()
+        .register_governance(registry.clone())
+        .on_governance_bound(move |addr| {
+            let _ = bound_tx.send(addr);
+        })
+        .registrar(ServiceRegistrar::new(
+            registry.clone(),
+            instance("127.0.0.1:7071"),
+        ));
+    let stop = app.shutdown_handle();
+    let app = app.component(component_fn("server", move |mut ctx| async move {
+        ctx.ready();
+        let _ = ready_tx.send(());
+        ctx.stopped().await;
+        Ok(())
+    }));
+    let running = tokio::spawn(app.run());
+    let governance = bound_rx.await.unwrap();
+    ready_rx.await.unwrap();
+
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let key = format!("/prometheus/job/orders/{host}");
+    assert_eq!(
+        GovernanceRegistrar::entry("orders", &host, governance).0,
+        key
+    );
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    // Registrars run once every component is ready: bounded wait for the keys.
+    let mut found = None;
+    for _ in 0..200 {
+        let got = raw.get(key.as_str(), None).await.unwrap();
+        if let Some(kv) = got.kvs().first() {
+            found = Some((kv.value_str().unwrap().to_owned(), kv.lease()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (value, lease) = found.expect("the governance key was registered");
+    assert_eq!(
+        value,
+        governance.to_string(),
+        "ip:port of the governance server"
+    );
+    let instance_key = raw
+        .get("grpc:objstore:v1:prod/127.0.0.1:7071", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        instance_key.kvs()[0].lease(),
+        lease,
+        "the same lease as the instance"
+    );
+    assert_ne!(lease, 0);
+    // Bound to an unspecified address, the value names the host.
+    let any: std::net::SocketAddr = "0.0.0.0:9246".parse().unwrap();
+    assert_eq!(
+        GovernanceRegistrar::entry("orders", &host, any).1,
+        format!("{host}:9246")
+    );
+
+    // Graceful shutdown deletes it.
+    stop.shutdown();
+    running.await.unwrap().unwrap();
+    assert!(raw.get(key.as_str(), None).await.unwrap().kvs().is_empty());
+    assert!(
+        raw.get("grpc:objstore:v1:prod/127.0.0.1:7071", None)
+            .await
+            .unwrap()
+            .kvs()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_local_registry_keeps_no_governance_key() {
+    let registry = LocalRegistry::new();
+    let reg = registry
+        .register_key("/prometheus/job/a/h".into(), "127.0.0.1:1".into())
+        .await
+        .unwrap();
+    assert_eq!(reg.key(), "/prometheus/job/a/h");
+    reg.deregister().await.unwrap();
+    assert_eq!(
+        Registry::snapshot(&registry)["registered"],
+        serde_json::json!([])
+    );
+}

@@ -163,7 +163,11 @@ async fn run(
         .get::<jupiter_core::governance::GovernanceConfig>("governance")?
         .enabled
     {
-        app = app.registrar(registrar);
+        // Its instance key (Go Jupiter's governor kind), and the key Prometheus's etcd
+        // discovery and Juno read (`/prometheus/job/{app}/{host}`).
+        app = app
+            .registrar(registrar)
+            .register_governance(registry.clone());
     }
     let stop = app.shutdown_handle();
     let work = metrics.server("internal", "tick", "self");

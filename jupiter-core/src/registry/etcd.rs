@@ -307,23 +307,38 @@ impl Deregister for Owner {
     }
 }
 
+impl EtcdRegistry {
+    /// Puts `key` under the lease and keeps it there (re-put after a lease loss).
+    async fn keep(&self, key: String, value: String) -> Result<Registration, Error> {
+        let inner = &self.inner;
+        let lease = inner.lease().await?;
+        inner.put(lease, key.clone(), value.clone()).await?;
+        inner.lock_keys().insert(key.clone(), value);
+        inner.supervisor.call_once(|| {
+            tokio::spawn(supervise(Arc::downgrade(inner), inner.stop.clone()));
+        });
+        Ok(Registration::new(
+            key,
+            Arc::new(Owner(Arc::downgrade(inner))),
+        ))
+    }
+}
+
 impl Registry for EtcdRegistry {
     fn register(&self, info: ServiceInfo) -> BoxFuture<'_, Result<Registration, Error>> {
         Box::pin(async move {
-            let inner = &self.inner;
-            let (key, value) = (info.key(), info.value());
-            let lease = inner.lease().await?;
-            inner.put(lease, key.clone(), value.clone()).await?;
-            inner.lock_keys().insert(key.clone(), value);
-            inner.book.registered(&key, &info);
-            inner.supervisor.call_once(|| {
-                tokio::spawn(supervise(Arc::downgrade(inner), inner.stop.clone()));
-            });
-            Ok(Registration::new(
-                key,
-                Arc::new(Owner(Arc::downgrade(inner))),
-            ))
+            let reg = self.keep(info.key(), info.value()).await?;
+            self.inner.book.registered(reg.key(), &info);
+            Ok(reg)
         })
+    }
+
+    fn register_key(
+        &self,
+        key: String,
+        value: String,
+    ) -> BoxFuture<'_, Result<Registration, Error>> {
+        Box::pin(self.keep(key, value))
     }
 
     fn discover(&self, target: Target) -> BoxFuture<'_, Result<watch::Receiver<Instances>, Error>> {

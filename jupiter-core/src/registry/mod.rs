@@ -336,6 +336,23 @@ pub trait Registry: Send + Sync + 'static {
 
     /// What this process registered and discovered, for `/registry`.
     fn snapshot(&self) -> serde_json::Value;
+
+    /// Keeps a raw `key` = `value` registered under the process's lease, as an instance is
+    /// (put again after a lease loss, deleted with the registration): the governance key of
+    /// Prometheus's service discovery and Juno (see [`GovernanceRegistrar`]). The default, for
+    /// registries nothing outside the process reads (the in-process one), keeps nothing.
+    ///
+    /// # Errors
+    ///
+    /// The registry cannot be reached within its deadline.
+    fn register_key(
+        &self,
+        key: String,
+        value: String,
+    ) -> BoxFuture<'_, Result<Registration, Error>> {
+        drop(value);
+        Box::pin(async move { Ok(Registration { key, owner: None }) })
+    }
 }
 
 impl RegistryView for Arc<dyn Registry> {
@@ -519,6 +536,78 @@ impl Registrar for ServiceRegistrar {
                 let key = reg.key().to_owned();
                 reg.deregister().await?;
                 tracing::info!(%key, "deregistered");
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Registers the governance server's address where Prometheus's etcd service discovery and
+/// Juno look for it, `/prometheus/job/{app}/{hostname}` = `ip:port`, under the process's lease
+/// (gone with it when the process dies), and deletes it first at shutdown. Go Jupiter's
+/// governor writes the same key. Bound to an unspecified address (`0.0.0.0`), the value is
+/// `{hostname}:{port}`. Made by [`App::register_governance`](crate::app::App::register_governance).
+pub struct GovernanceRegistrar {
+    registry: Arc<dyn Registry>,
+    app: String,
+    addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
+    registration: tokio::sync::Mutex<Option<Registration>>,
+}
+
+impl fmt::Debug for GovernanceRegistrar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GovernanceRegistrar")
+            .field("app", &self.app)
+            .field("addr", &self.addr.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GovernanceRegistrar {
+    /// A registrar for app `app`'s governance server, whose address `addr` holds once bound
+    /// (nothing is registered while it is empty: no governance server).
+    pub(crate) fn new(
+        registry: Arc<dyn Registry>,
+        app: &str,
+        addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
+    ) -> Self {
+        GovernanceRegistrar {
+            registry,
+            app: app.to_owned(),
+            addr,
+            registration: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The key and value for a server at `addr` on host `host`.
+    pub fn entry(app: &str, host: &str, addr: std::net::SocketAddr) -> (String, String) {
+        let value = if addr.ip().is_unspecified() {
+            format!("{host}:{}", addr.port())
+        } else {
+            addr.to_string()
+        };
+        (format!("/prometheus/job/{app}/{host}"), value)
+    }
+}
+
+impl crate::app::Registrar for GovernanceRegistrar {
+    fn register(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            let Some(addr) = self.addr.get() else {
+                return Ok(());
+            };
+            let (key, value) = Self::entry(&self.app, &hostname(), *addr);
+            let reg = self.registry.register_key(key, value).await?;
+            tracing::info!(key = reg.key(), "governance registered");
+            *self.registration.lock().await = Some(reg);
+            Ok(())
+        })
+    }
+
+    fn deregister(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            if let Some(reg) = self.registration.lock().await.take() {
+                reg.deregister().await?;
             }
             Ok(())
         })
