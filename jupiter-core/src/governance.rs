@@ -16,6 +16,7 @@
 //! | `/routes` | GET | these routes as JSON |
 //! | `/registry` | GET | what this process registered and discovered (JSON) |
 //! | `/log/level` | GET, PUT | current log filter; PUT a new one as the body |
+//! | `/debug/pprof/profile` | GET | `?seconds=N` (1 to 60, default 30): a CPU profile in pprof's protobuf format, for `go tool pprof` (feature `pprof`; without it, `501`). One at a time (`409` while one runs) |
 //!
 //! # Security
 //!
@@ -114,6 +115,7 @@ const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/routes", false),
     ("GET", "/registry", false),
     ("GET, PUT", "/log/level", false),
+    ("GET", "/debug/pprof/profile", false),
 ];
 
 /// Liveness and readiness, shared by the app lifecycle and the governance server. Cheap to
@@ -384,6 +386,7 @@ impl Governance {
             .route("/routes", get(routes))
             .route("/registry", get(registry))
             .route("/log/level", get(log_level).put(set_log_level))
+            .route("/debug/pprof/profile", get(pprof_profile))
             .layer(axum::middleware::from_fn(
                 move |req: axum::extract::Request, next: axum::middleware::Next| {
                     let token = token.clone();
@@ -687,4 +690,87 @@ async fn routes() -> Response {
         })
         .collect();
     axum::Json(routes).into_response()
+}
+
+#[derive(Deserialize)]
+struct ProfileQuery {
+    seconds: Option<u64>,
+}
+
+/// Longest profile a request may ask for: the request holds a blocking thread that long.
+const MAX_PROFILE_SECONDS: u64 = 60;
+
+async fn pprof_profile(Query(q): Query<ProfileQuery>) -> Response {
+    let seconds = q.seconds.unwrap_or(30);
+    if !(1..=MAX_PROFILE_SECONDS).contains(&seconds) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("seconds must be 1 to {MAX_PROFILE_SECONDS}\n"),
+        )
+            .into_response();
+    }
+    profile(std::time::Duration::from_secs(seconds)).await
+}
+
+#[cfg(not(feature = "pprof"))]
+async fn profile(_: std::time::Duration) -> Response {
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        "built without jupiter-core's `pprof` feature\n",
+    )
+        .into_response()
+}
+
+#[cfg(feature = "pprof")]
+async fn profile(length: std::time::Duration) -> Response {
+    // The sampler is process-wide (SIGPROF): one profile at a time.
+    static RUNNING: AtomicBool = AtomicBool::new(false);
+    if RUNNING.swap(true, Ordering::AcqRel) {
+        return (StatusCode::CONFLICT, "a profile is being taken\n").into_response();
+    }
+    // Cleared when the profiling thread is done, even if this request was dropped meanwhile.
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            RUNNING.store(false, Ordering::Release);
+        }
+    }
+    let done = Done;
+    let taken = tokio::task::spawn_blocking(move || {
+        let _done = done;
+        let guard = pprof::ProfilerGuardBuilder::default()
+            // Go's default rate; frames of the signal handler's own libraries left out.
+            .frequency(100)
+            .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+            .build()
+            .map_err(|e| e.to_string())?;
+        std::thread::sleep(length);
+        let report = guard.report().build().map_err(|e| e.to_string())?;
+        let profile = report.pprof().map_err(|e| e.to_string())?;
+        Ok::<_, String>(pprof::protos::Message::encode_to_vec(&profile))
+    })
+    .await;
+    match taken {
+        Ok(Ok(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"profile\"",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("profiling failed: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("profiling failed: {e}\n"),
+        )
+            .into_response(),
+    }
 }

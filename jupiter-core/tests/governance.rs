@@ -440,3 +440,90 @@ fn the_governance_token_comes_from_config_and_never_reaches_debug() {
     let app = jupiter_core::app::App::from_config(&config).unwrap();
     assert!(!format!("{app:?}").contains("from-file"), "{app:?}");
 }
+
+/// A GET whose answer is binary: status and body bytes.
+#[cfg(feature = "pprof")]
+async fn get_bytes(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, raw[end + 4..].to_vec())
+}
+
+#[cfg(feature = "pprof")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_profile_is_pprofs_protobuf_with_samples() {
+    use pprof::protos::Message;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let metrics = Metrics::new();
+    let addr = start(&metrics, &Health::default(), None).await;
+    for bad in ["0", "61", "abc"] {
+        let (status, _) = get_bytes(addr, &format!("/debug/pprof/profile?seconds={bad}")).await;
+        assert_eq!(status, 400, "seconds={bad}");
+    }
+    // Something to sample: a thread spinning until the profile is back (bounded).
+    let stop = Arc::new(AtomicBool::new(false));
+    let spin = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut x = 0u64;
+            for i in 0..u64::MAX {
+                if stop.load(Ordering::Relaxed) || i > 50_000_000_000 {
+                    break;
+                }
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            x
+        })
+    };
+    // Two at once: one profiles, the other is refused rather than queued behind it (unless
+    // they did not overlap at all: then both ran, and the pair is tried again).
+    let mut outcome = None;
+    for _ in 0..5 {
+        let path = "/debug/pprof/profile?seconds=1";
+        let (a, b) = tokio::join!(get_bytes(addr, path), get_bytes(addr, path));
+        match (a.0, b.0) {
+            (200, 409) => outcome = Some(a.1),
+            (409, 200) => outcome = Some(b.1),
+            (200, 200) => continue,
+            other => panic!("statuses {other:?}"),
+        }
+        break;
+    }
+    stop.store(true, Ordering::Relaxed);
+    spin.join().unwrap();
+    let body = outcome.expect("two overlapping profiles: one refused");
+    let profile = pprof::protos::Profile::decode(body.as_slice()).expect("pprof protobuf");
+    let strings = &profile.string_table;
+    assert_eq!(
+        strings.first().map(String::as_str),
+        Some(""),
+        "pprof's string table starts empty"
+    );
+    let name = |i: i64| strings[usize::try_from(i).unwrap()].as_str();
+    let types: Vec<(&str, &str)> = profile
+        .sample_type
+        .iter()
+        .map(|t| (name(t.ty), name(t.unit)))
+        .collect();
+    assert!(types.contains(&("cpu", "nanoseconds")), "{types:?}");
+    assert!(!profile.sample.is_empty(), "a busy second has samples");
+    assert!(!profile.function.is_empty() && !profile.location.is_empty());
+    assert!(profile.duration_nanos > 0);
+}
