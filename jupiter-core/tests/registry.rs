@@ -506,3 +506,252 @@ async fn the_local_registry_keeps_no_governance_key() {
         serde_json::json!([])
     );
 }
+
+/// An encoded descriptor set with `shop.Orders` (methods Get, Put) and an empty `shop.Empty`.
+fn shop_descriptor() -> Vec<u8> {
+    use prost::Message;
+    use prost_types::{
+        FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto,
+    };
+    let method = |name: &str| MethodDescriptorProto {
+        name: Some(name.into()),
+        input_type: Some(".shop.Req".into()),
+        output_type: Some(".shop.Resp".into()),
+        ..Default::default()
+    };
+    FileDescriptorSet {
+        file: vec![FileDescriptorProto {
+            name: Some("shop.proto".into()),
+            package: Some("shop".into()),
+            service: vec![
+                ServiceDescriptorProto {
+                    name: Some("Orders".into()),
+                    method: vec![method("Get"), method("Put")],
+                    ..Default::default()
+                },
+                ServiceDescriptorProto {
+                    name: Some("Empty".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// A provider key read back as dubbo-go reads it: the child `url.QueryUnescape`d, then parsed
+/// as a URL. Returns (scheme, address, path, parameters).
+fn parse_like_dubbo_go(
+    key: &str,
+    prefix: &str,
+) -> (
+    String,
+    String,
+    String,
+    std::collections::BTreeMap<String, String>,
+) {
+    use jupiter_core::registry::dubbo::decode;
+    let child = key.strip_prefix(prefix).expect("under the providers path");
+    let url = decode(child).expect("query-unescapes");
+    let (scheme, rest) = url.split_once("://").expect("a scheme");
+    let (addr_path, query) = rest.split_once('?').expect("parameters");
+    let (addr, path) = addr_path.split_once('/').expect("a path");
+    let params = query
+        .split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("k=v");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    (scheme.into(), addr.into(), path.into(), params)
+}
+
+#[tokio::test]
+async fn dubbo_provider_keys_are_written_as_dubbo_does_and_removed_on_shutdown() {
+    use jupiter_core::app::Registrar;
+    use jupiter_core::registry::dubbo::{DubboNaming, DubboService};
+    use jupiter_core::registry::{AlsoRegister, ServiceRegistrar};
+    let etcd = Etcd::start();
+    let descriptor = shop_descriptor();
+    let dubbo_config = RegistryConfig {
+        also_register: vec![AlsoRegister::Dubbo],
+        ..config(&etcd, Duration::from_secs(10))
+    };
+    let registry: Arc<dyn Registry> = Arc::new(EtcdRegistry::connect(dubbo_config).await.unwrap());
+    let raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let list = |prefix: &'static str| {
+        let mut raw = raw.clone();
+        async move {
+            let got = raw
+                .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                .await
+                .unwrap();
+            got.kvs()
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key_str().unwrap().to_owned(),
+                        kv.value_str().unwrap().to_owned(),
+                        kv.lease(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // The default naming: the proto's full service name, Dubbo's default group.
+    let service =
+        DubboService::from_descriptor(&descriptor, "shop.Orders", DubboNaming::Proto).unwrap();
+    assert_eq!(service.methods, ["Get", "Put"]);
+    let registrar = ServiceRegistrar::new(
+        registry.clone(),
+        ServiceInfo::new("orders", "grpc", "127.0.0.1:50051").mode("prod"),
+    )
+    .dubbo(service);
+    registrar.register().await.unwrap();
+    let keys = list("/dubbo/").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let (key, value, lease) = &keys[0];
+    let (scheme, addr, path, params) = parse_like_dubbo_go(key, "/dubbo/shop.Orders/providers/");
+    assert_eq!(
+        (scheme.as_str(), addr.as_str(), path.as_str()),
+        ("grpc", "127.0.0.1:50051", "shop.Orders")
+    );
+    assert_eq!(params["interface"], "shop.Orders");
+    assert_eq!(
+        params["methods"], "Get,Put",
+        "methods non-empty, from the descriptor"
+    );
+    assert_eq!(params["side"], "provider");
+    assert_eq!(params["application"], "orders");
+    assert_eq!(params["dubbo"], "2.0.2");
+    assert_eq!(params["anyhost"], "false");
+    assert_eq!(params["dynamic"], "true");
+    assert!(params["timestamp"].parse::<u64>().unwrap() > 1_600_000_000_000);
+    assert!(!params.contains_key("group") && !params.contains_key("version"));
+    // The value is the lease id in decimal, as Dubbo's Java registry writes it, and the key
+    // shares the instance's lease.
+    assert_ne!(*lease, 0);
+    assert_eq!(value, &lease.to_string());
+    let jupiter_key = list("grpc:orders:v1:prod/").await;
+    assert_eq!(jupiter_key.len(), 1);
+    assert_eq!(jupiter_key[0].2, *lease, "one lease for both keys");
+
+    // The lease lost (revoked): both keys come back under the new one, and the Dubbo value
+    // names the new lease.
+    raw.clone().lease_revoke(*lease).await.unwrap();
+    let mut back = None;
+    for _ in 0..400 {
+        if let [(_, value, new_lease)] = list("/dubbo/").await.as_slice()
+            && *new_lease != *lease
+        {
+            back = Some((value.clone(), *new_lease));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (value, new_lease) = back.expect("re-registered after the lease loss");
+    assert_eq!(value, new_lease.to_string());
+    assert_eq!(list("grpc:orders:v1:prod/").await[0].2, new_lease);
+
+    // Graceful shutdown removes both.
+    registrar.deregister().await.unwrap();
+    assert!(list("/dubbo/").await.is_empty());
+    assert!(list("grpc:orders:v1:prod/").await.is_empty());
+
+    // Dubbo 2.7's gRPC naming, with a group, version and weight.
+    let service =
+        DubboService::from_descriptor(&descriptor, "shop.Orders", DubboNaming::Dubbo27Grpc)
+            .unwrap()
+            .group("blue")
+            .version("1.0.0")
+            .weight(50);
+    assert_eq!(service.interface, "shop.DubboOrdersGrpc$IOrders");
+    let registrar = ServiceRegistrar::new(
+        registry.clone(),
+        ServiceInfo::new("orders", "grpc", "127.0.0.1:50052").mode("prod"),
+    )
+    .dubbo(service);
+    registrar.register().await.unwrap();
+    let keys = list("/blue/").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let (_, _, path, params) = parse_like_dubbo_go(
+        &keys[0].0,
+        "/blue/shop.DubboOrdersGrpc%24IOrders/providers/",
+    );
+    assert_eq!(path, "shop.DubboOrdersGrpc$IOrders");
+    assert_eq!(params["group"], "blue");
+    assert_eq!(params["version"], "1.0.0");
+    assert_eq!(params["weight"], "50");
+    registrar.deregister().await.unwrap();
+    assert!(list("/blue/").await.is_empty());
+
+    // Descriptor errors name the service.
+    for (name, why) in [
+        ("shop.Empty", "no methods"),
+        ("shop.Nope", "not in the descriptor"),
+    ] {
+        let e = DubboService::from_descriptor(&descriptor, name, DubboNaming::Proto).unwrap_err();
+        let text = jupiter_core::cli::render_error("test", &e);
+        assert!(text.contains(name) && text.contains(why), "{text}");
+    }
+    assert!(DubboService::from_descriptor(b"\xff\xff", "shop.Orders", DubboNaming::Proto).is_err());
+}
+
+#[tokio::test]
+async fn without_also_register_no_dubbo_key_is_written() {
+    use jupiter_core::app::Registrar;
+    use jupiter_core::registry::ServiceRegistrar;
+    use jupiter_core::registry::dubbo::{DubboNaming, DubboService};
+    let etcd = Etcd::start();
+    let registry: Arc<dyn Registry> = Arc::new(connected(&etcd, Duration::from_secs(10)).await);
+    let service =
+        DubboService::from_descriptor(&shop_descriptor(), "shop.Orders", DubboNaming::Proto)
+            .unwrap();
+    let registrar = ServiceRegistrar::new(
+        registry,
+        ServiceInfo::new("orders", "grpc", "127.0.0.1:50051").mode("prod"),
+    )
+    .dubbo(service);
+    registrar.register().await.unwrap();
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let all = raw
+        .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
+        .await
+        .unwrap();
+    let keys: Vec<&str> = all.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+    assert_eq!(keys, ["grpc:orders:v1:prod/127.0.0.1:50051"]);
+    registrar.deregister().await.unwrap();
+}
+
+#[test]
+fn also_register_accepts_only_known_layouts() {
+    let metrics = Metrics::new();
+    let config = jupiter_core::config::Config::builder()
+        .toml("app.toml", "[registry]\nalso-register = [\"zookeeper\"]\n")
+        .no_env()
+        .metrics(&metrics)
+        .build()
+        .unwrap();
+    let e = config.get::<RegistryConfig>("registry").unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("also-register") && text.contains("zookeeper"),
+        "{text}"
+    );
+    let ok = jupiter_core::config::Config::builder()
+        .toml("app.toml", "[registry]\nalso-register = [\"dubbo\"]\n")
+        .no_env()
+        .metrics(&metrics)
+        .build()
+        .unwrap();
+    assert_eq!(
+        ok.get::<RegistryConfig>("registry").unwrap().also_register,
+        [jupiter_core::registry::AlsoRegister::Dubbo]
+    );
+}

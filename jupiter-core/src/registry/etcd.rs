@@ -10,8 +10,10 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::dubbo::DubboService;
 use super::{
-    Book, Deregister, Instances, Registration, Registry, RegistryConfig, ServiceInfo, Target,
+    AlsoRegister, Book, Deregister, Instances, Registration, Registry, RegistryConfig, ServiceInfo,
+    Target,
 };
 use crate::Error;
 use crate::backoff::Backoff;
@@ -187,6 +189,12 @@ impl Inner {
     }
 
     async fn put(&self, lease: i64, key: String, value: String) -> Result<(), Error> {
+        // A Dubbo provider key's value is the lease it is under, whichever that is now.
+        let value = if value == LEASE_ID {
+            lease.to_string()
+        } else {
+            value
+        };
         let mut client = self.client.clone();
         let opts = PutOptions::new().with_lease(lease);
         deadline(&self.config, "put", async move {
@@ -324,7 +332,34 @@ impl EtcdRegistry {
     }
 }
 
+/// The value of a kept key that is written as the current lease id (no registry value is
+/// this: instance values are JSON).
+const LEASE_ID: &str = "\u{0}lease-id";
+
 impl Registry for EtcdRegistry {
+    fn register_dubbo(
+        &self,
+        app: &str,
+        address: &str,
+        service: &DubboService,
+    ) -> BoxFuture<'_, Result<Option<Registration>, Error>> {
+        let wanted = self
+            .inner
+            .config
+            .also_register
+            .contains(&AlsoRegister::Dubbo);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let key = service.provider_key(&service.provider_url(app, address, now_ms));
+        Box::pin(async move {
+            if !wanted {
+                return Ok(None);
+            }
+            self.keep(key, LEASE_ID.to_owned()).await.map(Some)
+        })
+    }
+
     fn register(&self, info: ServiceInfo) -> BoxFuture<'_, Result<Registration, Error>> {
         Box::pin(async move {
             let reg = self.keep(info.key(), info.value()).await?;

@@ -37,6 +37,7 @@
 //!   again from the listed revision after any error, so watchers converge on the true set.
 //! - Every etcd call has a deadline: an unreachable etcd is an error, never a hang.
 
+pub mod dubbo;
 mod etcd;
 pub mod grpc;
 mod local;
@@ -353,6 +354,23 @@ pub trait Registry: Send + Sync + 'static {
         drop(value);
         Box::pin(async move { Ok(Registration { key, owner: None }) })
     }
+
+    /// Registers `service` at `address` of application `app` as a Dubbo provider (see
+    /// [`dubbo`]), under the process's lease, when the registry's `also-register` names
+    /// `dubbo`; `None` otherwise (and from registries Dubbo does not read).
+    ///
+    /// # Errors
+    ///
+    /// The registry cannot be reached within its deadline.
+    fn register_dubbo(
+        &self,
+        app: &str,
+        address: &str,
+        service: &dubbo::DubboService,
+    ) -> BoxFuture<'_, Result<Option<Registration>, Error>> {
+        let _ = (app, address, service);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 impl RegistryView for Arc<dyn Registry> {
@@ -449,6 +467,18 @@ pub struct RegistryConfig {
     /// (fail at once with a clear error).
     #[serde(with = "types::duration")]
     pub start_retry: Duration,
+    /// Other registries' keys written beside Go Jupiter's for services that describe
+    /// themselves for them: `["dubbo"]` writes Dubbo's interface-level provider keys (see
+    /// [`dubbo`]; [`ServiceRegistrar::dubbo`]). Default: none.
+    pub also_register: Vec<AlsoRegister>,
+}
+
+/// A registry layout written beside Go Jupiter's (`also-register`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlsoRegister {
+    /// Apache Dubbo's etcd3 registry: interface-level provider keys.
+    Dubbo,
 }
 
 /// Which registry.
@@ -470,6 +500,7 @@ impl Default for RegistryConfig {
             ttl: Duration::from_secs(10),
             timeout: Duration::from_secs(3),
             start_retry: Duration::ZERO,
+            also_register: Vec::new(),
         }
     }
 }
@@ -491,7 +522,8 @@ pub async fn from_config(config: &RegistryConfig) -> Result<Arc<dyn Registry>, E
 pub struct ServiceRegistrar {
     registry: Arc<dyn Registry>,
     info: Box<dyn Fn() -> ServiceInfo + Send + Sync>,
-    registration: tokio::sync::Mutex<Option<Registration>>,
+    dubbo: Option<dubbo::DubboService>,
+    registration: tokio::sync::Mutex<Vec<Registration>>,
 }
 
 impl fmt::Debug for ServiceRegistrar {
@@ -515,29 +547,65 @@ impl ServiceRegistrar {
         ServiceRegistrar {
             registry,
             info: Box::new(info),
-            registration: tokio::sync::Mutex::new(None),
+            dubbo: None,
+            registration: tokio::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Registers the instance as a Dubbo provider of `service` too, where the registry's
+    /// `also-register` names `dubbo`.
+    #[must_use]
+    pub fn dubbo(mut self, service: dubbo::DubboService) -> Self {
+        self.dubbo = Some(service);
+        self
     }
 }
 
 impl Registrar for ServiceRegistrar {
     fn register(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
-            let reg = self.registry.register((self.info)()).await?;
+            let info = (self.info)();
+            let reg = self.registry.register(info.clone()).await?;
             tracing::info!(key = reg.key(), "registered");
-            *self.registration.lock().await = Some(reg);
+            let mut held = self.registration.lock().await;
+            held.push(reg);
+            if let Some(service) = &self.dubbo {
+                let app = if info.app_id.is_empty() {
+                    &info.name
+                } else {
+                    &info.app_id
+                };
+                if let Some(reg) = self
+                    .registry
+                    .register_dubbo(app, &info.address, service)
+                    .await?
+                {
+                    tracing::info!(key = reg.key(), "registered for Dubbo");
+                    held.push(reg);
+                }
+            }
             Ok(())
         })
     }
 
     fn deregister(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
-            if let Some(reg) = self.registration.lock().await.take() {
+            let held = std::mem::take(&mut *self.registration.lock().await);
+            // Every key is deleted even if one delete fails; the first error is returned.
+            let mut first = None;
+            for reg in held.into_iter().rev() {
                 let key = reg.key().to_owned();
-                reg.deregister().await?;
-                tracing::info!(%key, "deregistered");
+                match reg.deregister().await {
+                    Ok(()) => tracing::info!(%key, "deregistered"),
+                    Err(e) => {
+                        first.get_or_insert(e);
+                    }
+                }
             }
-            Ok(())
+            match first {
+                Some(e) => Err(e.into()),
+                None => Ok(()),
+            }
         })
     }
 }
