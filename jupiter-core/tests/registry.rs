@@ -755,3 +755,143 @@ fn also_register_accepts_only_known_layouts() {
         [jupiter_core::registry::AlsoRegister::Dubbo]
     );
 }
+
+/// A provider key in the form Java Dubbo 2.7's etcd3 registry writes for a gRPC service of
+/// its gRPC code generator (written by hand in that format; the value is the lease id).
+const JAVA_DUBBO_KEY: &str = "/dubbo/org.apache.dubbo.demo.DubboGreeterGrpc%24IGreeter/providers/grpc%3A%2F%2F192.168.1.5%3A50051%2Forg.apache.dubbo.demo.DubboGreeterGrpc%24IGreeter%3Fanyhost%3Dtrue%26application%3Ddemo-provider%26deprecated%3Dfalse%26dubbo%3D2.0.2%26dynamic%3Dtrue%26generic%3Dfalse%26interface%3Dorg.apache.dubbo.demo.DubboGreeterGrpc%24IGreeter%26methods%3DsayHello%2CsayHelloAsync%26pid%3D4242%26release%3D2.7.8%26side%3Dprovider%26timestamp%3D1607000000000";
+
+#[tokio::test]
+async fn dubbo_providers_are_discovered_filtered_and_followed() {
+    use jupiter_core::registry::dubbo::{DubboTarget, encode};
+    let etcd = Etcd::start();
+    let registry = connected(&etcd, Duration::from_secs(10)).await;
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let iface = "org.apache.dubbo.demo.DubboGreeterGrpc$IGreeter";
+    raw.put(JAVA_DUBBO_KEY, "7587849204417863173", None)
+        .await
+        .unwrap();
+    // Others under the same interface: a versioned one, a disabled one, a dubbo:// one.
+    let provider = |addr: &str, extra: &str, scheme: &str| {
+        let url = format!(
+            "{scheme}://{addr}/{iface}?application=demo&interface={iface}&methods=sayHello&side=provider{extra}"
+        );
+        format!("/dubbo/{}/providers/{}", encode(iface), encode(&url))
+    };
+    raw.put(
+        provider("10.0.0.2:50051", "&version=2.0.0", "grpc"),
+        "1",
+        None,
+    )
+    .await
+    .unwrap();
+    raw.put(
+        provider("10.0.0.3:50051", "&enabled=false", "grpc"),
+        "1",
+        None,
+    )
+    .await
+    .unwrap();
+    raw.put(provider("10.0.0.4:20880", "", "dubbo"), "1", None)
+        .await
+        .unwrap();
+    raw.put(provider("10.0.0.5:50051", "", "tri"), "1", None)
+        .await
+        .unwrap();
+
+    let mut any = registry
+        .discover(Target::dubbo(DubboTarget::new(iface)))
+        .await
+        .unwrap();
+    converge(
+        &mut any,
+        &["10.0.0.2:50051", "10.0.0.5:50051", "192.168.1.5:50051"],
+        Duration::from_secs(5),
+    )
+    .await;
+    let java = any
+        .borrow()
+        .iter()
+        .find(|i| i.address == "192.168.1.5:50051")
+        .cloned()
+        .unwrap();
+    assert_eq!((java.scheme.as_str(), java.name.as_str()), ("grpc", iface));
+    assert_eq!(java.metadata["application"], "demo-provider");
+    let mut v2 = registry
+        .discover(Target::dubbo(DubboTarget::new(iface).version("2.0.0")))
+        .await
+        .unwrap();
+    converge(&mut v2, &["10.0.0.2:50051"], Duration::from_secs(5)).await;
+    let mut v1 = registry
+        .discover(Target::dubbo(DubboTarget::new(iface).version("1.0.0")))
+        .await
+        .unwrap();
+    converge(&mut v1, &[], Duration::from_secs(5)).await;
+    // Another group is another path.
+    let blue = format!(
+        "/blue/{}/providers/{}",
+        encode(iface),
+        encode(&format!(
+            "grpc://10.0.0.9:50051/{iface}?group=blue&interface={iface}&methods=sayHello"
+        ))
+    );
+    raw.put(blue.as_str(), "1", None).await.unwrap();
+    let mut in_blue = registry
+        .discover(Target::dubbo(DubboTarget::new(iface).group("blue")))
+        .await
+        .unwrap();
+    converge(&mut in_blue, &["10.0.0.9:50051"], Duration::from_secs(5)).await;
+
+    // Followed: the Java provider leaves, a new one comes.
+    raw.delete(JAVA_DUBBO_KEY, None).await.unwrap();
+    converge(
+        &mut any,
+        &["10.0.0.2:50051", "10.0.0.5:50051"],
+        Duration::from_secs(5),
+    )
+    .await;
+    raw.put(provider("10.0.0.6:50051", "", "grpc"), "1", None)
+        .await
+        .unwrap();
+    converge(
+        &mut any,
+        &["10.0.0.2:50051", "10.0.0.5:50051", "10.0.0.6:50051"],
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn our_dubbo_registration_is_discovered_as_a_dubbo_provider() {
+    use jupiter_core::app::Registrar;
+    use jupiter_core::registry::dubbo::{DubboNaming, DubboService, DubboTarget};
+    use jupiter_core::registry::{AlsoRegister, ServiceRegistrar};
+    let etcd = Etcd::start();
+    let registry = EtcdRegistry::connect(RegistryConfig {
+        also_register: vec![AlsoRegister::Dubbo],
+        ..config(&etcd, Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    let shared: Arc<dyn Registry> = Arc::new(registry.clone());
+    let service =
+        DubboService::from_descriptor(&shop_descriptor(), "shop.Orders", DubboNaming::Proto)
+            .unwrap()
+            .version("1.0.0");
+    let registrar = ServiceRegistrar::new(
+        shared,
+        ServiceInfo::new("orders", "grpc", "127.0.0.1:50061").mode("prod"),
+    )
+    .dubbo(service);
+    registrar.register().await.unwrap();
+    let mut rx = registry
+        .discover(Target::dubbo(
+            DubboTarget::new("shop.Orders").version("1.0.0"),
+        ))
+        .await
+        .unwrap();
+    converge(&mut rx, &["127.0.0.1:50061"], Duration::from_secs(5)).await;
+    registrar.deregister().await.unwrap();
+    converge(&mut rx, &[], Duration::from_secs(5)).await;
+}

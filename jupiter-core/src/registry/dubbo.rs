@@ -177,6 +177,99 @@ impl DubboService {
     }
 }
 
+/// The providers of a Dubbo interface to discover (see [`Target::dubbo`](super::Target::dubbo)).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DubboTarget {
+    /// The interface name.
+    pub interface: String,
+    /// The group; `None` is Dubbo's default group, `dubbo`.
+    pub group: Option<String>,
+    /// The service version providers must have; `None` takes any.
+    pub version: Option<String>,
+}
+
+impl DubboTarget {
+    /// The providers of `interface` in the default group, any version.
+    pub fn new(interface: impl Into<String>) -> Self {
+        DubboTarget {
+            interface: interface.into(),
+            group: None,
+            version: None,
+        }
+    }
+
+    /// In `group`.
+    #[must_use]
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Of service version `version` only.
+    #[must_use]
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// `/{group}/{interface}/providers/`.
+    pub fn prefix(&self) -> String {
+        format!(
+            "/{}/{}/providers/",
+            self.group.as_deref().unwrap_or("dubbo"),
+            encode(&self.interface)
+        )
+    }
+
+    /// The provider a child key (what follows [`prefix`](Self::prefix)) describes, if it is
+    /// one this target takes: a `grpc` or `tri` URL of this interface, group and version, not
+    /// `enabled=false`.
+    pub fn provider(&self, child: &str) -> Option<super::ServiceInfo> {
+        let url = decode(child)?;
+        let (scheme, rest) = url.split_once("://")?;
+        if scheme != "grpc" && scheme != "tri" {
+            return None;
+        }
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let address = location.split('/').next()?;
+        let (host, port) = address.rsplit_once(':')?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return None;
+        }
+        let params: std::collections::BTreeMap<&str, &str> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let group = params.get("group").copied().filter(|g| !g.is_empty());
+        let wanted_group = self.group.as_deref().filter(|g| *g != "dubbo");
+        if group.filter(|g| *g != "dubbo") != wanted_group {
+            return None;
+        }
+        if let Some(v) = &self.version
+            && params.get("version").copied() != Some(v.as_str())
+        {
+            return None;
+        }
+        if params.get("enabled").copied() == Some("false")
+            || params
+                .get("interface")
+                .is_some_and(|i| *i != self.interface)
+        {
+            return None;
+        }
+        let mut info = super::ServiceInfo::new(self.interface.clone(), scheme, address);
+        if let Some(w) = params.get("weight").and_then(|w| w.parse::<f64>().ok()) {
+            info = info.weight(w);
+        }
+        for key in ["application", "group", "version", "side", "release"] {
+            if let Some(v) = params.get(key) {
+                info = info.meta(key, *v);
+            }
+        }
+        Some(info)
+    }
+}
+
 /// Java `URLEncoder.encode(s, "UTF-8")`: what Dubbo's `URL.encode` produces.
 pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3 / 2);

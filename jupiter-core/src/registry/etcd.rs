@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::dubbo::DubboService;
+use super::dubbo::{DubboService, DubboTarget};
 use super::{
     AlsoRegister, Book, Deregister, Instances, Registration, Registry, RegistryConfig, ServiceInfo,
     Target,
@@ -383,13 +383,14 @@ impl Registry for EtcdRegistry {
             }
             // The first listing happens here, so an unreachable etcd is the caller's error.
             let prefix = target.prefix();
-            let (set, revision) = list(&self.inner, &prefix).await?;
+            let dubbo = target.dubbo.clone();
+            let (set, revision) = list(&self.inner, &prefix, dubbo.as_ref()).await?;
             let (tx, rx) = watch::channel(snapshot_of(&set));
             self.inner.book.watch_started(target, &rx);
             tokio::spawn(follow(
                 Arc::downgrade(&self.inner),
                 self.inner.stop.clone(),
-                prefix,
+                (prefix, dubbo),
                 set,
                 revision,
                 tx,
@@ -408,11 +409,18 @@ impl Registry for EtcdRegistry {
 type Set = BTreeMap<String, ServiceInfo>;
 
 fn snapshot_of(set: &Set) -> Instances {
-    set.values().cloned().collect()
+    // A Jupiter set is keyed by address already; a Dubbo one by provider URL.
+    let mut all: Vec<ServiceInfo> = set.values().cloned().collect();
+    all.sort_by(|a, b| a.address.cmp(&b.address));
+    all.into()
 }
 
 /// Lists `prefix`: the instances and the revision to watch from.
-async fn list(inner: &Inner, prefix: &str) -> Result<(Set, i64), Error> {
+async fn list(
+    inner: &Inner,
+    prefix: &str,
+    dubbo: Option<&DubboTarget>,
+) -> Result<(Set, i64), Error> {
     let mut client = inner.client.clone();
     let key = prefix.to_owned();
     let resp = deadline(&inner.config, "list", async move {
@@ -422,7 +430,7 @@ async fn list(inner: &Inner, prefix: &str) -> Result<(Set, i64), Error> {
     let revision = resp.header().map_or(0, |h| h.revision());
     let mut set = Set::new();
     for kv in resp.kvs() {
-        apply_put(&mut set, prefix, kv.key(), kv.value());
+        apply_put(&mut set, prefix, dubbo, kv.key(), kv.value());
     }
     Ok((set, revision))
 }
@@ -434,7 +442,27 @@ fn address_of<'a>(prefix: &str, key: &'a [u8]) -> Option<&'a str> {
     (!host.is_empty() && port.parse::<u16>().is_ok()).then_some(addr)
 }
 
-fn apply_put(set: &mut Set, prefix: &str, key: &[u8], value: &[u8]) {
+/// A Dubbo provider key's child (the encoded URL): the set's key for it.
+fn child_of<'a>(prefix: &str, key: &'a [u8]) -> Option<&'a str> {
+    std::str::from_utf8(key).ok()?.strip_prefix(prefix)
+}
+
+fn apply_put(set: &mut Set, prefix: &str, dubbo: Option<&DubboTarget>, key: &[u8], value: &[u8]) {
+    if let Some(target) = dubbo {
+        // The provider is its key; the value (a lease id) says nothing.
+        let Some(child) = child_of(prefix, key) else {
+            return;
+        };
+        match target.provider(child) {
+            Some(info) => {
+                set.insert(child.to_owned(), info);
+            }
+            None => {
+                set.remove(child);
+            }
+        }
+        return;
+    }
     let Some(addr) = address_of(prefix, key) else {
         return;
     };
@@ -454,7 +482,7 @@ fn apply_put(set: &mut Set, prefix: &str, key: &[u8], value: &[u8]) {
 async fn follow(
     weak: Weak<Inner>,
     stop: CancellationToken,
-    prefix: String,
+    (prefix, dubbo): (String, Option<DubboTarget>),
     mut set: Set,
     mut revision: i64,
     tx: watch::Sender<Instances>,
@@ -465,7 +493,7 @@ async fn follow(
         let result = tokio::select! {
             () = stop.cancelled() => return,
             () = tx.closed() => return,
-            r = watch_session(&inner, &prefix, &mut set, revision, &tx, &mut backoff) => r,
+            r = watch_session(&inner, (&prefix, dubbo.as_ref()), &mut set, revision, &tx, &mut backoff) => r,
         };
         if let Err(e) = result {
             let delay = backoff.next_delay();
@@ -477,7 +505,7 @@ async fn follow(
                 () = tokio::time::sleep(delay) => {}
             }
             let Some(inner) = weak.upgrade() else { return };
-            match list(&inner, &prefix).await {
+            match list(&inner, &prefix, dubbo.as_ref()).await {
                 Ok((fresh, rev)) => {
                     set = fresh;
                     revision = rev;
@@ -503,7 +531,7 @@ fn publish(tx: &watch::Sender<Instances>, set: &Set) {
 
 async fn watch_session(
     inner: &Inner,
-    prefix: &str,
+    (prefix, dubbo): (&str, Option<&DubboTarget>),
     set: &mut Set,
     revision: i64,
     tx: &watch::Sender<Instances>,
@@ -548,10 +576,14 @@ async fn watch_session(
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             match event.event_type() {
-                EventType::Put => apply_put(set, prefix, kv.key(), kv.value()),
+                EventType::Put => apply_put(set, prefix, dubbo, kv.key(), kv.value()),
                 EventType::Delete => {
-                    if let Some(addr) = address_of(prefix, kv.key()) {
-                        set.remove(addr);
+                    let gone = match dubbo {
+                        Some(_) => child_of(prefix, kv.key()),
+                        None => address_of(prefix, kv.key()),
+                    };
+                    if let Some(key) = gone {
+                        set.remove(key);
                     }
                 }
             }

@@ -225,6 +225,7 @@ impl ServiceInfo {
             scheme: self.scheme.clone(),
             name: self.name.clone(),
             mode: self.mode.clone(),
+            dubbo: None,
         }
     }
 
@@ -287,6 +288,8 @@ pub struct Target {
     pub name: String,
     /// Mode.
     pub mode: String,
+    /// A Dubbo interface's providers instead of a Jupiter service ([`Target::dubbo`]).
+    pub dubbo: Option<dubbo::DubboTarget>,
 }
 
 impl Target {
@@ -300,18 +303,38 @@ impl Target {
             scheme: scheme.into(),
             name: name.into(),
             mode: mode.into(),
+            dubbo: None,
         }
     }
 
-    /// The key prefix of its instances: `{scheme}:{name}:v1:{mode}/`.
+    /// The providers of a Dubbo interface (Java Dubbo-gRPC, dubbo-go), from the keys Dubbo's
+    /// etcd3 registry writes: gRPC and Triple providers of the target's group and version
+    /// that are not disabled.
+    pub fn dubbo(target: dubbo::DubboTarget) -> Self {
+        Target {
+            scheme: "dubbo".into(),
+            name: target.interface.clone(),
+            mode: String::new(),
+            dubbo: Some(target),
+        }
+    }
+
+    /// The key prefix of its instances: `{scheme}:{name}:v1:{mode}/`, or a Dubbo interface's
+    /// `/{group}/{interface}/providers/`.
     pub fn prefix(&self) -> String {
-        format!("{}:{}:v1:{}/", self.scheme, self.name, self.mode)
+        match &self.dubbo {
+            Some(d) => d.prefix(),
+            None => format!("{}:{}:v1:{}/", self.scheme, self.name, self.mode),
+        }
     }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:v1:{}", self.scheme, self.name, self.mode)
+        match &self.dubbo {
+            Some(d) => write!(f, "dubbo:{}", d.prefix()),
+            None => write!(f, "{}:{}:v1:{}", self.scheme, self.name, self.mode),
+        }
     }
 }
 
