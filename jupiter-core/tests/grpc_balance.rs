@@ -139,3 +139,32 @@ async fn dead_and_silent_instances_fail_within_the_deadline() {
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
     silent.resume();
 }
+
+#[tokio::test]
+async fn a_dubbo_grpc_provider_is_called_through_the_balanced_channel() {
+    use jupiter_core::registry::dubbo::{DubboTarget, encode};
+    let etcd = Etcd::start();
+    let reg = registry(&etcd).await;
+    // A gRPC server registered as a Java Dubbo-gRPC provider registers itself: by its
+    // interface-level provider key alone.
+    let addr = serve(Echo::new("java", |_| String::new())).await;
+    let iface = "echo.DubboEchoGrpc$IEcho";
+    let url = format!(
+        "grpc://{addr}/{iface}?anyhost=false&application=java-echo&dubbo=2.0.2&interface={iface}&methods=Say&side=provider"
+    );
+    let key = format!("/dubbo/{}/providers/{}", encode(iface), encode(&url));
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    raw.put(key, "0", None).await.unwrap();
+    let channel = BalancedChannel::with_timeouts(
+        reg.discover(Target::dubbo(DubboTarget::new(iface)))
+            .await
+            .unwrap(),
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+    );
+    wait_for(&channel, 1).await;
+    let reply = say(channel.clone(), "hello").await.unwrap();
+    assert!(reply.starts_with("java|"), "{reply}");
+}

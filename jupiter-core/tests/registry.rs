@@ -264,10 +264,40 @@ async fn a_process_killed_without_deregistering_disappears_after_the_lease_ttl()
         .map(|kv| kv.lease())
         .expect("the victim's key");
     assert_ne!(lease, 0, "registered under a lease");
+    // Its governance key for Prometheus and Juno, under the same lease (bounded wait: the
+    // registrars run one after the other).
+    let prometheus = format!(
+        "/prometheus/job/victim/{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim()
+    );
+    let mut prometheus_lease = None;
+    for _ in 0..400 {
+        let got = raw.get(prometheus.as_str(), None).await.unwrap();
+        if let Some(kv) = got.kvs().first() {
+            prometheus_lease = Some(kv.lease());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        prometheus_lease,
+        Some(lease),
+        "{prometheus} under the process lease"
+    );
 
     child.kill().unwrap(); // SIGKILL: no deregistration
     child.wait().unwrap();
     converge(&mut rx, &[], Duration::from_secs(15)).await;
+    assert!(
+        raw.get(prometheus.as_str(), None)
+            .await
+            .unwrap()
+            .kvs()
+            .is_empty(),
+        "{prometheus} went with the lease"
+    );
     // Gone because its lease expired (nobody was left to revoke it or delete the key): etcd
     // no longer knows the lease. No timing band: the cause, not the moment.
     let ttl = raw.lease_time_to_live(lease, None).await.unwrap();
