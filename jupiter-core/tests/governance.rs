@@ -22,6 +22,11 @@ async fn start(
     if let Some(c) = config {
         b = b.config(c);
     }
+    run(b).await
+}
+
+/// Binds the server `b` builds and serves it in the background.
+async fn run(b: jupiter_core::governance::GovernanceBuilder) -> std::net::SocketAddr {
     let server = b.build().bind().await.unwrap();
     let addr = server.local_addr();
     tokio::spawn(server.serve(std::future::pending()));
@@ -214,7 +219,7 @@ fn juno_config(metrics: &Metrics) -> Config {
 async fn juno_routes_answer_in_go_jupiters_shapes_without_secrets() {
     let metrics = Metrics::new();
     let config = juno_config(&metrics);
-    let server = Governance::builder()
+    let addr = run(Governance::builder()
         .addr("127.0.0.1:0".parse().unwrap())
         .metrics(&metrics)
         .config(&config)
@@ -226,13 +231,8 @@ async fn juno_routes_answer_in_go_jupiters_shapes_without_secrets() {
                 ("API_TOKEN".into(), "tok-env".into()),
                 ("CACHE_URL".into(), "redis://u:url-secret@h:6379/0".into()),
             ]
-        })
-        .build()
-        .bind()
-        .await
-        .unwrap();
-    let addr = server.local_addr();
-    tokio::spawn(server.serve(std::future::pending()));
+        }))
+    .await;
     let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
 
     // /configs: one flat object of dotted keys, as Juno reads it.
@@ -334,17 +334,12 @@ async fn juno_routes_answer_in_go_jupiters_shapes_without_secrets() {
 async fn with_a_token_only_metrics_and_health_answer_without_it() {
     let metrics = Metrics::new();
     let config = juno_config(&metrics);
-    let server = Governance::builder()
+    let addr = run(Governance::builder()
         .addr("127.0.0.1:0".parse().unwrap())
         .metrics(&metrics)
         .config(&config)
-        .token(Token::new("s3cr3t-t0ken"))
-        .build()
-        .bind()
-        .await
-        .unwrap();
-    let addr = server.local_addr();
-    tokio::spawn(server.serve(std::future::pending()));
+        .token(Token::new("s3cr3t-t0ken")))
+    .await;
     let right = [("authorization", "Bearer s3cr3t-t0ken")];
     for path in ["/metrics", "/health", "/health/live"] {
         assert_eq!(http(addr, "GET", path, "").await.status, 200, "{path}");
