@@ -406,6 +406,9 @@ impl App {
     /// The governance server could not bind, a component or registrar failed, or the drain
     /// deadline passed. Shutdown runs to the end in every case; the first error is returned.
     pub async fn run(mut self) -> Result<(), Error> {
+        // Before anything can report the app as serving: a SIGTERM right after that must
+        // start the shutdown, not kill the process.
+        let listeners = self.signals.then(install_signals);
         let stop_governance = CancellationToken::new();
         let mut governance_task = None;
         if let Some(builder) = self.governance.take() {
@@ -436,13 +439,11 @@ impl App {
         }
 
         let mut first_error: Option<Error> = None;
-        let signals = self.signals;
         let trigger = self.trigger.clone();
         let stop_requested = async move {
-            if signals {
-                wait_for_signal(&trigger).await;
-            } else {
-                trigger.cancelled().await;
+            match listeners {
+                Some(listeners) => wait_for_signal(&trigger, listeners).await,
+                None => trigger.cancelled().await,
             }
         };
         tokio::pin!(stop_requested);
@@ -560,17 +561,36 @@ fn record(
     }
 }
 
-async fn wait_for_signal(trigger: &CancellationToken) {
+/// The SIGTERM and SIGINT listeners, installed at once: a signal that arrives before anything
+/// awaits them is kept, not left to the default action (which kills the process).
+#[cfg(unix)]
+type Listeners = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+#[cfg(not(unix))]
+type Listeners = ();
+
+fn install_signals() -> Listeners {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
+        match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) else {
-            tracing::warn!(
-                "cannot install signal handlers; only the shutdown handle stops the app"
-            );
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            _ => {
+                tracing::warn!(
+                    "cannot install signal handlers; only the shutdown handle stops the app"
+                );
+                None
+            }
+        }
+    }
+}
+
+async fn wait_for_signal(trigger: &CancellationToken, listeners: Listeners) {
+    #[cfg(unix)]
+    {
+        let Some((mut term, mut int)) = listeners else {
             trigger.cancelled().await;
             return;
         };
@@ -582,6 +602,7 @@ async fn wait_for_signal(trigger: &CancellationToken) {
     }
     #[cfg(not(unix))]
     {
+        let () = listeners;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
             () = trigger.cancelled() => {}
