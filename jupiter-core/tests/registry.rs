@@ -673,19 +673,21 @@ async fn dubbo_provider_keys_are_written_as_dubbo_does_and_removed_on_shutdown()
     // The lease lost (revoked): both keys come back under the new one, and the Dubbo value
     // names the new lease.
     raw.clone().lease_revoke(*lease).await.unwrap();
+    // (Keys are put back one after the other: wait for both.)
     let mut back = None;
     for _ in 0..400 {
+        let instance = list("grpc:orders:v1:prod/").await;
         if let [(_, value, new_lease)] = list("/dubbo/").await.as_slice()
             && *new_lease != *lease
+            && instance.first().is_some_and(|i| i.2 == *new_lease)
         {
             back = Some((value.clone(), *new_lease));
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let (value, new_lease) = back.expect("re-registered after the lease loss");
+    let (value, new_lease) = back.expect("both re-registered under one new lease");
     assert_eq!(value, new_lease.to_string());
-    assert_eq!(list("grpc:orders:v1:prod/").await[0].2, new_lease);
 
     // Graceful shutdown removes both.
     registrar.deregister().await.unwrap();
@@ -924,4 +926,103 @@ async fn our_dubbo_registration_is_discovered_as_a_dubbo_provider() {
     converge(&mut rx, &["127.0.0.1:50061"], Duration::from_secs(5)).await;
     registrar.deregister().await.unwrap();
     converge(&mut rx, &[], Duration::from_secs(5)).await;
+}
+
+/// Set in the child of [`a_killed_process_s_dubbo_key_goes_with_its_lease`]: the etcd
+/// endpoint it registers with.
+const DUBBO_CHILD: &str = "JUPITER_TEST_DUBBO_CHILD";
+
+#[test]
+fn a_killed_process_s_dubbo_key_goes_with_its_lease() {
+    use std::io::{BufRead, BufReader};
+    if let Some(endpoint) = std::env::var_os(DUBBO_CHILD) {
+        // The child: register a Dubbo provider under a 2 s lease, say so, and wait to be
+        // killed (EOF on stdin, held by the parent, ends the wait if the parent goes first).
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            use jupiter_core::app::Registrar;
+            use jupiter_core::registry::dubbo::{DubboNaming, DubboService};
+            use jupiter_core::registry::{AlsoRegister, ServiceRegistrar};
+            let registry = EtcdRegistry::connect(RegistryConfig {
+                kind: RegistryKind::Etcd,
+                endpoints: vec![endpoint.to_string_lossy().into_owned()],
+                ttl: Duration::from_secs(2),
+                also_register: vec![AlsoRegister::Dubbo],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let service = DubboService::from_descriptor(
+                &shop_descriptor(),
+                "shop.Orders",
+                DubboNaming::Proto,
+            )
+            .unwrap();
+            let registrar = ServiceRegistrar::new(
+                Arc::new(registry),
+                ServiceInfo::new("orders", "grpc", "127.0.0.1:50071").mode("prod"),
+            )
+            .dubbo(service);
+            registrar.register().await.unwrap();
+            println!("dubbo-registered");
+            tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()))
+                .await
+                .unwrap()
+                .unwrap();
+        });
+        return;
+    }
+    let etcd = Etcd::start();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_killed_process_s_dubbo_key_goes_with_its_lease",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DUBBO_CHILD, etcd.endpoint())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let registered = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("dubbo-registered"));
+    assert!(registered, "the child registered its Dubbo provider");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+            .await
+            .unwrap();
+        let dubbo = |raw: &mut etcd_client::Client| {
+            let mut raw = raw.clone();
+            async move {
+                let got = raw
+                    .get(
+                        "/dubbo/shop.Orders/providers/",
+                        Some(etcd_client::GetOptions::new().with_prefix()),
+                    )
+                    .await
+                    .unwrap();
+                got.kvs().iter().map(|kv| kv.lease()).collect::<Vec<_>>()
+            }
+        };
+        let leases = dubbo(&mut raw).await;
+        assert_eq!(leases.len(), 1, "the provider key is there");
+        child.kill().unwrap(); // SIGKILL: no deregistration
+        child.wait().unwrap();
+        // Gone once its lease expires (2 s TTL; the bound only limits a failure).
+        let mut gone = false;
+        for _ in 0..600 {
+            if dubbo(&mut raw).await.is_empty() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(gone, "the Dubbo key outlived its process");
+        let ttl = raw.lease_time_to_live(leases[0], None).await.unwrap();
+        assert_eq!(ttl.ttl(), -1, "removed by the lease's expiry");
+    });
 }
