@@ -32,13 +32,16 @@ use prost::Message as _;
 use crate::Error;
 use crate::config::{ConfigError, ErrorKind};
 
-/// How a proto service's Dubbo interface is named.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a proto service's Dubbo interface is named. Deserializes from `"proto"` or
+/// `"dubbo27-grpc"`, for a service's own configuration section.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DubboNaming {
     /// The proto's full service name, `pkg.Greeter` (Dubbo 3 Triple, dubbo-go). The default.
     #[default]
     Proto,
     /// Dubbo 2.7's gRPC generator: `pkg.DubboGreeterGrpc$IGreeter`.
+    #[serde(rename = "dubbo27-grpc")]
     Dubbo27Grpc,
 }
 
@@ -326,6 +329,21 @@ mod tests {
         assert_eq!(decode("%4"), None);
         assert_eq!(decode("%zz"), None);
         assert_eq!(decode("%FF"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn the_naming_reads_from_configuration() {
+        #[derive(serde::Deserialize)]
+        struct Section {
+            naming: DubboNaming,
+        }
+        let read = |text: &str| toml::from_str::<Section>(text).map(|s| s.naming);
+        assert_eq!(read("naming = \"proto\"").unwrap(), DubboNaming::Proto);
+        assert_eq!(
+            read("naming = \"dubbo27-grpc\"").unwrap(),
+            DubboNaming::Dubbo27Grpc
+        );
+        assert!(read("naming = \"java\"").is_err());
     }
 
     fn service() -> DubboService {
