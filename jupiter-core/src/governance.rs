@@ -728,7 +728,7 @@ async fn profile(length: std::time::Duration) -> Response {
     if RUNNING.swap(true, Ordering::AcqRel) {
         return (StatusCode::CONFLICT, "a profile is being taken\n").into_response();
     }
-    // Cleared when the profiling thread is done, even if this request was dropped meanwhile.
+    // Cleared when the profile is done or dropped (with the guard, which stops sampling).
     struct Done;
     impl Drop for Done {
         fn drop(&mut self) {
@@ -736,15 +736,27 @@ async fn profile(length: std::time::Duration) -> Response {
         }
     }
     let done = Done;
+    let guard = match pprof::ProfilerGuardBuilder::default()
+        // Go's default rate; frames of the signal handler's own libraries left out.
+        .frequency(100)
+        .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+        .build()
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("profiling failed: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    // Samples are taken while this request waits; a request dropped meanwhile drops the
+    // guard, which stops the profiler.
+    tokio::time::sleep(length).await;
+    // Symbolizing the samples is CPU work: off the async workers.
     let taken = tokio::task::spawn_blocking(move || {
         let _done = done;
-        let guard = pprof::ProfilerGuardBuilder::default()
-            // Go's default rate; frames of the signal handler's own libraries left out.
-            .frequency(100)
-            .blocklist(&["libc", "libgcc", "pthread", "vdso"])
-            .build()
-            .map_err(|e| e.to_string())?;
-        std::thread::sleep(length);
         let report = guard.report().build().map_err(|e| e.to_string())?;
         let profile = report.pprof().map_err(|e| e.to_string())?;
         Ok::<_, String>(pprof::protos::Message::encode_to_vec(&profile))

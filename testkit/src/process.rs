@@ -214,26 +214,21 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-/// Waits (at most about 5 s) until every thread of `pid` is in the stopped state.
+/// Waits until the child `pid` has stopped, every thread of it (the kernel reports a group
+/// stop to the parent once it is complete), or has exited. WNOWAIT leaves the child's state
+/// as it is: its exit stays for std's `Child::wait`, and a stop is reported only while the
+/// child is stopped, so a later pause waits for its own.
 fn wait_stopped(pid: u32) {
-    let all_stopped = || -> Option<bool> {
-        let mut any = false;
-        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
-            // `pid (comm) S ...`: the state follows the last ')', as comm may hold one.
-            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
-            if state != 'T' && state != 't' {
-                return Some(false);
+    // SAFETY: waitid(2) on our own unreaped child, filling a siginfo_t we own.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let options = libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT;
+        loop {
+            let r = libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, options);
+            if r == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return;
             }
-            any = true;
         }
-        Some(any)
-    };
-    for _ in 0..5_000 {
-        if all_stopped() != Some(false) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 

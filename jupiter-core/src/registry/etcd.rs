@@ -50,7 +50,7 @@ struct Inner {
     /// The process's lease; 0 until the first registration, and after a loss until re-granted.
     lease: tokio::sync::Mutex<i64>,
     /// Keys this process keeps registered (re-put after a lease loss).
-    keys: Mutex<BTreeMap<String, String>>,
+    keys: Mutex<BTreeMap<String, Kept>>,
     supervisor: std::sync::Once,
     stop: CancellationToken,
     book: Book,
@@ -152,7 +152,7 @@ async fn deadline<T>(
 }
 
 impl Inner {
-    fn lock_keys(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    fn lock_keys(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Kept>> {
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -175,26 +175,21 @@ impl Inner {
         })
         .await?;
         let id = granted.id();
-        let keys: Vec<(String, String)> = self
+        let keys: Vec<(String, Kept)> = self
             .lock_keys()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (key, value) in keys {
-            self.put(id, key, value).await?;
+            self.put(id, key, &value).await?;
         }
         *lease = id;
         tracing::debug!(lease = id, ttl, "etcd lease granted");
         Ok(id)
     }
 
-    async fn put(&self, lease: i64, key: String, value: String) -> Result<(), Error> {
-        // A Dubbo provider key's value is the lease it is under, whichever that is now.
-        let value = if value == LEASE_ID {
-            lease.to_string()
-        } else {
-            value
-        };
+    async fn put(&self, lease: i64, key: String, value: &Kept) -> Result<(), Error> {
+        let value = value.text(lease);
         let mut client = self.client.clone();
         let opts = PutOptions::new().with_lease(lease);
         deadline(&self.config, "put", async move {
@@ -317,10 +312,10 @@ impl Deregister for Owner {
 
 impl EtcdRegistry {
     /// Puts `key` under the lease and keeps it there (re-put after a lease loss).
-    async fn keep(&self, key: String, value: String) -> Result<Registration, Error> {
+    async fn keep(&self, key: String, value: Kept) -> Result<Registration, Error> {
         let inner = &self.inner;
         let lease = inner.lease().await?;
-        inner.put(lease, key.clone(), value.clone()).await?;
+        inner.put(lease, key.clone(), &value).await?;
         inner.lock_keys().insert(key.clone(), value);
         inner.supervisor.call_once(|| {
             tokio::spawn(supervise(Arc::downgrade(inner), inner.stop.clone()));
@@ -332,9 +327,23 @@ impl EtcdRegistry {
     }
 }
 
-/// The value of a kept key that is written as the current lease id (no registry value is
-/// this: instance values are JSON).
-const LEASE_ID: &str = "\u{0}lease-id";
+/// The value of a key kept under the lease.
+#[derive(Clone)]
+enum Kept {
+    /// As it is (an instance's JSON, an address).
+    Text(String),
+    /// The lease it is under, in decimal, whichever that is now (a Dubbo provider key).
+    LeaseId,
+}
+
+impl Kept {
+    fn text(&self, lease: i64) -> String {
+        match self {
+            Kept::Text(t) => t.clone(),
+            Kept::LeaseId => lease.to_string(),
+        }
+    }
+}
 
 impl Registry for EtcdRegistry {
     fn register_dubbo(
@@ -356,13 +365,13 @@ impl Registry for EtcdRegistry {
             if !wanted {
                 return Ok(None);
             }
-            self.keep(key, LEASE_ID.to_owned()).await.map(Some)
+            self.keep(key, Kept::LeaseId).await.map(Some)
         })
     }
 
     fn register(&self, info: ServiceInfo) -> BoxFuture<'_, Result<Registration, Error>> {
         Box::pin(async move {
-            let reg = self.keep(info.key(), info.value()).await?;
+            let reg = self.keep(info.key(), Kept::Text(info.value())).await?;
             self.inner.book.registered(reg.key(), &info);
             Ok(reg)
         })
@@ -373,7 +382,7 @@ impl Registry for EtcdRegistry {
         key: String,
         value: String,
     ) -> BoxFuture<'_, Result<Registration, Error>> {
-        Box::pin(self.keep(key, value))
+        Box::pin(self.keep(key, Kept::Text(value)))
     }
 
     fn discover(&self, target: Target) -> BoxFuture<'_, Result<watch::Receiver<Instances>, Error>> {
