@@ -179,6 +179,28 @@ pub struct Put {
     pub condition: Condition,
 }
 
+/// A write checked and reserved, ready to take its shard's lock.
+struct Prepared {
+    put: Put,
+    now: u64,
+    tick: u32,
+    expires_at_ms: Option<u64>,
+    extra: Vec<u8>,
+    own: Option<Arc<Segment>>,
+}
+
+/// Whether a write's condition holds for the key's live record.
+fn check(condition: &Condition, current: Option<Header>) -> Result<(), Error> {
+    match (condition, &current) {
+        (Condition::Always, _) | (Condition::IfAbsent, None) => Ok(()),
+        (Condition::IfRevision(r), Some(c)) if c.mod_revision == *r => Ok(()),
+        (Condition::IfEtag(t), Some(c)) if etag(c.mod_revision, c.version) == *t => Ok(()),
+        (_, c) => Err(Error::Precondition {
+            current: c.as_ref().map(|c| c.mod_revision),
+        }),
+    }
+}
+
 /// One object in a listing.
 #[derive(Clone, Debug)]
 pub struct Listed {
@@ -483,6 +505,77 @@ impl Engine {
     ///
     /// Invalid key or value, a failed condition, or the memory cap.
     pub fn put(&self, put: Put) -> Result<Object, Error> {
+        let p = self.prepare(put)?;
+        let h = hash(&p.put.key);
+        let mut guard = self.shard(h).write().unwrap_or_else(|e| e.into_inner());
+        let shard = &mut *guard;
+        if !shard.has_room() {
+            return Err(Error::Exhausted("the shard has no segment ids left".into()));
+        }
+        let current = self.current(shard, &p.put.key, h, p.now);
+        check(&p.put.condition, current.map(|c| c.2))?;
+        Ok(self.apply(shard, h, p, current))
+    }
+
+    /// Writes every object if none of the keys is present (Redis's `MSETNX`), atomically:
+    /// the shards of all the keys are locked (in shard order) while they are checked and
+    /// written, so no other write of those keys comes between and no reader sees part of it.
+    /// Returns whether they were written. A key given twice gets its last value. The puts'
+    /// own conditions are not looked at.
+    ///
+    /// # Errors
+    ///
+    /// Invalid key or value, or the memory cap; nothing is written then.
+    pub fn put_all_if_absent(&self, puts: Vec<Put>) -> Result<bool, Error> {
+        let mut prepared = Vec::with_capacity(puts.len());
+        for put in puts {
+            let p = self.prepare(put)?;
+            let h = hash(&p.put.key);
+            prepared.push((h, p));
+        }
+        let mut shards: Vec<usize> = prepared
+            .iter()
+            .map(|(h, _)| *h as usize & self.inner.mask)
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        // Always in ascending shard order: two of these never wait on each other in a cycle.
+        let mut guards: Vec<_> = shards
+            .iter()
+            .map(|&i| {
+                self.inner.shards[i]
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+            })
+            .collect();
+        let slot = |h: u64| {
+            shards
+                .binary_search(&(h as usize & self.inner.mask))
+                .expect("locked")
+        };
+        if guards.iter().any(|g| !g.has_room()) {
+            return Err(Error::Exhausted("the shard has no segment ids left".into()));
+        }
+        for (h, p) in &prepared {
+            if self
+                .current(&guards[slot(*h)], &p.put.key, *h, p.now)
+                .is_some()
+            {
+                return Ok(false);
+            }
+        }
+        for (h, p) in prepared {
+            let shard = &mut *guards[slot(h)];
+            // Looked up again: an earlier put of the same key may have just written it.
+            let current = self.current(shard, &p.put.key, h, p.now);
+            self.apply(shard, h, p, current);
+        }
+        Ok(true)
+    }
+
+    /// What a write needs before it takes its shard's lock: checks, the memory reservation,
+    /// and a large object's own segment, filled.
+    fn prepare(&self, put: Put) -> Result<Prepared, Error> {
         self.check_key(&put.key)?;
         if put.value.len() > self.inner.config.max_value {
             return Err(Error::Invalid(format!(
@@ -520,34 +613,49 @@ impl Engine {
             unsafe { segment.write(MAX_HEADER, &[&extra, &put.key, &put.value]) };
             segment
         });
-        let h = hash(&put.key);
-        let mut guard = self.shard(h).write().unwrap_or_else(|e| e.into_inner());
-        let shard = &mut *guard;
-        if !shard.has_room() {
-            return Err(Error::Exhausted("the shard has no segment ids left".into()));
-        }
-        let found = shard
-            .find(&put.key, h)
-            .map(|(i, s)| (i, s, shard.segs.header(s).0));
-        let current = found.map(|f| f.2).filter(|c| !c.expired(now));
-        match (&put.condition, &current) {
-            (Condition::Always, _) => {}
-            (Condition::IfAbsent, None) => {}
-            (Condition::IfRevision(r), Some(c)) if c.mod_revision == *r => {}
-            (Condition::IfEtag(t), Some(c)) if etag(c.mod_revision, c.version) == *t => {}
-            (_, c) => {
-                return Err(Error::Precondition {
-                    current: c.as_ref().map(|c| c.mod_revision),
-                });
-            }
-        }
+        Ok(Prepared {
+            put,
+            now,
+            tick,
+            expires_at_ms,
+            extra,
+            own,
+        })
+    }
+
+    /// Position, slot and header of `key`'s record; `None` if absent or expired.
+    fn current(&self, shard: &Shard, key: &[u8], h: u64, now: u64) -> Option<(Pos, u64, Header)> {
+        shard
+            .find(key, h)
+            .map(|(i, s)| (i, s, shard.segs.header(s).0))
+            .filter(|f| !f.2.expired(now))
+    }
+
+    /// Writes a prepared object into its locked shard, replacing `current`. The shard has
+    /// room (checked by the caller).
+    fn apply(
+        &self,
+        shard: &mut Shard,
+        h: u64,
+        p: Prepared,
+        current: Option<(Pos, u64, Header)>,
+    ) -> Object {
+        let Prepared {
+            put,
+            tick,
+            expires_at_ms,
+            extra,
+            own,
+            ..
+        } = p;
+        let old = current.map(|c| c.2);
         let (id, off, header) = self.inner.feed.append(EventKind::Put, |revision| {
             let header = Header {
                 key_len: put.key.len(),
                 value_len: put.value.len(),
                 mod_revision: revision,
-                create_revision: current.map_or(revision, |c| c.create_revision),
-                version: current.map_or(1, |c| c.version + 1),
+                create_revision: old.map_or(revision, |c| c.create_revision),
+                version: old.map_or(1, |c| c.version + 1),
                 expires_at_ms,
                 extra_len: extra.len(),
                 len: 0,
@@ -576,7 +684,12 @@ impl Engine {
             (Body::Record(record), (id, off, header))
         });
         let new = store::slot(store::tag(h), id, off);
-        match found {
+        // An expired record of the key is still indexed: it is replaced in place too.
+        match current.or_else(|| {
+            shard
+                .find(&put.key, h)
+                .map(|(i, s)| (i, s, shard.segs.header(s).0))
+        }) {
             Some((i, old, old_header)) => {
                 shard.table.set(i, new);
                 // Replaced (an expired one too): release it.
@@ -591,8 +704,7 @@ impl Engine {
         self.inner
             .charged
             .fetch_add(charge(header.total()), Ordering::Relaxed);
-        drop(guard);
-        Ok(Object {
+        Object {
             value: put.value,
             create_revision: header.create_revision,
             mod_revision: header.mod_revision,
@@ -600,7 +712,7 @@ impl Engine {
             expires_at_ms,
             content_type: put.content_type,
             metadata: put.metadata,
-        })
+        }
     }
 
     /// Deletes `key`, under an optional condition. Returns the deletion's revision.
@@ -720,6 +832,55 @@ impl Engine {
             })
             .collect();
         (listed, more)
+    }
+
+    /// One page of a pass over every key, as Redis's `SCAN`: start with cursor 0 and pass
+    /// the cursor returned until it is 0 again. A key present for the whole pass is returned
+    /// exactly once; one written or deleted meanwhile may or may not be. About `count` keys
+    /// per page (more when a cluster of the index straddles the end of the page; expired ones
+    /// are counted but left out), at a cost of about `count` index probes.
+    ///
+    /// The cursor is the next shard and index tag (keys are ordered by tag, not position, so
+    /// an index that grows between pages loses its place in nothing). A cursor this engine
+    /// could not have made ends the pass.
+    pub fn scan(&self, cursor: u64, count: usize) -> (Vec<Bytes>, u64) {
+        let now = self.now_ms();
+        let n = self.inner.shards.len() as u64;
+        let (mut shard, mut tag) = match cursor.checked_sub(1) {
+            None => (0, 0),
+            Some(c) => (c >> 24, c & 0xff_ffff),
+        };
+        let count = count.max(1);
+        let mut keys = Vec::new();
+        let mut slots = Vec::new();
+        while shard < n {
+            let lock = &self.inner.shards[shard as usize];
+            let guard = lock.read().unwrap_or_else(|e| e.into_inner());
+            slots.clear();
+            let next = guard
+                .table
+                .scan(tag, count.saturating_sub(keys.len()), &mut slots);
+            for &s in &slots {
+                let (h, segment, off) = guard.segs.header(s);
+                if !h.expired(now) {
+                    let (ka, kb) = h.key(off);
+                    keys.push(segment.bytes(ka, kb));
+                }
+            }
+            drop(guard);
+            match next {
+                // The page's probes are spent (expired keys among them count).
+                Some(t) => return (keys, ((shard << 24) | t) + 1),
+                None => {
+                    shard += 1;
+                    tag = 0;
+                }
+            }
+            if keys.len() >= count && shard < n {
+                return (keys, (shard << 24) + 1);
+            }
+        }
+        (keys, 0)
     }
 
     /// Watches changes to keys starting with `prefix`, from revision `from` (0: from now).

@@ -386,6 +386,9 @@ pub(super) fn slot_offset(s: u64) -> usize {
     (s & 0xffff) as usize
 }
 
+/// Tags are 24 bits: every tag is below this.
+const TAGS: u64 = 1 << 24;
+
 fn slot_tag(s: u64) -> u64 {
     s >> 40
 }
@@ -414,6 +417,69 @@ struct Slots {
 impl Slots {
     fn home(tag: u64, cap: usize) -> usize {
         ((tag * cap as u64) >> 24) as usize
+    }
+
+    /// The smallest tag whose home lies after position `p`.
+    fn first_tag_after(p: usize, cap: usize) -> u64 {
+        (((p as u64 + 1) << 24).div_ceil(cap as u64)).min(TAGS)
+    }
+
+    /// See [`Table::scan`]; `to` (a bound on tags) instead of `count` decides where to stop
+    /// when it is given. Returns the bound reached, `None` at the end of the tags.
+    fn scan(&self, from: u64, to: Option<u64>, count: usize, out: &mut Vec<u64>) -> Option<u64> {
+        let cap = self.slots.len();
+        if cap == 0 || from >= TAGS {
+            return None;
+        }
+        let first = out.len();
+        // Back to the start of the cluster holding `from`'s home (not across position 0:
+        // what sits before it wrapped there from the end of the table and has higher tags).
+        let mut start = Slots::home(from, cap);
+        while start > 0 && self.slots[start - 1] != 0 {
+            start -= 1;
+        }
+        for p in start..cap {
+            let s = self.slots[p];
+            if s != 0 {
+                if slot_tag(s) >= from {
+                    out.push(s);
+                }
+                continue;
+            }
+            // Every slot whose home is at or before `p` was seen.
+            let bound = Slots::first_tag_after(p, cap);
+            let done = match to {
+                Some(to) => bound >= to,
+                None => {
+                    out.len() - first >= count
+                        && out[first..]
+                            .iter()
+                            .filter(|&&s| slot_tag(s) < bound)
+                            .count()
+                            >= count
+                }
+            };
+            if done && bound < TAGS {
+                keep_below(out, first, to.map_or(bound, |to| to.min(bound)));
+                return Some(bound);
+            }
+        }
+        // The end of the table: the cluster there may go on at position 0.
+        if start > 0 {
+            for p in 0..start {
+                let s = self.slots[p];
+                if s == 0 {
+                    break;
+                }
+                if slot_tag(s) >= from {
+                    out.push(s);
+                }
+            }
+        }
+        if let Some(to) = to {
+            keep_below(out, first, to);
+        }
+        None
     }
 
     fn find(&self, tag: u64, mut is: impl FnMut(u64) -> bool) -> Option<usize> {
@@ -476,6 +542,12 @@ impl Slots {
         }
         self.slots[i] = 0;
     }
+}
+
+/// Drops the slots from `first` on whose tag is not below `limit`.
+fn keep_below(out: &mut Vec<u64>, first: usize, limit: u64) {
+    let tail = out.split_off(first);
+    out.extend(tail.into_iter().filter(|&s| slot_tag(s) < limit));
 }
 
 /// A table being grown out of: slots not yet moved, and where moving goes on.
@@ -605,6 +677,20 @@ impl Table {
         if old.left == 0 {
             self.old = None;
         }
+    }
+
+    /// Slots whose tag lies in `[from, next)`, appended to `out`, for the smallest `next` that
+    /// gives at least `count` of them; `None` for `next` when every tag from `from` on is in.
+    /// Costs about `count` probes plus a cluster, not a pass over the table: a slot sits at or
+    /// after its tag's home, and homes grow with tags (see [`Slots::home`]).
+    pub(super) fn scan(&self, from: u64, count: usize, out: &mut Vec<u64>) -> Option<u64> {
+        let next = self.new.scan(from, None, count.max(1), out);
+        if let Some(old) = &self.old {
+            // What the old table still holds of the same tag range, however many.
+            old.slots
+                .scan(from, Some(next.unwrap_or(TAGS)), usize::MAX, out);
+        }
+        next
     }
 
     /// Occupied slots.

@@ -487,3 +487,130 @@ fn the_system_clock_cannot_be_moved_and_a_manual_one_saturates() {
     // A TTL from there has no representable expiry: refused, not wrapped.
     assert_eq!(expiry_at(c.now_ms(), Duration::from_millis(1)), None);
 }
+
+/// Every key of a full SCAN pass, page by page with `count`; fails on a duplicate.
+fn scan_all(e: &Engine, count: usize) -> (std::collections::BTreeSet<Bytes>, usize) {
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut cursor, mut pages) = (0, 0);
+    loop {
+        let (keys, next) = e.scan(cursor, count);
+        pages += 1;
+        for k in keys {
+            assert!(seen.insert(k.clone()), "{k:?} returned twice");
+        }
+        if next == 0 {
+            return (seen, pages);
+        }
+        assert_ne!(next, cursor, "the cursor moves on");
+        cursor = next;
+        assert!(pages < 1_000_000, "the pass ends");
+    }
+}
+
+#[test]
+fn scan_returns_every_key_once_across_pages_and_growth() {
+    let e = engine();
+    assert_eq!(e.scan(0, 10), (Vec::new(), 0), "empty");
+    for i in 0..20_000 {
+        e.put(put(&format!("k{i}"), "v")).unwrap();
+    }
+    for count in [1, 10, 1000, 100_000] {
+        let (seen, pages) = scan_all(&e, count);
+        assert_eq!(seen.len(), 20_000, "count {count}");
+        // Pages are `count` keys plus the rest of an index cluster (a few): no page per
+        // probe, no one-page dump.
+        assert!(
+            pages <= 20_000 / count + 64 + 1,
+            "count {count}: {pages} pages"
+        );
+        assert!(
+            pages >= 20_000 / (count + 32),
+            "count {count}: {pages} pages"
+        );
+    }
+    // Keys present for the whole pass are returned exactly once while others come and go
+    // and the index grows (incremental growth leaves some keys in the old table).
+    let (mut cursor, mut seen) = (0u64, std::collections::BTreeSet::new());
+    let mut added = 20_000;
+    loop {
+        let (keys, next) = e.scan(cursor, 50);
+        for k in keys {
+            if k.starts_with(b"k") && !k.starts_with(b"kx") {
+                assert!(seen.insert(k), "returned twice");
+            }
+        }
+        for _ in 0..40 {
+            e.put(put(&format!("kx{added}"), "v")).unwrap();
+            added += 1;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(
+        seen.len(),
+        20_000,
+        "every key present throughout was returned"
+    );
+    // Expired keys are left out; a cursor the engine cannot have made ends the pass.
+    let clock = Clock::manual(1_000);
+    let e = Engine::new(EngineConfig {
+        clock: clock.clone(),
+        ..EngineConfig::default()
+    });
+    e.put(Put {
+        ttl: Some(Duration::from_millis(10)),
+        ..put("gone", "v")
+    })
+    .unwrap();
+    e.put(put("kept", "v")).unwrap();
+    clock.advance(Duration::from_millis(10));
+    assert_eq!(scan_all(&e, 10).0.into_iter().collect::<Vec<_>>(), ["kept"]);
+    assert_eq!(e.scan(u64::MAX, 10), (Vec::new(), 0));
+}
+
+#[test]
+fn put_all_if_absent_writes_all_or_nothing_atomically() {
+    let e = engine();
+    let puts = |keys: &[(&str, &str)]| keys.iter().map(|(k, v)| put(k, v)).collect::<Vec<_>>();
+    assert!(
+        e.put_all_if_absent(puts(&[("a", "1"), ("b", "1"), ("a", "2")]))
+            .unwrap()
+    );
+    assert_eq!(
+        e.get(b"a").unwrap().value,
+        "2",
+        "a key given twice gets its last value"
+    );
+    assert!(
+        !e.put_all_if_absent(puts(&[("c", "1"), ("b", "2")]))
+            .unwrap()
+    );
+    assert!(e.get(b"c").is_none(), "nothing written when one key exists");
+    assert_eq!(e.get(b"b").unwrap().value, "1");
+    // Invalid input: an error, nothing written.
+    assert!(e.put_all_if_absent(puts(&[("d", "1"), ("", "1")])).is_err());
+    assert!(e.get(b"d").is_none());
+    // Racing writers of overlapping key sets: exactly one of each pair wins, and no key
+    // ends with a value of the loser (all of one writer's keys or none).
+    for round in 0..200 {
+        let e = engine();
+        let keys: Vec<String> = (0..8).map(|i| format!("r{round}:{i}")).collect();
+        let e2 = e.clone();
+        let k2 = keys.clone();
+        let t = std::thread::spawn(move || {
+            e2.put_all_if_absent(k2.iter().rev().map(|k| put(k, "B")).collect())
+                .unwrap()
+        });
+        let a = e
+            .put_all_if_absent(keys.iter().map(|k| put(k, "A")).collect())
+            .unwrap();
+        let b = t.join().unwrap();
+        assert!(a ^ b, "exactly one wins");
+        let want = if a { "A" } else { "B" };
+        for k in &keys {
+            assert_eq!(e.get(k.as_bytes()).unwrap().value, want);
+        }
+    }
+}
