@@ -18,7 +18,8 @@ use crate::server::ServiceConfig;
 pub struct ObjstoreConfig {
     /// gRPC listen address. Default `127.0.0.1:7070` (loopback).
     pub listen: SocketAddr,
-    /// RESP port (the Redis string subset on the same engine; no shadow tag). Default: off.
+    /// RESP port (the Redis string subset on the same engine; see `[objstore.resp]`).
+    /// Default: off.
     pub resp_listen: Option<SocketAddr>,
     /// Engine shards (a power of two).
     pub shards: usize,
@@ -38,10 +39,34 @@ pub struct ObjstoreConfig {
     pub auth_token: Option<String>,
     /// Key prefix of the shadow namespace; empty refuses shadow traffic.
     pub shadow_prefix: String,
+    /// `[objstore.resp]`.
+    pub resp: RespSection,
     /// `[objstore.snapshot]`.
     pub snapshot: SnapshotConfig,
     /// `[objstore.tls]`: serve gRPC over TLS (rustls) when both files are set.
     pub tls: TlsConfig,
+}
+
+/// `[objstore.resp]`: the RESP port's settings beyond its address (`resp-listen`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RespSection {
+    /// Whether `FLUSHDB` may run.
+    pub flushdb: bool,
+    /// The `AUTH` user that marks a connection shadow; empty for none.
+    pub shadow_user: String,
+    /// The client-name suffix that marks a connection shadow; empty for none.
+    pub shadow_name_suffix: String,
+}
+
+impl Default for RespSection {
+    fn default() -> Self {
+        RespSection {
+            flushdb: false,
+            shadow_user: "shadow".into(),
+            shadow_name_suffix: ":shadow".into(),
+        }
+    }
 }
 
 /// `[objstore.tls]`
@@ -139,6 +164,7 @@ impl std::fmt::Debug for ObjstoreConfig {
                 &self.auth_token.as_ref().map(|_| "<redacted>"),
             )
             .field("shadow_prefix", &self.shadow_prefix)
+            .field("resp", &self.resp)
             .field("snapshot", &self.snapshot)
             .field("tls", &self.tls)
             .finish()
@@ -160,6 +186,7 @@ impl Default for ObjstoreConfig {
             watch_buffer: engine.watch_buffer,
             auth_token: None,
             shadow_prefix: "__shadow__/".to_owned(),
+            resp: RespSection::default(),
             snapshot: SnapshotConfig::default(),
             tls: TlsConfig::default(),
         }
@@ -178,6 +205,21 @@ impl ObjstoreConfig {
             feed_history: self.feed_history,
             watch_buffer: self.watch_buffer,
             clock: crate::engine::Clock::system(),
+        }
+    }
+
+    /// The RESP port's part, following `switch` for shadow connections.
+    pub fn resp(&self, switch: jupiter_core::shadow::ShadowSwitch) -> crate::resp::RespConfig {
+        crate::resp::RespConfig {
+            max_object: self.max_object_size.bytes() as usize,
+            auth_token: self.auth_token.clone(),
+            flushdb: self.resp.flushdb,
+            shadow: crate::resp::RespShadow {
+                prefix: self.service().shadow_prefix,
+                user: self.resp.shadow_user.clone(),
+                name_suffix: self.resp.shadow_name_suffix.clone(),
+                switch,
+            },
         }
     }
 

@@ -267,6 +267,7 @@ async fn run_server(
             .kind(ServiceKind::Provider),
     );
     let switch = ShadowSwitch::from_config(&config)?;
+    let resp_config = section.resp(switch.clone());
     let shadow = ShadowLayer::new(&app_config.name, switch, &metrics);
     let snapshots = snap.path.clone().map(|p| {
         Arc::new(Snapshotter::new(
@@ -330,9 +331,7 @@ async fn run_server(
         }));
     let app = match resp {
         Some((listener, engine)) => {
-            let config = objstore::resp::RespConfig {
-                max_object: section.max_object_size.bytes() as usize,
-            };
+            let config = resp_config;
             let metrics = metrics.clone();
             app.component(component_fn("resp", move |mut ctx| async move {
                 ctx.ready();

@@ -31,9 +31,18 @@ async fn start(max_object: usize) -> Port {
     let metrics = jupiter_core::Metrics::new();
     let e = engine.clone();
     tokio::spawn(async move {
-        serve(e, listener, RespConfig { max_object }, &metrics, async {
-            let _ = stopped.await;
-        })
+        serve(
+            e,
+            listener,
+            RespConfig {
+                max_object,
+                ..RespConfig::default()
+            },
+            &metrics,
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
     });
     Port {

@@ -389,6 +389,15 @@ impl Engine {
         self.len() == 0
     }
 
+    /// Live objects with an expiry (expired ones not yet swept included).
+    pub fn expiring(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|l| l.read().unwrap_or_else(|e| e.into_inner()).with_ttl)
+            .sum()
+    }
+
     /// Bytes charged against the memory cap.
     pub fn charged_bytes(&self) -> usize {
         self.inner.charged.load(Ordering::Relaxed)
@@ -517,16 +526,16 @@ impl Engine {
         Ok(self.apply(shard, h, p, current))
     }
 
-    /// Writes every object if none of the keys is present (Redis's `MSETNX`), atomically:
-    /// the shards of all the keys are locked (in shard order) while they are checked and
-    /// written, so no other write of those keys comes between and no reader sees part of it.
-    /// Returns whether they were written. A key given twice gets its last value. The puts'
-    /// own conditions are not looked at.
+    /// Writes every object atomically (Redis's `MSET`), or, with `if_all_absent`, only if
+    /// none of the keys is present (`MSETNX`): the shards of all the keys are locked (in
+    /// shard order) while they are checked and written, so no other write of those keys
+    /// comes between and no reader sees part of it. Returns whether they were written. A key
+    /// given twice gets its last value. The puts' own conditions are not looked at.
     ///
     /// # Errors
     ///
     /// Invalid key or value, or the memory cap; nothing is written then.
-    pub fn put_all_if_absent(&self, puts: Vec<Put>) -> Result<bool, Error> {
+    pub fn put_all(&self, puts: Vec<Put>, if_all_absent: bool) -> Result<bool, Error> {
         let mut prepared = Vec::with_capacity(puts.len());
         for put in puts {
             let p = self.prepare(put)?;
@@ -556,7 +565,7 @@ impl Engine {
         if guards.iter().any(|g| !g.has_room()) {
             return Err(Error::Exhausted("the shard has no segment ids left".into()));
         }
-        for (h, p) in &prepared {
+        for (h, p) in prepared.iter().filter(|_| if_all_absent) {
             if self
                 .current(&guards[slot(*h)], &p.put.key, *h, p.now)
                 .is_some()

@@ -571,11 +571,11 @@ fn scan_returns_every_key_once_across_pages_and_growth() {
 }
 
 #[test]
-fn put_all_if_absent_writes_all_or_nothing_atomically() {
+fn put_all_writes_all_or_nothing_atomically() {
     let e = engine();
     let puts = |keys: &[(&str, &str)]| keys.iter().map(|(k, v)| put(k, v)).collect::<Vec<_>>();
     assert!(
-        e.put_all_if_absent(puts(&[("a", "1"), ("b", "1"), ("a", "2")]))
+        e.put_all(puts(&[("a", "1"), ("b", "1"), ("a", "2")]), true)
             .unwrap()
     );
     assert_eq!(
@@ -583,14 +583,17 @@ fn put_all_if_absent_writes_all_or_nothing_atomically() {
         "2",
         "a key given twice gets its last value"
     );
-    assert!(
-        !e.put_all_if_absent(puts(&[("c", "1"), ("b", "2")]))
-            .unwrap()
-    );
+    assert!(!e.put_all(puts(&[("c", "1"), ("b", "2")]), true).unwrap());
     assert!(e.get(b"c").is_none(), "nothing written when one key exists");
     assert_eq!(e.get(b"b").unwrap().value, "1");
+    assert!(e.put_all(puts(&[("b", "3"), ("c", "3")]), false).unwrap());
+    assert_eq!(
+        e.get(b"b").unwrap().value,
+        "3",
+        "without the condition, all written"
+    );
     // Invalid input: an error, nothing written.
-    assert!(e.put_all_if_absent(puts(&[("d", "1"), ("", "1")])).is_err());
+    assert!(e.put_all(puts(&[("d", "1"), ("", "1")]), false).is_err());
     assert!(e.get(b"d").is_none());
     // Racing writers of overlapping key sets: exactly one of each pair wins, and no key
     // ends with a value of the loser (all of one writer's keys or none).
@@ -600,11 +603,11 @@ fn put_all_if_absent_writes_all_or_nothing_atomically() {
         let e2 = e.clone();
         let k2 = keys.clone();
         let t = std::thread::spawn(move || {
-            e2.put_all_if_absent(k2.iter().rev().map(|k| put(k, "B")).collect())
+            e2.put_all(k2.iter().rev().map(|k| put(k, "B")).collect(), true)
                 .unwrap()
         });
         let a = e
-            .put_all_if_absent(keys.iter().map(|k| put(k, "A")).collect())
+            .put_all(keys.iter().map(|k| put(k, "A")).collect(), true)
             .unwrap();
         let b = t.join().unwrap();
         assert!(a ^ b, "exactly one wins");
