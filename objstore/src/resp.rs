@@ -584,6 +584,10 @@ impl Conn {
                 Code::OK
             }
             "SETNX" | "SETEX" | "PSETEX" => {
+                if name != "SETNX" && integer(&args[2]).is_none() {
+                    out.error(NOT_INTEGER);
+                    return (Code::INVALID, None);
+                }
                 let (ttl, value, condition) = match name {
                     "SETNX" => (None, &args[2], Condition::IfAbsent),
                     _ => match positive(&args[2])
@@ -666,21 +670,53 @@ impl Conn {
                     },
                 };
                 let by = if name.starts_with("DECR") {
-                    by.checked_neg()
+                    match by.checked_neg() {
+                        Some(by) => by,
+                        None => {
+                            out.error("ERR decrement would overflow");
+                            return (Code::INVALID, None);
+                        }
+                    }
                 } else {
-                    Some(by)
+                    by
                 };
-                match by.map(|by| self.incr(&args[1], by)) {
-                    Some(Ok(Ok(v))) => out.int(v),
-                    Some(Ok(Err(msg))) | Some(Err(msg)) => {
+                match self.incr(&args[1], by) {
+                    Ok(Ok(v)) => out.int(v),
+                    Ok(Err(msg)) | Err(msg) => {
                         out.error(msg);
                         return (Code::INVALID, None);
                     }
-                    None => {
-                        out.error("ERR increment or decrement would overflow");
-                        return (Code::INVALID, None);
-                    }
                 }
+                Code::OK
+            }
+            "GETRANGE" => {
+                let (Some(start), Some(end)) = (integer(&args[2]), integer(&args[3])) else {
+                    out.error(NOT_INTEGER);
+                    return (Code::INVALID, None);
+                };
+                let value = e.get(&args[1]).map(|o| o.value).unwrap_or_default();
+                out.bulk(&value.slice(byte_range(value.len(), start, end)));
+                Code::OK
+            }
+            "SETRANGE" => return (self.setrange(args, out), None),
+            "INCRBYFLOAT" => return (self.incr_float(&args[1], &args[2], out), None),
+            "EXPIRETIME" | "PEXPIRETIME" => {
+                out.int(match e.get(&args[1]) {
+                    None => -2,
+                    Some(o) => match o.expires_at_ms {
+                        None => -1,
+                        Some(at) if name == "PEXPIRETIME" => at as i64,
+                        Some(at) => (at / 1000) as i64,
+                    },
+                });
+                Code::OK
+            }
+            "TIME" => {
+                // The engine's clock, which expiry follows.
+                let now = e.now_ms();
+                out.array(2);
+                out.bulk_str(itoa::Buffer::new().format(now / 1000));
+                out.bulk_str(itoa::Buffer::new().format((now % 1000) * 1000));
                 Code::OK
             }
             "SCAN" => return (self.scan(args, space, out), None),
@@ -814,6 +850,10 @@ impl Conn {
                 "EX" | "PX" | "EXAT" | "PXAT" if expires_at.is_none() && value.is_some() => {
                     let scale = if opt.starts_with('E') { 1000 } else { 1 };
                     i += 1;
+                    if value.and_then(|v| integer(v)).is_none() {
+                        out.error(NOT_INTEGER);
+                        return Code::INVALID;
+                    }
                     match time(scale, opt.ends_with("AT")) {
                         Some(at) => expires_at = Some(at),
                         None => {
@@ -889,6 +929,10 @@ impl Conn {
             [o, t] if is_any(o, &["EX", "PX", "EXAT", "PXAT"]) => {
                 let opt = upper(o);
                 let scale = if opt.starts_with('E') { 1000 } else { 1 };
+                if integer(t).is_none() {
+                    out.error(NOT_INTEGER);
+                    return Code::INVALID;
+                }
                 match self.expiry(integer(t), scale, opt.ends_with("AT"), false) {
                     Some(to) => Some(to),
                     None => {
@@ -1067,6 +1111,104 @@ impl Conn {
         Code::from_static("Busy")
     }
 
+    /// `SETRANGE key offset value`: the new length.
+    fn setrange(&self, args: &[Bytes], out: &mut Out) -> Code {
+        let (key, tail) = (&args[1], &args[3]);
+        let Some(offset) = integer(&args[2]) else {
+            out.error(NOT_INTEGER);
+            return Code::INVALID;
+        };
+        let Ok(offset) = usize::try_from(offset) else {
+            out.error("ERR offset is out of range");
+            return Code::INVALID;
+        };
+        let e = &self.engine;
+        for _ in 0..CAS_ATTEMPTS {
+            let current = e.get(key);
+            let len = current.as_ref().map_or(0, |o| o.value.len());
+            // Nothing to write: the length as it is, and no key made.
+            if tail.is_empty() {
+                out.int(len as i64);
+                return Code::OK;
+            }
+            let Some(total) = offset
+                .checked_add(tail.len())
+                .filter(|&t| t <= self.config.max_object)
+            else {
+                out.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+                return Code::INVALID;
+            };
+            let mut v = BytesMut::zeroed(total.max(len));
+            if let Some(o) = &current {
+                v[..len].copy_from_slice(&o.value);
+            }
+            v[offset..total].copy_from_slice(tail);
+            let v = v.freeze();
+            let p = match &current {
+                None => put(key, &v, None, Condition::IfAbsent),
+                Some(o) => {
+                    let ttl = o.expires_at_ms.map(|at| e.ttl_until(at));
+                    let mut p = put(key, &v, ttl, Condition::IfRevision(o.mod_revision));
+                    p.content_type = o.content_type.clone();
+                    p.metadata = o.metadata.clone();
+                    p
+                }
+            };
+            match e.put(p) {
+                Ok(_) => {
+                    out.int(v.len() as i64);
+                    return Code::OK;
+                }
+                Err(Error::Precondition { .. }) => {}
+                Err(err) => return engine_error(err, out),
+            }
+        }
+        out.error("ERR too much contention on this key; try again");
+        Code::from_static("Busy")
+    }
+
+    /// `INCRBYFLOAT key increment`: the new value, as a bulk string.
+    fn incr_float(&self, key: &Bytes, by: &[u8], out: &mut Out) -> Code {
+        let Some(by) = float(by) else {
+            out.error("ERR value is not a valid float");
+            return Code::INVALID;
+        };
+        let e = &self.engine;
+        for _ in 0..CAS_ATTEMPTS {
+            let current = e.get(key);
+            let (old, condition, ttl) = match &current {
+                None => (0.0, Condition::IfAbsent, None),
+                Some(o) => match float(&o.value) {
+                    Some(v) => (
+                        v,
+                        Condition::IfRevision(o.mod_revision),
+                        o.expires_at_ms.map(|at| e.ttl_until(at)),
+                    ),
+                    None => {
+                        out.error("ERR value is not a valid float");
+                        return Code::INVALID;
+                    }
+                },
+            };
+            let new = old + by;
+            if !new.is_finite() {
+                out.error("ERR increment would produce NaN or Infinity");
+                return Code::INVALID;
+            }
+            let value = Bytes::from(format!("{new}"));
+            match e.put(put(key, &value, ttl, condition)) {
+                Ok(_) => {
+                    out.bulk(&value);
+                    return Code::OK;
+                }
+                Err(Error::Precondition { .. }) => {}
+                Err(err) => return engine_error(err, out),
+            }
+        }
+        out.error("ERR too much contention on this key; try again");
+        Code::from_static("Busy")
+    }
+
     /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`, over the connection's space.
     fn scan(&self, args: &[Bytes], space: Space<'_>, out: &mut Out) -> Code {
         let Some(cursor) = std::str::from_utf8(&args[1])
@@ -1106,11 +1248,8 @@ impl Conn {
         }
         // Every object is a string: TYPE string keeps all, any other type none.
         let strings = kind.is_none_or(|t| t.eq_ignore_ascii_case(b"string"));
-        // A page holds at most what the engine has: a huge COUNT is a full pass, not a huge
-        // allocation.
-        let (keys, next) = self
-            .engine
-            .scan(cursor, count.min(self.engine.len().max(1)));
+        // A huge COUNT is a full pass: the page grows with the keys found, not with COUNT.
+        let (keys, next) = self.engine.scan(cursor, count);
         let shown: Vec<Bytes> = keys
             .into_iter()
             .filter(|_| strings)
@@ -1607,6 +1746,48 @@ const COMMANDS: &[Spec] = &[
         "Removes the expiration time of a key.",
     ),
     spec(
+        "GETRANGE",
+        4,
+        Keys::First,
+        Kind::Read,
+        "Returns a substring of the string stored at a key.",
+    ),
+    spec(
+        "SETRANGE",
+        4,
+        Keys::First,
+        Kind::Write,
+        "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.",
+    ),
+    spec(
+        "INCRBYFLOAT",
+        3,
+        Keys::First,
+        Kind::Write,
+        "Increment the floating point value of a key by a number.",
+    ),
+    spec(
+        "EXPIRETIME",
+        2,
+        Keys::First,
+        Kind::Read,
+        "Returns the expiration time of a key as a Unix timestamp.",
+    ),
+    spec(
+        "PEXPIRETIME",
+        2,
+        Keys::First,
+        Kind::Read,
+        "Returns the expiration time of a key as a Unix milliseconds timestamp.",
+    ),
+    spec(
+        "TIME",
+        1,
+        Keys::None,
+        Kind::Connection,
+        "Returns the server time.",
+    ),
+    spec(
         "DECR",
         2,
         Keys::First,
@@ -2002,6 +2183,27 @@ fn is_any(b: &[u8], words: &[&str]) -> bool {
 
 fn integer(b: &[u8]) -> Option<i64> {
     std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// A finite float as Redis reads one (no spaces, no NaN).
+fn float(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return None;
+    }
+    s.parse::<f64>().ok().filter(|v| !v.is_nan())
+}
+
+/// The bytes `GETRANGE` returns of a value of `len` bytes: indices count from the end when
+/// negative, and are clamped; an empty range when start lies past end.
+fn byte_range(len: usize, start: i64, end: i64) -> std::ops::Range<usize> {
+    let len_i = i64::try_from(len).unwrap_or(i64::MAX);
+    let fix = |i: i64| if i < 0 { (len_i + i).max(0) } else { i };
+    let (start, end) = (fix(start), fix(end).min(len_i - 1));
+    if len == 0 || start > end {
+        return 0..0;
+    }
+    start as usize..end as usize + 1
 }
 
 /// A positive integer (expiry times).
