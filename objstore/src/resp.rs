@@ -1362,11 +1362,8 @@ impl Conn {
             }
             // No password configured: any user name we know gets in with any password.
             None => {}
-            Some(token) => {
-                if !constant_time_eq(pass, token.as_bytes()) {
-                    return Err(WRONGPASS);
-                }
-            }
+            Some(token) if !constant_time_eq(pass, token.as_bytes()) => return Err(WRONGPASS),
+            Some(_) => {}
         }
         self.authed = true;
         self.shadow_user = shadow;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use objstore::engine::{Engine, EngineConfig};
 use objstore::resp::{RespConfig, serve};
 use redis_client::cmds::Ttl;
-use redis_client::{Client, Error, cmd, cmds};
+use redis_client::{Client, Error, Protocol, cmd, cmds};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Port {
@@ -19,9 +19,17 @@ struct Port {
 }
 
 async fn start(max_object: usize) -> Port {
+    start_with(RespConfig {
+        max_object,
+        ..RespConfig::default()
+    })
+    .await
+}
+
+async fn start_with(config: RespConfig) -> Port {
     let clock = objstore::engine::Clock::manual(1_700_000_000_000);
     let engine = Engine::new(EngineConfig {
-        max_value: max_object,
+        max_value: config.max_object,
         clock: clock.clone(),
         ..EngineConfig::default()
     });
@@ -31,18 +39,9 @@ async fn start(max_object: usize) -> Port {
     let metrics = jupiter_core::Metrics::new();
     let e = engine.clone();
     tokio::spawn(async move {
-        serve(
-            e,
-            listener,
-            RespConfig {
-                max_object,
-                ..RespConfig::default()
-            },
-            &metrics,
-            async {
-                let _ = stopped.await;
-            },
-        )
+        serve(e, listener, config, &metrics, async {
+            let _ = stopped.await;
+        })
         .await
     });
     Port {
@@ -60,6 +59,68 @@ async fn client(p: &Port) -> Client {
         .connect()
         .await
         .unwrap()
+}
+
+/// redis-client's own string-command group, the one it runs against redis-server.
+#[path = "../../redis-client/tests/groups/strings.rs"]
+mod strings;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_clients_string_group_passes_here_as_on_redis_server() {
+    for protocol in [Protocol::Resp2, Protocol::Resp3] {
+        // A fresh port per protocol: the group expects an empty database.
+        let p = start(1024 * 1024).await;
+        let c = Client::builder()
+            .url(&format!("redis://{}", p.addr))
+            .protocol(protocol)
+            .metrics(&jupiter_core::Metrics::new())
+            .connect()
+            .await
+            .unwrap();
+        strings::strings_body(&c, protocol).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_the_url_authenticates_and_scan_streams_every_key() {
+    let p = start_with(RespConfig {
+        auth_token: Some("s3cret".into()),
+        ..RespConfig::default()
+    })
+    .await;
+    let refused = Client::builder()
+        .url(&format!("redis://{}", p.addr))
+        .metrics(&jupiter_core::Metrics::new())
+        .connect()
+        .await;
+    match refused {
+        Err(e) => assert!(format!("{e:?}").contains("NOAUTH"), "{e:?}"),
+        Ok(c) => {
+            let e = c.get::<Option<String>>("k").await.unwrap_err();
+            assert!(e.to_string().contains("NOAUTH"), "{e}");
+        }
+    }
+    for protocol in [Protocol::Resp2, Protocol::Resp3] {
+        let c = Client::builder()
+            .url(&format!("redis://:s3cret@{}", p.addr))
+            .protocol(protocol)
+            .metrics(&jupiter_core::Metrics::new())
+            .connect()
+            .await
+            .unwrap();
+        let mut pipe = c.pipeline();
+        for i in 0..1000 {
+            pipe.add(cmds::set(format!("scan:{i}"), i));
+        }
+        pipe.add(cmds::set("other", 1));
+        let _: Vec<redis_client::resp::Frame> = pipe.query().await.unwrap();
+        let keys: std::collections::HashSet<Bytes> =
+            futures::TryStreamExt::try_collect(c.scan(Some("scan:*"), Some(64)))
+                .await
+                .unwrap();
+        assert_eq!(keys.len(), 1000, "{protocol:?}");
+        assert!(!keys.contains(&Bytes::from_static(b"other")));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
