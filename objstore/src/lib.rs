@@ -62,3 +62,21 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/objstore_descriptor.bin"));
 }
+
+/// Listens on `addr` with a backlog of 1024 connections (std's default is 128, which a burst of
+/// connects overflows before the accept loop wakes; each overflow costs its client a 1 s SYN
+/// retransmit).
+///
+/// # Errors
+///
+/// The address cannot be bound.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}

@@ -253,8 +253,7 @@ async fn run_server(
         _ => Engine::new(section.engine()),
     };
     engine.spawn_maintenance();
-    let listener = tokio::net::TcpListener::bind(section.listen)
-        .await
+    let listener = objstore::listen(section.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", section.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "grpcs" } else { "grpc" };
@@ -278,8 +277,7 @@ async fn run_server(
     });
     let resp = match section.resp_listen {
         Some(at) => {
-            let l = tokio::net::TcpListener::bind(at)
-                .await
+            let l = objstore::listen(at)
                 .map_err(|e| format!("cannot listen on {at} (resp-listen): {e}"))?;
             say!("objstore RESP listening on redis://{}", l.local_addr()?);
             Some((l, engine.clone()))

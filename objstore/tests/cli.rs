@@ -564,3 +564,131 @@ fn serve_with_an_auth_token_and_no_snapshot_on_shutdown() {
     assert!(!snap.exists(), "a snapshot was written on shutdown");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Resident memory of a process, from `/proc/<pid>/statm`.
+fn rss_bytes(pid: u32) -> usize {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).expect("statm readable");
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(pages > 0, "statm reads no resident pages: {statm}");
+    pages * 4096
+}
+
+/// Raises this process's open-file limit to its hard limit (the server child inherits it)
+/// and fails, naming the fix, if that is too low for `needed` descriptors.
+fn raise_nofile(needed: u64) {
+    // SAFETY: getrlimit/setrlimit fill and read a plain struct of the size passed.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        assert!(
+            lim.rlim_cur >= needed,
+            "this test needs {needed} open files and the hard limit is {}: raise it (ulimit -Hn)",
+            lim.rlim_cur
+        );
+    }
+}
+
+/// Bad input on the RESP port of a real `objstore serve`: binary garbage, a 1 GiB bulk
+/// length, 100 million array elements announced, half a command then a disconnect, and 10k
+/// idle connections. Each gets an error or a close; the server keeps serving, loses nothing
+/// and its resident memory stays bounded.
+#[test]
+fn the_resp_port_survives_bad_input_with_bounded_memory() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    const IDLE: usize = 10_000;
+    // Per process: this one holds the client ends, the server the other ends.
+    raise_nofile(IDLE as u64 + 512);
+    let s = serve("resp-listen = \"127.0.0.1:0\"\n");
+    let resp = s.printed("objstore RESP listening on redis://");
+    let pid = s.child.id();
+    let mut keep =
+        testkit::resp::Conn::connect(resp.parse().unwrap(), Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        keep.command(&["SET", "kept", "v"]).unwrap().text().unwrap(),
+        "OK"
+    );
+    let before = rss_bytes(pid);
+
+    // Answered with an error, then closed: read to the end (bounded by the read timeout).
+    let refused = |bytes: &[u8]| -> String {
+        let mut c = TcpStream::connect(&resp).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(bytes).unwrap();
+        let mut reply = Vec::new();
+        let _ = c.read_to_end(&mut reply);
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+    let mut garbage = vec![0u8; 64 * 1024];
+    for (i, b) in garbage.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(151).wrapping_add(7);
+    }
+    garbage[0] = 0xff;
+    for (what, bytes) in [
+        ("binary garbage", garbage.as_slice()),
+        (
+            "a 1 GiB bulk length",
+            &b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1073741824\r\n"[..],
+        ),
+        ("100 million elements", b"*100000000\r\n"),
+        ("a negative length", b"*1\r\n$-7\r\n"),
+    ] {
+        let reply = refused(bytes);
+        assert!(
+            reply.starts_with("-ERR Protocol error"),
+            "{what}: {reply:?}"
+        );
+    }
+    // Half a command, then gone: nothing is written.
+    let mut half = TcpStream::connect(&resp).unwrap();
+    half.write_all(b"*3\r\n$3\r\nSET\r\n$4\r\nhalf\r\n$10\r\nabc")
+        .unwrap();
+    drop(half);
+
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(TcpStream::connect(&resp).unwrap());
+    }
+    // Every idle connection is accepted and counted before memory is read.
+    let counted = |c: &mut testkit::resp::Conn| {
+        let info = c.command(&["INFO", "clients"]).unwrap().text().unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .unwrap()
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    for _ in 0..600 {
+        if counted(&mut keep) > IDLE {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        counted(&mut keep) > IDLE,
+        "all {IDLE} idle connections are open"
+    );
+    let with_idle = rss_bytes(pid);
+    // A socket, a task and a connection's state each; no buffers until a first byte.
+    let per_connection = with_idle.saturating_sub(before) / IDLE;
+    assert!(
+        per_connection < 16 * 1024,
+        "{per_connection} bytes of resident memory per idle connection"
+    );
+    // Still serving, nothing lost, nothing half-written.
+    assert_eq!(keep.command(&["GET", "kept"]).unwrap().text().unwrap(), "v");
+    let mut fresh =
+        testkit::resp::Conn::connect(resp.parse().unwrap(), Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        fresh.command(&["EXISTS", "half", "k"]).unwrap(),
+        testkit::resp::Reply::Integer(0)
+    );
+    assert_eq!(fresh.command(&["PING"]).unwrap().text().unwrap(), "PONG");
+    // The server goes first, so the 10k closed connections wait out TIME_WAIT on its port,
+    // not on this machine's ephemeral ports (which later tests' connects need).
+    drop(s);
+    drop(idle);
+}

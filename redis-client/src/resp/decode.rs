@@ -163,6 +163,14 @@ impl Decoder {
                 return Ok(None);
             }
             let tag = buf[p];
+            // A byte that starts no frame is refused at once, not after waiting for a line end
+            // that garbage may never bring.
+            if !b"+-:(,#_$!=*%~>|".contains(&tag) {
+                return Err(ProtocolError::new(format!(
+                    "invalid type byte {:?}",
+                    char::from(tag)
+                )));
+            }
             let Some(eol) = find_crlf(&buf[p + 1..]) else {
                 if buf.len() - p > MAX_LINE {
                     return Err(ProtocolError::new(format!(
@@ -465,6 +473,18 @@ mod tests {
         }
         assert!(buf.is_empty(), "left over: {buf:?}");
         Ok(out)
+    }
+
+    /// Garbage is refused by its first byte, not after waiting up to `MAX_LINE` bytes for a
+    /// line end that may never come (a server kept such a connection open, silent).
+    #[test]
+    fn regression_an_invalid_type_byte_is_refused_at_once() {
+        let mut d = Decoder::new();
+        let mut buf = BytesMut::from(&[0xffu8; 100][..]);
+        let e = d.decode(&mut buf).unwrap_err();
+        assert!(e.to_string().contains("invalid type byte"), "{e}");
+        let mut buf = BytesMut::from(&b"GET k"[..]);
+        assert!(Decoder::new().decode(&mut buf).is_err(), "inline commands are not RESP");
     }
 
     #[test]
