@@ -753,10 +753,17 @@ pub async fn serve_with(
     health
         .set_serving::<proto::object_store_server::ObjectStoreServer<Service>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    // grpcurl before 1.9, Postman and grpcio's reflection client ask v1alpha only.
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -765,7 +772,8 @@ pub async fn serve_with(
     builder
         .layer(shadow)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(
             // Small replies must not wait for Nagle (40 ms with a delayed ACK on the peer).

@@ -484,7 +484,10 @@ mod tests {
         let e = d.decode(&mut buf).unwrap_err();
         assert!(e.to_string().contains("invalid type byte"), "{e}");
         let mut buf = BytesMut::from(&b"GET k"[..]);
-        assert!(Decoder::new().decode(&mut buf).is_err(), "inline commands are not RESP");
+        assert!(
+            Decoder::new().decode(&mut buf).is_err(),
+            "inline commands are not RESP"
+        );
     }
 
     #[test]
