@@ -533,7 +533,7 @@ pub fn objstore_suite() {
 
 /// redis-benchmark's requests per second for SET and GET against `port`, and the server's
 /// CPU microseconds per request meanwhile.
-fn redis_benchmark(port: u16, pid: u32) -> Result<(f64, f64, f64), String> {
+fn redis_benchmark(port: u16, pid: u32, pipeline: u32) -> Result<(f64, f64, f64), String> {
     let requests = crate::scaled(400_000);
     let cpu0 = crate::process_cpu_seconds(pid);
     let out = Command::new("redis-benchmark")
@@ -546,9 +546,9 @@ fn redis_benchmark(port: u16, pid: u32) -> Result<(f64, f64, f64), String> {
             "-c",
             "50",
             "-P",
-            "16",
+            &pipeline.to_string(),
         ])
-        .args(["-d", "64", "-r", "10000", "--csv"])
+        .args(["-d", "64", "-r", "100000", "--csv"])
         .output()
         .map_err(|e| format!("redis-benchmark: {e} (apt-get install redis-tools)"))?;
     let cpu = crate::process_cpu_seconds(pid) - cpu0;
@@ -561,6 +561,17 @@ fn redis_benchmark(port: u16, pid: u32) -> Result<(f64, f64, f64), String> {
             .ok_or_else(|| format!("no {name} figure in redis-benchmark's output: {text}"))
     };
     Ok((rps("SET")?, rps("GET")?, cpu * 1e6 / (2 * requests) as f64))
+}
+
+/// The RESP port against redis-server alone (`compare objstore-resp`).
+pub fn resp_suite() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    if let Err(e) = resp_vs_redis(rounds) {
+        eprintln!("objstore RESP port: {e}");
+    }
 }
 
 fn resp_vs_redis(rounds: usize) -> Result<(), String> {
@@ -579,34 +590,45 @@ fn resp_vs_redis(rounds: usize) -> Result<(), String> {
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| format!("bad RESP address {addr}"))?;
     let redis = testkit::RedisServer::start();
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        ours.push(redis_benchmark(port, child.id())?);
-        theirs.push(redis_benchmark(redis.port(), redis.pid().unwrap_or(0))?);
+    let mut table = Vec::new();
+    for pipeline in [16, 1] {
+        // Interleaved rounds, medians: drift in the machine's load hits both alike.
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            ours.push(redis_benchmark(port, child.id(), pipeline)?);
+            theirs.push(redis_benchmark(
+                redis.port(),
+                redis.pid().unwrap_or(0),
+                pipeline,
+            )?);
+        }
+        table.push((pipeline, ours, theirs));
     }
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let pick =
         |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| median(v.iter().map(f).collect());
-    println!("\nRESP port: redis-benchmark -t set,get -c 50 -P 16 -d 64, median of {rounds}");
     println!(
-        "{:<14} {:>12} {:>12} {:>16}",
-        "server", "SET/s", "GET/s", "server CPU µs/req"
+        "\nRESP port: redis-benchmark -t set,get -c 50 -d 64 -r 100000, same binary, median of {rounds}"
     );
-    for (name, v) in [("objstore RESP", &ours), ("redis-server", &theirs)] {
-        println!(
-            "{name:<14} {:>12.0} {:>12.0} {:>16.2}",
-            pick(v, |s| s.0),
-            pick(v, |s| s.1),
-            pick(v, |s| s.2)
-        );
+    println!(
+        "| -P | server | SET/s | GET/s | server CPU µs/req | SET vs redis | GET vs redis | CPU vs redis |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    for (pipeline, ours, theirs) in &table {
+        for (name, v) in [("objstore RESP", ours), ("redis-server", theirs)] {
+            println!(
+                "| {pipeline} | {name} | {:.0} | {:.0} | {:.2} | {:.2}× | {:.2}× | {:.2}× |",
+                pick(v, |s| s.0),
+                pick(v, |s| s.1),
+                pick(v, |s| s.2),
+                pick(v, |s| s.0) / pick(theirs, |s| s.0),
+                pick(v, |s| s.1) / pick(theirs, |s| s.1),
+                pick(v, |s| s.2) / pick(theirs, |s| s.2),
+            );
+        }
     }
-    println!(
-        "objstore / redis: SET {:.2}×, GET {:.2}×",
-        pick(&ours, |s| s.0) / pick(&theirs, |s| s.0),
-        pick(&ours, |s| s.1) / pick(&theirs, |s| s.1)
-    );
     Ok(())
 }
 

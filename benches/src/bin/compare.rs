@@ -20,7 +20,14 @@ use std::time::Duration;
 use benches::{Report, measure_ns};
 use jupiter_core::metrics::{Code, HANDLE_BUCKETS, Metrics};
 
-const SUITES: &[&str] = &["metrics", "redis", "redis-cluster", "loadtest", "objstore"];
+const SUITES: &[&str] = &[
+    "metrics",
+    "redis",
+    "redis-cluster",
+    "loadtest",
+    "objstore",
+    "objstore-resp",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,6 +43,7 @@ fn main() -> ExitCode {
             "redis-cluster" => redis_cluster_suite(),
             "loadtest" => benches::loadtest_suite::loadtest_suite(),
             "objstore" => benches::objstore_suite::objstore_suite(),
+            "objstore-resp" => benches::objstore_suite::resp_suite(),
             other => {
                 eprintln!(
                     "compare: unknown suite {other:?}; known: {}",

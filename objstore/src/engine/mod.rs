@@ -57,7 +57,7 @@ mod store;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -189,6 +189,11 @@ struct Prepared {
     own: Option<Arc<Segment>>,
 }
 
+/// The record `found`, if it has not expired.
+fn live(found: Option<(Pos, u64, Header)>, now: u64) -> Option<(Pos, u64, Header)> {
+    found.filter(|f| !f.2.expired(now))
+}
+
 /// Whether a write's condition holds for the key's live record.
 fn check(condition: &Condition, current: Option<Header>) -> Result<(), Error> {
     match (condition, &current) {
@@ -252,7 +257,9 @@ struct Inner {
     objects: AtomicUsize,
     evictions: AtomicU64,
     expirations: AtomicU64,
-    started: Instant,
+    /// The engine clock's time at creation: ticks (seconds since) are read off the clock
+    /// reading a call takes anyway, not off a second clock.
+    started_ms: u64,
 }
 
 /// The engine. Cheap to clone; all clones share the data.
@@ -324,6 +331,7 @@ impl Engine {
     /// An empty engine whose next write gets `revision + 1` (after loading a snapshot).
     pub fn with_revision(config: EngineConfig, revision: u64) -> Engine {
         let n = config.shards.max(1).next_power_of_two();
+        let started_ms = config.clock.now_ms();
         Engine {
             inner: Arc::new(Inner {
                 shards: (0..n).map(|_| RwLock::new(Shard::default())).collect(),
@@ -347,7 +355,7 @@ impl Engine {
                 objects: AtomicUsize::new(0),
                 evictions: AtomicU64::new(0),
                 expirations: AtomicU64::new(0),
-                started: Instant::now(),
+                started_ms,
             }),
         }
     }
@@ -416,7 +424,12 @@ impl Engine {
     }
 
     fn tick(&self) -> u32 {
-        self.inner.started.elapsed().as_secs() as u32
+        self.tick_at(self.now_ms())
+    }
+
+    /// Seconds from the engine's creation to `now_ms` (saturating both ways).
+    fn tick_at(&self, now_ms: u64) -> u32 {
+        u32::try_from(now_ms.saturating_sub(self.inner.started_ms) / 1000).unwrap_or(u32::MAX)
     }
 
     /// Whether `key` may be stored: not empty, at most `max-key` bytes.
@@ -449,7 +462,7 @@ impl Engine {
             (!header.expired(now)).then(|| {
                 // Written only when the tick (seconds) moved on: readers of one segment on
                 // several cores would otherwise bounce its cache line on every read.
-                let tick = self.tick();
+                let tick = self.tick_at(now);
                 if segment.last_read.load(Ordering::Relaxed) != tick {
                     segment.last_read.store(tick, Ordering::Relaxed);
                 }
@@ -521,9 +534,9 @@ impl Engine {
         if !shard.has_room() {
             return Err(Error::Exhausted("the shard has no segment ids left".into()));
         }
-        let current = self.current(shard, &p.put.key, h, p.now);
-        check(&p.put.condition, current.map(|c| c.2))?;
-        Ok(self.apply(shard, h, p, current))
+        let found = self.found(shard, &p.put.key, h);
+        check(&p.put.condition, live(found, p.now).map(|c| c.2))?;
+        Ok(self.apply(shard, h, p, found))
     }
 
     /// Writes every object atomically (Redis's `MSET`), or, with `if_all_absent`, only if
@@ -566,18 +579,15 @@ impl Engine {
             return Err(Error::Exhausted("the shard has no segment ids left".into()));
         }
         for (h, p) in prepared.iter().filter(|_| if_all_absent) {
-            if self
-                .current(&guards[slot(*h)], &p.put.key, *h, p.now)
-                .is_some()
-            {
+            if live(self.found(&guards[slot(*h)], &p.put.key, *h), p.now).is_some() {
                 return Ok(false);
             }
         }
         for (h, p) in prepared {
             let shard = &mut *guards[slot(h)];
             // Looked up again: an earlier put of the same key may have just written it.
-            let current = self.current(shard, &p.put.key, h, p.now);
-            self.apply(shard, h, p, current);
+            let found = self.found(shard, &p.put.key, h);
+            self.apply(shard, h, p, found);
         }
         Ok(true)
     }
@@ -613,7 +623,7 @@ impl Engine {
             )));
         }
         self.reserve(charge(MAX_HEADER / 4 + body), &put.key)?;
-        let tick = self.tick();
+        let tick = self.tick_at(now);
         // A large object gets a segment of its own, filled before the lock is taken: only
         // its header (which holds the revision) is written under it.
         let own = (MAX_HEADER + body > INLINE_MAX).then(|| {
@@ -632,23 +642,23 @@ impl Engine {
         })
     }
 
-    /// Position, slot and header of `key`'s record; `None` if absent or expired.
-    fn current(&self, shard: &Shard, key: &[u8], h: u64, now: u64) -> Option<(Pos, u64, Header)> {
+    /// Position, slot and header of `key`'s record, expired or not.
+    fn found(&self, shard: &Shard, key: &[u8], h: u64) -> Option<(Pos, u64, Header)> {
         shard
             .find(key, h)
             .map(|(i, s)| (i, s, shard.segs.header(s).0))
-            .filter(|f| !f.2.expired(now))
     }
 
-    /// Writes a prepared object into its locked shard, replacing `current`. The shard has
-    /// room (checked by the caller).
+    /// Writes a prepared object into its locked shard, replacing the key's record `found`
+    /// (an expired one too). The shard has room (checked by the caller).
     fn apply(
         &self,
         shard: &mut Shard,
         h: u64,
         p: Prepared,
-        current: Option<(Pos, u64, Header)>,
+        found: Option<(Pos, u64, Header)>,
     ) -> Object {
+        let old = live(found, p.now).map(|c| c.2);
         let Prepared {
             put,
             tick,
@@ -657,7 +667,6 @@ impl Engine {
             own,
             ..
         } = p;
-        let old = current.map(|c| c.2);
         let (id, off, header) = self.inner.feed.append(EventKind::Put, |revision| {
             let header = Header {
                 key_len: put.key.len(),
@@ -693,12 +702,7 @@ impl Engine {
             (Body::Record(record), (id, off, header))
         });
         let new = store::slot(store::tag(h), id, off);
-        // An expired record of the key is still indexed: it is replaced in place too.
-        match current.or_else(|| {
-            shard
-                .find(&put.key, h)
-                .map(|(i, s)| (i, s, shard.segs.header(s).0))
-        }) {
+        match found {
             Some((i, old, old_header)) => {
                 shard.table.set(i, new);
                 // Replaced (an expired one too): release it.

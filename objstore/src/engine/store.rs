@@ -196,7 +196,26 @@ fn put_varint(out: &mut [u8], at: &mut usize, mut v: u64) {
     *at += 1;
 }
 
+#[inline]
 fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    // Lengths and versions are mostly below 128: one byte, no loop.
+    let b = *buf.get(*at)?;
+    if b < 0x80 {
+        *at += 1;
+        return Some(u64::from(b));
+    }
+    get_varint_long(buf, at)
+}
+
+/// Moves past a varint without computing it.
+#[inline]
+fn skip_varint(buf: &[u8], at: &mut usize) -> Option<()> {
+    let n = buf.get(*at..)?.iter().take(10).position(|&b| b < 0x80)?;
+    *at += n + 1;
+    Some(())
+}
+
+fn get_varint_long(buf: &[u8], at: &mut usize) -> Option<u64> {
     let mut v: u64 = 0;
     for shift in (0..64).step_by(7) {
         let b = *buf.get(*at)?;
@@ -307,6 +326,7 @@ impl Header {
     }
 
     /// Decodes the record at the start of `buf`, checking that all of it lies within `buf`.
+    #[inline]
     pub(super) fn decode(buf: &[u8]) -> Option<Header> {
         let flags = *buf.first()?;
         if flags & !(HAS_EXPIRY | HAS_EXTRA) != 0 {
@@ -345,6 +365,32 @@ impl Header {
             .checked_add(key_len)?
             .checked_add(value_len)?;
         (total <= buf.len()).then_some(h)
+    }
+
+    /// Where the key of the record at the start of `buf` lies, decoding only what leads to it
+    /// (index probes compare keys; most of them need nothing else). Checked as `decode` is.
+    #[inline]
+    pub(super) fn key_range(buf: &[u8]) -> Option<(usize, usize)> {
+        let flags = *buf.first()?;
+        if flags & !(HAS_EXPIRY | HAS_EXTRA) != 0 {
+            return None;
+        }
+        let mut at = 1;
+        let key_len = usize::try_from(get_varint(buf, &mut at)?).ok()?;
+        for _ in 0..4 {
+            skip_varint(buf, &mut at)?;
+        }
+        if flags & HAS_EXPIRY != 0 {
+            at += 8;
+        }
+        let extra_len = if flags & HAS_EXTRA != 0 {
+            usize::try_from(get_varint(buf, &mut at)?).ok()?
+        } else {
+            0
+        };
+        let start = at.checked_add(extra_len)?;
+        let end = start.checked_add(key_len)?;
+        (end <= buf.len()).then_some((start, end))
     }
 
     /// Header, extra, key and value.
@@ -772,10 +818,13 @@ impl Segments {
         (h, &meta.segment, off)
     }
 
+    #[inline]
     pub(super) fn key(&self, s: u64) -> &[u8] {
-        let (h, seg, off) = self.header(s);
-        let (a, b) = h.key(off);
-        seg.slice(a, b)
+        let meta = self.meta(slot_segment(s));
+        let off = slot_offset(s);
+        let record = meta.segment.slice(off, meta.used);
+        let (a, b) = Header::key_range(record).expect("valid record");
+        &record[a..b]
     }
 
     /// Appends a record (its parts, one after another) and returns (segment id, offset), or
