@@ -45,7 +45,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use jupiter_core::Metrics;
 use jupiter_core::metrics::{Code, SeriesTable};
 use jupiter_core::shadow::{ShadowMode, ShadowSwitch};
-use redis_client::resp::{Decoder, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -325,6 +324,25 @@ impl Out {
         self.raw(s.as_bytes());
         self.raw(b"\r\n");
     }
+    /// The value under `key` as a bulk string, or null: small values copied straight out
+    /// of the engine (no allocation), large ones sent as they are stored.
+    fn value(&mut self, engine: &Engine, key: &[u8]) {
+        let small = engine.with_value(key, |v| {
+            if v.len() > COPY_LIMIT {
+                return Some(v.to_bytes());
+            }
+            self.header(b'$', v.len());
+            self.raw(v.as_slice());
+            self.raw(b"\r\n");
+            None
+        });
+        match small {
+            None => self.null(),
+            Some(Some(large)) => self.bulk(&large),
+            Some(None) => {}
+        }
+    }
+
     fn bulk_opt(&mut self, v: Option<&Bytes>) {
         match v {
             Some(v) => self.bulk(v),
@@ -373,11 +391,14 @@ impl Space<'_> {
 impl Conn {
     async fn run(mut self, mut sock: TcpStream) -> std::io::Result<()> {
         // A request is at most a value plus its key and framing.
-        let mut decoder = Decoder::with_limits(self.config.max_object + 64 * 1024, 4);
+        let max_bulk = self.config.max_object + 64 * 1024;
         // Buffers are taken when the first bytes arrive: a connection that never sends holds
         // none (10k idle connections cost their sockets and tasks, not 320 MiB of buffers).
         let mut rbuf = BytesMut::new();
         let mut out = Out::new(false);
+        // Reused for every batch: where each argument lies, and each request's first one.
+        let (mut spans, mut starts) = (Vec::new(), Vec::new());
+        let mut args: Vec<Bytes> = Vec::new();
         loop {
             if rbuf.capacity() == 0 {
                 sock.readable().await?;
@@ -386,25 +407,48 @@ impl Conn {
             if sock.read_buf(&mut rbuf).await? == 0 {
                 return Ok(());
             }
-            let mut close = None;
+            // Every complete request of the batch is parsed first, then the bytes they span
+            // are frozen once and each argument is a slice of them: no allocation per request.
+            spans.clear();
+            starts.clear();
+            let mut end = 0;
+            let mut bad = None;
             loop {
-                match decoder.decode(&mut rbuf) {
-                    Ok(Some(frame)) => {
-                        if let Some(c) = self.frame(frame, &mut out) {
-                            close = Some(c);
-                            break;
-                        }
-                        if out.len >= FLUSH_AT {
-                            out.flush(&mut sock).await?;
-                        }
+                starts.push(spans.len());
+                match parse_request(&rbuf, end, max_bulk, &mut spans) {
+                    Ok(Some(next)) => end = next,
+                    Ok(None) => {
+                        starts.pop();
+                        break;
                     }
-                    Ok(None) => break,
                     Err(e) => {
-                        out.error(&format!("ERR Protocol error: {e}"));
-                        close = Some(Close::Protocol);
+                        starts.pop();
+                        bad = Some(e);
                         break;
                     }
                 }
+            }
+            starts.push(spans.len());
+            let batch = rbuf.split_to(end).freeze();
+            let mut close = None;
+            for w in starts.windows(2) {
+                args.clear();
+                args.extend(spans[w[0]..w[1]].iter().map(|&(a, b)| batch.slice(a..b)));
+                if let Some(c) = self.frame(&args, &mut out) {
+                    close = Some(c);
+                    break;
+                }
+                if out.len >= FLUSH_AT {
+                    out.flush(&mut sock).await?;
+                }
+            }
+            args.clear();
+            drop(batch);
+            if close.is_none()
+                && let Some(e) = bad
+            {
+                out.error(&format!("ERR Protocol error: {e}"));
+                close = Some(Close::Protocol);
             }
             // One shared counter update per batch, not per command.
             let stats = &self.stats.0;
@@ -427,22 +471,8 @@ impl Conn {
         }
     }
 
-    /// One request frame: runs it, appends its reply. `Some` closes the connection.
-    fn frame(&mut self, frame: Frame, out: &mut Out) -> Option<Close> {
-        let Frame::Array(items) = frame else {
-            out.error("ERR Protocol error: expected an array of bulk strings");
-            return Some(Close::Protocol);
-        };
-        let mut args = Vec::with_capacity(items.len());
-        for item in items {
-            match item {
-                Frame::Bulk(b) | Frame::Simple(b) => args.push(b),
-                _ => {
-                    out.error("ERR Protocol error: expected an array of bulk strings");
-                    return Some(Close::Protocol);
-                }
-            }
-        }
+    /// One request: runs it, appends its reply. `Some` closes the connection.
+    fn frame(&mut self, args: &[Bytes], out: &mut Out) -> Option<Close> {
         if args.is_empty() {
             return None;
         }
@@ -453,7 +483,7 @@ impl Conn {
             .iter()
             .position(|c| c.name.as_bytes().eq_ignore_ascii_case(&args[0]));
         let Some(i) = known else {
-            unknown_command(&args, out);
+            unknown_command(args, out);
             return None;
         };
         // The TSC clock: a quarter of `std::time::Instant`'s cost per reading.
@@ -464,7 +494,7 @@ impl Conn {
     }
 
     /// Arity, authentication and the shadow rule, in Redis's order; then the command.
-    fn dispatch(&mut self, spec: &Spec, args: Vec<Bytes>, out: &mut Out) -> (Code, Option<Close>) {
+    fn dispatch(&mut self, spec: &Spec, args: &[Bytes], out: &mut Out) -> (Code, Option<Close>) {
         if !fits(spec.arity, args.len()) {
             wrong_arity(spec.name, out);
             return (Code::INVALID, None);
@@ -476,17 +506,17 @@ impl Conn {
         let config = self.config.clone();
         let live = Space::Live(config.shadow.prefix.as_deref());
         if spec.kind == Kind::Connection || !(self.shadow_user || self.shadow_name) {
-            return self.command(spec.name, &args, live, out);
+            return self.command(spec.name, args, live, out);
         }
         let shadow = &config.shadow;
         let refused = match (shadow.switch.mode(), &shadow.prefix) {
             (ShadowMode::On, Some(prefix)) => {
-                let args = prefixed(spec.keys, args, prefix);
+                let args = prefixed(spec.keys, args.to_vec(), prefix);
                 return self.command(spec.name, &args, Space::Shadow(prefix), out);
             }
             // Watch: reads served from live data, writes refused.
             (ShadowMode::Watch, Some(_)) if spec.kind == Kind::Read => {
-                return self.command(spec.name, &args, live, out);
+                return self.command(spec.name, args, live, out);
             }
             (ShadowMode::Watch, Some(_)) => {
                 "shadow writes are refused (the shadow switch is watch)"
@@ -526,7 +556,7 @@ impl Conn {
         let e = &self.engine;
         let code = match name {
             "GET" => {
-                out.bulk_opt(e.get(&args[1]).as_ref().map(|o| &o.value));
+                out.value(e, &args[1]);
                 Code::OK
             }
             "SET" => return (self.set(args, out), None),
@@ -551,7 +581,7 @@ impl Conn {
             "MGET" => {
                 out.array(n - 1);
                 for k in &args[1..] {
-                    out.bulk_opt(e.get(k).as_ref().map(|o| &o.value));
+                    out.value(e, k);
                 }
                 Code::OK
             }
@@ -1496,6 +1526,97 @@ impl Conn {
     }
 }
 
+/// Most arguments a request may have (Redis's limit).
+const MAX_ARGS: usize = 1024 * 1024;
+/// Longest `*N` or `$N` line.
+const MAX_HEADER_LINE: usize = 32;
+
+/// Parses the request (at most `max_bulk` bytes in all) `*N\r\n` then N times `$len\r\n<len bytes>\r\n` at `buf[at..]`,
+/// appending where its arguments lie to `spans`. `Ok(Some(end))` when complete, `Ok(None)`
+/// when more bytes are needed (nothing appended then), `Err` for what no request can be.
+fn parse_request(
+    buf: &[u8],
+    at: usize,
+    max_bulk: usize,
+    spans: &mut Vec<(usize, usize)>,
+) -> Result<Option<usize>, String> {
+    let mark = spans.len();
+    let incomplete = |spans: &mut Vec<(usize, usize)>| {
+        spans.truncate(mark);
+        Ok(None)
+    };
+    let Some((n, mut p)) = header_line(buf, at, b'*', "expected an array of bulk strings")? else {
+        return incomplete(spans);
+    };
+    if n > MAX_ARGS {
+        return Err("invalid multibulk length".into());
+    }
+    for _ in 0..n {
+        let Some((len, start)) = header_line(buf, p, b'$', "expected an array of bulk strings")?
+        else {
+            return incomplete(spans);
+        };
+        if len > max_bulk {
+            return Err("invalid bulk length".into());
+        }
+        let end = start + len;
+        if buf.len() < end + 2 {
+            return incomplete(spans);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err("bulk string not terminated by CRLF".into());
+        }
+        spans.push((start, end));
+        p = end + 2;
+        if p - at > max_bulk {
+            return Err(format!("request larger than {max_bulk} bytes"));
+        }
+    }
+    Ok(Some(p))
+}
+
+/// The number on a `<tag>N\r\n` line at `buf[at..]` and where the line ends; `None` when
+/// the line is not all there yet.
+fn header_line(
+    buf: &[u8],
+    at: usize,
+    tag: u8,
+    wrong_tag: &str,
+) -> Result<Option<(usize, usize)>, String> {
+    let Some(&first) = buf.get(at) else {
+        return Ok(None);
+    };
+    if first != tag {
+        return Err(if tag == b'*' {
+            wrong_tag.to_owned()
+        } else {
+            format!("expected '$', got '{}'", char::from(first))
+        });
+    }
+    let rest = &buf[at + 1..buf.len().min(at + 1 + MAX_HEADER_LINE)];
+    let Some(cr) = rest.iter().position(|&b| b == b'\r') else {
+        if rest.len() == MAX_HEADER_LINE {
+            return Err(format!("{} line too long", char::from(tag)));
+        }
+        return Ok(None);
+    };
+    if rest.get(cr + 1).is_none() {
+        return Ok(None);
+    }
+    if rest[cr + 1] != b'\n' {
+        return Err("line not terminated by CRLF".into());
+    }
+    let digits = &rest[..cr];
+    let what = if tag == b'*' { "multibulk" } else { "bulk" };
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(format!("invalid {what} length"));
+    }
+    let n = digits.iter().fold(0usize, |n, &d| {
+        n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+    });
+    Ok(Some((n, at + 1 + cr + 2)))
+}
+
 /// Where a command's expiry change goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Expiry {
@@ -2242,13 +2363,11 @@ mod tests {
 
     fn reply(c: &mut Conn, words: &[&str]) -> String {
         let mut out = Out::new(c.proto == 3);
-        let frame = Frame::Array(
-            words
-                .iter()
-                .map(|w| Frame::Bulk(Bytes::copy_from_slice(w.as_bytes())))
-                .collect(),
-        );
-        c.frame(frame, &mut out);
+        let args: Vec<Bytes> = words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
+        c.frame(&args, &mut out);
         String::from_utf8_lossy(&out.buf).into_owned()
     }
 
@@ -2278,6 +2397,42 @@ mod tests {
         assert!(reply(&mut c, &["NOSUCH", "x"]).contains("unknown command"));
         assert!(reply(&mut c, &["ping", "a", "b"]).contains("wrong number"));
         assert!(reply(&mut c, &["MSET", "a", "1", "b"]).contains("wrong number"));
+    }
+
+    #[test]
+    fn requests_parse_whole_partial_or_refused() {
+        let parse = |b: &[u8]| {
+            let mut spans = Vec::new();
+            parse_request(b, 0, 1024, &mut spans).map(|end| (end, spans))
+        };
+        let req = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        assert_eq!(parse(req), Ok((Some(req.len()), vec![(8, 11), (17, 18)])));
+        // Every prefix is incomplete, never an error, and leaves no spans behind.
+        for cut in 0..req.len() {
+            assert_eq!(parse(&req[..cut]), Ok((None, Vec::new())), "cut at {cut}");
+        }
+        for (bad, want) in [
+            (&b":1\r\n"[..], "expected an array"),
+            (b"*1\r\n:1\r\n", "expected '$', got ':'"),
+            (b"*-1\r\n", "invalid multibulk length"),
+            (b"*2000000\r\n", "invalid multibulk length"),
+            (b"*1\r\n$2000\r\n", "invalid bulk length"),
+            (b"*1\r\n$99999999999999999999999\r\n", "invalid bulk length"),
+            (b"*1\r\n$1\r\nkk\r\n", "not terminated"),
+            (b"*1\r\n$1\r\nk\r\r", "not terminated"),
+            (b"*11111111111111111111111111111111111111", "line too long"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+        // The whole request is bounded, not only each argument.
+        let mut big = b"*3\r\n".to_vec();
+        for _ in 0..3 {
+            big.extend_from_slice(b"$600\r\n");
+            big.extend_from_slice(&[b'x'; 600]);
+            big.extend_from_slice(b"\r\n");
+        }
+        assert!(parse(&big).unwrap_err().contains("request larger"));
     }
 
     #[test]

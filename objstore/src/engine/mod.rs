@@ -206,6 +206,41 @@ fn check(condition: &Condition, current: Option<Header>) -> Result<(), Error> {
     }
 }
 
+/// A stored value, borrowed while its shard is read-locked (see [`Engine::with_value`]).
+pub struct ValueRef<'a> {
+    segment: &'a Arc<Segment>,
+    a: usize,
+    b: usize,
+}
+
+impl std::fmt::Debug for ValueRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValueRef").field("len", &self.len()).finish()
+    }
+}
+
+impl ValueRef<'_> {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        self.segment.slice(self.a, self.b)
+    }
+
+    /// The bytes as `Bytes` that keep their segment alive (no copy; one small allocation).
+    pub fn to_bytes(&self) -> Bytes {
+        self.segment.bytes(self.a, self.b)
+    }
+
+    /// Its length.
+    pub fn len(&self) -> usize {
+        self.b - self.a
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.a == self.b
+    }
+}
+
 /// One object in a listing.
 #[derive(Clone, Debug)]
 pub struct Listed {
@@ -453,30 +488,45 @@ impl Engine {
 
     /// The object under `key`, if present and not expired.
     pub fn get(&self, key: &[u8]) -> Option<Object> {
+        self.lookup(key, object_of)
+    }
+
+    /// Calls `f` with the value under `key`, if present and not expired, borrowed under its
+    /// shard's read lock: for a caller that copies it out (the RESP port's replies), a read
+    /// with no allocation. `f` must be short (it holds the lock).
+    pub fn with_value<R>(&self, key: &[u8], f: impl FnOnce(ValueRef<'_>) -> R) -> Option<R> {
+        self.lookup(key, |segment, off, header| {
+            let (a, b) = header.value(off);
+            f(ValueRef { segment, a, b })
+        })
+    }
+
+    /// Finds `key`'s live record and calls `f` with it under the shard's read lock; removes
+    /// it (after the lock) if it has expired.
+    fn lookup<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&Arc<Segment>, usize, &Header) -> R,
+    ) -> Option<R> {
         let now = self.now_ms();
         let h = hash(key);
-        let found = {
+        {
             let shard = self.shard(h).read().unwrap_or_else(|e| e.into_inner());
             let (_, s) = shard.find(key, h)?;
             let (header, segment, off) = shard.segs.header(s);
-            (!header.expired(now)).then(|| {
+            if !header.expired(now) {
                 // Written only when the tick (seconds) moved on: readers of one segment on
                 // several cores would otherwise bounce its cache line on every read.
                 let tick = self.tick_at(now);
                 if segment.last_read.load(Ordering::Relaxed) != tick {
                     segment.last_read.store(tick, Ordering::Relaxed);
                 }
-                (segment.clone(), off, header)
-            })
-        };
-        match found {
-            Some((segment, off, header)) => Some(object_of(&segment, off, &header)),
-            None => {
-                // Lazy expiry.
-                self.remove_expired(key, h, now);
-                None
+                return Some(f(segment, off, &header));
             }
         }
+        // Lazy expiry.
+        self.remove_expired(key, h, now);
+        None
     }
 
     /// Takes an object that is no longer indexed out of the counters and the charge.
