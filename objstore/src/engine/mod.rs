@@ -215,7 +215,9 @@ pub struct ValueRef<'a> {
 
 impl std::fmt::Debug for ValueRef<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ValueRef").field("len", &self.len()).finish()
+        f.debug_struct("ValueRef")
+            .field("len", &self.len())
+            .finish()
     }
 }
 
