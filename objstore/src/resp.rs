@@ -716,12 +716,9 @@ impl Conn {
                 } else {
                     by
                 };
-                match self.incr(&args[1], by) {
-                    Ok(Ok(v)) => out.int(v),
-                    Ok(Err(msg)) | Err(msg) => {
-                        out.error(msg);
-                        return (Code::INVALID, None);
-                    }
+                match self.incr(&args[1], by, out) {
+                    Ok(v) => out.int(v),
+                    Err(code) => return (code, None),
                 }
                 Code::OK
             }
@@ -865,37 +862,20 @@ impl Conn {
     /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`
     fn set(&mut self, args: &[Bytes], out: &mut Out) -> Code {
         let (mut nx, mut xx, mut get, mut keep) = (false, false, false, false);
-        let mut expires_at: Option<u64> = None;
+        let mut expires_at: Option<Expiry> = None;
         let mut i = 3;
         while i < args.len() {
             let opt = upper(&args[i]);
-            let value = args.get(i + 1);
-            let time = |scale: u64, absolute: bool| -> Option<u64> {
-                let ms = positive(value?)?.checked_mul(scale)?;
-                if absolute {
-                    Some(ms).filter(|&at| at <= MAX_EXPIRY_MS)
-                } else {
-                    self.engine.expiry_after(Duration::from_millis(ms))
-                }
-            };
             match opt.as_str() {
                 "NX" => nx = true,
                 "XX" => xx = true,
                 "GET" => get = true,
                 "KEEPTTL" => keep = true,
-                "EX" | "PX" | "EXAT" | "PXAT" if expires_at.is_none() && value.is_some() => {
-                    let scale = if opt.starts_with('E') { 1000 } else { 1 };
+                "EX" | "PX" | "EXAT" | "PXAT" if expires_at.is_none() && i + 1 < args.len() => {
                     i += 1;
-                    if value.and_then(|v| integer(v)).is_none() {
-                        out.error(NOT_INTEGER);
-                        return Code::INVALID;
-                    }
-                    match time(scale, opt.ends_with("AT")) {
-                        Some(at) => expires_at = Some(at),
-                        None => {
-                            invalid_expire("SET", out);
-                            return Code::INVALID;
-                        }
+                    match self.time_option(&opt, &args[i], "SET", out) {
+                        Ok(to) => expires_at = Some(to),
+                        Err(code) => return code,
                     }
                 }
                 _ => {
@@ -933,11 +913,16 @@ impl Conn {
                     .as_ref()
                     .and_then(|o| o.expires_at_ms)
                     .map(|at| e.ttl_until(at)),
-                (false, Some(at)) => Some(e.ttl_until(at)),
+                (false, Some(Expiry::At(at))) => Some(e.ttl_until(at)),
+                (false, Some(_)) => Some(Duration::from_millis(1)),
                 (false, None) => None,
             };
             match e.put(put(key, value, ttl, condition)) {
-                Ok(_) => {
+                Ok(written) => {
+                    // An expiry already past: set, then gone at once, as in Redis.
+                    if expires_at == Some(Expiry::Now) {
+                        let _ = e.delete(key, &Condition::IfRevision(written.mod_revision));
+                    }
                     reply_set(out, get, current.as_ref(), true);
                     return Code::OK;
                 }
@@ -959,38 +944,70 @@ impl Conn {
     fn getex(&mut self, args: &[Bytes], out: &mut Out) -> Code {
         let key = &args[1];
         let opts = &args[2..];
-        let to = match opts {
+        // Syntax first; then, as Redis does, a missing key is null whatever the time says.
+        let time = match opts {
             [] => None,
-            [o] if upper(o) == "PERSIST" => Some(Expiry::Persist),
-            [o, t] if is_any(o, &["EX", "PX", "EXAT", "PXAT"]) => {
-                let opt = upper(o);
-                let scale = if opt.starts_with('E') { 1000 } else { 1 };
-                if integer(t).is_none() {
-                    out.error(NOT_INTEGER);
-                    return Code::INVALID;
-                }
-                match self.expiry(integer(t), scale, opt.ends_with("AT"), false) {
-                    Some(to) => Some(to),
-                    None => {
-                        invalid_expire("GETEX", out);
-                        return Code::INVALID;
-                    }
-                }
-            }
+            [o] if upper(o) == "PERSIST" => None,
+            [o, t] if is_any(o, &["EX", "PX", "EXAT", "PXAT"]) => Some((upper(o), t)),
             _ => {
                 out.error("ERR syntax error");
                 return Code::INVALID;
             }
         };
-        let Some(to) = to else {
+        if opts.is_empty() || self.engine.get(key).is_none() {
             out.bulk_opt(self.engine.get(key).as_ref().map(|o| &o.value));
             return Code::OK;
+        }
+        let to = match time {
+            None => Expiry::Persist,
+            Some((opt, t)) => match self.time_option(&opt, t, "GETEX", out) {
+                Ok(to) => to,
+                Err(code) => return code,
+            },
         };
         match self.retouch(key, to, |_| true) {
             Ok(found) => out.bulk_opt(found.as_ref().map(|(o, _)| &o.value)),
             Err(err) => return engine_error(err, out),
         }
         Code::OK
+    }
+
+    /// A `SET`/`GETEX` time option (`EX`, `PX`, `EXAT`, `PXAT`, upper case) as Redis reads
+    /// it: not an integer, an error; zero or negative, or past what a millisecond timestamp
+    /// holds, an invalid expire time; an instant already past, [`Expiry::Now`]. The error
+    /// reply is written on failure.
+    fn time_option(
+        &self,
+        opt: &str,
+        value: &[u8],
+        command: &str,
+        out: &mut Out,
+    ) -> Result<Expiry, Code> {
+        let Some(t) = integer(value) else {
+            out.error(NOT_INTEGER);
+            return Err(Code::INVALID);
+        };
+        let scale = if opt.starts_with('E') { 1000 } else { 1 };
+        let now = self.engine.now_ms() as i64;
+        let at = (t > 0)
+            .then(|| t.checked_mul(scale))
+            .flatten()
+            .and_then(|ms| {
+                if opt.ends_with("AT") {
+                    Some(ms)
+                } else {
+                    now.checked_add(ms)
+                }
+            })
+            .filter(|&at| at <= MAX_EXPIRY_MS as i64);
+        match at {
+            None => {
+                invalid_expire(command, out);
+                Err(Code::INVALID)
+            }
+            Some(at) if at <= now => Ok(Expiry::Now),
+            Some(at) => Ok(Expiry::At(at as u64)),
+        }
     }
 
     /// `EXPIRE`/`PEXPIRE key ttl`, `EXPIREAT`/`PEXPIREAT key at`, with `NX`/`XX`/`GT`/`LT`.
@@ -1109,42 +1126,64 @@ impl Conn {
 
     /// `APPEND key value`: the new length.
     fn append(&self, key: &Bytes, tail: &Bytes, out: &mut Out) -> Code {
+        let max = self.config.max_object;
+        let written = self.rewrite(key, out, |current| {
+            let head = current.map_or(&[][..], |v| &v[..]);
+            if head.len().checked_add(tail.len()).is_none_or(|t| t > max) {
+                return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+            }
+            let mut v = BytesMut::with_capacity(head.len() + tail.len());
+            v.extend_from_slice(head);
+            v.extend_from_slice(tail);
+            Ok(v.freeze())
+        });
+        match written {
+            Ok(v) => {
+                out.int(v.len() as i64);
+                Code::OK
+            }
+            Err(code) => code,
+        }
+    }
+
+    /// A read-modify-write of `key`, retried while other writes come between: `f` gets the
+    /// current value (`None`: absent) and gives the new one, or the text of an error reply.
+    /// The object's expiry, content type and metadata are kept. On failure the error reply
+    /// is written and its code returned.
+    fn rewrite(
+        &self,
+        key: &Bytes,
+        out: &mut Out,
+        mut f: impl FnMut(Option<&Bytes>) -> Result<Bytes, &'static str>,
+    ) -> Result<Bytes, Code> {
         let e = &self.engine;
         for _ in 0..CAS_ATTEMPTS {
             let current = e.get(key);
-            let len = current.as_ref().map_or(0, |o| o.value.len());
-            let Some(total) = len
-                .checked_add(tail.len())
-                .filter(|&t| t <= self.config.max_object)
-            else {
-                out.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
-                return Code::INVALID;
+            let value = match f(current.as_ref().map(|o| &o.value)) {
+                Ok(v) => v,
+                Err(msg) => {
+                    out.error(msg);
+                    return Err(Code::INVALID);
+                }
             };
-            let (value, p) = match &current {
-                None => (tail.clone(), put(key, tail, None, Condition::IfAbsent)),
+            let p = match &current {
+                None => put(key, &value, None, Condition::IfAbsent),
                 Some(o) => {
-                    let mut v = BytesMut::with_capacity(total);
-                    v.extend_from_slice(&o.value);
-                    v.extend_from_slice(tail);
-                    let v = v.freeze();
                     let ttl = o.expires_at_ms.map(|at| e.ttl_until(at));
-                    let mut p = put(key, &v, ttl, Condition::IfRevision(o.mod_revision));
+                    let mut p = put(key, &value, ttl, Condition::IfRevision(o.mod_revision));
                     p.content_type = o.content_type.clone();
                     p.metadata = o.metadata.clone();
-                    (v, p)
+                    p
                 }
             };
             match e.put(p) {
-                Ok(_) => {
-                    out.int(value.len() as i64);
-                    return Code::OK;
-                }
+                Ok(_) => return Ok(value),
                 Err(Error::Precondition { .. }) => {}
-                Err(err) => return engine_error(err, out),
+                Err(err) => return Err(engine_error(err, out)),
             }
         }
         out.error("ERR too much contention on this key; try again");
-        Code::from_static("Busy")
+        Err(Code::from_static("Busy"))
     }
 
     /// `SETRANGE key offset value`: the new length.
@@ -1158,49 +1197,29 @@ impl Conn {
             out.error("ERR offset is out of range");
             return Code::INVALID;
         };
-        let e = &self.engine;
-        for _ in 0..CAS_ATTEMPTS {
-            let current = e.get(key);
-            let len = current.as_ref().map_or(0, |o| o.value.len());
-            // Nothing to write: the length as it is, and no key made.
-            if tail.is_empty() {
-                out.int(len as i64);
-                return Code::OK;
-            }
-            let Some(total) = offset
-                .checked_add(tail.len())
-                .filter(|&t| t <= self.config.max_object)
-            else {
-                out.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
-                return Code::INVALID;
-            };
-            let mut v = BytesMut::zeroed(total.max(len));
-            if let Some(o) = &current {
-                v[..len].copy_from_slice(&o.value);
-            }
-            v[offset..total].copy_from_slice(tail);
-            let v = v.freeze();
-            let p = match &current {
-                None => put(key, &v, None, Condition::IfAbsent),
-                Some(o) => {
-                    let ttl = o.expires_at_ms.map(|at| e.ttl_until(at));
-                    let mut p = put(key, &v, ttl, Condition::IfRevision(o.mod_revision));
-                    p.content_type = o.content_type.clone();
-                    p.metadata = o.metadata.clone();
-                    p
-                }
-            };
-            match e.put(p) {
-                Ok(_) => {
-                    out.int(v.len() as i64);
-                    return Code::OK;
-                }
-                Err(Error::Precondition { .. }) => {}
-                Err(err) => return engine_error(err, out),
-            }
+        // Nothing to write: the length as it is, and no key made.
+        if tail.is_empty() {
+            out.int(self.engine.get(key).map_or(0, |o| o.value.len() as i64));
+            return Code::OK;
         }
-        out.error("ERR too much contention on this key; try again");
-        Code::from_static("Busy")
+        let max = self.config.max_object;
+        let written = self.rewrite(key, out, |current| {
+            let head = current.map_or(&[][..], |v| &v[..]);
+            let Some(end) = offset.checked_add(tail.len()).filter(|&t| t <= max) else {
+                return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+            };
+            let mut v = BytesMut::zeroed(end.max(head.len()));
+            v[..head.len()].copy_from_slice(head);
+            v[offset..end].copy_from_slice(tail);
+            Ok(v.freeze())
+        });
+        match written {
+            Ok(v) => {
+                out.int(v.len() as i64);
+                Code::OK
+            }
+            Err(code) => code,
+        }
     }
 
     /// `INCRBYFLOAT key increment`: the new value, as a bulk string.
@@ -1209,40 +1228,24 @@ impl Conn {
             out.error("ERR value is not a valid float");
             return Code::INVALID;
         };
-        let e = &self.engine;
-        for _ in 0..CAS_ATTEMPTS {
-            let current = e.get(key);
-            let (old, condition, ttl) = match &current {
-                None => (0.0, Condition::IfAbsent, None),
-                Some(o) => match float(&o.value) {
-                    Some(v) => (
-                        v,
-                        Condition::IfRevision(o.mod_revision),
-                        o.expires_at_ms.map(|at| e.ttl_until(at)),
-                    ),
-                    None => {
-                        out.error("ERR value is not a valid float");
-                        return Code::INVALID;
-                    }
-                },
+        let written = self.rewrite(key, out, |current| {
+            let old = match current {
+                None => 0.0,
+                Some(v) => float(v).ok_or("ERR value is not a valid float")?,
             };
             let new = old + by;
             if !new.is_finite() {
-                out.error("ERR increment would produce NaN or Infinity");
-                return Code::INVALID;
+                return Err("ERR increment would produce NaN or Infinity");
             }
-            let value = Bytes::from(format!("{new}"));
-            match e.put(put(key, &value, ttl, condition)) {
-                Ok(_) => {
-                    out.bulk(&value);
-                    return Code::OK;
-                }
-                Err(Error::Precondition { .. }) => {}
-                Err(err) => return engine_error(err, out),
+            Ok(Bytes::from(format!("{new}")))
+        });
+        match written {
+            Ok(v) => {
+                out.bulk(&v);
+                Code::OK
             }
+            Err(code) => code,
         }
-        out.error("ERR too much contention on this key; try again");
-        Code::from_static("Busy")
     }
 
     /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`, over the connection's space.
@@ -1493,36 +1496,20 @@ impl Conn {
         text
     }
 
-    /// `INCRBY`: the new value, or the error reply's text.
-    fn incr(&self, key: &Bytes, by: i64) -> Result<Result<i64, &'static str>, &'static str> {
-        let e = &self.engine;
-        for _ in 0..CAS_ATTEMPTS {
-            let current = e.get(key);
-            let (old, condition, ttl) = match &current {
-                None => (0, Condition::IfAbsent, None),
-                Some(o) => match integer(&o.value) {
-                    Some(v) => (
-                        v,
-                        Condition::IfRevision(o.mod_revision),
-                        o.expires_at_ms.map(|at| e.ttl_until(at)),
-                    ),
-                    None => return Ok(Err(NOT_INTEGER)),
-                },
+    /// `INCRBY`: the new value, or the error reply written.
+    fn incr(&self, key: &Bytes, by: i64, out: &mut Out) -> Result<i64, Code> {
+        let mut new = 0;
+        self.rewrite(key, out, |current| {
+            let old = match current {
+                None => 0,
+                Some(v) => integer(v).ok_or(NOT_INTEGER)?,
             };
-            let Some(new) = old.checked_add(by) else {
-                return Ok(Err("ERR increment or decrement would overflow"));
-            };
-            let value = Bytes::from(itoa::Buffer::new().format(new).to_owned());
-            match e.put(put(key, &value, ttl, condition)) {
-                Ok(_) => return Ok(Ok(new)),
-                Err(Error::Precondition { .. }) => {}
-                Err(Error::Exhausted(_)) => {
-                    return Err("OOM command not allowed when used memory > 'maxmemory'");
-                }
-                Err(_) => return Err("ERR invalid key"),
-            }
-        }
-        Err("ERR too much contention on this key; try again")
+            new = old
+                .checked_add(by)
+                .ok_or("ERR increment or decrement would overflow")?;
+            Ok(Bytes::from(itoa::Buffer::new().format(new).to_owned()))
+        })?;
+        Ok(new)
     }
 }
 
