@@ -1126,15 +1126,22 @@ impl Conn {
 
     /// `APPEND key value`: the new length.
     fn append(&self, key: &Bytes, tail: &Bytes, out: &mut Out) -> Code {
+        self.write_at(key, None, tail, out)
+    }
+
+    /// Writes `tail` into `key`'s value at `offset` (`None`: at its end), zero-padding a
+    /// gap; replies with the new length.
+    fn write_at(&self, key: &Bytes, offset: Option<usize>, tail: &[u8], out: &mut Out) -> Code {
         let max = self.config.max_object;
         let written = self.rewrite(key, out, |current| {
             let head = current.map_or(&[][..], |v| &v[..]);
-            if head.len().checked_add(tail.len()).is_none_or(|t| t > max) {
+            let at = offset.unwrap_or(head.len());
+            let Some(end) = at.checked_add(tail.len()).filter(|&t| t <= max) else {
                 return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
-            }
-            let mut v = BytesMut::with_capacity(head.len() + tail.len());
-            v.extend_from_slice(head);
-            v.extend_from_slice(tail);
+            };
+            let mut v = BytesMut::zeroed(end.max(head.len()));
+            v[..head.len()].copy_from_slice(head);
+            v[at..end].copy_from_slice(tail);
             Ok(v.freeze())
         });
         match written {
@@ -1202,24 +1209,7 @@ impl Conn {
             out.int(self.engine.get(key).map_or(0, |o| o.value.len() as i64));
             return Code::OK;
         }
-        let max = self.config.max_object;
-        let written = self.rewrite(key, out, |current| {
-            let head = current.map_or(&[][..], |v| &v[..]);
-            let Some(end) = offset.checked_add(tail.len()).filter(|&t| t <= max) else {
-                return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
-            };
-            let mut v = BytesMut::zeroed(end.max(head.len()));
-            v[..head.len()].copy_from_slice(head);
-            v[offset..end].copy_from_slice(tail);
-            Ok(v.freeze())
-        });
-        match written {
-            Ok(v) => {
-                out.int(v.len() as i64);
-                Code::OK
-            }
-            Err(code) => code,
-        }
+        self.write_at(key, Some(offset), tail, out)
     }
 
     /// `INCRBYFLOAT key increment`: the new value, as a bulk string.
