@@ -125,12 +125,22 @@ impl std::fmt::Debug for RespConfig {
 }
 
 /// Counters the port keeps for `INFO`.
-#[derive(Default)]
 struct Stats {
     connected: AtomicUsize,
     connections: AtomicU64,
     commands: AtomicU64,
-    started: std::sync::OnceLock<std::time::Instant>,
+    started: std::time::Instant,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            connected: AtomicUsize::new(0),
+            connections: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        }
+    }
 }
 
 /// Serves the RESP port on `listener` until `shutdown`; connections already open are closed
@@ -147,8 +157,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let ids = Arc::new(AtomicU64::new(1));
-    let stats = Arc::new(Stats::default());
-    stats.started.get_or_init(std::time::Instant::now);
+    let stats = Arc::new(Stats::new());
     let port = listener.local_addr()?.port();
     let config = Arc::new(config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -182,7 +191,6 @@ pub async fn serve(
             id: ids.fetch_add(1, Ordering::Relaxed),
             name: None,
             series: None,
-            proto: 2,
             shadow_user: false,
             shadow_name: false,
             commands: 0,
@@ -229,8 +237,6 @@ struct Conn {
     /// Per-command metric series of this connection (by position in `COMMANDS`), made on the
     /// first command and resolved on each one's first use.
     series: Option<SeriesTable>,
-    /// 2 or 3 (`HELLO`).
-    proto: u8,
     authed: bool,
     /// Authenticated as the shadow user.
     shadow_user: bool,
@@ -368,22 +374,22 @@ enum Close {
     Protocol,
 }
 
-/// The key space a command runs in.
-#[derive(Clone, Copy)]
-enum Space<'a> {
-    /// Live keys; shadow keys (under the prefix) passed over where keys are listed.
-    Live(Option<&'a [u8]>),
-    /// Shadow keys: every key under this prefix.
-    Shadow(&'a [u8]),
+/// The key space a command runs in; `prefix` below is the shadow prefix, if any.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Space {
+    /// Live keys; shadow keys passed over where keys are listed.
+    Live,
+    /// Shadow keys: every key under the prefix, shown without it.
+    Shadow,
 }
 
-impl Space<'_> {
+impl Space {
     /// The caller's view of a stored key, or `None` if it lies outside this space.
-    fn view<'k>(&self, key: &'k [u8]) -> Option<&'k [u8]> {
-        match self {
-            Space::Live(Some(p)) if key.starts_with(p) => None,
-            Space::Live(_) => Some(key),
-            Space::Shadow(p) => key.strip_prefix(*p),
+    fn view<'k>(self, prefix: Option<&[u8]>, key: &'k [u8]) -> Option<&'k [u8]> {
+        match (self, prefix) {
+            (Space::Live, Some(p)) if key.starts_with(p) => None,
+            (Space::Live, _) => Some(key),
+            (Space::Shadow, p) => key.strip_prefix(p.unwrap_or_default()),
         }
     }
 }
@@ -397,7 +403,7 @@ impl Conn {
         let mut rbuf = BytesMut::new();
         let mut out = Out::new(false);
         // Reused for every batch: where each argument lies, and each request's first one.
-        let (mut spans, mut starts) = (Vec::new(), Vec::new());
+        let (mut spans, mut bounds) = (Vec::new(), Vec::new());
         let mut args: Vec<Bytes> = Vec::new();
         loop {
             if rbuf.capacity() == 0 {
@@ -410,28 +416,23 @@ impl Conn {
             // Every complete request of the batch is parsed first, then the bytes they span
             // are frozen once and each argument is a slice of them: no allocation per request.
             spans.clear();
-            starts.clear();
+            // `bounds[i]..bounds[i + 1]`: request i's arguments in `spans`.
+            bounds.clear();
+            bounds.push(0);
             let mut end = 0;
-            let mut bad = None;
-            loop {
-                starts.push(spans.len());
+            let bad = loop {
                 match parse_request(&rbuf, end, max_bulk, &mut spans) {
-                    Ok(Some(next)) => end = next,
-                    Ok(None) => {
-                        starts.pop();
-                        break;
+                    Ok(Some(next)) => {
+                        end = next;
+                        bounds.push(spans.len());
                     }
-                    Err(e) => {
-                        starts.pop();
-                        bad = Some(e);
-                        break;
-                    }
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
                 }
-            }
-            starts.push(spans.len());
+            };
             let batch = rbuf.split_to(end).freeze();
             let mut close = None;
-            for w in starts.windows(2) {
+            for w in bounds.windows(2) {
                 args.clear();
                 args.extend(spans[w[0]..w[1]].iter().map(|&(a, b)| batch.slice(a..b)));
                 if let Some(c) = self.frame(&args, &mut out) {
@@ -503,20 +504,18 @@ impl Conn {
             out.error("NOAUTH Authentication required.");
             return (Code::from_static("Unauthenticated"), None);
         }
-        let config = self.config.clone();
-        let live = Space::Live(config.shadow.prefix.as_deref());
         if spec.kind == Kind::Connection || !(self.shadow_user || self.shadow_name) {
-            return self.command(spec.name, args, live, out);
+            return self.command(spec.name, args, Space::Live, out);
         }
-        let shadow = &config.shadow;
+        let shadow = &self.config.shadow;
         let refused = match (shadow.switch.mode(), &shadow.prefix) {
             (ShadowMode::On, Some(prefix)) => {
                 let args = prefixed(spec.keys, args.to_vec(), prefix);
-                return self.command(spec.name, &args, Space::Shadow(prefix), out);
+                return self.command(spec.name, &args, Space::Shadow, out);
             }
             // Watch: reads served from live data, writes refused.
             (ShadowMode::Watch, Some(_)) if spec.kind == Kind::Read => {
-                return self.command(spec.name, args, live, out);
+                return self.command(spec.name, args, Space::Live, out);
             }
             (ShadowMode::Watch, Some(_)) => {
                 "shadow writes are refused (the shadow switch is watch)"
@@ -542,7 +541,7 @@ impl Conn {
         &mut self,
         name: &str,
         args: &[Bytes],
-        space: Space<'_>,
+        space: Space,
         out: &mut Out,
     ) -> (Code, Option<Close>) {
         let n = args.len();
@@ -620,22 +619,18 @@ impl Conn {
                 Code::OK
             }
             "SETNX" | "SETEX" | "PSETEX" => {
-                if name != "SETNX" && integer(&args[2]).is_none() {
-                    out.error(NOT_INTEGER);
-                    return (Code::INVALID, None);
-                }
                 let (ttl, value, condition) = match name {
                     "SETNX" => (None, &args[2], Condition::IfAbsent),
-                    _ => match positive(&args[2])
-                        .and_then(|t| t.checked_mul(if name == "SETEX" { 1000 } else { 1 }))
-                        .filter(|&ms| e.expiry_after(Duration::from_millis(ms)).is_some())
-                    {
-                        Some(ms) => (Some(Duration::from_millis(ms)), &args[3], Condition::Always),
-                        None => {
-                            invalid_expire(name, out);
-                            return (Code::INVALID, None);
-                        }
-                    },
+                    _ => {
+                        let unit = if name == "SETEX" { "EX" } else { "PX" };
+                        let ttl = match self.time_option(unit, &args[2], name, out) {
+                            Ok(Expiry::At(at)) => e.ttl_until(at),
+                            // Not for a positive relative time; the shortest TTL if it were.
+                            Ok(_) => Duration::from_millis(1),
+                            Err(code) => return (code, None),
+                        };
+                        (Some(ttl), &args[3], Condition::Always)
+                    }
                 };
                 let nx = condition == Condition::IfAbsent;
                 match e.put(put(&args[1], value, ttl, condition)) {
@@ -767,7 +762,8 @@ impl Conn {
                 let mut cursor = 0;
                 loop {
                     let (keys, next) = e.scan(cursor, 1024);
-                    for k in keys.iter().filter(|k| space.view(k).is_some()) {
+                    let prefix = self.config.shadow.prefix.as_deref();
+                    for k in keys.iter().filter(|k| space.view(prefix, k).is_some()) {
                         let _ = e.delete(k, &Condition::Always);
                     }
                     if next == 0 {
@@ -972,10 +968,10 @@ impl Conn {
         Code::OK
     }
 
-    /// A `SET`/`GETEX` time option (`EX`, `PX`, `EXAT`, `PXAT`, upper case) as Redis reads
-    /// it: not an integer, an error; zero or negative, or past what a millisecond timestamp
-    /// holds, an invalid expire time; an instant already past, [`Expiry::Now`]. The error
-    /// reply is written on failure.
+    /// A `SET`/`GETEX`/`SETEX` time option (`EX`, `PX`, `EXAT`, `PXAT`, upper case) as Redis
+    /// reads it: not an integer, an error; zero or negative, or past what a millisecond
+    /// timestamp holds, an invalid expire time; an instant already past, [`Expiry::Now`].
+    /// The error reply is written on failure.
     fn time_option(
         &self,
         opt: &str,
@@ -988,25 +984,15 @@ impl Conn {
             return Err(Code::INVALID);
         };
         let scale = if opt.starts_with('E') { 1000 } else { 1 };
-        let now = self.engine.now_ms() as i64;
-        let at = (t > 0)
-            .then(|| t.checked_mul(scale))
+        match (t > 0)
+            .then(|| self.expiry(t, scale, opt.ends_with("AT")))
             .flatten()
-            .and_then(|ms| {
-                if opt.ends_with("AT") {
-                    Some(ms)
-                } else {
-                    now.checked_add(ms)
-                }
-            })
-            .filter(|&at| at <= MAX_EXPIRY_MS as i64);
-        match at {
+        {
+            Some(to) => Ok(to),
             None => {
                 invalid_expire(command, out);
                 Err(Code::INVALID)
             }
-            Some(at) if at <= now => Ok(Expiry::Now),
-            Some(at) => Ok(Expiry::At(at as u64)),
         }
     }
 
@@ -1041,7 +1027,7 @@ impl Conn {
             return Code::INVALID;
         };
         let scale = if name.starts_with('P') { 1 } else { 1000 };
-        let Some(to) = self.expiry(Some(t), scale, name.ends_with("AT"), true) else {
+        let Some(to) = self.expiry(t, scale, name.ends_with("AT")) else {
             invalid_expire(name, out);
             return Code::INVALID;
         };
@@ -1061,27 +1047,21 @@ impl Conn {
         Code::OK
     }
 
-    /// The expiry a command's time argument asks for: `t` in units of `scale` ms, from now
-    /// or (`absolute`) since the epoch. `None` for what Redis calls an invalid expire time:
-    /// not a number, past what a millisecond timestamp holds, or (unless `past_deletes`)
-    /// zero, negative or in the past.
-    fn expiry(
-        &self,
-        t: Option<i64>,
-        scale: i64,
-        absolute: bool,
-        past_deletes: bool,
-    ) -> Option<Expiry> {
-        let ms = t?.checked_mul(scale)?;
+    /// The expiry an `EXPIRE`-family time asks for: `t` in units of `scale` ms, from now or
+    /// (`absolute`) since the epoch; [`Expiry::Now`] for an instant not in the future. `None`
+    /// for what Redis calls an invalid expire time: past what a millisecond timestamp holds.
+    fn expiry(&self, t: i64, scale: i64, absolute: bool) -> Option<Expiry> {
+        let ms = t.checked_mul(scale)?;
         let now = self.engine.now_ms() as i64;
         let at = if absolute { ms } else { now.checked_add(ms)? };
         if at > MAX_EXPIRY_MS as i64 {
             return None;
         }
-        if at <= now || (!absolute && ms <= 0) {
-            return past_deletes.then_some(Expiry::Now);
-        }
-        Some(Expiry::At(at as u64))
+        Some(if at <= now {
+            Expiry::Now
+        } else {
+            Expiry::At(at as u64)
+        })
     }
 
     /// Sets (`At`), clears (`Persist`) or ends now (`Now`: deletes) an object's expiry,
@@ -1239,7 +1219,7 @@ impl Conn {
     }
 
     /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`, over the connection's space.
-    fn scan(&self, args: &[Bytes], space: Space<'_>, out: &mut Out) -> Code {
+    fn scan(&self, args: &[Bytes], space: Space, out: &mut Out) -> Code {
         let Some(cursor) = std::str::from_utf8(&args[1])
             .ok()
             .and_then(|c| c.parse::<u64>().ok())
@@ -1283,7 +1263,7 @@ impl Conn {
             .into_iter()
             .filter(|_| strings)
             .filter_map(|k| {
-                let v = space.view(&k)?;
+                let v = space.view(self.config.shadow.prefix.as_deref(), &k)?;
                 let v = k.slice_ref(v);
                 pattern.is_none_or(|p| glob(p, &v)).then_some(v)
             })
@@ -1299,7 +1279,8 @@ impl Conn {
 
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]`
     fn hello(&mut self, args: &[Bytes], out: &mut Out) -> Code {
-        let mut proto = self.proto;
+        // The protocol the connection speaks is the one its replies are written in.
+        let mut proto = if out.resp3 { 3 } else { 2 };
         if let Some(v) = args.get(1) {
             match integer(v) {
                 Some(v @ (2 | 3)) => proto = v as u8,
@@ -1354,7 +1335,6 @@ impl Conn {
             return Code::INVALID;
         }
         // The reply already speaks the protocol asked for.
-        self.proto = proto;
         out.resp3 = proto == 3;
         out.map(7);
         out.bulk_str("server");
@@ -1440,7 +1420,7 @@ impl Conn {
                     env!("CARGO_PKG_VERSION"),
                     std::process::id(),
                     self.port,
-                    stats.started.get().map_or(0, |s| s.elapsed().as_secs()),
+                    stats.started.elapsed().as_secs(),
                 ),
                 "clients" => write!(
                     text,
@@ -2307,11 +2287,6 @@ fn byte_range(len: usize, start: i64, end: i64) -> std::ops::Range<usize> {
     start as usize..end as usize + 1
 }
 
-/// A positive integer (expiry times).
-fn positive(b: &[u8]) -> Option<u64> {
-    integer(b).filter(|v| *v > 0).map(|v| v as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2324,13 +2299,12 @@ mod tests {
                 ..RespConfig::default()
             }),
             metrics: Metrics::new(),
-            stats: Connected::new(Arc::new(Stats::default())),
+            stats: Connected::new(Arc::new(Stats::new())),
             port: 1,
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
             id: 1,
             name: None,
             series: None,
-            proto: 2,
             authed: true,
             shadow_user: false,
             shadow_name: false,
@@ -2339,7 +2313,7 @@ mod tests {
     }
 
     fn reply(c: &mut Conn, words: &[&str]) -> String {
-        let mut out = Out::new(c.proto == 3);
+        let mut out = Out::new(false);
         let args: Vec<Bytes> = words
             .iter()
             .map(|w| Bytes::copy_from_slice(w.as_bytes()))
