@@ -16,6 +16,7 @@
 //!   `Protocol` implementation: how it connects, probes and sends one request. Adding a
 //!   protocol starts there.
 //! - `http1`: the HTTP/1.1 engine (HTTP/2 goes through hyper).
+//! - [`segment`]: `--segment K/N`, one generator's exact share of a run spread over several.
 //! - [`stats`]: HDR histograms per step and thread, collected once a second.
 //! - [`report`]: summary table, JSON (schema `jupiter-loadtest/1`), HTML, Prometheus.
 //! - [`Error`]: the crate's one error type (an invalid scenario, a run that could not start).
@@ -33,6 +34,7 @@ mod protocol;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod segment;
 pub mod stats;
 pub mod template;
 pub mod threshold;

@@ -36,6 +36,8 @@ pub struct Report {
     pub passed: bool,
     /// Requests were tagged as shadow traffic.
     pub shadow: bool,
+    /// The share of the run this generator ran (`--segment`): `"1/1"` for a whole run.
+    pub segment: crate::segment::Segment,
     /// All requests together.
     pub total: StepReport,
     /// Per scenario.
@@ -262,6 +264,7 @@ impl Report {
             aborted,
             passed,
             shadow: plan.run.shadow,
+            segment: plan.segment,
             total: step_report("total".into(), &all, run_secs, Vec::new()),
             scenarios,
             thresholds,
@@ -299,6 +302,13 @@ impl Report {
             }
         }
         row(&self.total);
+        if !self.segment.is_whole() {
+            let _ = writeln!(
+                out,
+                "segment {} of the run: these figures and thresholds are this generator's share",
+                self.segment
+            );
+        }
         for s in &self.scenarios {
             let kinds: Vec<String> = s
                 .summary

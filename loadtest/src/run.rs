@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::protocol::{Scratch, Shadow, TargetClient};
 use crate::report::Report;
 use crate::scenario::{Executor, Flow, Plan, Stage, Step};
+use crate::segment::Segment;
 use crate::stats::{Collected, ErrorKind, Point, Recorder};
 use crate::template::Vars;
 
@@ -343,11 +344,14 @@ enum Handed {
     Closed,
 }
 
-/// Releases arrivals `0..limit` of `schedule` (offsets from `start`) through `hand`, each with
-/// its intended time, until the schedule ends or `cancel`. An arrival that finds the queue full
-/// is counted in `dropped`, never waited for: waiting would make every later arrival late.
+/// Releases `segment`'s arrivals among `0..limit` of `schedule` (offsets from `start`)
+/// through `hand`, each with its global number and intended time, until the schedule ends or
+/// `cancel`. An arrival that finds the queue full is counted in `dropped`, never waited for:
+/// waiting would make every later arrival late.
+#[allow(clippy::too_many_arguments)] // One call site in a run, one in the tests.
 fn pace(
     schedule: &Schedule,
+    segment: Segment,
     limit: u64,
     start: Instant,
     clock: &impl PacerClock,
@@ -355,15 +359,18 @@ fn pace(
     dropped: &AtomicU64,
     mut hand: impl FnMut(u64, Instant) -> Handed,
 ) {
-    let mut n = 0u64;
-    while n < limit {
+    for j in 0.. {
+        let Some(n) = segment.nth(j).filter(|&n| n < limit) else {
+            break;
+        };
         let Some(at) = schedule.time_of(n) else { break };
         let due = start + at;
-        // Handed over a little early (a tenth of the gap to the next arrival, at most
-        // MAX_LEAD): waking a parked worker takes about that long, and the worker spins the
-        // rest. The spinning costs at most a tenth of a core.
-        let gap = schedule
-            .time_of(n + 1)
+        // Handed over a little early (a tenth of the gap to this segment's next arrival, at
+        // most MAX_LEAD): waking a parked worker takes about that long, and the worker spins
+        // the rest. The spinning costs at most a tenth of a core.
+        let gap = segment
+            .nth(j + 1)
+            .and_then(|next| schedule.time_of(next))
             .map_or(Duration::ZERO, |next| next.saturating_sub(at));
         let lead = (gap / 10).min(MAX_LEAD);
         let handover = due.checked_sub(lead).unwrap_or(due);
@@ -384,7 +391,6 @@ fn pace(
             }
             Handed::Closed => return,
         }
-        n += 1;
     }
 }
 
@@ -400,6 +406,7 @@ const WAKE_SLACK: Duration = Duration::from_micros(20);
 /// The pacer thread could not be started; the whole run is cancelled.
 async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<Duration, Error> {
     let scenario = &shared.plan.scenarios[i];
+    let segment = shared.plan.segment;
     let graceful = shared.plan.run.graceful_stop;
     let end = start + scenario.executor.duration();
     let mut tasks = tokio::task::JoinSet::new();
@@ -410,7 +417,9 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
             iterations,
             max_in_flight,
         } => {
-            let (tx, rx) = async_channel::bounded::<(u64, Instant)>(*max_in_flight);
+            // This segment's share of the workers (at least one).
+            let max_in_flight = (segment.share(*max_in_flight as u64) as usize).max(1);
+            let (tx, rx) = async_channel::bounded::<(u64, Instant)>(max_in_flight);
             let schedule = Schedule::new(*r0, stages.clone());
             let cancel = shared.cancel.clone();
             let limit = iterations.unwrap_or(u64::MAX);
@@ -432,6 +441,7 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                     let dropped = &s2.recorder.dropped[i];
                     pace(
                         &schedule,
+                        segment,
                         limit,
                         start,
                         &SystemClock,
@@ -450,9 +460,11 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                     });
                 }
             };
-            for vu in 0..*max_in_flight {
+            for vu in 0..max_in_flight {
                 let shared = shared.clone();
                 let rx = rx.clone();
+                // Globally numbered: segment K of N runs workers K-1, K-1+N, …
+                let vu = segment.nth(vu as u64).unwrap_or(u64::MAX);
                 tasks.spawn(async move {
                     let mut scratch = Scratch::default();
                     let mut iter = 0;
@@ -464,7 +476,7 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                         while Instant::now() < due {
                             std::hint::spin_loop();
                         }
-                        iteration(&shared, i, seq, vu as u64, iter, Some(due), &mut scratch).await;
+                        iteration(&shared, i, seq, vu, iter, Some(due), &mut scratch).await;
                         iter += 1;
                     }
                 });
@@ -485,7 +497,9 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                 .max()
                 .unwrap_or(0);
             let counter = Arc::new(AtomicU64::new(0));
-            for vu in 0..max {
+            // This segment's workers, by their global numbers: at any moment the segments
+            // together run exactly the workers the stages ask for.
+            for vu in (0..max).filter(|&vu| segment.owns(vu as u64)) {
                 let shared = shared.clone();
                 let counter = counter.clone();
                 let stages = stages.clone();
@@ -505,10 +519,11 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                             }
                             continue;
                         }
-                        let seq = counter.fetch_add(1, Ordering::Relaxed);
-                        if seq >= limit {
+                        // The segment's next iteration, by its global number.
+                        let local = counter.fetch_add(1, Ordering::Relaxed);
+                        let Some(seq) = segment.nth(local).filter(|&seq| seq < limit) else {
                             break;
-                        }
+                        };
                         iteration(&shared, i, seq, vu as u64, iter, None, &mut scratch).await;
                         iter += 1;
                     }
@@ -778,6 +793,7 @@ mod tests {
     /// clock at the hand-over) and the dropped count. `answer` says what the queue does.
     fn pace_virtually(
         schedule: &Schedule,
+        segment: Segment,
         limit: u64,
         cancel: &CancellationToken,
         mut answer: impl FnMut(u64) -> Handed,
@@ -790,6 +806,7 @@ mod tests {
         let mut seen = Vec::new();
         pace(
             schedule,
+            segment,
             limit,
             start,
             &clock,
@@ -807,7 +824,8 @@ mod tests {
     fn the_pacer_hands_every_arrival_over_at_its_intended_time() {
         let s = Schedule::new(1000.0, vec![stage(1, 1000.0)]);
         let cancel = CancellationToken::new();
-        let (start, seen, dropped) = pace_virtually(&s, u64::MAX, &cancel, |_| Handed::Taken);
+        let (start, seen, dropped) =
+            pace_virtually(&s, Segment::WHOLE, u64::MAX, &cancel, |_| Handed::Taken);
         assert_eq!(dropped, 0);
         assert_eq!(seen.len(), 1000);
         for (i, &(n, due, at)) in seen.iter().enumerate() {
@@ -838,7 +856,7 @@ mod tests {
         let s = Schedule::new(1000.0, vec![stage(1, 1000.0)]);
         let cancel = CancellationToken::new();
         // The queue takes 10 arrivals, then stays full (no worker ever frees up).
-        let (_, seen, dropped) = pace_virtually(&s, u64::MAX, &cancel, |n| {
+        let (_, seen, dropped) = pace_virtually(&s, Segment::WHOLE, u64::MAX, &cancel, |n| {
             if n < 10 { Handed::Taken } else { Handed::Full }
         });
         assert_eq!(dropped, 990);
@@ -858,9 +876,9 @@ mod tests {
     fn the_pacer_stops_at_the_limit_on_cancel_and_when_the_workers_are_gone() {
         let s = Schedule::new(1000.0, vec![stage(1, 1000.0)]);
         let never = CancellationToken::new();
-        let (_, seen, _) = pace_virtually(&s, 5, &never, |_| Handed::Taken);
+        let (_, seen, _) = pace_virtually(&s, Segment::WHOLE, 5, &never, |_| Handed::Taken);
         assert_eq!(seen.len(), 5, "iterations = 5");
-        let (_, seen, dropped) = pace_virtually(&s, u64::MAX, &never, |n| {
+        let (_, seen, dropped) = pace_virtually(&s, Segment::WHOLE, u64::MAX, &never, |n| {
             if n == 3 {
                 Handed::Closed
             } else {
@@ -869,13 +887,71 @@ mod tests {
         });
         assert_eq!((seen.len(), dropped), (4, 0), "stops at the closed queue");
         let cancel = CancellationToken::new();
-        let (_, seen, _) = pace_virtually(&s, u64::MAX, &cancel, |n| {
+        let (_, seen, _) = pace_virtually(&s, Segment::WHOLE, u64::MAX, &cancel, |n| {
             if n == 2 {
                 cancel.cancel();
             }
             Handed::Taken
         });
         assert_eq!(seen.len(), 3, "stops once cancelled");
+    }
+
+    #[test]
+    fn segments_pace_disjoint_slices_that_add_up_to_the_whole_schedule() {
+        // A ramp (the case where contiguous slices would not share the load evenly), with and
+        // without an iteration limit that is not a multiple of the segment count.
+        let s = Schedule::new(100.0, vec![stage(1, 900.0), stage(1, 900.0)]);
+        let never = CancellationToken::new();
+        for limit in [u64::MAX, 997] {
+            let (start, whole, _) =
+                pace_virtually(&s, Segment::WHOLE, limit, &never, |_| Handed::Taken);
+            let whole: Vec<(u64, Duration)> =
+                whole.iter().map(|&(n, due, _)| (n, due - start)).collect();
+            assert_eq!(whole.len() as u64, limit.min(1400), "the whole run");
+            for n in [2, 3, 5] {
+                let mut union = Vec::new();
+                for k in 1..=n {
+                    let seg = Segment::new(k, n).unwrap();
+                    let (start, seen, dropped) =
+                        pace_virtually(&s, seg, limit, &never, |_| Handed::Taken);
+                    assert_eq!(dropped, 0);
+                    assert_eq!(seen.len() as u64, seg.share(whole.len() as u64), "{seg}");
+                    // Even over time: each half of the ramp's first second gets its share of
+                    // that half's arrivals (within one), not the low end for segment 1 only.
+                    let first: Vec<f64> = seen
+                        .iter()
+                        .map(|&(_, due, _)| (due - start).as_secs_f64())
+                        .collect();
+                    let in_whole = |from, to| {
+                        whole
+                            .iter()
+                            .filter(|&&(_, d)| (from..to).contains(&d.as_secs_f64()))
+                            .count() as f64
+                    };
+                    for (from, to) in [(0.0, 0.5), (0.5, 1.0)] {
+                        let mine = count_in(&first, from, to) as f64;
+                        let fair = in_whole(from, to) / n as f64;
+                        assert!(
+                            (mine - fair).abs() <= 1.0,
+                            "{seg} in {from}..{to}: {mine} vs {fair}"
+                        );
+                    }
+                    for &(num, due, at) in &seen {
+                        assert!(seg.owns(num), "{seg} got arrival {num}");
+                        // The global schedule's intended time, and handed over early by at
+                        // most the lead.
+                        assert_eq!(Some(due - start), s.time_of(num), "{seg}: arrival {num}");
+                        assert!(
+                            at <= due && due - at <= MAX_LEAD + WAKE_SLACK,
+                            "{seg}: {num}"
+                        );
+                        union.push((num, due - start));
+                    }
+                }
+                union.sort();
+                assert_eq!(union, whole, "{n} segments together run the whole schedule");
+            }
+        }
     }
 
     #[test]

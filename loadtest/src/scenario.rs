@@ -397,6 +397,10 @@ pub struct Overrides {
     /// Run only this scenario (repeatable).
     #[arg(long = "scenario", value_name = "NAME")]
     pub only: Vec<String>,
+    /// Run the K-th of N interleaved slices of every executor's schedule (arrivals, workers
+    /// and iterations), e.g. 2/5 on the second of five generators.
+    #[arg(long, value_name = "K/N")]
+    pub segment: Option<crate::segment::Segment>,
 }
 
 fn parse_cli_duration(s: &str) -> Result<Duration, String> {
@@ -560,6 +564,9 @@ pub struct Plan {
     pub scenarios: Vec<Scenario>,
     /// Run-wide thresholds.
     pub thresholds: Vec<Threshold>,
+    /// This generator's share of the run ([`Segment::WHOLE`](crate::segment::Segment::WHOLE)
+    /// unless `--segment`).
+    pub segment: crate::segment::Segment,
 }
 
 impl Plan {
@@ -761,6 +768,7 @@ impl Plan {
             feeders,
             scenarios,
             thresholds: file.thresholds,
+            segment: o.segment.unwrap_or_default(),
         })
     }
 }

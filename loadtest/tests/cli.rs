@@ -612,6 +612,77 @@ fn command_line_overrides_target_scenario_vus_iterations_rate_and_duration() {
 }
 
 #[test]
+fn segments_of_a_run_run_every_worker_and_iteration_exactly_once() {
+    // Two generators, each with --segment K/2, one after the other against one server: the
+    // closed scenario's 3 workers and 30 iterations, and the open scenario's 51 arrivals, are
+    // each run once in all, with their global numbers.
+    let server = Server::start(Behavior::Fast, true);
+    let (dir, path) = common::scenario(OVERRIDDEN);
+    let target = format!("api={}", server.url());
+    let mut reports = Vec::new();
+    for (scenario, extra) in [("closed", ["--vus", "3"]), ("open", ["--rate", "500"])] {
+        for segment in ["1/2", "2/2"] {
+            let iterations = if scenario == "open" { "51" } else { "30" };
+            let mut args = vec![
+                "--target",
+                &target,
+                "--scenario",
+                scenario,
+                "--iterations",
+                iterations,
+                "--segment",
+                segment,
+            ];
+            args.extend_from_slice(&extra);
+            let (r, o) = run_json(&path, &args);
+            assert_eq!(o.status.code(), Some(0), "{segment}: {}", text(&o));
+            assert_eq!(r["segment"], segment, "the report says which share it is");
+            assert!(
+                text(&o).contains(&format!("segment {segment} of the run")),
+                "{}",
+                text(&o)
+            );
+            reports.push((scenario, segment, r["total"]["requests"].as_u64().unwrap()));
+        }
+    }
+    assert_eq!(
+        reports,
+        [
+            ("closed", "1/2", 15),
+            ("closed", "2/2", 15),
+            ("open", "1/2", 26),
+            ("open", "2/2", 25),
+        ]
+    );
+    let (mut closed, mut vus, mut open) = (Vec::new(), BTreeSet::new(), Vec::new());
+    for p in server.paths() {
+        if let Some(rest) = p.strip_prefix("/closed/") {
+            let (vu, seq) = rest.split_once('/').unwrap();
+            vus.insert(vu.parse::<u64>().unwrap());
+            closed.push(seq.parse::<u64>().unwrap());
+        } else if let Some(seq) = p.strip_prefix("/open/") {
+            open.push(seq.parse::<u64>().unwrap());
+        }
+    }
+    closed.sort_unstable();
+    open.sort_unstable();
+    assert_eq!(closed, (0..30).collect::<Vec<_>>(), "each iteration once");
+    assert_eq!(open, (0..51).collect::<Vec<_>>(), "each arrival once");
+    assert_eq!(vus, (0..3).collect(), "workers 0 and 2 in 1/2, 1 in 2/2");
+
+    for (bad, want) in [
+        ("0/2", "segment 0 of 2 does not exist"),
+        ("3/2", "segment 3 of 2 does not exist"),
+        ("half", "is not a segment: write K/N"),
+    ] {
+        let (_, o) = run_json(&path, &["--segment", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
+        assert!(text(&o).contains(want), "{want} in {}", text(&o));
+    }
+    drop(dir);
+}
+
+#[test]
 fn regression_an_absurd_value_size_is_refused_not_allocated() {
     let (_dir, path) = common::scenario(
         r#"
