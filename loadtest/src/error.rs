@@ -80,6 +80,14 @@ pub enum Error {
     /// The JSON report could not be encoded.
     #[error("cannot encode the JSON report")]
     Report(#[source] serde_json::Error),
+    /// A report given to `loadtest merge` cannot be read or does not fit with the others.
+    #[error("{}: {message}", .file.display())]
+    Merge {
+        /// The report file (the first one, for a problem of the set as a whole).
+        file: std::path::PathBuf,
+        /// What is wrong, naming the key where there is one.
+        message: String,
+    },
     /// The thread that paces an open-model scenario could not be started; the run stopped.
     #[error("cannot start the pacer thread of scenario {scenario:?}")]
     Pacer {
@@ -92,10 +100,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the scenario (file or command line) is at fault, rather than the systems
-    /// under test or this machine: the binary exits with 2 for these, 3 for the others.
+    /// Whether the scenario (file or command line, or a report given to `merge`) is at fault,
+    /// rather than the systems under test or this machine: the binary exits with 2 for these,
+    /// 3 for the others.
     pub fn is_invalid_scenario(&self) -> bool {
-        matches!(self, Error::Scenario { .. } | Error::Override { .. })
+        matches!(
+            self,
+            Error::Scenario { .. } | Error::Override { .. } | Error::Merge { .. }
+        )
     }
 
     /// A scenario error at `location` (or in `file` as a whole when not known).

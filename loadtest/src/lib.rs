@@ -17,6 +17,8 @@
 //!   protocol starts there.
 //! - `http1`: the HTTP/1.1 engine (HTTP/2 goes through hyper).
 //! - [`segment`]: `--segment K/N`, one generator's exact share of a run spread over several.
+//! - [`merge`]: `loadtest merge`, one report from several (histograms added, never
+//!   percentiles averaged).
 //! - [`stats`]: HDR histograms per step and thread, collected once a second.
 //! - [`report`]: summary table, JSON (schema `jupiter-loadtest/1`), HTML, Prometheus.
 //! - [`Error`]: the crate's one error type (an invalid scenario, a run that could not start).
@@ -30,6 +32,7 @@
 
 mod error;
 mod http1;
+pub mod merge;
 mod protocol;
 pub mod report;
 pub mod run;

@@ -20,7 +20,7 @@ use loadtest::{Outcome, Overrides, Plan, Reporter, RunOptions};
 /// (from the actual send) is reported beside it. Every request is tagged as shadow traffic
 /// (`x-jupiter-shadow: 1`), and live targets must acknowledge it before any load is sent.
 ///
-/// Exit codes: 0 passed, 1 thresholds failed, 2 invalid scenario or usage, 3 aborted.
+/// Exit codes: 0 passed, 1 thresholds failed, 2 invalid scenario, report or usage, 3 aborted.
 #[derive(Debug, Parser)]
 #[command(
     name = "loadtest",
@@ -59,6 +59,19 @@ enum Command {
     Validate {
         /// The scenario file.
         scenario: PathBuf,
+    },
+    /// Merge JSON reports (the segments of one run, or runs of one scenario) into one:
+    /// histograms added, thresholds evaluated again; the exit code is the merged run's.
+    Merge {
+        /// The JSON reports (`loadtest run --json`).
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Write the merged JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the merged HTML report here.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
 }
 
@@ -99,6 +112,21 @@ fn main() -> ExitCode {
                     Ok(()) => ExitCode::from(PASSED),
                     Err(e) => fail(&e, ABORTED),
                 }
+            }
+            Err(e) => fail(&e, exit_code(&e)),
+        },
+        Command::Merge {
+            reports,
+            json,
+            html,
+        } => match loadtest::merge::merge(&reports) {
+            Ok(report) => {
+                let outcome = if report.passed {
+                    Outcome::Passed
+                } else {
+                    Outcome::ThresholdsFailed
+                };
+                conclude(&report, &outcome, json, html)
             }
             Err(e) => fail(&e, exit_code(&e)),
         },
@@ -215,6 +243,17 @@ async fn run(plan: Plan, quiet: bool) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e, exit_code(&e)),
     };
+    conclude(&report, &outcome, json, html)
+}
+
+/// Prints the summary, writes the reports asked for and returns the exit code of `outcome`
+/// (3 when a report could not be written).
+fn conclude(
+    report: &loadtest::report::Report,
+    outcome: &Outcome,
+    json: Option<PathBuf>,
+    html: Option<PathBuf>,
+) -> ExitCode {
     let mut out = Stdout::default();
     // A report that could not be written (or a stdout that fails other than by a closed pipe)
     // turns a pass into exit code 3; the other reports are still written.
@@ -225,7 +264,7 @@ async fn run(plan: Plan, quiet: bool) -> ExitCode {
         [(json, |r| r.to_json()), (html, |r| Ok(r.to_html()))];
     for (path, render) in reports {
         let Some(path) = path else { continue };
-        let text = match render(&report) {
+        let text = match render(report) {
             Ok(t) => t,
             Err(e) => {
                 jupiter_core::cli::print_error("loadtest", &e);
@@ -241,7 +280,7 @@ async fn run(plan: Plan, quiet: bool) -> ExitCode {
             }
         }
     }
-    let code = match &outcome {
+    let code = match outcome {
         Outcome::Passed if write_failed || out.failed => ABORTED,
         Outcome::Passed => PASSED,
         Outcome::ThresholdsFailed => {

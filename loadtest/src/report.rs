@@ -11,7 +11,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::scenario::{Executor, Plan};
-use crate::stats::{Collected, ErrorKind, Percentiles, Point, Recorder, StepWindow};
+use crate::segment::Segment;
+use crate::stats::{Collected, ErrorKind, Hdr, Percentiles, Point, Recorder, StepWindow};
 use crate::threshold::{Metric, Threshold, fmt_duration};
 
 /// The JSON schema name and version.
@@ -37,7 +38,10 @@ pub struct Report {
     /// Requests were tagged as shadow traffic.
     pub shadow: bool,
     /// The share of the run this generator ran (`--segment`): `"1/1"` for a whole run.
-    pub segment: crate::segment::Segment,
+    pub segment: Segment,
+    /// The reports this one was merged from (`loadtest merge`), as given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
     /// All requests together.
     pub total: StepReport,
     /// Per scenario.
@@ -89,6 +93,9 @@ pub struct StepReport {
     /// Per second (steps only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub series: Vec<Point>,
+    /// The latency and service-time histograms (steps only), for `loadtest merge`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hdr: Option<Hdr>,
 }
 
 /// One threshold's result.
@@ -104,6 +111,41 @@ pub struct ThresholdReport {
     pub shown: String,
     /// Whether it passed.
     pub passed: bool,
+}
+
+/// What [`Report::assemble`] makes a report of.
+pub(crate) struct Parts<'a> {
+    pub name: String,
+    pub scenario_file: String,
+    pub started_unix_ms: u64,
+    pub duration_s: f64,
+    pub aborted: bool,
+    pub shadow: bool,
+    pub segment: Segment,
+    pub scenarios: Vec<ScenarioParts<'a>>,
+    /// Run-wide thresholds.
+    pub thresholds: &'a [Threshold],
+    pub series: Vec<Point>,
+    pub merged_from: Vec<String>,
+}
+
+/// One scenario of [`Parts`].
+pub(crate) struct ScenarioParts<'a> {
+    pub name: String,
+    pub open: bool,
+    /// How long it ran, seconds.
+    pub secs: f64,
+    pub dropped: u64,
+    pub thresholds: &'a [Threshold],
+    pub steps: Vec<StepParts<'a>>,
+}
+
+/// One step of a [`ScenarioParts`].
+pub(crate) struct StepParts<'a> {
+    pub name: String,
+    pub thresholds: &'a [Threshold],
+    pub window: &'a StepWindow,
+    pub series: Vec<Point>,
 }
 
 fn step_report(name: String, w: &StepWindow, secs: f64, series: Vec<Point>) -> StepReport {
@@ -142,6 +184,7 @@ fn step_report(name: String, w: &StepWindow, secs: f64, series: Vec<Point>) -> S
         service_time_ms: Percentiles::of(&w.service),
         distribution,
         series,
+        hdr: None,
     }
 }
 
@@ -195,12 +238,56 @@ impl Report {
         durations: &[Duration],
         aborted: bool,
     ) -> Report {
-        let run_secs = durations
+        let mut base = 0;
+        let mut scenarios = Vec::new();
+        for (i, s) in plan.scenarios.iter().enumerate() {
+            let steps = s
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(j, st)| StepParts {
+                    name: st.name.clone(),
+                    thresholds: &st.thresholds,
+                    window: &c.totals[base + j],
+                    series: c.step_series[base + j].clone(),
+                })
+                .collect();
+            scenarios.push(ScenarioParts {
+                name: s.name.clone(),
+                open: s.executor.is_open(),
+                secs: durations.get(i).copied().unwrap_or(elapsed).as_secs_f64(),
+                dropped: recorder.dropped[i].load(std::sync::atomic::Ordering::Relaxed),
+                thresholds: &s.thresholds,
+                steps,
+            });
+            base += s.steps.len();
+        }
+        Report::assemble(Parts {
+            name: plan.run.name.clone(),
+            scenario_file: plan.file.display().to_string(),
+            started_unix_ms: started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            duration_s: elapsed.as_secs_f64(),
+            aborted,
+            shadow: plan.run.shadow,
+            segment: plan.segment,
+            scenarios,
+            thresholds: &plan.thresholds,
+            series: c.series.clone(),
+            merged_from: Vec::new(),
+        })
+    }
+
+    /// The report of `parts`: figures from the windows' histograms, thresholds evaluated on
+    /// them (a run's report, and `merge`'s).
+    pub(crate) fn assemble(parts: Parts<'_>) -> Report {
+        let run_secs = parts
+            .scenarios
             .iter()
-            .max()
-            .copied()
-            .unwrap_or(elapsed)
-            .as_secs_f64();
+            .map(|s| s.secs)
+            .reduce(f64::max)
+            .unwrap_or(parts.duration_s);
         let mut thresholds = Vec::new();
         let mut check = |scope: String, list: &[Threshold], w: &StepWindow, secs: f64| {
             for t in list {
@@ -215,60 +302,55 @@ impl Report {
             }
         };
         let mut scenarios = Vec::new();
-        let mut base = 0;
-        for (i, s) in plan.scenarios.iter().enumerate() {
-            let secs = durations.get(i).copied().unwrap_or(elapsed).as_secs_f64();
-            let windows = &c.totals[base..base + s.steps.len()];
-            let all = merged(windows.iter());
-            check(format!("scenario {}", s.name), &s.thresholds, &all, secs);
+        let mut all_steps = Vec::new();
+        for s in parts.scenarios {
+            let all = merged(s.steps.iter().map(|st| st.window));
+            check(format!("scenario {}", s.name), s.thresholds, &all, s.secs);
             let mut steps = Vec::new();
-            for (j, st) in s.steps.iter().enumerate() {
+            for st in s.steps {
                 check(
                     format!("step {}/{}", s.name, st.name),
-                    &st.thresholds,
-                    &windows[j],
-                    secs,
+                    st.thresholds,
+                    st.window,
+                    s.secs,
                 );
-                steps.push(step_report(
+                let mut r = step_report(
                     format!("{}/{}", s.name, st.name),
-                    &windows[j],
-                    secs,
-                    c.step_series[base + j].clone(),
-                ));
+                    st.window,
+                    s.secs,
+                    st.series,
+                );
+                r.hdr = Some(st.window.hdr());
+                steps.push(r);
+                all_steps.push(st.window);
             }
             scenarios.push(ScenarioReport {
                 name: s.name.clone(),
-                model: if s.executor.is_open() {
-                    "open"
-                } else {
-                    "closed"
-                },
-                duration_s: secs,
-                dropped_iterations: recorder.dropped[i].load(std::sync::atomic::Ordering::Relaxed),
-                summary: step_report(s.name.clone(), &all, secs, Vec::new()),
+                model: if s.open { "open" } else { "closed" },
+                duration_s: s.secs,
+                dropped_iterations: s.dropped,
+                summary: step_report(s.name, &all, s.secs, Vec::new()),
                 steps,
             });
-            base += s.steps.len();
         }
-        let all = merged(c.totals.iter());
-        check("run".into(), &plan.thresholds, &all, run_secs);
+        let all = merged(all_steps.into_iter());
+        check("run".into(), parts.thresholds, &all, run_secs);
         let passed = thresholds.iter().all(|t| t.passed);
         Report {
             schema: SCHEMA,
-            name: plan.run.name.clone(),
-            scenario_file: plan.file.display().to_string(),
-            started_unix_ms: started
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            duration_s: elapsed.as_secs_f64(),
-            aborted,
+            name: parts.name,
+            scenario_file: parts.scenario_file,
+            started_unix_ms: parts.started_unix_ms,
+            duration_s: parts.duration_s,
+            aborted: parts.aborted,
             passed,
-            shadow: plan.run.shadow,
-            segment: plan.segment,
+            shadow: parts.shadow,
+            segment: parts.segment,
+            merged_from: parts.merged_from,
             total: step_report("total".into(), &all, run_secs, Vec::new()),
             scenarios,
             thresholds,
-            series: c.series.clone(),
+            series: parts.series,
         }
     }
 

@@ -61,6 +61,77 @@ fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).clamp(1, MAX_US)
 }
 
+/// A window's two histograms in HdrHistogram's V2 + DEFLATE form, base64: what a report
+/// carries so that reports merge exactly (`loadtest merge` adds histograms; it never averages
+/// percentiles). Any HdrHistogram library reads them (`Histogram.decodeFromCompressedByteBuffer`
+/// in Java, `hdrhistogram` in Go, Rust and Python).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Hdr {
+    /// Latency, microseconds.
+    pub latency: String,
+    /// Service time, microseconds.
+    pub service: String,
+}
+
+/// The longest histogram text a report may carry (ours are a few KiB at most): a bound on
+/// what a report file makes `merge` allocate.
+const MAX_HDR_TEXT: usize = 1 << 20;
+
+fn encode(h: &Histogram<u64>) -> String {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Serializer as _;
+    let mut bytes = Vec::new();
+    // Writing into a Vec fails only for a histogram wider than usize, which ours are not; an
+    // empty text then reads back as "not a histogram" rather than a wrong one.
+    if hdrhistogram::serialization::V2DeflateSerializer::new()
+        .serialize(h, &mut bytes)
+        .is_err()
+    {
+        bytes.clear();
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Reads a histogram [`encode`] wrote. The header is checked before the counts are read, so a
+/// report claiming other bounds (which would size the allocation) is refused, not allocated.
+fn decode(text: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    if text.len() > MAX_HDR_TEXT {
+        return Err(format!(
+            "a histogram of {} bytes (at most {MAX_HDR_TEXT})",
+            text.len()
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("a histogram that is not base64: {e}"))?;
+    // Outer cookie and length (8 bytes), then the zlib stream of the V2 form, whose 40-byte
+    // header holds the significant digits (at 12), lowest (16) and highest (24) values.
+    let mut header = [0u8; 40];
+    let inflated = bytes
+        .get(8..)
+        .map(|z| flate2::read::ZlibDecoder::new(z).read_exact(&mut header));
+    if !matches!(inflated, Some(Ok(()))) {
+        return Err("a histogram that is not HdrHistogram V2 + DEFLATE".into());
+    }
+    let word = |at: usize, n: usize| {
+        header[at..at + n]
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    };
+    let (digits, lowest, highest) = (word(12, 4), word(16, 8), word(24, 8));
+    if (digits, lowest, highest) != (3, 1, MAX_US) {
+        return Err(format!(
+            "a histogram with bounds {lowest}..{highest} at {digits} digits (loadtest writes \
+             1..{MAX_US} at 3)"
+        ));
+    }
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| format!("a histogram that does not decode: {e}"))
+}
+
 /// One step's figures over some time.
 #[derive(Debug)]
 pub struct StepWindow {
@@ -96,6 +167,46 @@ impl StepWindow {
         self.latency.reset();
         self.service.reset();
         self.errors = [0; 5];
+    }
+
+    /// Its histograms, for a report.
+    pub fn hdr(&self) -> Hdr {
+        Hdr {
+            latency: encode(&self.latency),
+            service: encode(&self.service),
+        }
+    }
+
+    /// A window from a report's histograms and error counts.
+    ///
+    /// # Errors
+    ///
+    /// A histogram is not one [`StepWindow::hdr`] writes, or the failures outnumber the
+    /// requests.
+    pub fn from_report(hdr: &Hdr, errors: [u64; 5]) -> Result<StepWindow, String> {
+        let w = StepWindow {
+            latency: decode(&hdr.latency)?,
+            service: decode(&hdr.service)?,
+            errors,
+        };
+        let failed = errors.iter().try_fold(0u64, |a, &b| a.checked_add(b));
+        if failed.is_none_or(|f| f > w.requests()) {
+            return Err(format!("{errors:?} failures for {} requests", w.requests()));
+        }
+        Ok(w)
+    }
+
+    /// Adds `other` into this; `None` when an error count would overflow or the histograms'
+    /// bounds differ (only reports read from files get there; histogram counts saturate).
+    pub fn checked_merge(&mut self, other: &StepWindow) -> Option<()> {
+        let mut errors = self.errors;
+        for (a, b) in errors.iter_mut().zip(other.errors) {
+            *a = a.checked_add(b)?;
+        }
+        self.latency.add(&other.latency).ok()?;
+        self.service.add(&other.service).ok()?;
+        self.errors = errors;
+        Some(())
     }
 
     /// Adds `other` into this.
@@ -202,6 +313,9 @@ pub struct Point {
     pub max_ms: f64,
     /// Service-time p99, milliseconds.
     pub service_p99_ms: f64,
+    /// The interval's histograms (in reports, for `loadtest merge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hdr: Option<Hdr>,
 }
 
 impl Point {
@@ -223,6 +337,7 @@ impl Point {
             p99_ms: ms(&w.latency, 0.99),
             max_ms: w.latency.max() as f64 / 1000.0,
             service_p99_ms: ms(&w.service, 0.99),
+            hdr: None,
         }
     }
 }
@@ -257,13 +372,19 @@ impl Collected {
         recorder.drain(&mut self.window);
         self.all.reset();
         for (i, w) in self.window.iter_mut().enumerate() {
-            self.step_series[i].push(Point::of(t, w));
+            self.step_series[i].push(Point {
+                hdr: Some(w.hdr()),
+                ..Point::of(t, w)
+            });
             self.totals[i].merge(w);
             self.all.merge(w);
             w.reset();
         }
         let p = Point::of(t, &self.all);
-        self.series.push(p.clone());
+        self.series.push(Point {
+            hdr: Some(self.all.hdr()),
+            ..p
+        });
         p
     }
 

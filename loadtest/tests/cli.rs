@@ -682,6 +682,173 @@ fn segments_of_a_run_run_every_worker_and_iteration_exactly_once() {
     drop(dir);
 }
 
+const MERGED: &str = r#"
+thresholds = ["p99 < 60s"]
+
+[targets.api]
+kind = "http"
+url = "http://127.0.0.1:1"
+
+# Each half of 200/s is 100/s: the step's rps threshold fails on a segment, passes merged.
+[[scenarios]]
+name = "open"
+executor = "constant-arrival-rate"
+rate = 200
+duration = "1s"
+[[scenarios.steps]]
+name = "get"
+http = { path = "/m/{{seq}}" }
+thresholds = ["rps > 150"]
+"#;
+
+#[test]
+fn segment_reports_merge_exactly_and_the_thresholds_are_evaluated_again() {
+    let server = Server::start(Behavior::Fast, true);
+    let (dir, path) =
+        common::scenario(&MERGED.replace("\n[thresholds]\n", "\nthresholds = [\"p99 < 60s\"]\n"));
+    let target = format!("api={}", server.url());
+    let mut files = Vec::new();
+    let mut segments = Vec::new();
+    for segment in ["1/2", "2/2"] {
+        let json = dir.path().join(format!("seg{}.json", &segment[..1]));
+        let o = loadtest(&[
+            "run",
+            path.to_str().unwrap(),
+            "-q",
+            "--target",
+            &target,
+            "--segment",
+            segment,
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "rps > 150 fails on half the load: {}",
+            text(&o)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(r["total"]["requests"], 100, "{segment}");
+        files.push(json);
+        segments.push(r);
+    }
+    let merged_json = dir.path().join("merged.json");
+    let html = dir.path().join("merged.html");
+    let mut args = vec!["merge"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    args.extend([
+        "--json",
+        merged_json.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    let o = loadtest(&args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "merged, rps > 150 passes: {}",
+        text(&o)
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&merged_json).unwrap()).unwrap();
+    assert_eq!(m["segment"], "1/1");
+    assert_eq!(m["merged_from"].as_array().unwrap().len(), 2);
+    assert_eq!(m["total"]["requests"], 200);
+    let step = &m["scenarios"][0]["steps"][0];
+    assert_eq!(step["requests"], 200);
+    // Extremes of a sum of histograms are the extremes of the parts: exact, where averaging
+    // percentiles would not be.
+    let of = |r: &serde_json::Value, k: &str| r["total"]["latency_ms"][k].as_f64().unwrap();
+    let (a, b) = (&segments[0], &segments[1]);
+    assert_eq!(of(&m, "max"), of(a, "max").max(of(b, "max")));
+    assert_eq!(of(&m, "min"), of(a, "min").min(of(b, "min")));
+    let p50 = of(&m, "p50");
+    assert!(of(a, "p50").min(of(b, "p50")) <= p50 && p50 <= of(a, "p50").max(of(b, "p50")));
+    let series: u64 = m["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(series, 200, "the per-second series add up");
+    let thresholds: Vec<(&str, bool)> = m["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["threshold"].as_str().unwrap(),
+                t["passed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(thresholds, [("rps > 150", true), ("p99 < 60s", true)]);
+    assert!(
+        std::fs::read_to_string(&html).unwrap().contains("<svg"),
+        "the HTML report"
+    );
+    let seqs: BTreeSet<u64> = server
+        .paths()
+        .iter()
+        .filter_map(|p| p.strip_prefix("/m/")?.parse().ok())
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..200).collect(),
+        "each arrival once over the two segments"
+    );
+
+    // What does not merge is refused, naming the file and why; exit code 2.
+    let corrupt = dir.path().join("corrupt.json");
+    let mut bad = segments[1].clone();
+    bad["scenarios"][0]["steps"][0]["hdr"]["latency"] = "HISTOGRAM".into();
+    std::fs::write(&corrupt, bad.to_string()).unwrap();
+    let wide = dir.path().join("wide.json");
+    let mut other = segments[1].clone();
+    // A histogram claiming other bounds (they would size the allocation) is refused unread.
+    other["scenarios"][0]["steps"][0]["hdr"]["latency"] = {
+        use base64::Engine as _;
+        use hdrhistogram::serialization::Serializer as _;
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, 5).unwrap();
+        h.record(7).unwrap();
+        let mut bytes = Vec::new();
+        hdrhistogram::serialization::V2DeflateSerializer::new()
+            .serialize(&h, &mut bytes)
+            .unwrap();
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into()
+    };
+    std::fs::write(&wide, other.to_string()).unwrap();
+    let missing = dir.path().join("missing.json");
+    let first = files[0].to_str().unwrap();
+    for (args, want) in [
+        (vec![first], "segments missing: 2/2"),
+        (vec![first, first], "segment: 1/2 again"),
+        (
+            vec![first, corrupt.to_str().unwrap()],
+            "corrupt.json: scenarios[0].steps[0].hdr: a histogram that is not base64",
+        ),
+        (
+            vec![first, wide.to_str().unwrap()],
+            "wide.json: scenarios[0].steps[0].hdr: a histogram with bounds 1..9223372036854775807 at 5 digits",
+        ),
+        (
+            vec![first, missing.to_str().unwrap()],
+            "missing.json: cannot read it",
+        ),
+        (vec![path.to_str().unwrap()], "not a loadtest JSON report"),
+    ] {
+        let mut all = vec!["merge"];
+        all.extend(args.iter().copied());
+        let o = loadtest(&all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(want), "{want:?} in {}", text(&o));
+    }
+    drop(dir);
+}
+
 #[test]
 fn regression_an_absurd_value_size_is_refused_not_allocated() {
     let (_dir, path) = common::scenario(
