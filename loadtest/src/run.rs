@@ -407,6 +407,13 @@ const WAKE_SLACK: Duration = Duration::from_micros(20);
 async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<Duration, Error> {
     let scenario = &shared.plan.scenarios[i];
     let segment = shared.plan.segment;
+    // `start-time`: the scenario's own clock starts later (its intended send times, its end
+    // and its run time all count from there).
+    let start = start + scenario.start_time;
+    tokio::select! {
+        () = tokio::time::sleep_until(start.into()) => {}
+        () = shared.cancel.cancelled() => return Ok(Duration::ZERO),
+    }
     let graceful = shared.plan.run.graceful_stop;
     let end = start + scenario.executor.duration();
     let mut tasks = tokio::task::JoinSet::new();
@@ -489,6 +496,7 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
             start: v0,
             stages,
             iterations,
+            per_vu,
         } => {
             let max = stages
                 .iter()
@@ -504,12 +512,13 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                 let counter = counter.clone();
                 let stages = stages.clone();
                 let (v0, limit) = (*v0, iterations.unwrap_or(u64::MAX));
+                let (per_vu, own) = (*per_vu, per_vu.unwrap_or(u64::MAX));
                 tasks.spawn(async move {
                     let mut scratch = Scratch::default();
                     let mut iter = 0;
                     loop {
                         let now = Instant::now();
-                        if shared.cancel.is_cancelled() || now >= end {
+                        if shared.cancel.is_cancelled() || now >= end || iter >= own {
                             break;
                         }
                         if vu >= vus_at(v0, &stages, now - start) {
@@ -519,10 +528,18 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                             }
                             continue;
                         }
-                        // The segment's next iteration, by its global number.
-                        let local = counter.fetch_add(1, Ordering::Relaxed);
-                        let Some(seq) = segment.nth(local).filter(|&seq| seq < limit) else {
-                            break;
+                        // The iteration's global number: the worker's own in per-vu-iterations
+                        // (worker v runs v·M … v·M + M − 1), else the segment's next of the
+                        // shared count.
+                        let seq = match per_vu {
+                            Some(m) => (vu as u64).saturating_mul(m).saturating_add(iter),
+                            None => {
+                                let local = counter.fetch_add(1, Ordering::Relaxed);
+                                match segment.nth(local).filter(|&seq| seq < limit) {
+                                    Some(seq) => seq,
+                                    None => break,
+                                }
+                            }
                         };
                         iteration(&shared, i, seq, vu as u64, iter, None, &mut scratch).await;
                         iter += 1;

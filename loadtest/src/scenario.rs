@@ -27,6 +27,9 @@ pub const MAX_VUS: usize = 100_000;
 pub const MAX_RATE: f64 = 10_000_000.0;
 /// Longest planned run (iterations at a rate).
 pub const MAX_RUN: Duration = Duration::from_secs(366 * 86_400);
+
+/// How long the iteration executors may run unless `max-duration` says (k6's default too).
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(600);
 /// Largest generated objstore value (`value-size`), as objstore's own default limit.
 pub const MAX_VALUE_SIZE: u64 = 64 << 20;
 
@@ -204,6 +207,11 @@ pub enum ExecutorKind {
     ConstantVus,
     /// Closed model: workers added and removed through stages.
     RampingVus,
+    /// Closed model: `vus` workers share `iterations` between them (a fast worker runs more),
+    /// within `max-duration`.
+    SharedIterations,
+    /// Closed model: each of `vus` workers runs exactly `iterations`, within `max-duration`.
+    PerVuIterations,
 }
 
 impl ExecutorKind {
@@ -214,6 +222,8 @@ impl ExecutorKind {
             ExecutorKind::RampingArrivalRate => "ramping-arrival-rate",
             ExecutorKind::ConstantVus => "constant-vus",
             ExecutorKind::RampingVus => "ramping-vus",
+            ExecutorKind::SharedIterations => "shared-iterations",
+            ExecutorKind::PerVuIterations => "per-vu-iterations",
         }
     }
 }
@@ -262,8 +272,16 @@ pub struct ScenarioSpec {
     /// How long (constant executors).
     #[serde(default, with = "duration::option")]
     pub duration: Option<Duration>,
-    /// Or how many iterations (constant executors).
+    /// Or how many iterations (constant executors; all workers together in
+    /// shared-iterations, each worker in per-vu-iterations).
     pub iterations: Option<u64>,
+    /// The iteration executors: the longest they run (default 10 minutes).
+    #[serde(default, with = "duration::option")]
+    pub max_duration: Option<Duration>,
+    /// Start this long after the run starts (scenarios run side by side, each from its own
+    /// start time: a warm-up, then the load).
+    #[serde(default, with = "duration::option")]
+    pub start_time: Option<Duration>,
     /// Open model: most iterations in flight (workers); beyond it arrivals wait, and their
     /// wait counts in their latency.
     #[serde(default = "default_in_flight")]
@@ -435,6 +453,8 @@ pub enum Executor {
         stages: Vec<Stage>,
         /// Stop after this many iterations (all workers together).
         iterations: Option<u64>,
+        /// Each worker stops after this many iterations of its own.
+        per_vu: Option<u64>,
     },
 }
 
@@ -536,6 +556,8 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     /// Scenario thresholds.
     pub thresholds: Vec<Threshold>,
+    /// Offset of its start from the run's.
+    pub start_time: Duration,
 }
 
 /// A validated target.
@@ -733,6 +755,13 @@ impl Plan {
                 ));
             }
             let executor = executor(s, &key, &at)?;
+            let start_time = s.start_time.unwrap_or_default();
+            if start_time > MAX_RUN {
+                return Err(at(
+                    &format!("{key}.start-time"),
+                    format!("at most {} days", MAX_RUN.as_secs() / 86_400),
+                ));
+            }
             let think = match &s.think_time {
                 None => None,
                 Some(t) => Some(parse_think(t).map_err(|e| at(&format!("{key}.think-time"), e))?),
@@ -758,6 +787,7 @@ impl Plan {
                 flow: s.flow,
                 steps,
                 thresholds: s.thresholds.clone(),
+                start_time,
             });
         }
         Ok(Plan {
@@ -864,6 +894,7 @@ fn executor(
     Ok(match s.executor {
         ExecutorKind::ConstantArrivalRate => {
             refuse(&[
+                ("max-duration", s.max_duration.is_some()),
                 ("vus", s.vus.is_some()),
                 ("start-vus", s.start_vus.is_some()),
                 ("start-rate", s.start_rate.is_some()),
@@ -909,6 +940,7 @@ fn executor(
         }
         ExecutorKind::RampingArrivalRate => {
             refuse(&[
+                ("max-duration", s.max_duration.is_some()),
                 ("vus", s.vus.is_some()),
                 ("start-vus", s.start_vus.is_some()),
                 ("rate", s.rate.is_some()),
@@ -924,6 +956,7 @@ fn executor(
         }
         ExecutorKind::ConstantVus => {
             refuse(&[
+                ("max-duration", s.max_duration.is_some()),
                 ("rate", s.rate.is_some()),
                 ("start-rate", s.start_rate.is_some()),
                 ("start-vus", s.start_vus.is_some()),
@@ -943,10 +976,12 @@ fn executor(
                 start: vus,
                 stages,
                 iterations,
+                per_vu: None,
             }
         }
         ExecutorKind::RampingVus => {
             refuse(&[
+                ("max-duration", s.max_duration.is_some()),
                 ("rate", s.rate.is_some()),
                 ("start-rate", s.start_rate.is_some()),
                 ("vus", s.vus.is_some()),
@@ -957,6 +992,47 @@ fn executor(
                 start: s.start_vus.unwrap_or(0),
                 stages: stages("targets are worker counts", MAX_VUS as f64)?,
                 iterations: None,
+                per_vu: None,
+            }
+        }
+        ExecutorKind::SharedIterations | ExecutorKind::PerVuIterations => {
+            refuse(&[
+                ("rate", s.rate.is_some()),
+                ("start-rate", s.start_rate.is_some()),
+                ("start-vus", s.start_vus.is_some()),
+                ("stages", !s.stages.is_empty()),
+                ("duration", s.duration.is_some()),
+            ])?;
+            let name = s.executor.name();
+            let vus = s.vus.unwrap_or(1);
+            if vus == 0 || vus > MAX_VUS {
+                return Err(at(&field("vus"), format!("1 to {MAX_VUS} workers")));
+            }
+            let n = s
+                .iterations
+                .ok_or_else(|| at(key, format!("{name} needs iterations = … (> 0)")))?;
+            if n == 0 {
+                return Err(at(&field("iterations"), "must be at least 1".into()));
+            }
+            let max = s.max_duration.unwrap_or(DEFAULT_MAX_DURATION);
+            if max.is_zero() || max > MAX_RUN {
+                return Err(at(
+                    &field("max-duration"),
+                    format!(
+                        "more than 0 and at most {} days",
+                        MAX_RUN.as_secs() / 86_400
+                    ),
+                ));
+            }
+            let per_vu = s.executor == ExecutorKind::PerVuIterations;
+            Executor::Vus {
+                start: vus,
+                stages: vec![Stage {
+                    duration: max,
+                    target: vus as f64,
+                }],
+                iterations: (!per_vu).then_some(n),
+                per_vu: per_vu.then_some(n),
             }
         }
     })

@@ -115,6 +115,26 @@ fn bad_scenarios_are_refused_naming_file_line_and_key() {
             "executor = \"constant-arrival-rate\"\nrate = 1e12\nduration = \"1s\"",
             ":9:1: scenarios[0].rate: at most",
         ),
+        (
+            "executor = \"constant-vus\"\nvus = 2\nduration = \"1s\"",
+            "executor = \"per-vu-iterations\"\nvus = 2",
+            "scenarios[0]: per-vu-iterations needs iterations",
+        ),
+        (
+            "duration = \"1s\"",
+            "duration = \"1s\"\nmax-duration = \"5s\"",
+            ":11:1: scenarios[0].max-duration: not used by the constant-vus executor",
+        ),
+        (
+            "executor = \"constant-vus\"\nvus = 2\nduration = \"1s\"",
+            "executor = \"shared-iterations\"\niterations = 5\nmax-duration = \"0s\"",
+            "scenarios[0].max-duration: more than 0",
+        ),
+        (
+            "duration = \"1s\"",
+            "duration = \"1s\"\nstart-time = \"400days\"",
+            ":11:1: scenarios[0].start-time: at most 366 days",
+        ),
     ];
     for (from, to, want) in cases {
         let (_dir, path) = common::scenario(&GOOD.replacen(from, to, 1));
@@ -679,6 +699,107 @@ fn segments_of_a_run_run_every_worker_and_iteration_exactly_once() {
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
         assert!(text(&o).contains(want), "{want} in {}", text(&o));
     }
+    drop(dir);
+}
+
+const ITERATIONS: &str = r#"
+[targets.api]
+kind = "http"
+url = "http://127.0.0.1:1"
+
+[[scenarios]]
+name = "each"
+executor = "per-vu-iterations"
+vus = 3
+iterations = 4
+[[scenarios.steps]]
+name = "get"
+http = { path = "/each/{{vu}}/{{seq}}" }
+
+# Starts 1 s into the run: by then "each" (12 requests to a local server) is long done.
+[[scenarios]]
+name = "shared"
+executor = "shared-iterations"
+vus = 2
+iterations = 10
+start-time = "1s"
+max-duration = "30s"
+[[scenarios.steps]]
+name = "get"
+http = { path = "/shared/{{seq}}" }
+"#;
+
+#[test]
+fn iteration_executors_run_exact_counts_and_start_time_delays_a_scenario() {
+    let server = Server::start(Behavior::Fast, true);
+    let (dir, path) = common::scenario(ITERATIONS);
+    let target = format!("api={}", server.url());
+    let (r, o) = run_json(&path, &["--target", &target]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let requests: Vec<u64> = r["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["summary"]["requests"].as_u64().unwrap())
+        .collect();
+    assert_eq!(requests, [12, 10]);
+    let paths = server.paths();
+    let mut each: Vec<(u64, u64)> = Vec::new();
+    let mut shared = Vec::new();
+    let mut order = Vec::new();
+    for p in &paths {
+        if let Some(rest) = p.strip_prefix("/each/") {
+            let (vu, seq) = rest.split_once('/').unwrap();
+            each.push((vu.parse().unwrap(), seq.parse().unwrap()));
+            order.push('e');
+        } else if let Some(seq) = p.strip_prefix("/shared/") {
+            shared.push(seq.parse::<u64>().unwrap());
+            order.push('s');
+        }
+    }
+    each.sort_unstable();
+    // Worker v runs exactly its 4 iterations, numbered v·4 … v·4 + 3.
+    let want: Vec<(u64, u64)> = (0..3)
+        .flat_map(|v| (0..4).map(move |i| (v, v * 4 + i)))
+        .collect();
+    assert_eq!(each, want);
+    shared.sort_unstable();
+    assert_eq!(shared, (0..10).collect::<Vec<_>>());
+    let order: String = order.into_iter().collect();
+    assert_eq!(
+        order,
+        format!("{}{}", "e".repeat(12), "s".repeat(10)),
+        "start-time: shared after each"
+    );
+    // Segments split the workers of per-vu-iterations, each running all its iterations.
+    let server = Server::start(Behavior::Fast, true);
+    let target = format!("api={}", server.url());
+    let mut each = Vec::new();
+    for segment in ["1/2", "2/2"] {
+        let (_, o) = run_json(
+            &path,
+            &[
+                "--target",
+                &target,
+                "--scenario",
+                "each",
+                "--segment",
+                segment,
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    for p in server.paths() {
+        if let Some(rest) = p.strip_prefix("/each/") {
+            let (vu, seq) = rest.split_once('/').unwrap();
+            each.push((vu.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap()));
+        }
+    }
+    each.sort_unstable();
+    assert_eq!(
+        each, want,
+        "two segments run the same iterations as one run"
+    );
     drop(dir);
 }
 
