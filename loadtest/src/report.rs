@@ -188,7 +188,7 @@ fn step_report(name: String, w: &StepWindow, secs: f64, series: Vec<Point>) -> S
     }
 }
 
-fn value(t: &Threshold, w: &StepWindow, secs: f64) -> f64 {
+fn value(t: &Threshold, w: &StepWindow, secs: f64, dropped: u64) -> f64 {
     let pick = |service: bool| -> &Histogram<u64> { if service { &w.service } else { &w.latency } };
     let s = |us: f64| us / 1e6;
     match t.metric {
@@ -209,6 +209,21 @@ fn value(t: &Threshold, w: &StepWindow, secs: f64) -> f64 {
                 w.failed() as f64 / w.requests() as f64
             }
         }
+        Metric::Checks => {
+            let unanswered: u64 = [ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Protocol]
+                .iter()
+                .map(|&k| w.errors[k as usize])
+                .sum();
+            let answered = w.requests().saturating_sub(unanswered);
+            let failed = w.errors[ErrorKind::Status as usize] + w.errors[ErrorKind::Check as usize];
+            if answered == 0 {
+                // Nothing was checked: no evidence that checks pass.
+                0.0
+            } else {
+                answered.saturating_sub(failed) as f64 / answered as f64
+            }
+        }
+        Metric::DroppedIterations => dropped as f64,
         Metric::Rps => {
             if secs > 0.0 {
                 w.requests() as f64 / secs
@@ -289,9 +304,9 @@ impl Report {
             .reduce(f64::max)
             .unwrap_or(parts.duration_s);
         let mut thresholds = Vec::new();
-        let mut check = |scope: String, list: &[Threshold], w: &StepWindow, secs: f64| {
+        let mut check = |scope: String, list: &[Threshold], w: &StepWindow, secs: f64, dropped| {
             for t in list {
-                let v = value(t, w, secs);
+                let v = value(t, w, secs, dropped);
                 thresholds.push(ThresholdReport {
                     scope: scope.clone(),
                     threshold: t.text.clone(),
@@ -303,9 +318,17 @@ impl Report {
         };
         let mut scenarios = Vec::new();
         let mut all_steps = Vec::new();
+        let mut run_dropped = 0u64;
         for s in parts.scenarios {
             let all = merged(s.steps.iter().map(|st| st.window));
-            check(format!("scenario {}", s.name), s.thresholds, &all, s.secs);
+            check(
+                format!("scenario {}", s.name),
+                s.thresholds,
+                &all,
+                s.secs,
+                s.dropped,
+            );
+            run_dropped = run_dropped.saturating_add(s.dropped);
             let mut steps = Vec::new();
             for st in s.steps {
                 check(
@@ -313,6 +336,7 @@ impl Report {
                     st.thresholds,
                     st.window,
                     s.secs,
+                    s.dropped,
                 );
                 let mut r = step_report(
                     format!("{}/{}", s.name, st.name),
@@ -334,7 +358,7 @@ impl Report {
             });
         }
         let all = merged(all_steps.into_iter());
-        check("run".into(), parts.thresholds, &all, run_secs);
+        check("run".into(), parts.thresholds, &all, run_secs, run_dropped);
         let passed = thresholds.iter().all(|t| t.passed);
         Report {
             schema: SCHEMA,

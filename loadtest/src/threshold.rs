@@ -3,7 +3,9 @@
 //! Latency metrics: `p50`, `p90`, `p95`, `p99`, `p99.9` (any percentile), `mean`, `max`;
 //! prefixed with `service-` they read the service time (send to reply) instead of the latency
 //! (intended send time to reply). `error-rate` is the failed share of requests; `rps` the
-//! requests per second over the scenario's run time.
+//! requests per second over the scenario's run time; `checks` the share of answered requests
+//! whose checks passed (`checks > 99%`); `dropped-iterations` the arrivals an open model
+//! dropped (`dropped-iterations < 1`; a step reads its scenario's).
 
 use std::fmt;
 use std::time::Duration;
@@ -32,6 +34,11 @@ pub enum Metric {
     ErrorRate,
     /// Requests per second.
     Rps,
+    /// The share of answered requests (no connect, timeout or protocol error) whose checks
+    /// (status and body) passed.
+    Checks,
+    /// Arrivals dropped because every worker was busy (the scenario's, or the run's).
+    DroppedIterations,
 }
 
 /// The comparison.
@@ -98,6 +105,8 @@ impl std::str::FromStr for Threshold {
         let metric = match base {
             "error-rate" if !service => Metric::ErrorRate,
             "rps" if !service => Metric::Rps,
+            "checks" if !service => Metric::Checks,
+            "dropped-iterations" if !service => Metric::DroppedIterations,
             "mean" | "avg" => Metric::Mean { service },
             "max" => Metric::Max { service },
             p if p.starts_with('p') => {
@@ -114,21 +123,22 @@ impl std::str::FromStr for Threshold {
             _ => {
                 return Err(format!(
                     "invalid threshold {text:?}: unknown metric {name:?}; known: p50, p90, p95, \
-                     p99, p99.9, mean, max (and service-…), error-rate, rps"
+                     p99, p99.9, mean, max (and service-…), error-rate, rps, \
+                     checks, dropped-iterations"
                 ));
             }
         };
         let limit = match metric {
-            Metric::ErrorRate => {
+            Metric::ErrorRate | Metric::Checks => {
                 let v = value.strip_suffix('%').ok_or_else(|| {
-                    format!("invalid threshold {text:?}: write the error rate as a percentage, e.g. 1%")
+                    format!("invalid threshold {text:?}: write {base} as a percentage, e.g. 1%")
                 })?;
                 v.trim()
                     .parse::<f64>()
                     .map_err(|_| format!("invalid threshold {text:?}: {value:?} is not a percentage"))?
                     / 100.0
             }
-            Metric::Rps => value
+            Metric::Rps | Metric::DroppedIterations => value
                 .parse::<f64>()
                 .map_err(|_| format!("invalid threshold {text:?}: {value:?} is not a number"))?,
             _ => humantime::parse_duration(value)
@@ -160,8 +170,9 @@ impl Threshold {
     /// Formats a value in the metric's unit.
     pub fn show(&self, value: f64) -> String {
         match self.metric {
-            Metric::ErrorRate => format!("{:.3}%", value * 100.0),
+            Metric::ErrorRate | Metric::Checks => format!("{:.3}%", value * 100.0),
             Metric::Rps => format!("{value:.1}/s"),
+            Metric::DroppedIterations => format!("{value:.0}"),
             _ => fmt_duration(Duration::from_secs_f64(value.max(0.0))),
         }
     }
@@ -219,6 +230,13 @@ mod tests {
             "max > 2s".parse::<Threshold>().unwrap().metric,
             Metric::Max { service: false }
         );
+        let t: Threshold = "checks > 99.5%".parse().unwrap();
+        assert_eq!((t.metric, t.op, t.limit), (Metric::Checks, Op::Gt, 0.995));
+        assert_eq!(t.show(0.5), "50.000%");
+        let t: Threshold = "dropped-iterations < 1".parse().unwrap();
+        assert_eq!((t.metric, t.limit), (Metric::DroppedIterations, 1.0));
+        assert!(t.passes(0.0) && !t.passes(1.0));
+        assert_eq!(t.show(3.0), "3");
     }
 
     #[test]
@@ -230,6 +248,9 @@ mod tests {
             "error-rate < 1",
             "rps > many",
             "p101 < 1s",
+            "checks > 99",
+            "service-checks > 1%",
+            "dropped-iterations < none",
         ] {
             assert!(bad.parse::<Threshold>().is_err(), "{bad}");
         }

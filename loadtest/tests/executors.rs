@@ -135,9 +135,11 @@ async fn arrivals_beyond_the_workers_are_dropped_and_counted() {
         rate = 1000
         iterations = 400
         max-in-flight = 2
+        thresholds = ["dropped-iterations < 1", "checks > 99%"]
         [[scenarios.steps]]
         name = "get"
         http = {{ path = "/" }}
+        thresholds = ["dropped-iterations < 400"]
         "#,
         server.url()
     );
@@ -168,6 +170,21 @@ async fn arrivals_beyond_the_workers_are_dropped_and_counted() {
         s.summary.requests
     );
     assert_eq!(s.summary.requests + s.dropped_iterations, 400);
+    // The thresholds read the dropped count (a step its scenario's) and the checks.
+    let results: Vec<(&str, &str, f64, bool)> = report
+        .thresholds
+        .iter()
+        .map(|t| (t.scope.as_str(), t.threshold.as_str(), t.value, t.passed))
+        .collect();
+    let dropped = s.dropped_iterations as f64;
+    assert_eq!(
+        results,
+        [
+            ("scenario s", "dropped-iterations < 1", dropped, false),
+            ("scenario s", "checks > 99%", 1.0, true),
+            ("step s/get", "dropped-iterations < 400", dropped, true),
+        ]
+    );
     assert_eq!(s.summary.failed, 0, "{:?}", s.summary.errors);
     assert!(
         report.summary().contains("dropped iterations"),
@@ -228,4 +245,58 @@ fn prometheus_metrics_are_served_while_running() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{rest}");
     assert_eq!(server.paths().len(), 21, "the probe and 20 requests");
+}
+
+#[tokio::test]
+async fn a_checks_threshold_reads_the_share_of_answers_that_passed() {
+    // 10 answers with status 200, of which the step accepts only 201: 0% pass. Connect
+    // failures are not answers, and do not count for or against checks.
+    let server = Server::start(Behavior::Fast, true);
+    let text = format!(
+        r#"
+        [targets.api]
+        kind = "http"
+        url = "{}"
+        [targets.gone]
+        kind = "http"
+        url = "http://127.0.0.1:1"
+        live = false
+        [[scenarios]]
+        name = "s"
+        executor = "constant-vus"
+        vus = 1
+        iterations = 20
+        flow = "sequence"
+        thresholds = ["checks > 99%", "checks < 1%", "error-rate > 99%"]
+        [[scenarios.steps]]
+        name = "created"
+        target = "api"
+        http = {{ path = "/" }}
+        checks = {{ status = [201] }}
+        [[scenarios.steps]]
+        name = "down"
+        target = "gone"
+        http = {{ path = "/" }}
+        thresholds = ["checks < 1%"]
+        "#,
+        server.url()
+    );
+    let (report, _) = common::run(&text).await;
+    let results: Vec<(&str, &str, f64, bool)> = report
+        .thresholds
+        .iter()
+        .map(|t| (t.scope.as_str(), t.threshold.as_str(), t.value, t.passed))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("scenario s", "checks > 99%", 0.0, false),
+            ("scenario s", "checks < 1%", 0.0, true),
+            ("scenario s", "error-rate > 99%", 1.0, true),
+            ("step s/down", "checks < 1%", 0.0, true),
+        ],
+        "{:?}",
+        report.scenarios[0].summary.errors
+    );
+    assert_eq!(report.scenarios[0].summary.requests, 40);
 }
