@@ -17,6 +17,7 @@
 //!   protocol starts there.
 //! - `http1`: the HTTP/1.1 engine (HTTP/2 goes through hyper).
 //! - [`segment`]: `--segment K/N`, one generator's exact share of a run spread over several.
+//! - [`init`]: `loadtest init URL`, a commented starter scenario.
 //! - [`merge`]: `loadtest merge`, one report from several (histograms added, never
 //!   percentiles averaged).
 //! - [`stats`]: HDR histograms per step and thread, collected once a second.
@@ -32,6 +33,7 @@
 
 mod error;
 mod http1;
+pub mod init;
 pub mod merge;
 mod protocol;
 pub mod report;

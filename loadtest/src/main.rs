@@ -60,6 +60,14 @@ enum Command {
         /// The scenario file.
         scenario: PathBuf,
     },
+    /// Write a commented starter scenario for an HTTP endpoint (to stdout, or a new file).
+    Init {
+        /// The endpoint, e.g. http://127.0.0.1:8080/health.
+        url: String,
+        /// Write it here (an existing file is not overwritten).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Merge JSON reports (the segments of one run, or runs of one scenario) into one:
     /// histograms added, thresholds evaluated again; the exit code is the merged run's.
     Merge {
@@ -82,6 +90,14 @@ enum CliError {
     Runtime(#[source] std::io::Error),
     #[error("cannot write the report {}", .path.display())]
     WriteReport {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Init(String),
+    #[error("cannot write the scenario {} (an existing file is never overwritten)", .path.display())]
+    WriteScenario {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -115,6 +131,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e, exit_code(&e)),
         },
+        Command::Init { url, output } => init(&url, output),
         Command::Merge {
             reports,
             json,
@@ -169,6 +186,37 @@ fn main() -> ExitCode {
                 Err(e) => fail(&CliError::Runtime(e), ABORTED),
             }
         }
+    }
+}
+
+/// `loadtest init`: exit code 2 for a URL it cannot use or a file that exists.
+fn init(url: &str, output: Option<PathBuf>) -> ExitCode {
+    let text = match loadtest::init::starter(url) {
+        Ok(t) => t,
+        Err(message) => return fail(&CliError::Init(message), INVALID),
+    };
+    let Some(path) = output else {
+        let mut out = Stdout::default();
+        out.print(&text);
+        return ExitCode::from(if out.failed { ABORTED } else { PASSED });
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path);
+    let written = file.and_then(|mut f| f.write_all(text.as_bytes()));
+    match written {
+        Ok(()) => {
+            Stdout::default().print(&format!(
+                "wrote {p}: check it with `loadtest validate {p}`, run it with `loadtest run {p}`\n",
+                p = path.display()
+            ));
+            ExitCode::from(PASSED)
+        }
+        Err(source) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            fail(&CliError::WriteScenario { path, source }, INVALID)
+        }
+        Err(source) => fail(&CliError::WriteScenario { path, source }, ABORTED),
     }
 }
 

@@ -583,28 +583,31 @@ fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> 
     let (w, ht, l, r, t, b) = (860.0, 320.0, 70.0, 20.0, 20.0, 50.0);
     let xs = series.iter().flat_map(|s| s.2.iter().map(|p| p.0));
     let ys = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
-    let xmax = xs.fold(0.0f64, f64::max).max(1.0);
-    let ymax = ys.fold(0.0f64, f64::max).max(1e-3) * 1.1;
+    // Axes end on a round tick: 0, 500, 1000 … rather than quarters of the largest value.
+    let (xmax, xticks) = ticks(xs.fold(0.0f64, f64::max).max(1.0), 6, nines);
+    let (ymax, yticks) = ticks(ys.fold(0.0f64, f64::max).max(1e-3), 5, false);
     let px = |x: f64| l + x / xmax * (w - l - r);
     let py = |y: f64| ht - b - y / ymax * (ht - t - b);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{ht}\" font-size=\"11\">"
     );
-    for i in 0..=4 {
-        let y = ymax * i as f64 / 4.0;
+    for (y, label) in yticks {
         let _ = write!(
             s,
-            "<line x1=\"{l}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{y:.3}</text>",
+            "<line x1=\"{l}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
             w - r,
             l - 4.0,
             py(y) + 4.0,
             py = py(y)
         );
-        let x = xmax * i as f64 / 4.0;
+    }
+    for (x, label) in xticks {
         let label = if nines {
-            format!("{:.3}%", (1.0 - 10f64.powf(-x)) * 100.0)
+            // x is the count of nines: 0 → 0%, 1 → 90%, 2 → 99%, 3 → 99.9% …
+            let digits = (x as usize).saturating_sub(2);
+            format!("{:.digits$}%", (1.0 - 10f64.powf(-x)) * 100.0)
         } else {
-            format!("{x:.0}")
+            label
         };
         let _ = write!(
             s,
@@ -636,6 +639,30 @@ fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> 
     }
     s.push_str("</svg>");
     s
+}
+
+/// Round ticks from 0 to at least `max`, about `count` of them, steps of 1, 2 or 5 × 10ⁿ
+/// (whole numbers when `whole`); returns the axis end and each tick with its label.
+fn ticks(max: f64, count: usize, whole: bool) -> (f64, Vec<(f64, String)>) {
+    let raw = max / count.max(1) as f64;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let mut step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * magnitude);
+    if whole {
+        step = step.ceil().max(1.0);
+    }
+    let n = (max / step).ceil().max(1.0) as usize;
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    let ticks = (0..=n)
+        .map(|i| {
+            let v = step * i as f64;
+            (v, format!("{v:.decimals$}"))
+        })
+        .collect();
+    (step * n as f64, ticks)
 }
 
 /// Prometheus text exposition of the figures so far.
@@ -744,5 +771,59 @@ pub fn executor_name(e: &Executor) -> &'static str {
     match e {
         Executor::Arrival { .. } => "arrival-rate",
         Executor::Vus { .. } => "vus",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ticks;
+
+    fn labels(max: f64, count: usize, whole: bool) -> (f64, Vec<String>) {
+        let (end, t) = ticks(max, count, whole);
+        (end, t.into_iter().map(|(_, l)| l).collect())
+    }
+
+    #[test]
+    fn axis_ticks_fall_on_round_values() {
+        // The values that gave `2201.100 / 1650.825 …` and `0 3 5 8 10` before.
+        assert_eq!(
+            labels(2201.1, 5, false),
+            (
+                2500.0,
+                ["0", "500", "1000", "1500", "2000", "2500"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        assert_eq!(
+            labels(10.0, 6, false),
+            (
+                10.0,
+                ["0", "2", "4", "6", "8", "10"].map(String::from).to_vec()
+            )
+        );
+        assert_eq!(
+            labels(0.37, 5, false),
+            (
+                0.4,
+                ["0.0", "0.1", "0.2", "0.3", "0.4"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        assert_eq!(labels(0.013, 5, false).1.last().unwrap(), "0.015");
+        // Nines: whole numbers of nines only.
+        assert_eq!(
+            labels(3.4, 6, true),
+            (4.0, ["0", "1", "2", "3", "4"].map(String::from).to_vec())
+        );
+        for max in [1e-3, 0.9, 1.0, 7.0, 99.0, 1e6, 3.3e9] {
+            let (end, t) = ticks(max, 5, false);
+            assert!(
+                end >= max && t.len() >= 2 && t.len() <= 12,
+                "{max}: {end} {t:?}"
+            );
+            assert_eq!(t[0].0, 0.0);
+        }
     }
 }

@@ -702,6 +702,53 @@ fn segments_of_a_run_run_every_worker_and_iteration_exactly_once() {
     drop(dir);
 }
 
+#[test]
+fn init_writes_a_starter_that_validates_and_runs() {
+    let server = Server::start(Behavior::Fast, true);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("starter.toml");
+    let url = format!("{}/api/items?limit=10", server.url());
+    let o = loadtest(&["init", &url, "-o", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("loadtest validate"), "{}", text(&o));
+    let o = loadtest(&["validate", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Run as written (only shortened): the probe and the load go to the URL's path.
+    let (r, o) = run_json(
+        &file,
+        &[
+            "--iterations",
+            "5",
+            "--html",
+            dir.path().join("r.html").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(r["total"]["requests"], 5);
+    let paths = server.paths();
+    assert_eq!(paths.len(), 6, "{paths:?}");
+    assert!(
+        paths.iter().all(|p| p == "/api/items?limit=10"),
+        "{paths:?}"
+    );
+    // To stdout without -o; an existing file is not overwritten; a URL it cannot use is 2.
+    let o = loadtest(&["init", "http://127.0.0.1:9/x"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("url = \"http://127.0.0.1:9\""));
+    let before = std::fs::read(&file).unwrap();
+    let o = loadtest(&["init", "http://127.0.0.1:9/x", "-o", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("never overwritten"), "{}", text(&o));
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let o = loadtest(&["init", "https://example.test/"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("HTTPS targets are not supported yet"),
+        "{}",
+        text(&o)
+    );
+}
+
 const ITERATIONS: &str = r#"
 [targets.api]
 kind = "http"
