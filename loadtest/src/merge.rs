@@ -34,6 +34,8 @@ struct Input {
     started_unix_ms: u64,
     duration_s: f64,
     aborted: bool,
+    #[serde(default)]
+    stopped_by: Option<String>,
     shadow: bool,
     segment: String,
     scenarios: Vec<InScenario>,
@@ -199,6 +201,7 @@ pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
     }
     Ok(Report::assemble(Parts {
         name: base.name.clone(),
+        stopped_by: inputs.iter().find_map(|r| r.stopped_by.clone()),
         scenario_file: base.scenario_file.clone(),
         started_unix_ms: inputs.iter().map(|r| r.started_unix_ms).min().unwrap_or(0),
         duration_s: inputs

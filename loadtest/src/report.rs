@@ -31,8 +31,11 @@ pub struct Report {
     pub started_unix_ms: u64,
     /// Wall time of the run, seconds.
     pub duration_s: f64,
-    /// Stopped early (Ctrl-C).
+    /// Stopped early (Ctrl-C, or an `abort-on-fail` threshold).
     pub aborted: bool,
+    /// The `abort-on-fail` threshold that stopped the run, as `"scope: threshold (measured …)"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
     /// Every threshold passed.
     pub passed: bool,
     /// Requests were tagged as shadow traffic.
@@ -116,6 +119,7 @@ pub struct ThresholdReport {
 /// What [`Report::assemble`] makes a report of.
 pub(crate) struct Parts<'a> {
     pub name: String,
+    pub stopped_by: Option<String>,
     pub scenario_file: String,
     pub started_unix_ms: u64,
     pub duration_s: f64,
@@ -186,6 +190,67 @@ fn step_report(name: String, w: &StepWindow, secs: f64, series: Vec<Point>) -> S
         series,
         hdr: None,
     }
+}
+
+/// The first `abort-on-fail` threshold (past its `delay-abort-eval`) that fails on the figures
+/// collected so far, `elapsed` into the run: `"scope: threshold (measured …)"`.
+pub fn failing_abort(
+    plan: &Plan,
+    c: &Collected,
+    recorder: &Recorder,
+    elapsed: Duration,
+) -> Option<String> {
+    let armed = |t: &Threshold| t.abort_on_fail && elapsed >= t.delay_abort_eval;
+    let any = plan.thresholds.iter().any(armed)
+        || plan.scenarios.iter().any(|s| {
+            s.thresholds.iter().any(armed)
+                || s.steps.iter().any(|st| st.thresholds.iter().any(armed))
+        });
+    if !any {
+        return None;
+    }
+    let fails = |scope: &str, list: &[Threshold], w: &StepWindow, secs: f64, dropped| {
+        list.iter().filter(|t| armed(t)).find_map(|t| {
+            let v = value(t, w, secs, dropped);
+            (!t.passes(v)).then(|| format!("{scope}: {} (measured {})", t.text, t.show(v)))
+        })
+    };
+    let mut base = 0;
+    let mut run_dropped = 0u64;
+    for (i, s) in plan.scenarios.iter().enumerate() {
+        let secs = elapsed
+            .saturating_sub(s.start_time)
+            .min(s.executor.duration())
+            .as_secs_f64();
+        let dropped = recorder.dropped[i].load(std::sync::atomic::Ordering::Relaxed);
+        run_dropped = run_dropped.saturating_add(dropped);
+        let windows = &c.totals[base..base + s.steps.len()];
+        for (st, w) in s.steps.iter().zip(windows) {
+            let scope = format!("step {}/{}", s.name, st.name);
+            if let Some(why) = fails(&scope, &st.thresholds, w, secs, dropped) {
+                return Some(why);
+            }
+        }
+        let all = merged(windows.iter());
+        if let Some(why) = fails(
+            &format!("scenario {}", s.name),
+            &s.thresholds,
+            &all,
+            secs,
+            dropped,
+        ) {
+            return Some(why);
+        }
+        base += s.steps.len();
+    }
+    let all = merged(c.totals.iter());
+    fails(
+        "run",
+        &plan.thresholds,
+        &all,
+        elapsed.as_secs_f64(),
+        run_dropped,
+    )
 }
 
 fn value(t: &Threshold, w: &StepWindow, secs: f64, dropped: u64) -> f64 {
@@ -279,6 +344,7 @@ impl Report {
         }
         Report::assemble(Parts {
             name: plan.run.name.clone(),
+            stopped_by: None,
             scenario_file: plan.file.display().to_string(),
             started_unix_ms: started
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -367,6 +433,7 @@ impl Report {
             started_unix_ms: parts.started_unix_ms,
             duration_s: parts.duration_s,
             aborted: parts.aborted,
+            stopped_by: parts.stopped_by,
             passed,
             shadow: parts.shadow,
             segment: parts.segment,
@@ -436,6 +503,9 @@ impl Report {
                     s.dropped_iterations
                 );
             }
+        }
+        if let Some(why) = &self.stopped_by {
+            let _ = writeln!(out, "stopped early by an abort-on-fail threshold: {why}");
         }
         if !self.thresholds.is_empty() {
             let _ = writeln!(out, "thresholds:");

@@ -78,6 +78,8 @@ struct Shared {
     /// How every request is tagged as shadow traffic.
     shadow: Shadow,
     cancel: CancellationToken,
+    /// The abort-on-fail threshold that stopped the run, if one did.
+    stopped_by: Mutex<Option<String>>,
 }
 
 /// Runs `plan`; returns the report (always, also when stopped early) and how the run ended.
@@ -117,6 +119,7 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
         step_base,
         shadow,
         cancel: cancel.clone(),
+        stopped_by: Mutex::new(None),
         plan,
     });
     let started_at = std::time::SystemTime::now();
@@ -167,6 +170,14 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
                     *prom_text.lock().unwrap_or_else(|p| p.into_inner()) =
                         crate::report::prometheus_text(&shared.plan, &c, &shared.recorder);
                 }
+                // abort-on-fail thresholds, each second on the data so far.
+                if let Some(why) =
+                    crate::report::failing_abort(&shared.plan, &c, &shared.recorder, elapsed)
+                {
+                    let mut stopped = shared.stopped_by.lock().unwrap_or_else(|p| p.into_inner());
+                    stopped.get_or_insert(why);
+                    shared.cancel.cancel();
+                }
             }
         })
     };
@@ -204,7 +215,13 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
     // second) would otherwise be missing from every figure.
     c.finish(&shared.recorder, elapsed.as_secs_f64());
     let aborted = cancel.is_cancelled();
-    let report = Report::build(
+    let stopped_by = shared
+        .stopped_by
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let by_threshold = stopped_by.is_some();
+    let mut report = Report::build(
         &shared.plan,
         &c,
         &shared.recorder,
@@ -213,7 +230,11 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
         &durations,
         aborted,
     );
-    let outcome = if aborted {
+    report.stopped_by = stopped_by;
+    let outcome = if by_threshold {
+        // Stopped by a failing threshold: that is a failed run (exit code 1), not an abort.
+        Outcome::ThresholdsFailed
+    } else if aborted {
         Outcome::Aborted("stopped (Ctrl-C)".into())
     } else if report.passed {
         Outcome::Passed

@@ -56,7 +56,7 @@ pub enum Op {
 
 /// A parsed threshold.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
-#[serde(try_from = "String")]
+#[serde(try_from = "Spec")]
 pub struct Threshold {
     /// The expression as written.
     pub text: String,
@@ -66,13 +66,59 @@ pub struct Threshold {
     pub op: Op,
     /// The limit: seconds for latencies, a fraction for `error-rate`, a rate for `rps`.
     pub limit: f64,
+    /// Stop the run as soon as it fails (evaluated each second on the data so far).
+    pub abort_on_fail: bool,
+    /// With `abort_on_fail`: not before this long into the run (the start is often noisy).
+    pub delay_abort_eval: Duration,
 }
 
-impl TryFrom<String> for Threshold {
+/// A threshold as written: `"p99 < 20ms"`, or a table
+/// `{ threshold = "p99 < 20ms", abort-on-fail = true, delay-abort-eval = "10s" }`.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Spec {
+    Text(String),
+    Table(Table),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Table {
+    threshold: String,
+    #[serde(default)]
+    abort_on_fail: bool,
+    delay_abort_eval: Option<String>,
+}
+
+/// The longest `delay-abort-eval` (a run is at most a year).
+const MAX_DELAY: Duration = Duration::from_secs(366 * 86_400);
+
+impl TryFrom<Spec> for Threshold {
     type Error = String;
 
-    fn try_from(text: String) -> Result<Self, String> {
-        text.parse()
+    fn try_from(spec: Spec) -> Result<Self, String> {
+        match spec {
+            Spec::Text(text) => text.parse(),
+            Spec::Table(t) => {
+                let mut out: Threshold = t.threshold.parse()?;
+                out.abort_on_fail = t.abort_on_fail;
+                if let Some(d) = t.delay_abort_eval {
+                    if !t.abort_on_fail {
+                        return Err(format!(
+                            "threshold {:?}: delay-abort-eval without abort-on-fail = true",
+                            t.threshold
+                        ));
+                    }
+                    out.delay_abort_eval = humantime::parse_duration(&d)
+                        .ok()
+                        .filter(|d| *d <= MAX_DELAY)
+                        .ok_or_else(|| {
+                            format!("threshold {:?}: delay-abort-eval {d:?} is not a duration up to a year (write e.g. 10s)", t.threshold)
+                        })?;
+                }
+                Ok(out)
+            }
+        }
     }
 }
 
@@ -152,6 +198,8 @@ impl std::str::FromStr for Threshold {
             metric,
             op,
             limit,
+            abort_on_fail: false,
+            delay_abort_eval: Duration::ZERO,
         })
     }
 }
@@ -237,6 +285,42 @@ mod tests {
         assert_eq!((t.metric, t.limit), (Metric::DroppedIterations, 1.0));
         assert!(t.passes(0.0) && !t.passes(1.0));
         assert_eq!(t.show(3.0), "3");
+    }
+
+    #[test]
+    fn a_table_sets_abort_on_fail_and_its_delay() {
+        #[derive(serde::Deserialize)]
+        struct F {
+            t: Vec<Threshold>,
+        }
+        let f: F = toml_from(
+            r#"t = ["p99 < 1s", { threshold = "error-rate < 1%", abort-on-fail = true, delay-abort-eval = "10s" }]"#,
+        )
+        .unwrap();
+        assert!(!f.t[0].abort_on_fail);
+        assert_eq!(
+            (f.t[1].metric, f.t[1].abort_on_fail),
+            (Metric::ErrorRate, true)
+        );
+        assert_eq!(f.t[1].delay_abort_eval, Duration::from_secs(10));
+        for bad in [
+            r#"t = [{ threshold = "p99 < 1s", delay-abort-eval = "1s" }]"#,
+            r#"t = [{ threshold = "p99 < 1s", abort-on-fail = true, delay-abort-eval = "soon" }]"#,
+            r#"t = [{ threshold = "p99 < 1s", abort = true }]"#,
+            r#"t = [{ threshold = "p99 < fast", abort-on-fail = true }]"#,
+        ] {
+            assert!(toml_from::<F>(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn toml_from<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+        jupiter_core::config::Config::builder()
+            .toml("t.toml", text)
+            .no_env()
+            .build()
+            .map_err(|e| e.to_string())?
+            .get("")
+            .map_err(|e| e.to_string())
     }
 
     #[test]

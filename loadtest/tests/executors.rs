@@ -300,3 +300,47 @@ async fn a_checks_threshold_reads_the_share_of_answers_that_passed() {
     );
     assert_eq!(report.scenarios[0].summary.requests, 40);
 }
+
+#[tokio::test]
+async fn an_abort_on_fail_threshold_stops_the_run_and_says_which() {
+    // Every request fails (nothing listens): error-rate < 1% fails at the first evaluation,
+    // one second in, and the 60-second run stops there.
+    let scenario = |delay: &str, duration: &str| {
+        format!(
+            r#"
+            [run]
+            graceful-stop = "1s"
+            [targets.gone]
+            kind = "http"
+            url = "http://127.0.0.1:1"
+            live = false
+            [[scenarios]]
+            name = "s"
+            executor = "constant-arrival-rate"
+            rate = 100
+            duration = "{duration}"
+            thresholds = ["p99 < 60s", {{ threshold = "error-rate < 1%", abort-on-fail = true{delay} }}]
+            [[scenarios.steps]]
+            name = "get"
+            http = {{ path = "/" }}
+            "#
+        )
+    };
+    let (report, outcome) = common::run(&scenario("", "60s")).await;
+    assert!(matches!(outcome, loadtest::Outcome::ThresholdsFailed), "{outcome:?}");
+    assert!(report.aborted);
+    let why = report.stopped_by.as_deref().unwrap_or_default();
+    assert!(why.starts_with("scenario s: error-rate < 1% (measured 100.000%)"), "{why}");
+    assert!(report.summary().contains("stopped early by an abort-on-fail threshold: scenario s"));
+    let requests = report.total.requests;
+    assert!(requests > 0 && requests < 6000, "stopped early: {requests} of 6000");
+    let json = report.to_json().unwrap();
+    assert!(json.contains("\"stopped_by\""), "{json}");
+
+    // Not before its delay: a 1 s run with a 1 h delay runs to its end, and the threshold
+    // then fails the run the ordinary way.
+    let (report, outcome) = common::run(&scenario(", delay-abort-eval = \"1h\"", "1s")).await;
+    assert!(matches!(outcome, loadtest::Outcome::ThresholdsFailed), "{outcome:?}");
+    assert!(!report.aborted && report.stopped_by.is_none());
+    assert_eq!(report.total.requests, 100, "every arrival of the 1 s run");
+}
