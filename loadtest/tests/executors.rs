@@ -327,20 +327,36 @@ async fn an_abort_on_fail_threshold_stops_the_run_and_says_which() {
         )
     };
     let (report, outcome) = common::run(&scenario("", "60s")).await;
-    assert!(matches!(outcome, loadtest::Outcome::ThresholdsFailed), "{outcome:?}");
+    assert!(
+        matches!(outcome, loadtest::Outcome::ThresholdsFailed),
+        "{outcome:?}"
+    );
     assert!(report.aborted);
     let why = report.stopped_by.as_deref().unwrap_or_default();
-    assert!(why.starts_with("scenario s: error-rate < 1% (measured 100.000%)"), "{why}");
-    assert!(report.summary().contains("stopped early by an abort-on-fail threshold: scenario s"));
+    assert!(
+        why.starts_with("scenario s: error-rate < 1% (measured 100.000%)"),
+        "{why}"
+    );
+    assert!(
+        report
+            .summary()
+            .contains("stopped early by an abort-on-fail threshold: scenario s")
+    );
     let requests = report.total.requests;
-    assert!(requests > 0 && requests < 6000, "stopped early: {requests} of 6000");
+    assert!(
+        requests > 0 && requests < 6000,
+        "stopped early: {requests} of 6000"
+    );
     let json = report.to_json().unwrap();
     assert!(json.contains("\"stopped_by\""), "{json}");
 
     // Not before its delay: a 1 s run with a 1 h delay runs to its end, and the threshold
     // then fails the run the ordinary way.
     let (report, outcome) = common::run(&scenario(", delay-abort-eval = \"1h\"", "1s")).await;
-    assert!(matches!(outcome, loadtest::Outcome::ThresholdsFailed), "{outcome:?}");
+    assert!(
+        matches!(outcome, loadtest::Outcome::ThresholdsFailed),
+        "{outcome:?}"
+    );
     assert!(!report.aborted && report.stopped_by.is_none());
     assert_eq!(report.total.requests, 100, "every arrival of the 1 s run");
 }
