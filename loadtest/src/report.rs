@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::scenario::{Executor, Plan};
 use crate::segment::Segment;
 use crate::stats::{Collected, ErrorKind, Hdr, Percentiles, Point, Recorder, StepWindow};
-use crate::threshold::{Metric, Threshold, fmt_duration};
+use crate::threshold::{Metric, Op, Threshold, fmt_duration};
 
 /// The JSON schema name and version.
 pub const SCHEMA: &str = "jupiter-loadtest/1";
@@ -209,9 +209,23 @@ pub fn failing_abort(
     if !any {
         return None;
     }
-    let fails = |scope: &str, list: &[Threshold], w: &StepWindow, secs: f64, dropped| {
+    // A windowed threshold reads the last `window` seconds of its series.
+    let last = |s: &'_ [Point], width: usize| -> usize { s.len().saturating_sub(width) };
+    let fails = |scope: &str,
+                 list: &[Threshold],
+                 w: &StepWindow,
+                 secs: f64,
+                 dropped,
+                 seconds: &[&[Point]]| {
         list.iter().filter(|t| armed(t)).find_map(|t| {
-            let v = value(t, w, secs, dropped);
+            let v = match t.window {
+                Some(width) => {
+                    let tail: Vec<&[Point]> =
+                        seconds.iter().map(|s| &s[last(s, width)..]).collect();
+                    worst_window(t, &tail, width)
+                }
+                None => value(t, w, secs, dropped),
+            };
             (!t.passes(v)).then(|| format!("{scope}: {} (measured {})", t.text, t.show(v)))
         })
     };
@@ -225,19 +239,25 @@ pub fn failing_abort(
         let dropped = recorder.dropped[i].load(std::sync::atomic::Ordering::Relaxed);
         run_dropped = run_dropped.saturating_add(dropped);
         let windows = &c.totals[base..base + s.steps.len()];
-        for (st, w) in s.steps.iter().zip(windows) {
+        for (j, (st, w)) in s.steps.iter().zip(windows).enumerate() {
             let scope = format!("step {}/{}", s.name, st.name);
-            if let Some(why) = fails(&scope, &st.thresholds, w, secs, dropped) {
+            let series = c.step_series[base + j].as_slice();
+            if let Some(why) = fails(&scope, &st.thresholds, w, secs, dropped, &[series]) {
                 return Some(why);
             }
         }
         let all = merged(windows.iter());
+        let seconds: Vec<&[Point]> = c.step_series[base..base + s.steps.len()]
+            .iter()
+            .map(Vec::as_slice)
+            .collect();
         if let Some(why) = fails(
             &format!("scenario {}", s.name),
             &s.thresholds,
             &all,
             secs,
             dropped,
+            &seconds,
         ) {
             return Some(why);
         }
@@ -250,7 +270,51 @@ pub fn failing_abort(
         &all,
         elapsed.as_secs_f64(),
         run_dropped,
+        &[&c.series],
     )
+}
+
+/// Second `i` of the series in `seconds` (one per step of the scope), as one window: from the
+/// per-second histograms, with the failed count (per-second points carry no kinds).
+fn second(seconds: &[&[Point]], i: usize) -> StepWindow {
+    let mut w = StepWindow::new();
+    for p in seconds.iter().filter_map(|s| s.get(i)) {
+        if let Some(one) = p
+            .hdr
+            .as_ref()
+            .and_then(|h| StepWindow::from_report(h, [p.errors, 0, 0, 0, 0]).ok())
+        {
+            w.merge(&one);
+        }
+    }
+    w
+}
+
+/// A windowed threshold's value: the worst over every `width`-second window of the series,
+/// sliding by one second (over the whole series when it is shorter). The sum moves by adding
+/// the second that enters and subtracting the one that leaves: two decodes per second, and
+/// only one window's histograms in memory.
+fn worst_window(t: &Threshold, seconds: &[&[Point]], width: usize) -> f64 {
+    let len = seconds.iter().map(|s| s.len()).max().unwrap_or(0);
+    let width = width.max(1);
+    let high_is_bad = matches!(t.op, Op::Lt | Op::Le);
+    let mut sum = StepWindow::new();
+    let mut worst: Option<f64> = None;
+    for i in 0..len {
+        sum.merge(&second(seconds, i));
+        if i >= width {
+            sum.subtract(&second(seconds, i - width));
+        }
+        if i + 1 >= width || i + 1 == len {
+            let v = value(t, &sum, width.min(i + 1) as f64, 0);
+            worst = Some(match worst {
+                None => v,
+                Some(x) if high_is_bad => x.max(v),
+                Some(x) => x.min(v),
+            });
+        }
+    }
+    worst.unwrap_or(0.0)
 }
 
 fn value(t: &Threshold, w: &StepWindow, secs: f64, dropped: u64) -> f64 {
@@ -370,9 +434,17 @@ impl Report {
             .reduce(f64::max)
             .unwrap_or(parts.duration_s);
         let mut thresholds = Vec::new();
-        let mut check = |scope: String, list: &[Threshold], w: &StepWindow, secs: f64, dropped| {
+        let mut check = |scope: String,
+                         list: &[Threshold],
+                         w: &StepWindow,
+                         secs: f64,
+                         dropped,
+                         seconds: &[&[Point]]| {
             for t in list {
-                let v = value(t, w, secs, dropped);
+                let v = match t.window {
+                    Some(width) => worst_window(t, seconds, width),
+                    None => value(t, w, secs, dropped),
+                };
                 thresholds.push(ThresholdReport {
                     scope: scope.clone(),
                     threshold: t.text.clone(),
@@ -387,12 +459,14 @@ impl Report {
         let mut run_dropped = 0u64;
         for s in parts.scenarios {
             let all = merged(s.steps.iter().map(|st| st.window));
+            let seconds: Vec<&[Point]> = s.steps.iter().map(|st| st.series.as_slice()).collect();
             check(
                 format!("scenario {}", s.name),
                 s.thresholds,
                 &all,
                 s.secs,
                 s.dropped,
+                &seconds,
             );
             run_dropped = run_dropped.saturating_add(s.dropped);
             let mut steps = Vec::new();
@@ -403,6 +477,7 @@ impl Report {
                     st.window,
                     s.secs,
                     s.dropped,
+                    &[&st.series],
                 );
                 let mut r = step_report(
                     format!("{}/{}", s.name, st.name),
@@ -424,7 +499,14 @@ impl Report {
             });
         }
         let all = merged(all_steps.into_iter());
-        check("run".into(), parts.thresholds, &all, run_secs, run_dropped);
+        check(
+            "run".into(),
+            parts.thresholds,
+            &all,
+            run_secs,
+            run_dropped,
+            &[&parts.series],
+        );
         let passed = thresholds.iter().all(|t| t.passed);
         Report {
             schema: SCHEMA,
@@ -895,5 +977,122 @@ mod tests {
             );
             assert_eq!(t[0].0, 0.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    /// A second with `n` requests at `ms`, `errors` of them failed.
+    fn second_of(ms: u64, n: u64, errors: u64) -> Point {
+        let mut w = StepWindow::new();
+        for _ in 0..n {
+            w.latency.record(ms * 1000).unwrap();
+            w.service.record(ms * 1000).unwrap();
+        }
+        w.errors[0] = errors;
+        Point {
+            hdr: Some(w.hdr()),
+            ..Point::of(0.0, &w)
+        }
+    }
+
+    fn run() -> Vec<Point> {
+        // 20 s of 100 requests a second at 1 ms, except: second 5 has 50 failures, second 10
+        // has 10 more requests at 500 ms, seconds 15 and 16 are empty.
+        (0..20)
+            .map(|i| match i {
+                5 => second_of(1, 100, 50),
+                10 => {
+                    let mut w = StepWindow::new();
+                    for ms in std::iter::repeat_n(1, 100).chain(std::iter::repeat_n(500, 10)) {
+                        w.latency.record(ms * 1000).unwrap();
+                        w.service.record(ms * 1000).unwrap();
+                    }
+                    Point {
+                        hdr: Some(w.hdr()),
+                        ..Point::of(0.0, &w)
+                    }
+                }
+                15 | 16 => second_of(1, 0, 0),
+                _ => second_of(1, 100, 0),
+            })
+            .collect()
+    }
+
+    fn worst(text: &str, seconds: &[&[Point]]) -> (f64, bool) {
+        let t: Threshold = text.parse().unwrap();
+        let v = worst_window(&t, seconds, t.window.unwrap());
+        (v, t.passes(v))
+    }
+
+    #[test]
+    fn a_sliding_window_finds_the_worst_stretch() {
+        let s = run();
+        // p99 over 3 s: 10 of the 210 requests around second 10 took 500 ms.
+        let (v, pass) = worst("p99[3s] < 200ms", &[&s]);
+        assert!(!pass && (0.49..0.51).contains(&v), "{v}");
+        // Over windows as long as the run, it is the whole run's p99 (10 of 1,810: 0.55%).
+        let (v, pass) = worst("p99[20s] < 200ms", &[&s]);
+        assert!(pass && v < 0.002, "{v}");
+        // Rates take the window's lowest: seconds 15 and 16 are empty.
+        assert_eq!(worst("rps[2s] > 40", &[&s]), (0.0, false));
+        assert_eq!(worst("rps[3s] > 30", &[&s]), (100.0 / 3.0, true));
+        // Error rate: second 5 alone is 50%.
+        assert_eq!(worst("error-rate[1s] < 10%", &[&s]), (0.5, false));
+        assert!(worst("error-rate[10s] < 10%", &[&s]).1);
+        // A run shorter than the window is one window over all of it.
+        assert_eq!(worst("rps[1m] > 1", &[&s[..4]]), (100.0, true));
+        // A scenario's seconds are its steps' seconds added: two halves make the whole.
+        let half: Vec<Point> = (0..20).map(|_| second_of(1, 50, 0)).collect();
+        assert_eq!(worst("rps[5s] > 99", &[&half, &half]), (100.0, true));
+        assert!(!worst("rps[5s] > 99", &[&half]).1);
+    }
+
+    #[test]
+    fn a_report_evaluates_windowed_thresholds_on_the_step_series() {
+        let series = run();
+        let mut total = StepWindow::new();
+        for i in 0..series.len() {
+            total.merge(&second(&[&series], i));
+        }
+        let thresholds: Vec<Threshold> = ["p99 < 200ms", "p99[3s] < 200ms"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let report = Report::assemble(Parts {
+            name: "w".into(),
+            stopped_by: None,
+            scenario_file: "w.toml".into(),
+            started_unix_ms: 0,
+            duration_s: 20.0,
+            aborted: false,
+            shadow: true,
+            segment: Segment::WHOLE,
+            scenarios: vec![ScenarioParts {
+                name: "s".into(),
+                open: true,
+                secs: 20.0,
+                dropped: 0,
+                thresholds: &[],
+                steps: vec![StepParts {
+                    name: "get".into(),
+                    thresholds: &thresholds,
+                    window: &total,
+                    series,
+                }],
+            }],
+            thresholds: &[],
+            series: Vec::new(),
+            merged_from: Vec::new(),
+        });
+        let got: Vec<(&str, bool)> = report
+            .thresholds
+            .iter()
+            .map(|t| (t.threshold.as_str(), t.passed))
+            .collect();
+        assert_eq!(got, [("p99 < 200ms", true), ("p99[3s] < 200ms", false)]);
+        assert!(!report.passed);
     }
 }

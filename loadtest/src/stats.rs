@@ -209,6 +209,17 @@ impl StepWindow {
         Some(())
     }
 
+    /// Takes `other` (added before) out of this.
+    pub(crate) fn subtract(&mut self, other: &StepWindow) {
+        // Exact: `other` is part of the sum. A histogram that was not (only from a file)
+        // leaves the sum as it was.
+        let _ = self.latency.subtract(&other.latency);
+        let _ = self.service.subtract(&other.service);
+        for (a, b) in self.errors.iter_mut().zip(other.errors) {
+            *a = a.saturating_sub(b);
+        }
+    }
+
     /// Adds `other` into this.
     pub fn merge(&mut self, other: &StepWindow) {
         self.latency.add(&other.latency).expect("same bounds");

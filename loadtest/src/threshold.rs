@@ -6,6 +6,10 @@
 //! requests per second over the scenario's run time; `checks` the share of answered requests
 //! whose checks passed (`checks > 99%`); `dropped-iterations` the arrivals an open model
 //! dropped (`dropped-iterations < 1`; a step reads its scenario's).
+//!
+//! `p99[30s] < 200ms` reads every 30-second window of the run (sliding by one second) rather
+//! than the whole run: it fails if any window fails, and its value is the worst window's.
+//! A table form adds `abort-on-fail` and `delay-abort-eval`.
 
 use std::fmt;
 use std::time::Duration;
@@ -70,6 +74,9 @@ pub struct Threshold {
     pub abort_on_fail: bool,
     /// With `abort_on_fail`: not before this long into the run (the start is often noisy).
     pub delay_abort_eval: Duration,
+    /// `p99[30s] < 200ms`: over every window of this many seconds (sliding by one), not the
+    /// whole run; it fails if any window does, and reports the worst window.
+    pub window: Option<usize>,
 }
 
 /// A threshold as written: `"p99 < 20ms"`, or a table
@@ -89,6 +96,10 @@ struct Table {
     abort_on_fail: bool,
     delay_abort_eval: Option<String>,
 }
+
+/// The longest window of a sliding-window threshold (the run keeps per-second histograms
+/// compressed; a window is summed from them).
+const MAX_WINDOW_S: u64 = 3600;
 
 /// The longest `delay-abort-eval` (a run is at most a year).
 const MAX_DELAY: Duration = Duration::from_secs(366 * 86_400);
@@ -144,6 +155,21 @@ impl std::str::FromStr for Threshold {
         };
         let name = text[..at].trim();
         let value = text[at + len..].trim();
+        let (name, window) = match name.strip_suffix(']').and_then(|n| n.split_once('[')) {
+            Some((n, w)) => {
+                let secs = humantime::parse_duration(w.trim())
+                    .ok()
+                    .filter(|d| d.subsec_nanos() == 0 && (1..=MAX_WINDOW_S).contains(&d.as_secs()))
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid threshold {text:?}: the window [{w}] must be whole seconds, \
+                             1s to {MAX_WINDOW_S}s (e.g. p99[30s] < 200ms)"
+                        )
+                    })?;
+                (n.trim(), Some(secs.as_secs() as usize))
+            }
+            None => (name, None),
+        };
         let (service, base) = match name.strip_prefix("service-") {
             Some(b) => (true, b),
             None => (false, name),
@@ -174,6 +200,12 @@ impl std::str::FromStr for Threshold {
                 ));
             }
         };
+        if window.is_some() && matches!(metric, Metric::Checks | Metric::DroppedIterations) {
+            return Err(format!(
+                "invalid threshold {text:?}: {base} has no per-second figures to take a window \
+                 of; write it without [..]"
+            ));
+        }
         let limit = match metric {
             Metric::ErrorRate | Metric::Checks => {
                 let v = value.strip_suffix('%').ok_or_else(|| {
@@ -200,6 +232,7 @@ impl std::str::FromStr for Threshold {
             limit,
             abort_on_fail: false,
             delay_abort_eval: Duration::ZERO,
+            window,
         })
     }
 }
@@ -285,6 +318,21 @@ mod tests {
         assert_eq!((t.metric, t.limit), (Metric::DroppedIterations, 1.0));
         assert!(t.passes(0.0) && !t.passes(1.0));
         assert_eq!(t.show(3.0), "3");
+        let t: Threshold = "p99[30s] < 200ms".parse().unwrap();
+        assert_eq!(
+            (t.metric, t.window, t.limit),
+            (
+                Metric::Percentile {
+                    p: 99.0,
+                    service: false
+                },
+                Some(30),
+                0.2
+            )
+        );
+        let t: Threshold = "error-rate[1m] < 1%".parse().unwrap();
+        assert_eq!((t.metric, t.window), (Metric::ErrorRate, Some(60)));
+        assert_eq!("rps > 1".parse::<Threshold>().unwrap().window, None);
     }
 
     #[test]
@@ -335,6 +383,12 @@ mod tests {
             "checks > 99",
             "service-checks > 1%",
             "dropped-iterations < none",
+            "p99[0s] < 1s",
+            "p99[1.5s] < 1s",
+            "p99[2h] < 1s",
+            "p99[soon] < 1s",
+            "checks[10s] > 99%",
+            "dropped-iterations[10s] < 1",
         ] {
             assert!(bad.parse::<Threshold>().is_err(), "{bad}");
         }

@@ -305,7 +305,7 @@ async fn a_checks_threshold_reads_the_share_of_answers_that_passed() {
 async fn an_abort_on_fail_threshold_stops_the_run_and_says_which() {
     // Every request fails (nothing listens): error-rate < 1% fails at the first evaluation,
     // one second in, and the 60-second run stops there.
-    let scenario = |delay: &str, duration: &str| {
+    let scenario = |threshold: &str, delay: &str, duration: &str| {
         format!(
             r#"
             [run]
@@ -319,14 +319,14 @@ async fn an_abort_on_fail_threshold_stops_the_run_and_says_which() {
             executor = "constant-arrival-rate"
             rate = 100
             duration = "{duration}"
-            thresholds = ["p99 < 60s", {{ threshold = "error-rate < 1%", abort-on-fail = true{delay} }}]
+            thresholds = ["p99 < 60s", {{ threshold = "{threshold}", abort-on-fail = true{delay} }}]
             [[scenarios.steps]]
             name = "get"
             http = {{ path = "/" }}
             "#
         )
     };
-    let (report, outcome) = common::run(&scenario("", "60s")).await;
+    let (report, outcome) = common::run(&scenario("error-rate < 1%", "", "60s")).await;
     assert!(
         matches!(outcome, loadtest::Outcome::ThresholdsFailed),
         "{outcome:?}"
@@ -352,11 +352,29 @@ async fn an_abort_on_fail_threshold_stops_the_run_and_says_which() {
 
     // Not before its delay: a 1 s run with a 1 h delay runs to its end, and the threshold
     // then fails the run the ordinary way.
-    let (report, outcome) = common::run(&scenario(", delay-abort-eval = \"1h\"", "1s")).await;
+    let (report, outcome) = common::run(&scenario(
+        "error-rate < 1%",
+        ", delay-abort-eval = \"1h\"",
+        "1s",
+    ))
+    .await;
     assert!(
         matches!(outcome, loadtest::Outcome::ThresholdsFailed),
         "{outcome:?}"
     );
     assert!(!report.aborted && report.stopped_by.is_none());
     assert_eq!(report.total.requests, 100, "every arrival of the 1 s run");
+
+    // Over a sliding window too: the last second's error rate.
+    let (report, outcome) = common::run(&scenario("error-rate[1s] < 1%", "", "60s")).await;
+    assert!(
+        matches!(outcome, loadtest::Outcome::ThresholdsFailed),
+        "{outcome:?}"
+    );
+    let why = report.stopped_by.as_deref().unwrap_or_default();
+    assert!(
+        why.starts_with("scenario s: error-rate[1s] < 1% (measured 100.000%)"),
+        "{why}"
+    );
+    assert!(report.total.requests < 6000);
 }
