@@ -59,6 +59,8 @@ struct InStep {
     hdr: Hdr,
     #[serde(default)]
     series: Vec<InPoint>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +185,7 @@ pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
                 .unwrap_or(&st.name)
                 .to_owned();
             parts.push(StepParts {
+                tags: &st.tags,
                 thresholds: scoped(format!("step {}/{name}", s.name)),
                 name,
                 window: &totals[n],

@@ -96,6 +96,9 @@ pub struct StepReport {
     /// Per second (steps only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub series: Vec<Point>,
+    /// Tags (steps only): `scenario`, `step` and those of the scenario file.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
     /// The latency and service-time histograms (steps only), for `loadtest merge`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hdr: Option<Hdr>,
@@ -147,6 +150,7 @@ pub(crate) struct ScenarioParts<'a> {
 /// One step of a [`ScenarioParts`].
 pub(crate) struct StepParts<'a> {
     pub name: String,
+    pub tags: &'a BTreeMap<String, String>,
     pub thresholds: &'a [Threshold],
     pub window: &'a StepWindow,
     pub series: Vec<Point>,
@@ -188,6 +192,7 @@ fn step_report(name: String, w: &StepWindow, secs: f64, series: Vec<Point>) -> S
         service_time_ms: Percentiles::of(&w.service),
         distribution,
         series,
+        tags: BTreeMap::new(),
         hdr: None,
     }
 }
@@ -209,28 +214,16 @@ pub fn failing_abort(
     if !any {
         return None;
     }
-    // A windowed threshold reads the last `window` seconds of its series.
-    let last = |s: &'_ [Point], width: usize| -> usize { s.len().saturating_sub(width) };
-    let fails = |scope: &str,
-                 list: &[Threshold],
-                 w: &StepWindow,
-                 secs: f64,
-                 dropped,
-                 seconds: &[&[Point]]| {
+    let fails = |scope: &str, list: &[Threshold], on: &Scope<'_>| {
         list.iter().filter(|t| armed(t)).find_map(|t| {
-            let v = match t.window {
-                Some(width) => {
-                    let tail: Vec<&[Point]> =
-                        seconds.iter().map(|s| &s[last(s, width)..]).collect();
-                    worst_window(t, &tail, width)
-                }
-                None => value(t, w, secs, dropped),
-            };
+            // A windowed threshold reads the last `window` seconds of its series.
+            let v = on.value(t, true);
             (!t.passes(v)).then(|| format!("{scope}: {} (measured {})", t.text, t.show(v)))
         })
     };
     let mut base = 0;
     let mut run_dropped = 0u64;
+    let mut everyone = Vec::new();
     for (i, s) in plan.scenarios.iter().enumerate() {
         let secs = elapsed
             .saturating_sub(s.start_time)
@@ -238,40 +231,112 @@ pub fn failing_abort(
             .as_secs_f64();
         let dropped = recorder.dropped[i].load(std::sync::atomic::Ordering::Relaxed);
         run_dropped = run_dropped.saturating_add(dropped);
-        let windows = &c.totals[base..base + s.steps.len()];
-        for (j, (st, w)) in s.steps.iter().zip(windows).enumerate() {
-            let scope = format!("step {}/{}", s.name, st.name);
-            let series = c.step_series[base + j].as_slice();
-            if let Some(why) = fails(&scope, &st.thresholds, w, secs, dropped, &[series]) {
+        let members: Vec<Member<'_>> = s
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(j, st)| Member {
+                tags: &st.tags,
+                window: &c.totals[base + j],
+                series: &c.step_series[base + j],
+            })
+            .collect();
+        for (st, m) in s.steps.iter().zip(&members) {
+            let on = Scope::of(vec![*m], m.window, vec![m.series], secs, dropped);
+            if let Some(why) = fails(&format!("step {}/{}", s.name, st.name), &st.thresholds, &on) {
                 return Some(why);
             }
         }
-        let all = merged(windows.iter());
-        let seconds: Vec<&[Point]> = c.step_series[base..base + s.steps.len()]
-            .iter()
-            .map(Vec::as_slice)
-            .collect();
-        if let Some(why) = fails(
-            &format!("scenario {}", s.name),
-            &s.thresholds,
-            &all,
-            secs,
-            dropped,
-            &seconds,
-        ) {
+        let all = merged(members.iter().map(|m| m.window));
+        let seconds = members.iter().map(|m| m.series).collect();
+        everyone.extend(members.iter().copied());
+        let on = Scope::of(members, &all, seconds, secs, dropped);
+        if let Some(why) = fails(&format!("scenario {}", s.name), &s.thresholds, &on) {
             return Some(why);
         }
         base += s.steps.len();
     }
     let all = merged(c.totals.iter());
-    fails(
-        "run",
-        &plan.thresholds,
+    let on = Scope::of(
+        everyone,
         &all,
+        vec![&c.series],
         elapsed.as_secs_f64(),
         run_dropped,
-        &[&c.series],
-    )
+    );
+    fails("run", &plan.thresholds, &on)
+}
+
+/// One step, as the thresholds of its scopes see it.
+#[derive(Clone, Copy)]
+struct Member<'a> {
+    tags: &'a BTreeMap<String, String>,
+    window: &'a StepWindow,
+    series: &'a [Point],
+}
+
+/// What the thresholds of one scope (a step, a scenario, the run) read.
+struct Scope<'a> {
+    /// The scope's steps (for selectors).
+    members: Vec<Member<'a>>,
+    /// All of them together.
+    all: &'a StepWindow,
+    /// The scope's per-second series (the run's total, or its steps').
+    seconds: Vec<&'a [Point]>,
+    /// Its run time.
+    secs: f64,
+    /// Its dropped iterations.
+    dropped: u64,
+}
+
+impl<'a> Scope<'a> {
+    fn of(
+        members: Vec<Member<'a>>,
+        all: &'a StepWindow,
+        seconds: Vec<&'a [Point]>,
+        secs: f64,
+        dropped: u64,
+    ) -> Scope<'a> {
+        Scope {
+            members,
+            all,
+            seconds,
+            secs,
+            dropped,
+        }
+    }
+
+    /// `t`'s value here: over the steps its selector picks (all without one), over the whole
+    /// time or its worst window (the last window only, with `tail`: a run still going).
+    fn value(&self, t: &Threshold, tail: bool) -> f64 {
+        let picked: Vec<&Member<'_>> = self
+            .members
+            .iter()
+            .filter(|m| t.selector.iter().all(|(k, v)| m.tags.get(k) == Some(v)))
+            .collect();
+        match t.window {
+            Some(width) => {
+                let mut series: Vec<&[Point]> = if t.selector.is_empty() {
+                    self.seconds.clone()
+                } else {
+                    picked.iter().map(|m| m.series).collect()
+                };
+                if tail {
+                    for s in &mut series {
+                        *s = &s[s.len().saturating_sub(width)..];
+                    }
+                }
+                worst_window(t, &series, width)
+            }
+            None if t.selector.is_empty() => value(t, self.all, self.secs, self.dropped),
+            None => value(
+                t,
+                &merged(picked.iter().map(|m| m.window)),
+                self.secs,
+                self.dropped,
+            ),
+        }
+    }
 }
 
 /// Second `i` of the series in `seconds` (one per step of the scope), as one window: from the
@@ -391,6 +456,7 @@ impl Report {
                 .enumerate()
                 .map(|(j, st)| StepParts {
                     name: st.name.clone(),
+                    tags: &st.tags,
                     thresholds: &st.thresholds,
                     window: &c.totals[base + j],
                     series: c.step_series[base + j].clone(),
@@ -434,17 +500,9 @@ impl Report {
             .reduce(f64::max)
             .unwrap_or(parts.duration_s);
         let mut thresholds = Vec::new();
-        let mut check = |scope: String,
-                         list: &[Threshold],
-                         w: &StepWindow,
-                         secs: f64,
-                         dropped,
-                         seconds: &[&[Point]]| {
+        let mut check = |scope: String, list: &[Threshold], on: &Scope<'_>| {
             for t in list {
-                let v = match t.window {
-                    Some(width) => worst_window(t, seconds, width),
-                    None => value(t, w, secs, dropped),
-                };
+                let v = on.value(t, false);
                 thresholds.push(ThresholdReport {
                     scope: scope.clone(),
                     threshold: t.text.clone(),
@@ -455,58 +513,50 @@ impl Report {
             }
         };
         let mut scenarios = Vec::new();
-        let mut all_steps = Vec::new();
+        let mut everyone = Vec::new();
         let mut run_dropped = 0u64;
-        for s in parts.scenarios {
-            let all = merged(s.steps.iter().map(|st| st.window));
-            let seconds: Vec<&[Point]> = s.steps.iter().map(|st| st.series.as_slice()).collect();
-            check(
-                format!("scenario {}", s.name),
-                s.thresholds,
-                &all,
-                s.secs,
-                s.dropped,
-                &seconds,
-            );
+        for s in &parts.scenarios {
+            let members: Vec<Member<'_>> = s
+                .steps
+                .iter()
+                .map(|st| Member {
+                    tags: st.tags,
+                    window: st.window,
+                    series: &st.series,
+                })
+                .collect();
+            let all = merged(members.iter().map(|m| m.window));
+            let seconds = members.iter().map(|m| m.series).collect();
+            let on = Scope::of(members.clone(), &all, seconds, s.secs, s.dropped);
+            check(format!("scenario {}", s.name), s.thresholds, &on);
             run_dropped = run_dropped.saturating_add(s.dropped);
             let mut steps = Vec::new();
-            for st in s.steps {
-                check(
-                    format!("step {}/{}", s.name, st.name),
-                    st.thresholds,
-                    st.window,
-                    s.secs,
-                    s.dropped,
-                    &[&st.series],
-                );
+            for (st, m) in s.steps.iter().zip(&members) {
+                let on = Scope::of(vec![*m], m.window, vec![m.series], s.secs, s.dropped);
+                check(format!("step {}/{}", s.name, st.name), st.thresholds, &on);
                 let mut r = step_report(
                     format!("{}/{}", s.name, st.name),
                     st.window,
                     s.secs,
-                    st.series,
+                    st.series.clone(),
                 );
                 r.hdr = Some(st.window.hdr());
+                r.tags = st.tags.clone();
                 steps.push(r);
-                all_steps.push(st.window);
             }
+            everyone.extend(members);
             scenarios.push(ScenarioReport {
                 name: s.name.clone(),
                 model: if s.open { "open" } else { "closed" },
                 duration_s: s.secs,
                 dropped_iterations: s.dropped,
-                summary: step_report(s.name, &all, s.secs, Vec::new()),
+                summary: step_report(s.name.clone(), &all, s.secs, Vec::new()),
                 steps,
             });
         }
-        let all = merged(all_steps.into_iter());
-        check(
-            "run".into(),
-            parts.thresholds,
-            &all,
-            run_secs,
-            run_dropped,
-            &[&parts.series],
-        );
+        let all = merged(everyone.iter().map(|m| m.window));
+        let on = Scope::of(everyone, &all, vec![&parts.series], run_secs, run_dropped);
+        check("run".into(), parts.thresholds, &on);
         let passed = thresholds.iter().all(|t| t.passed);
         Report {
             schema: SCHEMA,
@@ -825,27 +875,33 @@ pub fn prometheus_text(plan: &Plan, c: &Collected, recorder: &Recorder) -> Strin
     let mut rows = Vec::new();
     for (i, s) in plan.scenarios.iter().enumerate() {
         for (j, st) in s.steps.iter().enumerate() {
-            rows.push((i, s.name.as_str(), st.name.as_str(), &c.totals[base + j]));
+            // The step's tags as labels: scenario, step and the scenario file's tags.
+            let labels: Vec<String> = st
+                .tags
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
+            rows.push((i, labels.join(","), &c.totals[base + j]));
         }
         base += s.steps.len();
     }
-    for (_, sc, st, w) in &rows {
+    for (_, labels, w) in &rows {
         let _ = writeln!(
             out,
-            "loadtest_requests_total{{scenario=\"{sc}\",step=\"{st}\",result=\"ok\"}} {}",
+            "loadtest_requests_total{{{labels},result=\"ok\"}} {}",
             w.requests() - w.failed()
         );
         for k in ErrorKind::ALL {
             let _ = writeln!(
                 out,
-                "loadtest_requests_total{{scenario=\"{sc}\",step=\"{st}\",result=\"{}\"}} {}",
+                "loadtest_requests_total{{{labels},result=\"{}\"}} {}",
                 k.as_str(),
                 w.errors[k as usize]
             );
         }
     }
     out.push_str("# HELP loadtest_latency_seconds Latency (from the intended send time in open models).\n# TYPE loadtest_latency_seconds summary\n");
-    for (_, sc, st, w) in &rows {
+    for (_, labels, w) in &rows {
         for q in [0.5, 0.9, 0.99, 0.999] {
             let v = if w.latency.is_empty() {
                 0.0
@@ -854,12 +910,12 @@ pub fn prometheus_text(plan: &Plan, c: &Collected, recorder: &Recorder) -> Strin
             };
             let _ = writeln!(
                 out,
-                "loadtest_latency_seconds{{scenario=\"{sc}\",step=\"{st}\",quantile=\"{q}\"}} {v}"
+                "loadtest_latency_seconds{{{labels},quantile=\"{q}\"}} {v}"
             );
         }
         let _ = writeln!(
             out,
-            "loadtest_latency_seconds_count{{scenario=\"{sc}\",step=\"{st}\"}} {}",
+            "loadtest_latency_seconds_count{{{labels}}} {}",
             w.requests()
         );
     }
@@ -1078,6 +1134,7 @@ mod window_tests {
                 thresholds: &[],
                 steps: vec![StepParts {
                     name: "get".into(),
+                    tags: &BTreeMap::new(),
                     thresholds: &thresholds,
                     window: &total,
                     series,

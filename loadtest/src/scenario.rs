@@ -294,6 +294,9 @@ pub struct ScenarioSpec {
     /// Thresholds over this scenario's requests.
     #[serde(default)]
     pub thresholds: Vec<Threshold>,
+    /// Tags every step of the scenario carries (a step's own tags win).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     /// The requests.
     #[serde(default)]
     pub steps: Vec<StepSpec>,
@@ -326,6 +329,10 @@ pub struct StepSpec {
     /// Thresholds over this step's requests.
     #[serde(default)]
     pub thresholds: Vec<Threshold>,
+    /// Tags (`{ kind = "write" }`): in the JSON report, the Prometheus labels and threshold
+    /// selectors (`p99{kind=write} < 50ms`), beside the scenario's tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 fn one() -> u32 {
@@ -489,6 +496,8 @@ pub struct Step {
     pub checks: Checks,
     /// Step thresholds.
     pub thresholds: Vec<Threshold>,
+    /// Its tags: `scenario` and `step` (the names), the scenario's tags, then its own.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A step's request, compiled.
@@ -775,7 +784,20 @@ impl Plan {
             let mut steps = Vec::new();
             for (j, st) in s.steps.iter().enumerate() {
                 let skey = format!("{key}.steps.{j}");
-                steps.push(step(st, &skey, &targets, &feeders, &run_id, &at)?);
+                let mut step = step(st, &skey, &targets, &feeders, &run_id, &at)?;
+                for (k, v) in [("scenario", &s.name), ("step", &st.name)] {
+                    step.tags.insert(k.to_owned(), v.clone());
+                }
+                for (tags, tkey) in [
+                    (&s.tags, format!("{key}.tags")),
+                    (&st.tags, format!("{skey}.tags")),
+                ] {
+                    for (k, v) in tags {
+                        check_tag(k, v).map_err(|e| at(&format!("{tkey}.{k}"), e))?;
+                        step.tags.insert(k.clone(), v.clone());
+                    }
+                }
+                steps.push(step);
             }
             if s.flow == Flow::Pick && steps.iter().all(|s| s.weight == 0) {
                 return Err(at(&key, "every step has weight 0".into()));
@@ -789,6 +811,40 @@ impl Plan {
                 thresholds: s.thresholds.clone(),
                 start_time,
             });
+        }
+        // A selector must pick a step of its scope: on no data it would decide nothing.
+        let unpicked = |list: &[Threshold], steps: &[&Step], key: &str| -> Result<(), Error> {
+            for (k, t) in list.iter().enumerate() {
+                let picks = |st: &&Step| t.selector.iter().all(|(k, v)| st.tags.get(k) == Some(v));
+                if !t.selector.is_empty() && !steps.iter().any(picks) {
+                    let known: std::collections::BTreeSet<String> = steps
+                        .iter()
+                        .flat_map(|st| st.tags.iter().map(|(k, v)| format!("{k}={v}")))
+                        .collect();
+                    return Err(at(
+                        &format!("{key}.{k}"),
+                        format!(
+                            "{:?} selects no step here; the steps' tags: {}",
+                            t.text,
+                            known.into_iter().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let every: Vec<&Step> = scenarios.iter().flat_map(|s| &s.steps).collect();
+        unpicked(&file.thresholds, &every, "thresholds")?;
+        for (i, s) in scenarios.iter().enumerate() {
+            let steps: Vec<&Step> = s.steps.iter().collect();
+            unpicked(&s.thresholds, &steps, &format!("scenarios.{i}.thresholds"))?;
+            for (j, st) in s.steps.iter().enumerate() {
+                unpicked(
+                    &st.thresholds,
+                    &[st],
+                    &format!("scenarios.{i}.steps.{j}.thresholds"),
+                )?;
+            }
         }
         Ok(Plan {
             file: path.to_owned(),
@@ -1227,7 +1283,26 @@ fn step(
                 .collect(),
         },
         thresholds: st.thresholds.clone(),
+        tags: BTreeMap::new(),
     })
+}
+
+/// A tag must work as a Prometheus label and in a threshold selector.
+fn check_tag(k: &str, v: &str) -> Result<(), String> {
+    let name_ok = k
+        .chars()
+        .enumerate()
+        .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+    if k.is_empty() || !name_ok || k.starts_with("__") {
+        return Err("a tag name is letters, digits and _ (not first a digit, not __…)".into());
+    }
+    if k == "scenario" || k == "step" {
+        return Err(format!("the {k} tag is the {k}'s name; choose another"));
+    }
+    if v.contains([',', '}', '"', '\\', '\n']) {
+        return Err("a tag value may not hold , } \" \\ or a line break".into());
+    }
+    Ok(())
 }
 
 /// `scenarios.0.steps.1.target` → `scenarios[0].steps[1].target`, as the reader shows paths.

@@ -77,6 +77,8 @@ pub struct Threshold {
     /// `p99[30s] < 200ms`: over every window of this many seconds (sliding by one), not the
     /// whole run; it fails if any window does, and reports the worst window.
     pub window: Option<usize>,
+    /// `p99{kind=write} < 50ms`: only the steps of its scope carrying all these tags.
+    pub selector: Vec<(String, String)>,
 }
 
 /// A threshold as written: `"p99 < 20ms"`, or a table
@@ -170,6 +172,26 @@ impl std::str::FromStr for Threshold {
             }
             None => (name, None),
         };
+        let (name, selector) = match name.strip_suffix('}').and_then(|n| n.split_once('{')) {
+            Some((n, sel)) => {
+                let mut pairs = Vec::new();
+                for part in sel.split(',') {
+                    let (k, v) = part
+                        .split_once('=')
+                        .map(|(k, v)| (k.trim(), v.trim()))
+                        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                        .ok_or_else(|| {
+                            format!(
+                                "invalid threshold {text:?}: a selector is {{tag=value,…}}, e.g. \
+                                 p99{{step=login}} < 100ms"
+                            )
+                        })?;
+                    pairs.push((k.to_owned(), v.to_owned()));
+                }
+                (n.trim(), pairs)
+            }
+            None => (name, Vec::new()),
+        };
         let (service, base) = match name.strip_prefix("service-") {
             Some(b) => (true, b),
             None => (false, name),
@@ -233,6 +255,7 @@ impl std::str::FromStr for Threshold {
             abort_on_fail: false,
             delay_abort_eval: Duration::ZERO,
             window,
+            selector,
         })
     }
 }
@@ -333,6 +356,14 @@ mod tests {
         let t: Threshold = "error-rate[1m] < 1%".parse().unwrap();
         assert_eq!((t.metric, t.window), (Metric::ErrorRate, Some(60)));
         assert_eq!("rps > 1".parse::<Threshold>().unwrap().window, None);
+        let t: Threshold = "p99{step=login, kind = write}[30s] < 100ms"
+            .parse()
+            .unwrap();
+        assert_eq!(t.window, Some(30));
+        let want =
+            [("step", "login"), ("kind", "write")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(t.selector, want);
+        assert!("rps > 1".parse::<Threshold>().unwrap().selector.is_empty());
     }
 
     #[test]
@@ -388,6 +419,9 @@ mod tests {
             "p99[2h] < 1s",
             "p99[soon] < 1s",
             "checks[10s] > 99%",
+            "p99{step} < 1s",
+            "p99{=x} < 1s",
+            "p99{step=a,} < 1s",
             "dropped-iterations[10s] < 1",
         ] {
             assert!(bad.parse::<Threshold>().is_err(), "{bad}");

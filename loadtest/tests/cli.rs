@@ -135,6 +135,16 @@ fn bad_scenarios_are_refused_naming_file_line_and_key() {
             "duration = \"1s\"\nstart-time = \"400days\"",
             ":11:1: scenarios[0].start-time: at most 366 days",
         ),
+        (
+            "duration = \"1s\"",
+            "duration = \"1s\"\ntags = { step = \"x\" }",
+            "scenarios[0].tags.step: the step tag is the step's name",
+        ),
+        (
+            "duration = \"1s\"",
+            "duration = \"1s\"\ntags = { 9lives = \"x\" }",
+            "scenarios[0].tags.9lives: a tag name is letters, digits and _",
+        ),
     ];
     for (from, to, want) in cases {
         let (_dir, path) = common::scenario(&GOOD.replacen(from, to, 1));

@@ -210,9 +210,11 @@ fn prometheus_metrics_are_served_while_running() {
         executor = "constant-arrival-rate"
         rate = 100
         iterations = 20
+        tags = {{ team = "shop" }}
         [[scenarios.steps]]
         name = "get"
         http = {{ path = "/" }}
+        tags = {{ kind = "read" }}
         "#,
         server.url()
     ));
@@ -227,15 +229,16 @@ fn prometheus_metrics_are_served_while_running() {
     let addr = common::metrics_address(&mut stderr);
     gate.wait_parked(1);
     // The figures are collected once a second: scrape until the 10 answered requests show.
-    let ok = "loadtest_requests_total{scenario=\"s\",step=\"get\",result=\"ok\"}";
+    // The step's tags are labels: its own, the scenario's, and the two names.
+    let ok = "loadtest_requests_total{kind=\"read\",scenario=\"s\",step=\"get\",team=\"shop\",result=\"ok\"}";
     let body = common::scrape_until_counted(addr, ok);
     gate.open();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert_eq!(common::metric(&body, ok), Some(10), "{body}");
     for want in [
-        "loadtest_requests_total{scenario=\"s\",step=\"get\",result=\"timeout\"} 0",
-        "loadtest_latency_seconds{scenario=\"s\",step=\"get\",quantile=\"0.99\"}",
-        "loadtest_latency_seconds_count{scenario=\"s\",step=\"get\"} 10",
+        "loadtest_requests_total{kind=\"read\",scenario=\"s\",step=\"get\",team=\"shop\",result=\"timeout\"} 0",
+        "loadtest_latency_seconds{kind=\"read\",scenario=\"s\",step=\"get\",team=\"shop\",quantile=\"0.99\"}",
+        "loadtest_latency_seconds_count{kind=\"read\",scenario=\"s\",step=\"get\",team=\"shop\"} 10",
         "loadtest_dropped_iterations_total{scenario=\"s\"} 0",
     ] {
         assert!(body.contains(want), "{want} in {body}");
@@ -377,4 +380,75 @@ async fn an_abort_on_fail_threshold_stops_the_run_and_says_which() {
         "{why}"
     );
     assert!(report.total.requests < 6000);
+}
+
+#[tokio::test]
+async fn tags_reach_the_report_and_select_steps_for_thresholds() {
+    // Each iteration logs in (answered 200, accepted) and then browses (answered 200, where
+    // the step wants 201): half the requests fail, all of them the browsing ones.
+    let server = Server::start(Behavior::Fast, true);
+    let text = format!(
+        r#"
+        thresholds = ["error-rate < 60%", "error-rate{{kind=read}} > 99%", "checks{{step=login}} > 99%", "error-rate{{team=shop,kind=auth}} < 1%"]
+        [targets.api]
+        kind = "http"
+        url = "{}"
+        [[scenarios]]
+        name = "shop"
+        executor = "constant-vus"
+        vus = 1
+        iterations = 10
+        flow = "sequence"
+        tags = {{ team = "shop" }}
+        thresholds = ["error-rate{{step=browse}} > 99%"]
+        [[scenarios.steps]]
+        name = "login"
+        http = {{ path = "/login" }}
+        tags = {{ kind = "auth" }}
+        [[scenarios.steps]]
+        name = "browse"
+        http = {{ path = "/items" }}
+        checks = {{ status = [201] }}
+        tags = {{ kind = "read" }}
+        "#,
+        server.url()
+    );
+    let (report, outcome) = common::run(&text).await;
+    assert!(
+        matches!(outcome, loadtest::Outcome::Passed),
+        "{outcome:?}: {}",
+        report.summary()
+    );
+    let results: Vec<(&str, &str, f64)> = report
+        .thresholds
+        .iter()
+        .map(|t| (t.scope.as_str(), t.threshold.as_str(), t.value))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("scenario shop", "error-rate{step=browse} > 99%", 1.0),
+            ("run", "error-rate < 60%", 0.5),
+            ("run", "error-rate{kind=read} > 99%", 1.0),
+            ("run", "checks{step=login} > 99%", 1.0),
+            ("run", "error-rate{team=shop,kind=auth} < 1%", 0.0),
+        ]
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
+    let tags = &json["scenarios"][0]["steps"][1]["tags"];
+    assert_eq!(
+        tags,
+        &serde_json::json!({"kind": "read", "scenario": "shop", "step": "browse", "team": "shop"})
+    );
+
+    // A selector that picks no step is refused when the scenario loads, naming the key.
+    let bad = text.replace("checks{step=login}", "checks{step=logout}");
+    let (_dir, path) = common::scenario(&bad);
+    let e = loadtest::Plan::load(&path, &loadtest::Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("thresholds[2]") && e.contains("selects no step"),
+        "{e}"
+    );
 }
