@@ -195,6 +195,8 @@ pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
         }
         scenarios.push(ScenarioParts {
             name: s.name.clone(),
+            // Peaks of different generators do not add up to the peak of the whole.
+            workers: None,
             open: s.model == "open",
             secs: secs[si],
             dropped: dropped[si],

@@ -51,6 +51,12 @@ pub struct Report {
     pub scenarios: Vec<ScenarioReport>,
     /// Threshold results.
     pub thresholds: Vec<ThresholdReport>,
+    /// The load generator's own CPU use (absent in merged reports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator: Option<Generator>,
+    /// What to change when the run could not deliver its load (dropped arrivals, all workers
+    /// busy, the generator's CPU saturated).
+    pub advice: Vec<String>,
     /// Per second, all requests together.
     pub series: Vec<Point>,
 }
@@ -66,6 +72,12 @@ pub struct ScenarioReport {
     pub duration_s: f64,
     /// Open model: arrivals dropped because every worker was busy and the queue full.
     pub dropped_iterations: u64,
+    /// Open model: its workers (`max-in-flight`, this generator's share).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u64>,
+    /// Open model: the most workers busy at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_in_flight: Option<u64>,
     /// Its requests together.
     pub summary: StepReport,
     /// Per step.
@@ -119,6 +131,70 @@ pub struct ThresholdReport {
     pub passed: bool,
 }
 
+/// The load generator's own CPU use over the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Generator {
+    /// User + system CPU seconds of this process.
+    pub cpu_s: f64,
+    /// Cores the machine offers it.
+    pub cores: usize,
+    /// `cpu_s / (run time × cores)`: 1.0 is every core busy.
+    pub cpu_share: f64,
+}
+
+/// User + system CPU seconds this process has used.
+pub(crate) fn process_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct passed; RUSAGE_SELF is always valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
+/// A generator this busy delays its own requests: its figures include its own queueing.
+const SATURATED: f64 = 0.85;
+
+/// What the summary suggests: why the run could not deliver its load, and what to raise.
+pub fn advice(r: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &r.scenarios {
+        let p99_s = s.summary.latency_ms.p99 / 1000.0;
+        let offered = (s.summary.requests + s.dropped_iterations) as f64 / s.duration_s.max(1e-9);
+        // Little's law: workers needed = arrival rate × time in the system.
+        let needed = (offered * p99_s * 1.5).ceil().max(1.0) as u64;
+        match (s.max_in_flight, s.peak_in_flight) {
+            (Some(max), _) if s.dropped_iterations > 0 => out.push(format!(
+                "scenario {}: {} arrivals were dropped, every one of its {max} workers busy: \
+                 raise max-in-flight to about {} ({offered:.0}/s × p99 {:.0} ms × 1.5), or \
+                 the target cannot take this rate",
+                s.name,
+                s.dropped_iterations,
+                needed.max(max * 2),
+                p99_s * 1000.0
+            )),
+            (Some(max), Some(peak)) if peak >= max => out.push(format!(
+                "scenario {}: all {max} workers were busy at its peak (none dropped yet): \
+                 raise max-in-flight for headroom",
+                s.name
+            )),
+            _ => {}
+        }
+    }
+    if let Some(g) = &r.generator
+        && g.cpu_share >= SATURATED
+    {
+        out.push(format!(
+            "the generator's CPU was {:.0}% busy over {} cores: its own delays are in the \
+             latencies; spread the load over more generators (--segment K/N) or lower the rate",
+            g.cpu_share * 100.0,
+            g.cores
+        ));
+    }
+    out
+}
+
 /// What [`Report::assemble`] makes a report of.
 pub(crate) struct Parts<'a> {
     pub name: String,
@@ -139,6 +215,8 @@ pub(crate) struct Parts<'a> {
 /// One scenario of [`Parts`].
 pub(crate) struct ScenarioParts<'a> {
     pub name: String,
+    /// Open model: `max-in-flight` and the most workers busy at once.
+    pub workers: Option<(u64, u64)>,
     pub open: bool,
     /// How long it ran, seconds.
     pub secs: f64,
@@ -462,8 +540,16 @@ impl Report {
                     series: c.step_series[base + j].clone(),
                 })
                 .collect();
+            let workers = match &s.executor {
+                Executor::Arrival { max_in_flight, .. } => Some((
+                    plan.segment.share(*max_in_flight as u64).max(1),
+                    recorder.peak_busy[i].load(std::sync::atomic::Ordering::Relaxed),
+                )),
+                Executor::Vus { .. } => None,
+            };
             scenarios.push(ScenarioParts {
                 name: s.name.clone(),
+                workers,
                 open: s.executor.is_open(),
                 secs: durations.get(i).copied().unwrap_or(elapsed).as_secs_f64(),
                 dropped: recorder.dropped[i].load(std::sync::atomic::Ordering::Relaxed),
@@ -550,6 +636,8 @@ impl Report {
                 model: if s.open { "open" } else { "closed" },
                 duration_s: s.secs,
                 dropped_iterations: s.dropped,
+                max_in_flight: s.workers.map(|w| w.0),
+                peak_in_flight: s.workers.map(|w| w.1),
                 summary: step_report(s.name.clone(), &all, s.secs, Vec::new()),
                 steps,
             });
@@ -573,6 +661,8 @@ impl Report {
             total: step_report("total".into(), &all, run_secs, Vec::new()),
             scenarios,
             thresholds,
+            generator: None,
+            advice: Vec::new(),
             series: parts.series,
         }
     }
@@ -635,6 +725,18 @@ impl Report {
                     s.dropped_iterations
                 );
             }
+        }
+        if let Some(g) = &self.generator {
+            let _ = writeln!(
+                out,
+                "generator: {:.1} CPU seconds, {:.0}% of {} cores",
+                g.cpu_s,
+                g.cpu_share * 100.0,
+                g.cores
+            );
+        }
+        for a in &self.advice {
+            let _ = writeln!(out, "advice: {a}");
         }
         if let Some(why) = &self.stopped_by {
             let _ = writeln!(out, "stopped early by an abort-on-fail threshold: {why}");
@@ -1107,6 +1209,64 @@ mod window_tests {
     }
 
     #[test]
+    fn advice_names_what_to_raise() {
+        let total = second(&[&run()], 0);
+        let of = |workers, dropped| {
+            Report::assemble(Parts {
+                name: "a".into(),
+                stopped_by: None,
+                scenario_file: "a.toml".into(),
+                started_unix_ms: 0,
+                duration_s: 1.0,
+                aborted: false,
+                shadow: true,
+                segment: Segment::WHOLE,
+                scenarios: vec![ScenarioParts {
+                    name: "s".into(),
+                    workers,
+                    open: true,
+                    secs: 1.0,
+                    dropped,
+                    thresholds: &[],
+                    steps: vec![StepParts {
+                        name: "get".into(),
+                        tags: &BTreeMap::new(),
+                        thresholds: &[],
+                        window: &total,
+                        series: Vec::new(),
+                    }],
+                }],
+                thresholds: &[],
+                series: Vec::new(),
+                merged_from: Vec::new(),
+            })
+        };
+        assert!(
+            advice(&of(Some((4, 3)), 0)).is_empty(),
+            "headroom left: nothing to say"
+        );
+        assert_eq!(
+            advice(&of(Some((4, 4)), 0)),
+            [
+                "scenario s: all 4 workers were busy at its peak (none dropped yet): raise \
+              max-in-flight for headroom"
+            ]
+        );
+        let a = advice(&of(Some((4, 4)), 900));
+        assert!(a[0].starts_with("scenario s: 900 arrivals were dropped, every one of its 4 workers busy: raise max-in-flight to about 8"), "{a:?}");
+        let mut r = of(None, 0);
+        r.generator = Some(Generator {
+            cpu_s: 1.8,
+            cores: 2,
+            cpu_share: 0.9,
+        });
+        assert_eq!(advice(&r).len(), 1);
+        assert!(advice(&r)[0].starts_with("the generator's CPU was 90% busy over 2 cores"));
+        r.generator.as_mut().unwrap().cpu_share = 0.5;
+        assert!(advice(&r).is_empty());
+    }
+
+    #[test]
     fn a_report_evaluates_windowed_thresholds_on_the_step_series() {
         let series = run();
         let mut total = StepWindow::new();
@@ -1128,6 +1288,7 @@ mod window_tests {
             segment: Segment::WHOLE,
             scenarios: vec![ScenarioParts {
                 name: "s".into(),
+                workers: None,
                 open: true,
                 secs: 20.0,
                 dropped: 0,

@@ -124,6 +124,7 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
     });
     let started_at = std::time::SystemTime::now();
     let start = Instant::now();
+    let cpu_start = crate::report::process_cpu();
 
     // The collector: once a second, and once more at the end.
     let collected = Arc::new(Mutex::new(Collected::new(steps)));
@@ -231,6 +232,14 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
         aborted,
     );
     report.stopped_by = stopped_by;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu_s = (crate::report::process_cpu() - cpu_start).max(0.0);
+    report.generator = Some(crate::report::Generator {
+        cpu_s,
+        cores,
+        cpu_share: cpu_s / (elapsed.as_secs_f64().max(1e-9) * cores as f64),
+    });
+    report.advice = crate::report::advice(&report);
     let outcome = if by_threshold {
         // Stopped by a failing threshold: that is a failed run (exit code 1), not an abort.
         Outcome::ThresholdsFailed
@@ -504,7 +513,9 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                         while Instant::now() < due {
                             std::hint::spin_loop();
                         }
+                        shared.recorder.busy_start(i);
                         iteration(&shared, i, seq, vu, iter, Some(due), &mut scratch).await;
+                        shared.recorder.busy_end(i);
                         iter += 1;
                     }
                 });

@@ -241,6 +241,10 @@ pub struct Recorder {
     slots: Vec<Mutex<Slot>>,
     /// Arrivals dropped because every worker was busy and the queue full, per scenario.
     pub dropped: Vec<AtomicU64>,
+    /// Open model: workers busy with an iteration now, per scenario.
+    pub busy: Vec<AtomicU64>,
+    /// Open model: the most workers busy at once so far, per scenario.
+    pub peak_busy: Vec<AtomicU64>,
 }
 
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
@@ -262,7 +266,20 @@ impl Recorder {
                 })
                 .collect(),
             dropped: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
+            busy: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
+            peak_busy: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// A worker of scenario `i` starts an iteration (open model).
+    pub(crate) fn busy_start(&self, i: usize) {
+        let now = self.busy[i].fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_busy[i].fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// A worker of scenario `i` ends an iteration (open model).
+    pub(crate) fn busy_end(&self, i: usize) {
+        self.busy[i].fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Records one request of step `step`.

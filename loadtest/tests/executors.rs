@@ -170,6 +170,27 @@ async fn arrivals_beyond_the_workers_are_dropped_and_counted() {
         s.summary.requests
     );
     assert_eq!(s.summary.requests + s.dropped_iterations, 400);
+    // And the summary says what to raise.
+    assert_eq!((s.max_in_flight, s.peak_in_flight), (Some(2), Some(2)));
+    assert!(
+        report
+            .advice
+            .iter()
+            .any(|a| a.starts_with("scenario s: ") && a.contains("raise max-in-flight")),
+        "{:?}",
+        report.advice
+    );
+    assert!(
+        report.summary().contains("advice: scenario s: "),
+        "{}",
+        report.summary()
+    );
+    let g = report
+        .generator
+        .as_ref()
+        .expect("the generator's CPU is in the report");
+    assert!(g.cores >= 1 && g.cpu_s >= 0.0);
+    assert!(report.summary().contains("generator: "));
     // The thresholds read the dropped count (a step its scenario's) and the checks.
     let results: Vec<(&str, &str, f64, bool)> = report
         .thresholds
