@@ -49,6 +49,8 @@ struct InScenario {
     model: String,
     duration_s: f64,
     dropped_iterations: u64,
+    #[serde(default)]
+    interrupted_iterations: u64,
     steps: Vec<InStep>,
 }
 
@@ -147,6 +149,7 @@ pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
     let mut step_seconds: Vec<Vec<(f64, StepWindow)>> = (0..steps).map(|_| Vec::new()).collect();
     let mut seconds: Vec<(f64, StepWindow)> = Vec::new();
     let mut dropped = vec![0u64; base.scenarios.len()];
+    let mut interrupted = vec![0u64; base.scenarios.len()];
     let mut secs = vec![0f64; base.scenarios.len()];
     let overflow = |i: usize, key: String| at(i, format!("{key}: the counts overflow when added"));
     for (i, input) in inputs.iter().enumerate() {
@@ -156,6 +159,7 @@ pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
                 .checked_add(s.dropped_iterations)
                 .ok_or_else(|| overflow(i, format!("scenarios[{si}].dropped_iterations")))?;
             secs[si] = secs[si].max(finite(s.duration_s));
+            interrupted[si] = interrupted[si].saturating_add(s.interrupted_iterations);
             for (ti, st) in s.steps.iter().enumerate() {
                 let key = format!("scenarios[{si}].steps[{ti}]");
                 let w =
@@ -197,6 +201,7 @@ pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
             name: s.name.clone(),
             // Peaks of different generators do not add up to the peak of the whole.
             workers: None,
+            interrupted: interrupted[si],
             open: s.model == "open",
             secs: secs[si],
             dropped: dropped[si],

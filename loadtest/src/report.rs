@@ -72,6 +72,8 @@ pub struct ScenarioReport {
     pub duration_s: f64,
     /// Open model: arrivals dropped because every worker was busy and the queue full.
     pub dropped_iterations: u64,
+    /// ramping-vus: iterations cut off after `graceful-ramp-down`.
+    pub interrupted_iterations: u64,
     /// Open model: its workers (`max-in-flight`, this generator's share).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u64>,
@@ -217,6 +219,8 @@ pub(crate) struct ScenarioParts<'a> {
     pub name: String,
     /// Open model: `max-in-flight` and the most workers busy at once.
     pub workers: Option<(u64, u64)>,
+    /// Iterations cut off by `graceful-ramp-down`.
+    pub interrupted: u64,
     pub open: bool,
     /// How long it ran, seconds.
     pub secs: f64,
@@ -550,6 +554,7 @@ impl Report {
             scenarios.push(ScenarioParts {
                 name: s.name.clone(),
                 workers,
+                interrupted: recorder.interrupted[i].load(std::sync::atomic::Ordering::Relaxed),
                 open: s.executor.is_open(),
                 secs: durations.get(i).copied().unwrap_or(elapsed).as_secs_f64(),
                 dropped: recorder.dropped[i].load(std::sync::atomic::Ordering::Relaxed),
@@ -636,6 +641,7 @@ impl Report {
                 model: if s.open { "open" } else { "closed" },
                 duration_s: s.secs,
                 dropped_iterations: s.dropped,
+                interrupted_iterations: s.interrupted,
                 max_in_flight: s.workers.map(|w| w.0),
                 peak_in_flight: s.workers.map(|w| w.1),
                 summary: step_report(s.name.clone(), &all, s.secs, Vec::new()),
@@ -712,6 +718,13 @@ impl Report {
                 .filter(|(_, n)| **n > 0)
                 .map(|(k, n)| format!("{k} {n}"))
                 .collect();
+            if s.interrupted_iterations > 0 {
+                let _ = writeln!(
+                    out,
+                    "{}: {} iterations cut off by graceful-ramp-down",
+                    s.name, s.interrupted_iterations
+                );
+            }
             if !kinds.is_empty() || s.dropped_iterations > 0 {
                 let _ = writeln!(
                     out,
@@ -1224,6 +1237,7 @@ mod window_tests {
                 scenarios: vec![ScenarioParts {
                     name: "s".into(),
                     workers,
+                    interrupted: 0,
                     open: true,
                     secs: 1.0,
                     dropped,
@@ -1289,6 +1303,7 @@ mod window_tests {
             scenarios: vec![ScenarioParts {
                 name: "s".into(),
                 workers: None,
+                interrupted: 0,
                 open: true,
                 secs: 20.0,
                 dropped: 0,

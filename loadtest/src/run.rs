@@ -529,6 +529,7 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
             stages,
             iterations,
             per_vu,
+            ramp_down,
         } => {
             let max = stages
                 .iter()
@@ -545,6 +546,7 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                 let stages = stages.clone();
                 let (v0, limit) = (*v0, iterations.unwrap_or(u64::MAX));
                 let (per_vu, own) = (*per_vu, per_vu.unwrap_or(u64::MAX));
+                let ramp_down = *ramp_down;
                 tasks.spawn(async move {
                     let mut scratch = Scratch::default();
                     let mut iter = 0;
@@ -573,7 +575,16 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                                 }
                             }
                         };
-                        iteration(&shared, i, seq, vu as u64, iter, None, &mut scratch).await;
+                        let work = iteration(&shared, i, seq, vu as u64, iter, None, &mut scratch);
+                        match ramp_down {
+                            None => work.await,
+                            Some(grace) => tokio::select! {
+                                () = work => {}
+                                () = ramped_down(vu, v0, &stages, start, grace) => {
+                                    shared.recorder.interrupted[i].fetch_add(1, Ordering::Relaxed);
+                                }
+                            },
+                        }
                         iter += 1;
                     }
                 });
@@ -599,6 +610,21 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
         }
     }
     Ok(start.elapsed().min(scenario.executor.duration()))
+}
+
+/// Resolves once worker `vu` has been unwanted by the stages for `grace` (checked every
+/// 20 ms): its iteration is then cut off.
+async fn ramped_down(vu: usize, v0: usize, stages: &[Stage], start: Instant, grace: Duration) {
+    let wanted = || vu < vus_at(v0, stages, Instant::now().saturating_duration_since(start));
+    loop {
+        while wanted() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(grace).await;
+        if !wanted() {
+            return;
+        }
+    }
 }
 
 async fn iteration(

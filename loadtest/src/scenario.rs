@@ -28,6 +28,9 @@ pub const MAX_RATE: f64 = 10_000_000.0;
 /// Longest planned run (iterations at a rate).
 pub const MAX_RUN: Duration = Duration::from_secs(366 * 86_400);
 
+/// How long a worker ramped down may finish its iteration, unless `graceful-ramp-down` says.
+pub const DEFAULT_RAMP_DOWN: Duration = Duration::from_secs(30);
+
 /// How long the iteration executors may run unless `max-duration` says (k6's default too).
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(600);
 /// Largest generated objstore value (`value-size`), as objstore's own default limit.
@@ -275,6 +278,10 @@ pub struct ScenarioSpec {
     /// Or how many iterations (constant executors; all workers together in
     /// shared-iterations, each worker in per-vu-iterations).
     pub iterations: Option<u64>,
+    /// ramping-vus: how long a worker the stages no longer want may finish its iteration
+    /// (default 30s); an iteration still running then is interrupted and counted.
+    #[serde(default, with = "duration::option")]
+    pub graceful_ramp_down: Option<Duration>,
     /// The iteration executors: the longest they run (default 10 minutes).
     #[serde(default, with = "duration::option")]
     pub max_duration: Option<Duration>,
@@ -462,6 +469,9 @@ pub enum Executor {
         iterations: Option<u64>,
         /// Each worker stops after this many iterations of its own.
         per_vu: Option<u64>,
+        /// ramping-vus: how long a worker the stages no longer want may finish its iteration
+        /// before it is interrupted (counted).
+        ramp_down: Option<Duration>,
     },
 }
 
@@ -950,6 +960,7 @@ fn executor(
     Ok(match s.executor {
         ExecutorKind::ConstantArrivalRate => {
             refuse(&[
+                ("graceful-ramp-down", s.graceful_ramp_down.is_some()),
                 ("max-duration", s.max_duration.is_some()),
                 ("vus", s.vus.is_some()),
                 ("start-vus", s.start_vus.is_some()),
@@ -996,6 +1007,7 @@ fn executor(
         }
         ExecutorKind::RampingArrivalRate => {
             refuse(&[
+                ("graceful-ramp-down", s.graceful_ramp_down.is_some()),
                 ("max-duration", s.max_duration.is_some()),
                 ("vus", s.vus.is_some()),
                 ("start-vus", s.start_vus.is_some()),
@@ -1012,6 +1024,7 @@ fn executor(
         }
         ExecutorKind::ConstantVus => {
             refuse(&[
+                ("graceful-ramp-down", s.graceful_ramp_down.is_some()),
                 ("max-duration", s.max_duration.is_some()),
                 ("rate", s.rate.is_some()),
                 ("start-rate", s.start_rate.is_some()),
@@ -1033,6 +1046,7 @@ fn executor(
                 stages,
                 iterations,
                 per_vu: None,
+                ramp_down: None,
             }
         }
         ExecutorKind::RampingVus => {
@@ -1049,10 +1063,12 @@ fn executor(
                 stages: stages("targets are worker counts", MAX_VUS as f64)?,
                 iterations: None,
                 per_vu: None,
+                ramp_down: Some(s.graceful_ramp_down.unwrap_or(DEFAULT_RAMP_DOWN)),
             }
         }
         ExecutorKind::SharedIterations | ExecutorKind::PerVuIterations => {
             refuse(&[
+                ("graceful-ramp-down", s.graceful_ramp_down.is_some()),
                 ("rate", s.rate.is_some()),
                 ("start-rate", s.start_rate.is_some()),
                 ("start-vus", s.start_vus.is_some()),
@@ -1089,6 +1105,7 @@ fn executor(
                 }],
                 iterations: (!per_vu).then_some(n),
                 per_vu: per_vu.then_some(n),
+                ramp_down: None,
             }
         }
     })

@@ -241,6 +241,8 @@ pub struct Recorder {
     slots: Vec<Mutex<Slot>>,
     /// Arrivals dropped because every worker was busy and the queue full, per scenario.
     pub dropped: Vec<AtomicU64>,
+    /// ramping-vus: iterations cut off after `graceful-ramp-down`, per scenario.
+    pub interrupted: Vec<AtomicU64>,
     /// Open model: workers busy with an iteration now, per scenario.
     pub busy: Vec<AtomicU64>,
     /// Open model: the most workers busy at once so far, per scenario.
@@ -267,6 +269,7 @@ impl Recorder {
                 .collect(),
             dropped: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
             busy: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
+            interrupted: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
             peak_busy: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
         }
     }

@@ -137,6 +137,11 @@ fn bad_scenarios_are_refused_naming_file_line_and_key() {
         ),
         (
             "duration = \"1s\"",
+            "duration = \"1s\"\ngraceful-ramp-down = \"5s\"",
+            ":11:1: scenarios[0].graceful-ramp-down: not used by the constant-vus executor",
+        ),
+        (
+            "duration = \"1s\"",
             "duration = \"1s\"\ntags = { step = \"x\" }",
             "scenarios[0].tags.step: the step tag is the step's name",
         ),

@@ -473,3 +473,40 @@ async fn tags_reach_the_report_and_select_steps_for_thresholds() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn workers_ramped_down_are_cut_off_after_the_graceful_ramp_down() {
+    // Two workers whose requests the server holds; the stages drop to 0 workers at 300 ms.
+    // With graceful-ramp-down = 0s both held iterations are cut off then and counted (the
+    // 60 s graceful stop would otherwise keep the run waiting for them).
+    let gate = Gate::closing_after(1);
+    let server = Server::start(Behavior::Gate(gate.clone()), true);
+    let text = format!(
+        r#"
+        [run]
+        graceful-stop = "60s"
+        [targets.api]
+        kind = "http"
+        url = "{}"
+        [[scenarios]]
+        name = "s"
+        executor = "ramping-vus"
+        start-vus = 2
+        stages = [{{ duration = "200ms", target = 2 }}, {{ duration = "100ms", target = 0 }}]
+        graceful-ramp-down = "0s"
+        [[scenarios.steps]]
+        name = "get"
+        http = {{ path = "/" }}
+        "#,
+        server.url()
+    );
+    let (report, _) = common::run(&text).await;
+    gate.open();
+    let s = &report.scenarios[0];
+    assert_eq!(s.interrupted_iterations, 2, "{}", report.summary());
+    assert_eq!(
+        s.summary.requests, 0,
+        "a cut-off iteration records no request"
+    );
+    assert_eq!(gate.parked(), 2);
+}
