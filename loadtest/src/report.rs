@@ -887,13 +887,78 @@ impl Report {
             "ms",
             true,
         ));
+        self.step_charts(&mut h);
         h.push_str("</body></html>\n");
         h
+    }
+
+    /// Per-step plots of latency and throughput over time, one step shown at a time through a
+    /// selector (inline script: the report still loads nothing from elsewhere).
+    fn step_charts(&self, h: &mut String) {
+        let steps: Vec<&StepReport> = self
+            .scenarios
+            .iter()
+            .flat_map(|s| &s.steps)
+            .filter(|s| !s.series.is_empty())
+            .collect();
+        if steps.is_empty() {
+            return;
+        }
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        h.push_str("<h2>Per step</h2><p><label>step <select id=\"step\">");
+        for (i, st) in steps.iter().enumerate() {
+            let _ = write!(h, "<option value=\"{i}\">{}</option>", esc(&st.name));
+        }
+        h.push_str("</select></label></p>");
+        for (i, st) in steps.iter().enumerate() {
+            let pts = |f: &dyn Fn(&Point) -> f64| -> Vec<(f64, f64)> {
+                st.series.iter().map(|p| (p.t, f(p))).collect()
+            };
+            let hidden = if i == 0 {
+                ""
+            } else {
+                " style=\"display:none\""
+            };
+            let _ = write!(h, "<div class=\"step\" data-step=\"{i}\"{hidden}>");
+            h.push_str(&svg_chart(
+                &[
+                    ("p50", "#2ca02c", pts(&|p| p.p50_ms)),
+                    ("p99", "#d62728", pts(&|p| p.p99_ms)),
+                    ("service p99", "#9467bd", pts(&|p| p.service_p99_ms)),
+                ],
+                "seconds",
+                "ms",
+                false,
+            ));
+            h.push_str(&svg_chart(
+                &[
+                    ("requests/s", "#1f77b4", pts(&|p| p.requests as f64)),
+                    ("errors/s", "#d62728", pts(&|p| p.errors as f64)),
+                ],
+                "seconds",
+                "per second",
+                false,
+            ));
+            h.push_str("</div>");
+        }
+        h.push_str(
+            "<script>document.getElementById('step').addEventListener('change',function(e){\
+             document.querySelectorAll('div.step').forEach(function(d){\
+             d.style.display=d.dataset.step===e.target.value?'':'none'})})</script>",
+        );
     }
 }
 
 /// A plotted line: name, colour, points.
 type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// The most hover dots a plotted line gets (a long run is thinned evenly).
+const HOVER_POINTS: usize = 600;
 
 /// A line chart as inline SVG.
 fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> String {
@@ -946,6 +1011,23 @@ fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> 
             .iter()
             .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
             .collect();
+        // Hover read-outs: an invisible dot per point (at most HOVER_POINTS a line) with the
+        // values as its tooltip; no script needed.
+        let every = pts.len().div_ceil(HOVER_POINTS).max(1);
+        for (x, y) in pts.iter().step_by(every) {
+            let shown_x = if nines {
+                format!("{:.3}%", (1.0 - 10f64.powf(-x)) * 100.0)
+            } else {
+                format!("{x:.0} {x_label}")
+            };
+            let _ = write!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\" fill-opacity=\"0\" \
+                 pointer-events=\"all\"><title>{name} at {shown_x}: {y:.3} {y_label}</title></circle>",
+                px(*x),
+                py(*y)
+            );
+        }
         let _ = write!(
             s,
             "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/><text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>",

@@ -477,6 +477,18 @@ fn the_quickstart_runs_without_a_server() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["total"]["requests"], 4000, "2,000/s for 2 s");
     assert_eq!(r["total"]["failed"], 0);
+    // The HTML report: round axis ticks, hover read-outs, and a chart pair per step behind a
+    // selector.
+    let html = std::fs::read_to_string(dir.path().join("q.html")).unwrap();
+    for want in [
+        "<select id=\"step\"><option value=\"0\">objects/put</option><option value=\"1\">objects/get</option></select>",
+        "<div class=\"step\" data-step=\"1\" style=\"display:none\">",
+        "<title>requests/s at 1 seconds: ",
+        ">0</text>",
+    ] {
+        assert!(html.contains(want), "{want} in the HTML report");
+    }
+    assert_eq!(html.matches("<svg").count(), 3 + 2 * 2, "3 run charts, 2 per step");
     // Its p99 < 250ms is the quick start's own verdict on this machine's speed, not the
     // test's: the test checks that the exit code, the report and the summary agree with it.
     let th = r["thresholds"].as_array().unwrap();
