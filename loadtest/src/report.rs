@@ -983,7 +983,10 @@ fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> 
             py = py(y)
         );
     }
-    for (x, label) in xticks {
+    let last = xticks.len().saturating_sub(1);
+    for (k, (x, label)) in xticks.into_iter().enumerate() {
+        // The last label ends at the axis end rather than running past the plot.
+        let anchor = if k == last && k > 0 { "end" } else { "middle" };
         let label = if nines {
             // x is the count of nines: 0 → 0%, 1 → 90%, 2 → 99%, 3 → 99.9% …
             let digits = (x as usize).saturating_sub(2);
@@ -993,7 +996,7 @@ fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> 
         };
         let _ = write!(
             s,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"{anchor}\">{label}</text>",
             px(x),
             ht - b + 16.0
         );

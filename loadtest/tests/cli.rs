@@ -488,7 +488,11 @@ fn the_quickstart_runs_without_a_server() {
     ] {
         assert!(html.contains(want), "{want} in the HTML report");
     }
-    assert_eq!(html.matches("<svg").count(), 3 + 2 * 2, "3 run charts, 2 per step");
+    assert_eq!(
+        html.matches("<svg").count(),
+        3 + 2 * 2,
+        "3 run charts, 2 per step"
+    );
     // Its p99 < 250ms is the quick start's own verdict on this machine's speed, not the
     // test's: the test checks that the exit code, the report and the summary agree with it.
     let th = r["thresholds"].as_array().unwrap();
