@@ -51,6 +51,8 @@ struct InScenario {
     dropped_iterations: u64,
     #[serde(default)]
     interrupted_iterations: u64,
+    #[serde(default)]
+    iterations_cut_short: u64,
     steps: Vec<InStep>,
 }
 
@@ -150,6 +152,7 @@ pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
     let mut seconds: Vec<(f64, StepWindow)> = Vec::new();
     let mut dropped = vec![0u64; base.scenarios.len()];
     let mut interrupted = vec![0u64; base.scenarios.len()];
+    let mut cut_short = vec![0u64; base.scenarios.len()];
     let mut secs = vec![0f64; base.scenarios.len()];
     let overflow = |i: usize, key: String| at(i, format!("{key}: the counts overflow when added"));
     for (i, input) in inputs.iter().enumerate() {
@@ -160,6 +163,7 @@ pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
                 .ok_or_else(|| overflow(i, format!("scenarios[{si}].dropped_iterations")))?;
             secs[si] = secs[si].max(finite(s.duration_s));
             interrupted[si] = interrupted[si].saturating_add(s.interrupted_iterations);
+            cut_short[si] = cut_short[si].saturating_add(s.iterations_cut_short);
             for (ti, st) in s.steps.iter().enumerate() {
                 let key = format!("scenarios[{si}].steps[{ti}]");
                 let w =
@@ -202,6 +206,7 @@ pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
             // Peaks of different generators do not add up to the peak of the whole.
             workers: None,
             interrupted: interrupted[si],
+            cut_short: cut_short[si],
             open: s.model == "open",
             secs: secs[si],
             dropped: dropped[si],

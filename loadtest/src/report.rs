@@ -74,6 +74,9 @@ pub struct ScenarioReport {
     pub dropped_iterations: u64,
     /// ramping-vus: iterations cut off after `graceful-ramp-down`.
     pub interrupted_iterations: u64,
+    /// Iterations that stopped at a step whose extraction (or request) failed: their later
+    /// steps were not sent.
+    pub iterations_cut_short: u64,
     /// Open model: its workers (`max-in-flight`, this generator's share).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u64>,
@@ -221,6 +224,8 @@ pub(crate) struct ScenarioParts<'a> {
     pub workers: Option<(u64, u64)>,
     /// Iterations cut off by `graceful-ramp-down`.
     pub interrupted: u64,
+    /// Iterations stopped at a failed extracting step.
+    pub cut_short: u64,
     pub open: bool,
     /// How long it ran, seconds.
     pub secs: f64,
@@ -555,6 +560,7 @@ impl Report {
                 name: s.name.clone(),
                 workers,
                 interrupted: recorder.interrupted[i].load(std::sync::atomic::Ordering::Relaxed),
+                cut_short: recorder.cut_short[i].load(std::sync::atomic::Ordering::Relaxed),
                 open: s.executor.is_open(),
                 secs: durations.get(i).copied().unwrap_or(elapsed).as_secs_f64(),
                 dropped: recorder.dropped[i].load(std::sync::atomic::Ordering::Relaxed),
@@ -642,6 +648,7 @@ impl Report {
                 duration_s: s.secs,
                 dropped_iterations: s.dropped,
                 interrupted_iterations: s.interrupted,
+                iterations_cut_short: s.cut_short,
                 max_in_flight: s.workers.map(|w| w.0),
                 peak_in_flight: s.workers.map(|w| w.1),
                 summary: step_report(s.name.clone(), &all, s.secs, Vec::new()),
@@ -1323,6 +1330,7 @@ mod window_tests {
                     name: "s".into(),
                     workers,
                     interrupted: 0,
+                    cut_short: 0,
                     open: true,
                     secs: 1.0,
                     dropped,
@@ -1389,6 +1397,7 @@ mod window_tests {
                 name: "s".into(),
                 workers: None,
                 interrupted: 0,
+                cut_short: 0,
                 open: true,
                 secs: 20.0,
                 dropped: 0,

@@ -637,11 +637,15 @@ async fn iteration(
     scratch: &mut Scratch,
 ) {
     let sc = &shared.plan.scenarios[scenario];
-    let vars = Vars {
+    // What the steps of this iteration extract, for the later ones (`{{var.NAME}}`).
+    let mut extracted: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
+    let feeders = &shared.plan.feeders[..];
+    let vars = |extracted| Vars {
         seq,
         vu,
         iter,
-        feeders: &shared.plan.feeders,
+        feeders,
+        extracted,
     };
     let think = || async {
         if let Some(range) = sc.think {
@@ -654,13 +658,34 @@ async fn iteration(
     match sc.flow {
         Flow::Pick => {
             let j = pick(&sc.steps);
-            run_step(shared, scenario, j, &vars, intended, scratch).await;
+            run_step(shared, scenario, j, &vars(&[]), intended, scratch).await;
             think().await;
         }
         Flow::Sequence => {
             for j in 0..sc.steps.len() {
                 let due = if j == 0 { intended } else { None };
-                run_step(shared, scenario, j, &vars, due, scratch).await;
+                let now = Vars {
+                    seq,
+                    vu,
+                    iter,
+                    feeders,
+                    extracted: &extracted,
+                };
+                let passed = run_step(shared, scenario, j, &now, due, scratch).await;
+                if !sc.steps[j].extract.is_empty() {
+                    if !passed {
+                        // The later steps would send without the values: the iteration ends
+                        // here (its failed step counts as an error).
+                        shared.recorder.cut_short[scenario].fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    for (name, value) in scratch.extracted.drain(..) {
+                        match extracted.iter_mut().find(|(n, _)| *n == name) {
+                            Some(slot) => slot.1 = value,
+                            None => extracted.push((name, value)),
+                        }
+                    }
+                }
                 think().await;
                 if shared.cancel.is_cancelled() {
                     break;
@@ -707,7 +732,7 @@ async fn run_step(
     vars: &Vars<'_>,
     intended: Option<Instant>,
     scratch: &mut Scratch,
-) {
+) -> bool {
     let step = &shared.plan.scenarios[scenario].steps[j];
     let client = &shared.clients[step.target];
     let begin = Instant::now();
@@ -727,6 +752,7 @@ async fn run_step(
     shared
         .recorder
         .record(shared.step_base[scenario] + j, latency, done - sent, error);
+    error.is_none()
 }
 
 #[cfg(test)]

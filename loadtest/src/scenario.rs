@@ -340,6 +340,123 @@ pub struct StepSpec {
     /// selectors (`p99{kind=write} < 50ms`), beside the scenario's tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// HTTP steps: values taken from the response into `{{var.NAME}}` for the later steps of
+    /// the same iteration (`sequence` flow): `{ token = { json = "$.token" } }`,
+    /// `{ id = { regex = "id=(\\d+)" } }`, `{ session = { header = "x-session" } }`.
+    #[serde(default)]
+    pub extract: BTreeMap<String, ExtractSpec>,
+}
+
+/// How one value is taken from a response: exactly one of the three.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractSpec {
+    /// A path into a JSON body: `$.data.items[0].id` (or `data.items.0.id`).
+    pub json: Option<String>,
+    /// A regular expression over the body: its first group (or the whole match).
+    pub regex: Option<String>,
+    /// A response header's value.
+    pub header: Option<String>,
+}
+
+/// A compiled extraction.
+#[derive(Debug)]
+pub struct Extract {
+    /// The variable it sets.
+    pub var: Arc<str>,
+    /// How.
+    pub how: ExtractHow,
+}
+
+/// Where an extraction looks.
+#[derive(Debug)]
+pub enum ExtractHow {
+    /// A JSON path: object keys and array indexes.
+    Json(Vec<JsonStep>),
+    /// The first group of a regex over the body (or its whole match).
+    Regex(regex::bytes::Regex),
+    /// A header (lowercase name).
+    Header(String),
+}
+
+/// One step of a JSON path.
+#[derive(Debug, PartialEq)]
+pub enum JsonStep {
+    /// An object's key.
+    Key(String),
+    /// An array's index.
+    Index(usize),
+}
+
+/// `$.data.items[0].id` or `data.items.0.id` → keys and indexes.
+fn json_path(p: &str) -> Result<Vec<JsonStep>, String> {
+    let rest = p.strip_prefix('$').unwrap_or(p);
+    let rest = rest.strip_prefix('.').unwrap_or(rest);
+    let mut out = Vec::new();
+    for part in rest.split('.').filter(|s| !s.is_empty()) {
+        let (name, mut idx) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            out.push(match name.parse::<usize>() {
+                Ok(i) if idx.is_empty() => JsonStep::Index(i),
+                _ => JsonStep::Key(name.to_owned()),
+            });
+        }
+        while let Some(r) = idx.strip_prefix('[') {
+            let (n, after) = r
+                .split_once(']')
+                .ok_or_else(|| format!("{p:?}: an unclosed ["))?;
+            let i = n
+                .parse::<usize>()
+                .map_err(|_| format!("{p:?}: [{n}] is not an array index"))?;
+            out.push(JsonStep::Index(i));
+            idx = after;
+        }
+        if !idx.is_empty() {
+            return Err(format!("{p:?}: unexpected {idx:?}"));
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{p:?}: an empty path; write e.g. $.data.token"));
+    }
+    Ok(out)
+}
+
+/// Takes the value `how` names from a response; `None` when it is not there.
+pub(crate) fn extract<'a, I>(
+    how: &ExtractHow,
+    headers: impl Fn() -> I,
+    body: &[u8],
+) -> Option<Vec<u8>>
+where
+    I: Iterator<Item = (&'a str, &'a [u8])>,
+{
+    match how {
+        ExtractHow::Header(name) => headers()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_vec()),
+        ExtractHow::Regex(re) => {
+            let c = re.captures(body)?;
+            c.get(1).or_else(|| c.get(0)).map(|m| m.as_bytes().to_vec())
+        }
+        ExtractHow::Json(path) => {
+            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+            let mut at = &v;
+            for step in path {
+                at = match step {
+                    JsonStep::Key(k) => at.get(k.as_str())?,
+                    JsonStep::Index(i) => at.get(*i)?,
+                };
+            }
+            Some(match at {
+                serde_json::Value::String(s) => s.clone().into_bytes(),
+                serde_json::Value::Null => return None,
+                other => other.to_string().into_bytes(),
+            })
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -508,6 +625,38 @@ pub struct Step {
     pub thresholds: Vec<Threshold>,
     /// Its tags: `scenario` and `step` (the names), the scenario's tags, then its own.
     pub tags: BTreeMap<String, String>,
+    /// Values taken from its response for later steps.
+    pub extract: Vec<Extract>,
+    /// Response headers to keep: those checked and those extracted.
+    pub keep_headers: Vec<(String, String)>,
+}
+
+impl Step {
+    /// Whether the response body is needed (checked or extracted from).
+    pub fn needs_body(&self) -> bool {
+        self.checks.needs_body()
+            || self
+                .extract
+                .iter()
+                .any(|e| !matches!(e.how, ExtractHow::Header(_)))
+    }
+
+    /// The templates it renders.
+    pub fn templates(&self) -> Vec<&Template> {
+        match &self.action {
+            Action::Http {
+                path,
+                headers,
+                body,
+                ..
+            } => std::iter::once(path)
+                .chain(headers.iter().map(|(_, t)| t))
+                .chain(body)
+                .collect(),
+            Action::Objstore { key, value, .. } => std::iter::once(key).chain(value).collect(),
+            Action::Redis { words } => words.iter().collect(),
+        }
+    }
 }
 
 /// A step's request, compiled.
@@ -808,6 +957,30 @@ impl Plan {
                     }
                 }
                 steps.push(step);
+            }
+            // {{var.NAME}} reads what an earlier step of the same iteration extracted.
+            let mut known: Vec<&str> = Vec::new();
+            for (j, st) in steps.iter().enumerate() {
+                for name in st.templates().into_iter().flat_map(Template::var_names) {
+                    if s.flow != Flow::Sequence {
+                        return Err(at(
+                            &format!("{key}.flow"),
+                            format!(
+                                "step {:?} uses {{{{var.{name}}}}}: variables need flow = \"sequence\"",
+                                st.name
+                            ),
+                        ));
+                    }
+                    if !known.contains(&name) {
+                        return Err(at(
+                            &format!("{key}.steps.{j}"),
+                            format!(
+                                "{{{{var.{name}}}}}: no earlier step of the scenario extracts {name:?}"
+                            ),
+                        ));
+                    }
+                }
+                known.extend(st.extract.iter().map(|e| &*e.var));
             }
             if s.flow == Flow::Pick && steps.iter().all(|s| s.weight == 0) {
                 return Err(at(&key, "every step has weight 0".into()));
@@ -1301,7 +1474,78 @@ fn step(
         },
         thresholds: st.thresholds.clone(),
         tags: BTreeMap::new(),
+        keep_headers: st
+            .checks
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .chain(st.extract.values().filter_map(|e| {
+                e.header
+                    .as_ref()
+                    .map(|h| (h.to_ascii_lowercase(), String::new()))
+            }))
+            .collect(),
+        extract: extracts(st, key, kind, at)?,
     })
+}
+
+/// A step's `extract` table, compiled.
+fn extracts(
+    st: &StepSpec,
+    key: &str,
+    kind: TargetKind,
+    at: &impl Fn(&str, String) -> Error,
+) -> Result<Vec<Extract>, Error> {
+    let mut out = Vec::new();
+    for (name, e) in &st.extract {
+        let ekey = format!("{key}.extract.{name}");
+        if kind != TargetKind::Http {
+            return Err(at(
+                &ekey,
+                "extract takes values from HTTP responses only".into(),
+            ));
+        }
+        let ok_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok_name {
+            return Err(at(
+                &ekey,
+                "a variable name is letters, digits, _ and -".into(),
+            ));
+        }
+        let how = match (&e.json, &e.regex, &e.header) {
+            (Some(p), None, None) => ExtractHow::Json(json_path(p).map_err(|m| at(&ekey, m))?),
+            (None, Some(r), None) => ExtractHow::Regex(
+                regex::bytes::RegexBuilder::new(r)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| at(&format!("{ekey}.regex"), format!("invalid regex: {e}")))?,
+            ),
+            (None, None, Some(h)) => {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(at(
+                        &format!("{ekey}.header"),
+                        format!("{h:?} is not a header name"),
+                    ));
+                }
+                ExtractHow::Header(h.to_ascii_lowercase())
+            }
+            _ => {
+                return Err(at(
+                    &ekey,
+                    "give exactly one of json = \"$.path\", regex = \"…\", header = \"name\""
+                        .into(),
+                ));
+            }
+        };
+        out.push(Extract {
+            var: Arc::from(name.as_str()),
+            how,
+        });
+    }
+    Ok(out)
 }
 
 /// A tag must work as a Prometheus label and in a threshold selector.

@@ -241,6 +241,8 @@ pub struct Recorder {
     slots: Vec<Mutex<Slot>>,
     /// Arrivals dropped because every worker was busy and the queue full, per scenario.
     pub dropped: Vec<AtomicU64>,
+    /// Iterations that stopped at a step whose extraction failed, per scenario.
+    pub cut_short: Vec<AtomicU64>,
     /// ramping-vus: iterations cut off after `graceful-ramp-down`, per scenario.
     pub interrupted: Vec<AtomicU64>,
     /// Open model: workers busy with an iteration now, per scenario.
@@ -270,6 +272,7 @@ impl Recorder {
             dropped: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
             busy: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
             interrupted: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
+            cut_short: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
             peak_busy: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
         }
     }

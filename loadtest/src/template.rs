@@ -41,7 +41,12 @@ enum Part {
     Iter,
     Uuid,
     Random(u64, u64),
-    Field { feeder: usize, column: usize },
+    Field {
+        feeder: usize,
+        column: usize,
+    },
+    /// A value an earlier step of the iteration extracted (`{{var.NAME}}`).
+    Var(Arc<str>),
 }
 
 /// A compiled template.
@@ -61,6 +66,8 @@ pub struct Vars<'a> {
     pub iter: u64,
     /// Feeders, by index; the row of each is chosen from `seq` (or at random).
     pub feeders: &'a [Arc<Feeder>],
+    /// What earlier steps of this iteration extracted, by name.
+    pub extracted: &'a [(Arc<str>, Vec<u8>)],
 }
 
 impl Template {
@@ -98,6 +105,9 @@ impl Template {
                     }
                     Part::Random(a, b)
                 }
+                [one] if one.starts_with("var.") && one.len() > 4 => {
+                    Part::Var(Arc::from(&one[4..]))
+                }
                 [one] if one.starts_with("env.") => {
                     let name = &one[4..];
                     let value = std::env::var(name)
@@ -126,7 +136,7 @@ impl Template {
                 _ => {
                     return Err(format!(
                         "unknown template expression `{{{{{expr}}}}}`; known: seq, vu, iter, uuid, \
-                         random A B, run-id, env.NAME, FEEDER.COLUMN"
+                         random A B, run-id, env.NAME, var.NAME, FEEDER.COLUMN"
                     ));
                 }
             };
@@ -163,6 +173,11 @@ impl Template {
                 Part::Text(t) => out.extend_from_slice(t),
                 Part::Seq => write_u64(out, vars.seq),
                 Part::Vu => write_u64(out, vars.vu),
+                Part::Var(name) => {
+                    if let Some((_, v)) = vars.extracted.iter().find(|(n, _)| n == name) {
+                        out.extend_from_slice(v);
+                    }
+                }
                 Part::Iter => write_u64(out, vars.iter),
                 Part::Uuid => {
                     let mut bytes = [0u8; 16];
@@ -185,6 +200,14 @@ impl Template {
                 }
             }
         }
+    }
+
+    /// The `{{var.NAME}}` names it reads.
+    pub fn var_names(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(n) => Some(&**n),
+            _ => None,
+        })
     }
 
     /// Renders into a fresh vector (for values that must be owned, such as gRPC keys).
@@ -249,6 +272,7 @@ mod tests {
             vu: 2,
             iter: 3,
             feeders,
+            extracted: &[],
         }
     }
 

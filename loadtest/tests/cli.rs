@@ -719,7 +719,9 @@ fn segments_of_a_run_run_every_worker_and_iteration_exactly_once() {
     open.sort_unstable();
     assert_eq!(closed, (0..30).collect::<Vec<_>>(), "each iteration once");
     assert_eq!(open, (0..51).collect::<Vec<_>>(), "each arrival once");
-    assert_eq!(vus, (0..3).collect(), "workers 0 and 2 in 1/2, 1 in 2/2");
+    // Which worker runs which shared iteration is a race; that each segment runs its own
+    // workers is shown by per-vu-iterations (iteration_executors_… below).
+    assert!(vus.iter().all(|&v| v < 3), "{vus:?}");
 
     for (bad, want) in [
         ("0/2", "segment 0 of 2 does not exist"),

@@ -510,3 +510,128 @@ async fn workers_ramped_down_are_cut_off_after_the_graceful_ramp_down() {
     );
     assert_eq!(gate.parked(), 2);
 }
+
+#[tokio::test]
+async fn values_extracted_from_a_response_feed_the_later_steps() {
+    // Log in, take the token (JSON path), the session (header) and the second item's id
+    // (regex), then call with them; a path that is not in the body fails that step as a check
+    // and the iteration stops there (counted), its later step never sent.
+    let server = Server::start(Behavior::Login, true);
+    let scenario = |token_path: &str| {
+        format!(
+            r#"
+            [targets.api]
+            kind = "http"
+            url = "{}"
+            [[scenarios]]
+            name = "s"
+            executor = "constant-vus"
+            vus = 1
+            iterations = 5
+            flow = "sequence"
+            [[scenarios.steps]]
+            name = "login"
+            http = {{ path = "/login" }}
+            extract = {{ token = {{ json = "{token_path}" }}, session = {{ header = "X-Session" }}, id = {{ regex = '"id":(\d+)\}}\]' }} }}
+            [[scenarios.steps]]
+            name = "items"
+            http = {{ path = "/items?token={{{{var.token}}}}&s={{{{var.session}}}}&id={{{{var.id}}}}", headers = {{ authorization = "Bearer {{{{var.token}}}}" }} }}
+            "#,
+            server.url()
+        )
+    };
+    let (report, _) = common::run(&scenario("$.data.token")).await;
+    let s = &report.scenarios[0];
+    assert_eq!(
+        (s.steps[0].requests, s.steps[0].failed),
+        (5, 0),
+        "{:?}",
+        s.steps[0].errors
+    );
+    assert_eq!((s.steps[1].requests, s.steps[1].failed), (5, 0));
+    assert_eq!(s.iterations_cut_short, 0);
+    let items: Vec<String> = server
+        .paths()
+        .into_iter()
+        .filter(|p| p.starts_with("/items"))
+        .collect();
+    assert_eq!(items, vec!["/items?token=abc123&s=s-42&id=8".to_owned(); 5]);
+
+    let (report, _) = common::run(&scenario("$.data.items[0].id")).await;
+    let s = &report.scenarios[0];
+    assert_eq!(s.steps[1].requests, 5, "a number is extracted as its text");
+    let (report, _) = common::run(&scenario("$.data.nope")).await;
+    let s = &report.scenarios[0];
+    assert_eq!(s.steps[0].failed, 5);
+    assert_eq!(
+        s.steps[0].errors["check"], 5,
+        "a failed extraction is a check error"
+    );
+    assert_eq!(
+        s.steps[1].requests, 0,
+        "the rest of the iteration is skipped"
+    );
+    assert_eq!(s.iterations_cut_short, 5);
+}
+
+#[test]
+fn a_variable_must_come_from_an_earlier_step_of_a_sequence() {
+    let load = |text: &str| {
+        let (_dir, path) = common::scenario(text);
+        loadtest::Plan::load(&path, &loadtest::Overrides::default()).map(|_| ())
+    };
+    let base = r#"
+        [targets.api]
+        kind = "http"
+        url = "http://127.0.0.1:1"
+        [[scenarios]]
+        name = "s"
+        executor = "constant-vus"
+        vus = 1
+        iterations = 1
+        flow = "sequence"
+        [[scenarios.steps]]
+        name = "a"
+        http = { path = "/a" }
+        extract = { t = { json = "$.t" } }
+        [[scenarios.steps]]
+        name = "b"
+        http = { path = "/b/{{var.t}}" }
+        "#;
+    assert!(load(base).is_ok());
+    for (from, to, want) in [
+        (
+            "/b/{{var.t}}",
+            "/b/{{var.u}}",
+            "scenarios[0].steps[1]: {{var.u}}: no earlier step of the scenario extracts \"u\"",
+        ),
+        (
+            "flow = \"sequence\"",
+            "flow = \"pick\"",
+            "scenarios[0].flow: step \"b\" uses {{var.t}}: variables need flow = \"sequence\"",
+        ),
+        (
+            "{ json = \"$.t\" }",
+            "{ json = \"$.t\", header = \"x\" }",
+            "give exactly one of",
+        ),
+        (
+            "{ json = \"$.t\" }",
+            "{ regex = \"(\" }",
+            "scenarios[0].steps[0].extract.t.regex: invalid regex",
+        ),
+        (
+            "{ json = \"$.t\" }",
+            "{ json = \"$.t[x]\" }",
+            "[x] is not an array index",
+        ),
+        (
+            "{ json = \"$.t\" }",
+            "{ header = \"bad header\" }",
+            "is not a header name",
+        ),
+    ] {
+        let e = load(&base.replace(from, to)).unwrap_err().to_string();
+        assert!(e.contains(want), "{want} in {e}");
+    }
+}

@@ -119,8 +119,8 @@ impl Protocol for Http1 {
             .send(
                 &s.req,
                 head,
-                &step.checks.headers,
-                step.checks.needs_body(),
+                &step.keep_headers,
+                step.needs_body(),
                 &mut s.resp,
             )
             .await
@@ -132,7 +132,7 @@ impl Protocol for Http1 {
             return Some(e);
         }
         let hs = || r.headers.iter().map(|(k, v)| (k.as_str(), &v[..]));
-        check_http(step, hs, &r.body)
+        check_http(step, hs, &r.body, &mut s.extracted)
     }
 }
 

@@ -191,6 +191,6 @@ impl Protocol for Http2 {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_bytes()))
         };
-        check_http(step, hs, &body)
+        check_http(step, hs, &body, &mut s.extracted)
     }
 }

@@ -103,12 +103,15 @@ pub(crate) struct Scratch {
     pub(crate) headers: Vec<Vec<u8>>,
     /// The last HTTP/1.1 response, and when its request was sent.
     pub(crate) resp: crate::http1::Response,
+    /// What the last request's `extract` took from its response.
+    pub(crate) extracted: Vec<(std::sync::Arc<str>, Vec<u8>)>,
 }
 
 impl Scratch {
     /// Forgets when the previous request was sent.
     pub(crate) fn begin(&mut self) {
         self.resp.sent = None;
+        self.extracted.clear();
     }
 
     /// When the request was handed to a connection, if a protocol said so.
@@ -202,6 +205,7 @@ pub(crate) fn check_http<'a, I>(
     step: &Step,
     headers: impl Fn() -> I,
     body: &[u8],
+    extracted: &mut Vec<(std::sync::Arc<str>, Vec<u8>)>,
 ) -> Option<ErrorKind>
 where
     I: Iterator<Item = (&'a str, &'a [u8])>,
@@ -216,6 +220,13 @@ where
         if !ok {
             return Some(ErrorKind::Check);
         }
+    }
+    // A value that is not there fails the step like a check (and the iteration stops).
+    for e in &step.extract {
+        let Some(value) = crate::scenario::extract(&e.how, &headers, body) else {
+            return Some(ErrorKind::Check);
+        };
+        extracted.push((e.var.clone(), value));
     }
     None
 }

@@ -23,6 +23,9 @@ pub enum Behavior {
     Delay(Duration),
     /// When the gate lets the request through.
     Gate(Arc<Gate>),
+    /// At once, with a JSON body and a session header to extract from (request chaining):
+    /// `{"data":{"token":"abc123","items":[{"id":7},{"id":8}]}}`, `x-session: s-42`.
+    Login,
 }
 
 /// What the server saw of one request.
@@ -127,6 +130,7 @@ fn serve(mut conn: TcpStream, behavior: &Behavior, ack: bool, counters: &Counter
                 }
             }
             Behavior::Gate(gate) => gate.pass(),
+            Behavior::Login => {}
         }
         counters.hits.fetch_add(1, Ordering::Relaxed);
         if shadow {
@@ -137,9 +141,18 @@ fn serve(mut conn: TcpStream, behavior: &Behavior, ack: bool, counters: &Counter
         } else {
             ""
         };
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n{ack}content-length: 2\r\n\r\nok"
-        );
+        let reply = if matches!(behavior, Behavior::Login) {
+            let body = r#"{"data":{"token":"abc123","items":[{"id":7},{"id":8}]}}"#;
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-session: s-42\r\n{ack}\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        } else {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n{ack}content-length: 2\r\n\r\nok"
+            )
+        };
         if conn.write_all(reply.as_bytes()).is_err() {
             return;
         }
