@@ -646,7 +646,11 @@ async fn iteration(
         iter,
         feeders,
         extracted,
+        cookie: &[],
     };
+    // The iteration's cookie jar: (target, name, value), filled from `set-cookie`.
+    let mut jar: Vec<(usize, String, String)> = Vec::new();
+    let mut cookie = Vec::new();
     let think = || async {
         if let Some(range) = sc.think {
             let d = think_time(range, fastrand::u64);
@@ -664,14 +668,34 @@ async fn iteration(
         Flow::Sequence => {
             for j in 0..sc.steps.len() {
                 let due = if j == 0 { intended } else { None };
+                let step = &sc.steps[j];
+                cookie.clear();
+                if step.cookies {
+                    for (_, n, v) in jar.iter().filter(|(t, _, _)| *t == step.target) {
+                        if !cookie.is_empty() {
+                            cookie.extend_from_slice(b"; ");
+                        }
+                        cookie.extend_from_slice(n.as_bytes());
+                        cookie.push(b'=');
+                        cookie.extend_from_slice(v.as_bytes());
+                    }
+                }
                 let now = Vars {
                     seq,
                     vu,
                     iter,
                     feeders,
                     extracted: &extracted,
+                    cookie: &cookie,
                 };
                 let passed = run_step(shared, scenario, j, &now, due, scratch).await;
+                for (name, value) in scratch.set_cookies.drain(..) {
+                    jar.retain(|(t, n, _)| !(*t == step.target && *n == name));
+                    // An empty value is how a server deletes a cookie.
+                    if !value.is_empty() {
+                        jar.push((step.target, name, value));
+                    }
+                }
                 if !sc.steps[j].extract.is_empty() {
                     if !passed {
                         // The later steps would send without the values: the iteration ends

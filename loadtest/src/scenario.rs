@@ -137,6 +137,10 @@ pub struct TargetSpec {
     /// target that holds no live data (a staging copy) to skip that probe.
     #[serde(default = "yes")]
     pub live: bool,
+    /// HTTP: a cookie jar per iteration (what a response sets, the later steps of the same
+    /// iteration send back to this target); `false` turns it off for this target.
+    #[serde(default = "yes")]
+    pub cookies: bool,
     /// http only: the path the shadow probe requests.
     #[serde(default = "root")]
     pub probe: String,
@@ -156,6 +160,7 @@ impl fmt::Debug for TargetSpec {
             .field("http2", &self.http2)
             .field("connections", &self.connections)
             .field("live", &self.live)
+            .field("cookies", &self.cookies)
             .field("probe", &self.probe)
             .field("shadow_prefix", &self.shadow_prefix)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
@@ -629,6 +634,9 @@ pub struct Step {
     pub extract: Vec<Extract>,
     /// Response headers to keep: those checked and those extracted.
     pub keep_headers: Vec<(String, String)>,
+    /// An HTTP step of a target with cookies on: sends the iteration's cookies, keeps what
+    /// `set-cookie` says.
+    pub cookies: bool,
 }
 
 impl Step {
@@ -1484,7 +1492,12 @@ fn step(
                     .as_ref()
                     .map(|h| (h.to_ascii_lowercase(), String::new()))
             }))
+            .chain(
+                (kind == TargetKind::Http && targets[target].spec.cookies)
+                    .then(|| ("set-cookie".to_owned(), String::new())),
+            )
             .collect(),
+        cookies: kind == TargetKind::Http && targets[target].spec.cookies,
         extract: extracts(st, key, kind, at)?,
     })
 }
@@ -1618,6 +1631,7 @@ mod tests {
             http2: false,
             connections: None,
             live: true,
+            cookies: true,
             probe: root(),
             shadow_prefix: None,
             token: Some("s3cret-token".into()),

@@ -68,6 +68,8 @@ pub struct Vars<'a> {
     pub feeders: &'a [Arc<Feeder>],
     /// What earlier steps of this iteration extracted, by name.
     pub extracted: &'a [(Arc<str>, Vec<u8>)],
+    /// The `cookie` header this request carries (empty: none).
+    pub cookie: &'a [u8],
 }
 
 impl Template {
@@ -273,6 +275,7 @@ mod tests {
             iter: 3,
             feeders,
             extracted: &[],
+            cookie: &[],
         }
     }
 

@@ -635,3 +635,54 @@ fn a_variable_must_come_from_an_earlier_step_of_a_sequence() {
         assert!(e.contains(want), "{want} in {e}");
     }
 }
+
+#[tokio::test]
+async fn cookies_set_by_a_response_go_back_on_the_later_steps_of_the_iteration() {
+    // The server sets sid and theme on every answer: the second step of each iteration sends
+    // them back; the first step of the next iteration starts with an empty jar. With
+    // `cookies = false` on the target nothing is sent.
+    for on in [true, false] {
+        let server = Server::start(Behavior::Login, true);
+        let text = format!(
+            r#"
+            [targets.api]
+            kind = "http"
+            url = "{}"
+            cookies = {on}
+            [[scenarios]]
+            name = "s"
+            executor = "constant-vus"
+            vus = 1
+            iterations = 3
+            flow = "sequence"
+            [[scenarios.steps]]
+            name = "login"
+            http = {{ path = "/login" }}
+            [[scenarios.steps]]
+            name = "items"
+            http = {{ path = "/items" }}
+            "#,
+            server.url()
+        );
+        let (report, _) = common::run(&text).await;
+        assert_eq!(report.total.failed, 0);
+        let seen: Vec<(String, Option<String>)> = server
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path != "/")
+            .map(|s| (s.path.clone(), s.cookie.clone()))
+            .collect();
+        let sent = on.then(|| "sid=xyz; theme=dark".to_owned());
+        let want: Vec<(String, Option<String>)> = (0..3)
+            .flat_map(|_| {
+                [
+                    ("/login".to_owned(), None),
+                    ("/items".to_owned(), sent.clone()),
+                ]
+            })
+            .collect();
+        assert_eq!(seen, want, "cookies = {on}");
+    }
+}

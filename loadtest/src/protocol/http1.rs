@@ -99,7 +99,8 @@ impl Protocol for Http1 {
             .iter()
             .zip(&s.headers)
             .map(|((n, _), v)| (n.as_str(), &v[..]))
-            .chain(shadow.headers.iter().map(|(n, v)| (n.as_str(), &v[..])));
+            .chain(shadow.headers.iter().map(|(n, v)| (n.as_str(), &v[..])))
+            .chain((!vars.cookie.is_empty()).then_some(("cookie", vars.cookie)));
         let body = body.as_ref().map(|b| {
             s.body.clear();
             b.render(vars, &mut s.body);
@@ -132,7 +133,7 @@ impl Protocol for Http1 {
             return Some(e);
         }
         let hs = || r.headers.iter().map(|(k, v)| (k.as_str(), &v[..]));
-        check_http(step, hs, &r.body, &mut s.extracted)
+        check_http(step, hs, &r.body, &mut s.extracted, &mut s.set_cookies)
     }
 }
 

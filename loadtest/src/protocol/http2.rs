@@ -163,6 +163,9 @@ impl Protocol for Http2 {
         for (n, t) in headers {
             b = b.header(n, t.render_vec(vars));
         }
+        if !vars.cookie.is_empty() {
+            b = b.header(http::header::COOKIE, vars.cookie);
+        }
         let body = match body {
             Some(t) => Bytes::from(t.render_vec(vars)),
             None => Bytes::new(),
@@ -191,6 +194,6 @@ impl Protocol for Http2 {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_bytes()))
         };
-        check_http(step, hs, &body, &mut s.extracted)
+        check_http(step, hs, &body, &mut s.extracted, &mut s.set_cookies)
     }
 }

@@ -105,6 +105,8 @@ pub(crate) struct Scratch {
     pub(crate) resp: crate::http1::Response,
     /// What the last request's `extract` took from its response.
     pub(crate) extracted: Vec<(std::sync::Arc<str>, Vec<u8>)>,
+    /// What the last response's `set-cookie` headers set (name, value).
+    pub(crate) set_cookies: Vec<(String, String)>,
 }
 
 impl Scratch {
@@ -112,6 +114,7 @@ impl Scratch {
     pub(crate) fn begin(&mut self) {
         self.resp.sent = None;
         self.extracted.clear();
+        self.set_cookies.clear();
     }
 
     /// When the request was handed to a connection, if a protocol said so.
@@ -206,10 +209,24 @@ pub(crate) fn check_http<'a, I>(
     headers: impl Fn() -> I,
     body: &[u8],
     extracted: &mut Vec<(std::sync::Arc<str>, Vec<u8>)>,
+    set_cookies: &mut Vec<(String, String)>,
 ) -> Option<ErrorKind>
 where
     I: Iterator<Item = (&'a str, &'a [u8])>,
 {
+    // Cookies first: a response sets them whatever the checks say of it.
+    if step.cookies {
+        for (k, v) in headers() {
+            if !k.eq_ignore_ascii_case("set-cookie") {
+                continue;
+            }
+            let pair = v.split(|&b| b == b';').next().unwrap_or_default();
+            let text = String::from_utf8_lossy(pair);
+            if let Some((name, value)) = text.split_once('=') {
+                set_cookies.push((name.trim().to_owned(), value.trim().to_owned()));
+            }
+        }
+    }
     if let Some(needle) = &step.checks.body_contains
         && !contains(body, needle)
     {

@@ -37,6 +37,8 @@ pub struct Seen {
     pub shadow: bool,
     /// Its `baggage` header, if any.
     pub baggage: Option<String>,
+    /// Its `cookie` header, if any.
+    pub cookie: Option<String>,
 }
 
 pub struct Server {
@@ -144,7 +146,8 @@ fn serve(mut conn: TcpStream, behavior: &Behavior, ack: bool, counters: &Counter
         let reply = if matches!(behavior, Behavior::Login) {
             let body = r#"{"data":{"token":"abc123","items":[{"id":7},{"id":8}]}}"#;
             format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-session: s-42\r\n{ack}\
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-session: s-42\r\n\
+                 set-cookie: sid=xyz; Path=/; HttpOnly\r\nset-cookie: theme=dark\r\n{ack}\
                  content-length: {}\r\n\r\n{body}",
                 body.len()
             )
@@ -171,6 +174,7 @@ fn parse_head(head: &str) -> (usize, Seen) {
         path,
         shadow: false,
         baggage: None,
+        cookie: None,
     };
     let mut length = 0;
     for line in lines {
@@ -182,6 +186,7 @@ fn parse_head(head: &str) -> (usize, Seen) {
             "content-length" => length = value.parse().unwrap_or(0),
             "x-jupiter-shadow" => seen.shadow = value == "1",
             "baggage" => seen.baggage = Some(value.to_owned()),
+            "cookie" => seen.cookie = Some(value.to_owned()),
             _ => {}
         }
     }
