@@ -853,15 +853,7 @@ impl Report {
             self.series.iter().map(|p| (p.t, f(p))).collect()
         };
         h.push_str("<h2>Throughput over time</h2>");
-        h.push_str(&svg_chart(
-            &[
-                ("requests/s", "#1f77b4", pts(&|p| p.requests as f64)),
-                ("errors/s", "#d62728", pts(&|p| p.errors as f64)),
-            ],
-            "seconds",
-            "per second",
-            false,
-        ));
+        h.push_str(&throughput_chart(&self.series));
         h.push_str("<h2>Latency percentiles over time</h2>");
         h.push_str(&svg_chart(
             &[
@@ -942,15 +934,7 @@ impl Report {
                 "ms",
                 false,
             ));
-            h.push_str(&svg_chart(
-                &[
-                    ("requests/s", "#1f77b4", pts(&|p| p.requests as f64)),
-                    ("errors/s", "#d62728", pts(&|p| p.errors as f64)),
-                ],
-                "seconds",
-                "per second",
-                false,
-            ));
+            h.push_str(&throughput_chart(&st.series));
             h.push_str("</div>");
         }
         h.push_str(
@@ -1048,6 +1032,21 @@ fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> 
     }
     s.push_str("</svg>");
     s
+}
+
+/// Requests and errors per second over `series`.
+fn throughput_chart(series: &[Point]) -> String {
+    let pts =
+        |f: fn(&Point) -> f64| -> Vec<(f64, f64)> { series.iter().map(|p| (p.t, f(p))).collect() };
+    svg_chart(
+        &[
+            ("requests/s", "#1f77b4", pts(|p| p.requests as f64)),
+            ("errors/s", "#d62728", pts(|p| p.errors as f64)),
+        ],
+        "seconds",
+        "per second",
+        false,
+    )
 }
 
 /// Round ticks from 0 to at least `max`, about `count` of them, steps of 1, 2 or 5 × 10ⁿ
