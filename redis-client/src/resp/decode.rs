@@ -271,17 +271,20 @@ impl Decoder {
                     )));
                 }
             };
-            self.pos = match token {
+            let end = match token {
                 Token::Bulk(_, e) | Token::Verbatim(_, e) => e + 2,
                 Token::Error(_, e) if tag == b'!' => e + 2,
                 _ => next,
             };
-            if self.pos > self.max_frame {
+            // Refused before it is taken in: the decoder never holds a frame past the limit,
+            // not even on the way to the error.
+            if end > self.max_frame {
                 return Err(ProtocolError::new(format!(
                     "frame exceeds the limit of {} bytes",
                     self.max_frame
                 )));
             }
+            self.pos = end;
             self.tokens.push(token);
             let step = match token {
                 Token::Aggregate(_, n) | Token::Map(n) | Token::Attribute(n) if n > 0 => {
@@ -487,6 +490,31 @@ mod tests {
         assert!(
             Decoder::new().decode(&mut buf).is_err(),
             "inline commands are not RESP"
+        );
+    }
+
+    /// Found by `codec_props::arbitrary_bytes_never_panic`: a line one byte past the frame
+    /// limit was taken in (the decoder said it held 257 of 256 bytes) before it was refused.
+    #[test]
+    fn regression_a_frame_past_the_limit_is_refused_before_it_is_held() {
+        for frame in [
+            [&b"+"[..], &[b'a'; 255], b"\r\n"].concat(),
+            [&b"$255\r\n"[..], &[b'a'; 255], b"\r\n"].concat(),
+        ] {
+            let mut d = Decoder::with_limits(256, 4);
+            let mut buf = BytesMut::from(&frame[..]);
+            let e = d.decode(&mut buf).unwrap_err();
+            assert!(e.to_string().contains("exceeds the limit of 256"), "{e}");
+            assert!(d.pending() <= 256, "holds {}", d.pending());
+        }
+        // At the limit exactly, the frame decodes.
+        let frame = [&b"+"[..], &[b'a'; 253], b"\r\n"].concat();
+        let mut buf = BytesMut::from(&frame[..]);
+        assert!(
+            Decoder::with_limits(256, 4)
+                .decode(&mut buf)
+                .unwrap()
+                .is_some()
         );
     }
 
