@@ -287,9 +287,7 @@ fn check_segments(files: &[PathBuf], inputs: &[Input]) -> Result<(), Error> {
             )));
         }
         if n > 1 {
-            let k = (1..=n)
-                .find(|&k| Segment::new(k, n).is_ok_and(|s| s == segment))
-                .unwrap_or(0);
+            let k = segment.number();
             if let Some(&j) = seen.get(&k) {
                 return Err(at(format!(
                     "segment: {segment} again (also in {})",

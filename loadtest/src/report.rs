@@ -551,7 +551,7 @@ impl Report {
                 .collect();
             let workers = match &s.executor {
                 Executor::Arrival { max_in_flight, .. } => Some((
-                    plan.segment.share(*max_in_flight as u64).max(1),
+                    plan.segment.workers(*max_in_flight) as u64,
                     recorder.peak_busy[i].load(std::sync::atomic::Ordering::Relaxed),
                 )),
                 Executor::Vus { .. } => None,
@@ -790,12 +790,6 @@ impl Report {
     /// The HTML report: one file, no external resources.
     pub fn to_html(&self) -> String {
         let mut h = String::new();
-        let esc = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;")
-        };
         let _ = write!(
             h,
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>loadtest: {name}</title>\
@@ -903,12 +897,6 @@ impl Report {
         if steps.is_empty() {
             return;
         }
-        let esc = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;")
-        };
         h.push_str("<h2>Per step</h2><p><label>step <select id=\"step\">");
         for (i, st) in steps.iter().enumerate() {
             let _ = write!(h, "<option value=\"{i}\">{}</option>", esc(&st.name));
@@ -1032,6 +1020,14 @@ fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> 
     }
     s.push_str("</svg>");
     s
+}
+
+/// `s` as HTML text or attribute value.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Requests and errors per second over `series`.

@@ -455,7 +455,7 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
             max_in_flight,
         } => {
             // This segment's share of the workers (at least one).
-            let max_in_flight = (segment.share(*max_in_flight as u64) as usize).max(1);
+            let max_in_flight = segment.workers(*max_in_flight);
             let (tx, rx) = async_channel::bounded::<(u64, Instant)>(max_in_flight);
             let schedule = Schedule::new(*r0, stages.clone());
             let cancel = shared.cancel.clone();
@@ -640,14 +640,6 @@ async fn iteration(
     // What the steps of this iteration extract, for the later ones (`{{var.NAME}}`).
     let mut extracted: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
     let feeders = &shared.plan.feeders[..];
-    let vars = |extracted| Vars {
-        seq,
-        vu,
-        iter,
-        feeders,
-        extracted,
-        cookie: &[],
-    };
     // The iteration's cookie jar: (target, name, value), filled from `set-cookie`.
     let mut jar: Vec<(usize, String, String)> = Vec::new();
     let mut cookie = Vec::new();
@@ -662,7 +654,15 @@ async fn iteration(
     match sc.flow {
         Flow::Pick => {
             let j = pick(&sc.steps);
-            run_step(shared, scenario, j, &vars(&[]), intended, scratch).await;
+            let vars = Vars {
+                seq,
+                vu,
+                iter,
+                feeders,
+                extracted: &[],
+                cookie: &[],
+            };
+            run_step(shared, scenario, j, &vars, intended, scratch).await;
             think().await;
         }
         Flow::Sequence => {

@@ -634,8 +634,8 @@ pub struct Step {
     pub extract: Vec<Extract>,
     /// Response headers to keep: those checked and those extracted.
     pub keep_headers: Vec<(String, String)>,
-    /// An HTTP step of a target with cookies on: sends the iteration's cookies, keeps what
-    /// `set-cookie` says.
+    /// An HTTP step, in a sequence flow, of a target with cookies on: sends the iteration's
+    /// cookies, keeps what `set-cookie` says.
     pub cookies: bool,
 }
 
@@ -951,7 +951,8 @@ impl Plan {
             let mut steps = Vec::new();
             for (j, st) in s.steps.iter().enumerate() {
                 let skey = format!("{key}.steps.{j}");
-                let mut step = step(st, &skey, &targets, &feeders, &run_id, &at)?;
+                let chained = s.flow == Flow::Sequence;
+                let mut step = step(st, &skey, &targets, &feeders, &run_id, chained, &at)?;
                 for (k, v) in [("scenario", &s.name), ("step", &st.name)] {
                     step.tags.insert(k.to_owned(), v.clone());
                 }
@@ -1298,6 +1299,7 @@ fn step(
     targets: &[Target],
     feeders: &[Arc<Feeder>],
     run_id: &str,
+    chained: bool,
     at: &impl Fn(&str, String) -> Error,
 ) -> Result<Step, Error> {
     let target = match &st.target {
@@ -1461,6 +1463,9 @@ fn step(
             "body-contains and headers check HTTP responses only".into(),
         ));
     }
+    // Cookies go back only to later steps of the same iteration: a pick-flow iteration has
+    // none, so its responses' set-cookie is not even kept.
+    let cookies = chained && kind == TargetKind::Http && targets[target].spec.cookies;
     Ok(Step {
         name: st.name.clone(),
         target,
@@ -1492,12 +1497,9 @@ fn step(
                     .as_ref()
                     .map(|h| (h.to_ascii_lowercase(), String::new()))
             }))
-            .chain(
-                (kind == TargetKind::Http && targets[target].spec.cookies)
-                    .then(|| ("set-cookie".to_owned(), String::new())),
-            )
+            .chain(cookies.then(|| ("set-cookie".to_owned(), String::new())))
             .collect(),
-        cookies: kind == TargetKind::Http && targets[target].spec.cookies,
+        cookies,
         extract: extracts(st, key, kind, at)?,
     })
 }

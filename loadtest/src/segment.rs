@@ -88,6 +88,17 @@ impl Segment {
     pub fn count(self) -> u64 {
         self.count
     }
+
+    /// Its number as written, 1 to N.
+    pub fn number(self) -> u64 {
+        self.index + 1
+    }
+
+    /// Its share of `max` workers (`max-in-flight`), at least one: a segment with no worker
+    /// could send nothing.
+    pub fn workers(self, max: usize) -> usize {
+        (self.share(max as u64) as usize).max(1)
+    }
 }
 
 impl Default for Segment {
@@ -162,6 +173,10 @@ mod tests {
     fn segments_parse_and_print_as_written_and_nonsense_is_refused() {
         let s: Segment = "2/5".parse().unwrap();
         assert_eq!((s.index, s.count, s.to_string()), (1, 5, "2/5".to_owned()));
+        assert_eq!(s.number(), 2);
+        // 7 workers over 5: 2, 2, 1, 1, 1; 2 workers over 5: the last three still get one.
+        assert_eq!(s.workers(7), 2);
+        assert_eq!(Segment::new(5, 5).unwrap().workers(2), 1);
         assert!("1/1".parse::<Segment>().unwrap().is_whole());
         for (bad, want) in [
             ("0/5", "segment 0 of 5 does not exist"),
