@@ -253,6 +253,10 @@ pub fn ours_cluster(seeds: &[String], tasks: usize, duration: Duration) -> Sampl
     {
         config.pool_size = Some(pool);
     }
+    config.metrics = std::env::var_os("BENCH_NO_METRICS").is_none();
+    if std::env::var_os("BENCH_NO_TIMEOUT").is_some() {
+        config.command_timeout = Duration::ZERO;
+    }
     let client = rt
         .block_on(redis_client::Client::builder().config(config).connect())
         .expect("our cluster client connects");
