@@ -1,6 +1,7 @@
 //! Redis Cluster mode against testkit's real 6-node cluster (3 primaries, 3 replicas): every
 //! command group, routing, redirections, cross-slot refusals.
 
+mod common;
 mod groups;
 
 use std::collections::HashSet;
@@ -11,22 +12,15 @@ use redis_client::resp::Frame;
 use redis_client::{Client, ClientConfig, Error, Protocol, ReadFrom, cmd, key_slot};
 use testkit::RedisCluster;
 
-fn seeds(cluster: &RedisCluster) -> Vec<String> {
-    cluster.seed_urls()
-}
+use common::cluster_config;
 
 async fn connect(cluster: &RedisCluster, protocol: Protocol) -> Client {
-    Client::builder()
-        .config(ClientConfig {
-            cluster: true,
-            urls: seeds(cluster),
-            protocol,
-            ..ClientConfig::default()
-        })
-        .metrics(&jupiter_core::Metrics::new())
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("connect {protocol:?}: {e}"))
+    common::connect(ClientConfig {
+        protocol,
+        ..cluster_config(cluster)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("connect {protocol:?}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,17 +179,12 @@ async fn pipelines_split_per_node_and_keep_their_order() {
 #[tokio::test]
 async fn replica_reads_are_served_by_replicas() {
     let cluster = RedisCluster::start();
-    let c = Client::builder()
-        .config(ClientConfig {
-            cluster: true,
-            urls: seeds(&cluster),
-            read_from: ReadFrom::PreferReplica,
-            ..ClientConfig::default()
-        })
-        .metrics(&jupiter_core::Metrics::new())
-        .connect()
-        .await
-        .unwrap();
+    let c = common::connect(ClientConfig {
+        read_from: ReadFrom::PreferReplica,
+        ..cluster_config(&cluster)
+    })
+    .await
+    .unwrap();
     let keys: Vec<String> = (0..100).map(|i| format!("rr:{i}")).collect();
     for k in &keys {
         c.set(k, 1).await.unwrap();
@@ -256,17 +245,12 @@ async fn replica_reads_are_served_by_replicas() {
     c.set("rr:w", 2).await.unwrap();
     assert_eq!(c.cluster_stats().unwrap().moved, 0);
     // Round robin: each shard's reads alternate between its primary and its replica.
-    let rr = Client::builder()
-        .config(ClientConfig {
-            cluster: true,
-            urls: seeds(&cluster),
-            read_from: ReadFrom::RoundRobin,
-            ..ClientConfig::default()
-        })
-        .metrics(&jupiter_core::Metrics::new())
-        .connect()
-        .await
-        .unwrap();
+    let rr = common::connect(ClientConfig {
+        read_from: ReadFrom::RoundRobin,
+        ..cluster_config(&cluster)
+    })
+    .await
+    .unwrap();
     let before = (gets_on("master"), gets_on("slave"));
     for k in &keys {
         assert_eq!(rr.get::<i64>(k).await.unwrap(), 1);
@@ -311,18 +295,7 @@ async fn pubsub_and_sharded_pubsub_follow_the_cluster() {
     // subscriber follows the slot to its new primary.
     let slot = key_slot(b"ch");
     let from = cluster.master_of(slot).unwrap().port();
-    let c2 = cluster.clone();
-    tokio::task::spawn_blocking(move || {
-        let from = c2.nodes().iter().find(|n| n.port() == from).unwrap();
-        let to = c2
-            .masters()
-            .into_iter()
-            .find(|n| n.port() != from.port())
-            .unwrap();
-        c2.move_slots([slot], from, to, 10).unwrap();
-    })
-    .await
-    .unwrap();
+    common::move_slots(&cluster, [slot], from, 10).await;
     assert_ne!(cluster.master_of(slot).unwrap().port(), from);
     let mut tries = 0;
     while c.spublish("{ch}orders", "2").await.unwrap() == 0 {
@@ -345,11 +318,7 @@ async fn metrics_per_node_and_for_redirections_and_refreshes() {
     let cluster = std::sync::Arc::new(RedisCluster::start());
     let registry = jupiter_core::Metrics::new();
     let c = Client::builder()
-        .config(ClientConfig {
-            cluster: true,
-            urls: seeds(&cluster),
-            ..ClientConfig::default()
-        })
+        .config(cluster_config(&cluster))
         .name("sessions")
         .metrics(&registry)
         .connect()
@@ -371,18 +340,7 @@ async fn metrics_per_node_and_for_redirections_and_refreshes() {
     let key = "m:7";
     let slot = key_slot(key.as_bytes());
     let from = cluster.master_of(slot).unwrap().port();
-    let c2 = cluster.clone();
-    tokio::task::spawn_blocking(move || {
-        let from = c2.nodes().iter().find(|n| n.port() == from).unwrap();
-        let to = c2
-            .masters()
-            .into_iter()
-            .find(|n| n.port() != from.port())
-            .unwrap();
-        c2.move_slots([slot], from, to, 10).unwrap();
-    })
-    .await
-    .unwrap();
+    common::move_slots(&cluster, [slot], from, 10).await;
     assert_eq!(c.get::<i64>(key).await.unwrap(), 7);
     c.refresh_cluster_map().await;
     let stats = c.cluster_stats().unwrap();
@@ -451,17 +409,13 @@ async fn acl_users_authenticate_on_every_node_and_a_slots_only_acl_falls_back_to
             .collect()
     };
     for protocol in [Protocol::Resp2, Protocol::Resp3] {
-        let c = Client::builder()
-            .config(ClientConfig {
-                cluster: true,
-                urls: urls("s3cret"),
-                protocol,
-                ..ClientConfig::default()
-            })
-            .metrics(&jupiter_core::Metrics::new())
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("connect as app {protocol:?}: {e}"));
+        let c = common::connect(ClientConfig {
+            urls: urls("s3cret"),
+            protocol,
+            ..cluster_config(&cluster)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("connect as app {protocol:?}: {e}"));
         // Keys on every primary: every node's connection authenticated as `app`.
         let keys: Vec<String> = (0..64).map(|i| format!("acl:{i}")).collect();
         let nodes: HashSet<u16> = keys
@@ -490,17 +444,13 @@ async fn acl_users_authenticate_on_every_node_and_a_slots_only_acl_falls_back_to
     assert!(shards_rejected >= 1, "CLUSTER SHARDS was tried and refused");
     assert!(slots >= 1, "the slot map came from CLUSTER SLOTS");
     // A wrong password is an authentication error, not a hang or a routing error.
-    let e = Client::builder()
-        .config(ClientConfig {
-            cluster: true,
-            urls: urls("wrong"),
-            ..ClientConfig::default()
-        })
-        .metrics(&jupiter_core::Metrics::new())
-        .connect()
-        .await
-        .map(|_| ())
-        .unwrap_err();
+    let e = common::connect(ClientConfig {
+        urls: urls("wrong"),
+        ..cluster_config(&cluster)
+    })
+    .await
+    .map(|_| ())
+    .unwrap_err();
     assert!(
         matches!(
             e,
@@ -518,15 +468,10 @@ async fn acl_users_authenticate_on_every_node_and_a_slots_only_acl_falls_back_to
 async fn clusterdown_is_retried_inside_the_command_timeout_then_surfaced() {
     let cluster = RedisCluster::start();
     let connect = |timeout_ms: u64| {
-        Client::builder()
-            .config(ClientConfig {
-                cluster: true,
-                urls: seeds(&cluster),
-                command_timeout: std::time::Duration::from_millis(timeout_ms),
-                ..ClientConfig::default()
-            })
-            .metrics(&jupiter_core::Metrics::new())
-            .connect()
+        common::connect(ClientConfig {
+            command_timeout: std::time::Duration::from_millis(timeout_ms),
+            ..cluster_config(&cluster)
+        })
     };
     let c = connect(20_000).await.unwrap();
     let key = "down:1";
@@ -589,13 +534,9 @@ async fn shadow_traffic_routes_by_the_shadow_keys_slot() {
     use jupiter_core::shadow::ShadowContext;
     let cluster = RedisCluster::start();
     let c = Client::builder()
-        .config(ClientConfig {
-            cluster: true,
-            urls: cluster.seed_urls(),
-            ..ClientConfig::default()
-        })
+        .config(cluster_config(&cluster))
         .shadow_prefix("shadow:")
-        .metrics(&jupiter_core::Metrics::new())
+        .metrics(&common::metrics())
         .connect()
         .await
         .unwrap();
@@ -633,48 +574,19 @@ async fn shadow_traffic_routes_by_the_shadow_keys_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handle_with_its_own_timeout_times_out_alone_in_a_cluster() {
     let cluster = RedisCluster::start();
-    let long = Client::builder()
-        .config(ClientConfig {
-            cluster: true,
-            urls: seeds(&cluster),
-            command_timeout: Duration::from_secs(60),
-            ..ClientConfig::default()
-        })
-        .metrics(&jupiter_core::Metrics::new())
-        .connect()
-        .await
-        .unwrap();
+    let long = common::connect(ClientConfig {
+        command_timeout: Duration::from_secs(60),
+        ..cluster_config(&cluster)
+    })
+    .await
+    .unwrap();
     let short = long.with_timeout(Duration::from_millis(100));
-    long.set("{t}k", "v").await.unwrap();
-    for n in cluster.nodes() {
-        n.pause();
-    }
-    let waiting = {
-        let long = long.clone();
-        tokio::spawn(async move { long.get::<String>("{t}k").await })
-    };
-    let e = tokio::time::timeout(Duration::from_secs(30), short.get::<String>("{t}k"))
-        .await
-        .expect("resolves")
-        .unwrap_err();
-    assert!(e.is_timeout(), "{e:?}");
-    let mut p = short.pipeline();
-    p.add(cmds::get("{t}k")).add(cmds::get("{t}k"));
-    let e = tokio::time::timeout(Duration::from_secs(30), p.query::<(String, String)>())
-        .await
-        .expect("resolves")
-        .unwrap_err();
-    assert!(e.is_timeout(), "{e:?}");
-    assert!(
-        !waiting.is_finished(),
-        "the original handle keeps its 60 s deadline"
-    );
-    for n in cluster.nodes() {
-        n.resume();
-    }
-    let v = tokio::time::timeout(Duration::from_secs(30), waiting)
-        .await
-        .expect("resolves")
-        .unwrap();
-    assert_eq!(v.unwrap(), "v");
+    common::short_deadline_times_out_alone(
+        &long,
+        &short,
+        "{t}k",
+        || cluster.nodes().iter().for_each(testkit::RedisNode::pause),
+        || cluster.nodes().iter().for_each(testkit::RedisNode::resume),
+    )
+    .await;
 }

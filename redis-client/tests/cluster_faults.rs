@@ -7,6 +7,8 @@
 //! The scenarios run one at a time (a static lock): each drives six servers and the load on
 //! a 2-core machine.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,22 +23,13 @@ const KEYS_PER_WORKER: usize = 8;
 /// Most operations one worker runs (load loops are bounded in count as well as time).
 const MAX_OPS: u64 = 5_000_000;
 
-fn seeds(cluster: &RedisCluster) -> Vec<String> {
-    cluster.seed_urls()
-}
-
 async fn connect(cluster: &RedisCluster, timeout: Duration) -> Client {
-    Client::builder()
-        .config(ClientConfig {
-            cluster: true,
-            urls: seeds(cluster),
-            command_timeout: timeout,
-            ..ClientConfig::default()
-        })
-        .metrics(&jupiter_core::Metrics::new())
-        .connect()
-        .await
-        .unwrap()
+    common::connect(ClientConfig {
+        command_timeout: timeout,
+        ..common::cluster_config(cluster)
+    })
+    .await
+    .unwrap()
 }
 
 /// Hash tags whose slots are in `range`, one per worker, each in a different slot.
@@ -227,19 +220,8 @@ async fn live_resharding_under_load_has_no_caller_errors() {
     let load = Load::start(&client, &tags, Duration::from_secs(15)).await;
     let before = load.ops();
 
-    let c2 = cluster.clone();
-    tokio::task::spawn_blocking(move || {
-        let from = c2.nodes().iter().find(|n| n.port() == from).unwrap();
-        let to = c2
-            .masters()
-            .into_iter()
-            .find(|n| n.port() != from.port())
-            .unwrap();
-        // Small batches: slots spend a while half-migrated (ASK, TRYAGAIN).
-        c2.move_slots(0..400, from, to, 2).unwrap();
-    })
-    .await
-    .unwrap();
+    // Small batches: slots spend a while half-migrated (ASK, TRYAGAIN).
+    common::move_slots(&cluster, 0..400, from, 2).await;
     let during = load.ops() - before;
     let (errors, stats) = load.finish("resharding", &client, 2_000).await;
     assert!(errors.is_empty(), "callers saw errors: {errors:?}");

@@ -4,6 +4,8 @@
 //! The fake server exists only to send what a real redis-server never does (malformed frames,
 //! unsolicited replies); everything else runs against real redis-server from testkit.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,6 +16,8 @@ use redis_client::{Client, ClientConfig, Error, cmd, cmds};
 use testkit::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use common::HANG;
 
 fn config(url: &str) -> ClientConfig {
     ClientConfig {
@@ -27,16 +31,8 @@ fn config(url: &str) -> ClientConfig {
 }
 
 async fn connect(config: ClientConfig) -> Client {
-    Client::builder()
-        .config(config)
-        .metrics(&jupiter_core::Metrics::new())
-        .connect()
-        .await
-        .expect("connects")
+    common::connect(config).await.expect("connects")
 }
-
-/// A liveness bound: a future that has not resolved by then is hung.
-const HANG: Duration = Duration::from_secs(30);
 
 /// Awaits a spawned call (within [`HANG`]) that must end in a timeout.
 async fn expect_timeout<T: std::fmt::Debug>(t: tokio::task::JoinHandle<Result<T, Error>>) {
@@ -668,34 +664,8 @@ async fn a_handle_with_its_own_timeout_times_out_alone() {
     assert_eq!(short.timeout(), Some(Duration::from_millis(100)));
     assert_eq!(long.timeout(), Some(Duration::from_secs(60)));
     assert_eq!(long.with_timeout(Duration::ZERO).timeout(), None);
-    long.set("k", "v").await.unwrap();
-    redis.pause();
-    let waiting = {
-        let long = long.clone();
-        tokio::spawn(async move { long.get::<String>("k").await })
-    };
-    let e = tokio::time::timeout(HANG, short.get::<String>("k"))
-        .await
-        .expect("resolves")
-        .unwrap_err();
-    assert!(e.is_timeout(), "{e:?}");
-    let mut p = short.pipeline();
-    p.add(cmds::get("k")).add(cmds::get("k"));
-    let e = tokio::time::timeout(HANG, p.query::<(String, String)>())
-        .await
-        .expect("resolves")
-        .unwrap_err();
-    assert!(e.is_timeout(), "{e:?}");
-    assert!(
-        !waiting.is_finished(),
-        "the original handle keeps its own (60 s) deadline"
-    );
-    redis.resume();
-    let v = tokio::time::timeout(HANG, waiting)
-        .await
-        .expect("resolves")
-        .unwrap();
-    assert_eq!(v.unwrap(), "v");
+    common::short_deadline_times_out_alone(&long, &short, "k", || redis.pause(), || redis.resume())
+        .await;
     assert_eq!(short.get::<String>("k").await.unwrap(), "v");
 }
 

@@ -1,14 +1,12 @@
 //! Regression tests for defects found in review (the hardening issue), each named after its
 //! bug, against real servers.
 
+mod common;
+
 use std::time::Duration;
 
 use redis_client::{Client, ClientConfig, Error, cmd};
 use testkit::{RedisCluster, RedisServer};
-
-fn metrics() -> jupiter_core::Metrics {
-    jupiter_core::Metrics::new()
-}
 
 /// The connections on `node` named `name` (`CLIENT SETNAME`, which the client does on every
 /// connection it opens): ours alone, whatever else connects or is still closing.
@@ -37,17 +35,14 @@ async fn regression_a_client_that_ran_a_blocking_command_is_freed_when_dropped()
     // The idle set of dedicated connections held `Dedicated`, which held a `Client`: after
     // one BLPOP the pool's owner tasks lived, and reconnected, forever.
     let redis = RedisServer::start();
-    let c = Client::builder()
-        .config(ClientConfig {
-            url: redis.url(),
-            client_name: Some("leakcheck".into()),
-            pool_size: Some(4),
-            ..ClientConfig::default()
-        })
-        .metrics(&metrics())
-        .connect()
-        .await
-        .unwrap();
+    let c = common::connect(ClientConfig {
+        url: redis.url(),
+        client_name: Some("leakcheck".into()),
+        pool_size: Some(4),
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
     let popped: Option<(String, String)> =
         c.blpop(&["q"], Duration::from_millis(10)).await.unwrap();
     assert_eq!(popped, None);
@@ -68,18 +63,12 @@ async fn regression_a_client_that_ran_a_blocking_command_is_freed_when_dropped()
 async fn regression_a_cluster_client_is_freed_when_dropped() {
     let cluster = RedisCluster::start();
     let nodes = cluster.masters();
-    let seeds: Vec<String> = cluster.seed_urls();
-    let c = Client::builder()
-        .config(ClientConfig {
-            cluster: true,
-            urls: seeds,
-            client_name: Some("leakcheck-cluster".into()),
-            ..ClientConfig::default()
-        })
-        .metrics(&metrics())
-        .connect()
-        .await
-        .unwrap();
+    let c = common::connect(ClientConfig {
+        client_name: Some("leakcheck-cluster".into()),
+        ..common::cluster_config(&cluster)
+    })
+    .await
+    .unwrap();
     for i in 0..50 {
         c.set(format!("k{i}"), i).await.unwrap();
     }
@@ -107,12 +96,7 @@ async fn regression_a_cluster_client_is_freed_when_dropped() {
 async fn regression_a_huge_blocking_timeout_is_the_servers_error_not_a_panic() {
     // `Duration::from_secs_f64` on the caller's BLPOP timeout panicked past `Duration::MAX`.
     let redis = RedisServer::start();
-    let c = Client::builder()
-        .url(&redis.url())
-        .metrics(&metrics())
-        .connect()
-        .await
-        .unwrap();
+    let c = common::connect_url(&redis.url()).await.unwrap();
     for timeout in ["1e300", "inf", "-1", "nan", "18446744073709551616"] {
         let r = c
             .query::<Option<(String, String)>>(cmd("BLPOP").arg("k").arg(timeout))
@@ -133,17 +117,14 @@ async fn regression_a_huge_blocking_timeout_is_the_servers_error_not_a_panic() {
 async fn regression_subscribe_resolves_while_the_server_is_down() {
     // `Subscriber::subscribe` waited forever for a confirmation a down server never sends.
     let redis = RedisServer::start();
-    let c = Client::builder()
-        .config(ClientConfig {
-            url: redis.url(),
-            command_timeout: Duration::from_millis(200),
-            connect_timeout: Duration::from_millis(200),
-            ..ClientConfig::default()
-        })
-        .metrics(&metrics())
-        .connect()
-        .await
-        .unwrap();
+    let c = common::connect(ClientConfig {
+        url: redis.url(),
+        command_timeout: Duration::from_millis(200),
+        connect_timeout: Duration::from_millis(200),
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
     redis.kill();
     let mut sub = c.subscriber();
     let r = tokio::time::timeout(Duration::from_secs(10), sub.subscribe(&["news"]))
@@ -209,12 +190,7 @@ async fn regression_a_subscriber_reports_the_gap_of_a_lost_connection() {
     // A lost subscriber connection was silent: a listener keeping state from messages (the
     // cache's invalidations) could not know it missed some.
     let redis = RedisServer::start();
-    let c = Client::builder()
-        .url(&redis.url())
-        .metrics(&metrics())
-        .connect()
-        .await
-        .unwrap();
+    let c = common::connect_url(&redis.url()).await.unwrap();
     let mut sub = c.subscriber();
     sub.subscribe(&["ch"]).await.unwrap();
     c.publish("ch", "before").await.unwrap();

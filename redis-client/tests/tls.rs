@@ -1,6 +1,8 @@
 //! TLS (feature `tls`) against a real redis-server with its TLS port, certificates made by a
 //! throwaway CA; the server verifies client certificates (`tls-auth-clients yes`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -63,15 +65,26 @@ fn pki() -> Pki {
     Pki { dir }
 }
 
+/// The server's side of TLS, as config directives: its certificate and key, and the CA that
+/// must have signed its clients' certificates.
+fn server_tls(pki: &Pki) -> [(&'static str, String); 4] {
+    let s = |name: &str| pki.path(name).to_string_lossy().into_owned();
+    [
+        ("tls-cert-file", s("server.pem")),
+        ("tls-key-file", s("server.key")),
+        ("tls-ca-cert-file", s("good-ca.pem")),
+        ("tls-auth-clients", "yes".into()),
+    ]
+}
+
 fn tls_server(pki: &Pki) -> (RedisServer, u16) {
     let port = testkit::free_port().unwrap();
-    let s = |p: PathBuf| p.to_string_lossy().into_owned();
-    let redis = RedisServer::builder()
-        .config("tls-port", &port.to_string())
-        .config("tls-cert-file", &s(pki.path("server.pem")))
-        .config("tls-key-file", &s(pki.path("server.key")))
-        .config("tls-ca-cert-file", &s(pki.path("good-ca.pem")))
-        .config("tls-auth-clients", "yes")
+    let redis = server_tls(pki)
+        .iter()
+        .fold(
+            RedisServer::builder().config("tls-port", &port.to_string()),
+            |b, (k, v)| b.config(k, v),
+        )
         .start();
     (redis, port)
 }
@@ -86,17 +99,34 @@ fn options(pki: &Pki, client: Option<&str>) -> TlsOptions {
 }
 
 async fn connect(url: String, tls: TlsOptions, protocol: Protocol) -> Result<Client, Error> {
-    Client::builder()
-        .config(ClientConfig {
-            url,
-            tls: Some(tls),
-            protocol,
-            connect_timeout: std::time::Duration::from_secs(2),
-            ..ClientConfig::default()
-        })
-        .metrics(&jupiter_core::Metrics::new())
-        .connect()
-        .await
+    common::connect(ClientConfig {
+        url,
+        tls: Some(tls),
+        protocol,
+        connect_timeout: std::time::Duration::from_secs(2),
+        ..ClientConfig::default()
+    })
+    .await
+}
+
+/// A refused handshake is a connect error that carries its cause, not a timeout.
+fn assert_refused_with_its_cause(e: &Error) {
+    assert!(matches!(e, Error::Connect { .. }), "{}", chain(e));
+    assert!(
+        !chain(e).contains("no reply within"),
+        "the cause, not a timeout: {}",
+        chain(e)
+    );
+}
+
+/// What `ClientConfig::validate` says of a configuration with `tls`.
+fn invalid(tls: TlsOptions) -> Error {
+    ClientConfig {
+        tls: Some(tls),
+        ..ClientConfig::default()
+    }
+    .validate()
+    .unwrap_err()
 }
 
 fn chain(e: &Error) -> String {
@@ -160,12 +190,7 @@ async fn tls_failures_are_clear_errors() {
     let e = connect(url.clone(), options(&pki, None), Protocol::Resp2)
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Connect { .. }), "{}", chain(&e));
-    assert!(
-        !chain(&e).contains("no reply within"),
-        "the cause, not a timeout: {}",
-        chain(&e)
-    );
+    assert_refused_with_its_cause(&e);
     // A certificate from a CA the server does not trust.
     let e = connect(
         url.clone(),
@@ -174,12 +199,7 @@ async fn tls_failures_are_clear_errors() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(e, Error::Connect { .. }), "{}", chain(&e));
-    assert!(
-        !chain(&e).contains("no reply within"),
-        "the cause, not a timeout: {}",
-        chain(&e)
-    );
+    assert_refused_with_its_cause(&e);
     // We do not trust the server's CA.
     let mut wrong_ca = options(&pki, Some("client"));
     wrong_ca.ca_file = Some(pki.path("other-ca.pem"));
@@ -194,12 +214,7 @@ async fn tls_failures_are_clear_errors() {
     let msg = chain(&connect(url, wrong_name, Protocol::Resp2).await.unwrap_err());
     assert!(msg.contains("certificate"), "{msg}");
     // Plain text to the plain port still works; TLS to the plain port fails cleanly.
-    let plain = Client::builder()
-        .url(&redis.url())
-        .metrics(&jupiter_core::Metrics::new())
-        .connect()
-        .await
-        .unwrap();
+    let plain = common::connect_url(&redis.url()).await.unwrap();
     plain.ping().await.unwrap();
     let e = connect(
         format!("rediss://127.0.0.1:{}", redis.port()),
@@ -213,33 +228,18 @@ async fn tls_failures_are_clear_errors() {
     // Bad files are configuration errors naming the key and the file.
     let mut missing = options(&pki, Some("client"));
     missing.ca_file = Some(pki.path("nope.pem"));
-    let e = ClientConfig {
-        tls: Some(missing),
-        ..ClientConfig::default()
-    }
-    .validate()
-    .unwrap_err();
+    let e = invalid(missing);
     assert!(
         e.to_string().contains("tls.ca-file") && e.to_string().contains("nope.pem"),
         "{e}"
     );
     let mut half = options(&pki, None);
     half.cert_file = Some(pki.path("client.pem"));
-    let e = ClientConfig {
-        tls: Some(half),
-        ..ClientConfig::default()
-    }
-    .validate()
-    .unwrap_err();
+    let e = invalid(half);
     assert!(e.to_string().contains("tls.key-file"), "{e}");
     let mut not_pem = options(&pki, None);
     not_pem.ca_file = Some(pki.path("client.key"));
-    let e = ClientConfig {
-        tls: Some(not_pem),
-        ..ClientConfig::default()
-    }
-    .validate()
-    .unwrap_err();
+    let e = invalid(not_pem);
     assert!(e.to_string().contains("tls.ca-file"), "{e}");
 }
 
@@ -251,17 +251,14 @@ async fn regression_tls_batches_are_flushed() {
     // 2s" for 4-14 of 160 SETs; over plain TCP, none.
     let pki = pki();
     let (_redis, port) = tls_server(&pki);
-    let client = Client::builder()
-        .config(ClientConfig {
-            url: format!("rediss://localhost:{port}"),
-            tls: Some(options(&pki, Some("client"))),
-            command_timeout: std::time::Duration::from_secs(2),
-            ..ClientConfig::default()
-        })
-        .metrics(&jupiter_core::Metrics::new())
-        .connect()
-        .await
-        .unwrap();
+    let client = common::connect(ClientConfig {
+        url: format!("rediss://localhost:{port}"),
+        tls: Some(options(&pki, Some("client"))),
+        command_timeout: std::time::Duration::from_secs(2),
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
     let value = bytes::Bytes::from(vec![b'x'; 4 << 20]);
     let mut failures = Vec::new();
     for round in 0..20 {
@@ -288,15 +285,13 @@ async fn regression_tls_batches_are_flushed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_over_tls_routes_every_node_through_its_tls_port() {
     let pki = pki();
-    let s = |p: PathBuf| p.to_string_lossy().into_owned();
     // TLS for clients, for the cluster bus and for replication; the plain ports stay for
     // testkit's own checks.
-    let cluster = testkit::RedisCluster::builder()
-        .tls_ports()
-        .config("tls-cert-file", &s(pki.path("server.pem")))
-        .config("tls-key-file", &s(pki.path("server.key")))
-        .config("tls-ca-cert-file", &s(pki.path("good-ca.pem")))
-        .config("tls-auth-clients", "yes")
+    let cluster = server_tls(&pki)
+        .iter()
+        .fold(testkit::RedisCluster::builder().tls_ports(), |b, (k, v)| {
+            b.config(k, v)
+        })
         .config("tls-cluster", "yes")
         .config("tls-replication", "yes")
         .start();
@@ -307,18 +302,15 @@ async fn cluster_over_tls_routes_every_node_through_its_tls_port() {
         .collect();
     let mut clients = Vec::new();
     for protocol in [Protocol::Resp2, Protocol::Resp3] {
-        let c = Client::builder()
-            .config(ClientConfig {
-                cluster: true,
-                urls: seeds.clone(),
-                tls: Some(options(&pki, Some("client"))),
-                protocol,
-                ..ClientConfig::default()
-            })
-            .metrics(&jupiter_core::Metrics::new())
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("cluster over TLS, {protocol:?}: {}", chain(&e)));
+        let c = common::connect(ClientConfig {
+            cluster: true,
+            urls: seeds.clone(),
+            tls: Some(options(&pki, Some("client"))),
+            protocol,
+            ..ClientConfig::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("cluster over TLS, {protocol:?}: {}", chain(&e)));
         let keys: Vec<String> = (0..64).map(|i| format!("tls:{i}")).collect();
         for (i, k) in keys.iter().enumerate() {
             c.set(k, i).await.unwrap();

@@ -3,12 +3,10 @@
 //! Alone in its binary: tracing caches per-callsite interest process-wide, and a test in
 //! another thread hitting the same callsites without a subscriber could race with this one.
 
-use redis_client::Client;
-use testkit::RedisServer;
+mod common;
 
-fn metrics() -> jupiter_core::Metrics {
-    jupiter_core::Metrics::new()
-}
+use common::connect_url;
+use testkit::RedisServer;
 
 #[test]
 fn tracing_names_commands_and_never_values() {
@@ -17,26 +15,15 @@ fn tracing_names_commands_and_never_values() {
         .config("requirepass", "right-pw")
         .start();
     let ((), out) = testkit::with_logs(tracing::Level::DEBUG, async {
-        let c = Client::builder()
-            .url(&redis.url())
-            .metrics(&metrics())
-            .connect()
-            .await
-            .unwrap();
+        let c = connect_url(&redis.url()).await.unwrap();
         c.set("secret-key", "secret-value").await.unwrap();
         let _ = c.incr("secret-key").await.unwrap_err();
         // Passwords never reach a log line: neither a refused one nor the right one.
-        let refused = Client::builder()
-            .url(&format!("redis://:hunter2@{}", secured.addr()))
-            .metrics(&metrics())
-            .connect()
+        let refused = connect_url(&format!("redis://:hunter2@{}", secured.addr()))
             .await
             .unwrap_err();
         assert!(!format!("{refused:?}").contains("hunter2"), "{refused:?}");
-        let ok = Client::builder()
-            .url(&format!("redis://:right-pw@{}", secured.addr()))
-            .metrics(&metrics())
-            .connect()
+        let ok = connect_url(&format!("redis://:right-pw@{}", secured.addr()))
             .await
             .unwrap();
         ok.ping().await.unwrap();
