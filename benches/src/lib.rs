@@ -57,6 +57,28 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Binds a loopback port and runs `serve` on its listener, on a one-thread runtime of its own
+/// (a server for a bench, apart from the runtime under test); returns the address.
+pub fn serve_on_thread<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            serve(tokio::net::TcpListener::from_std(listener).expect("listener")).await
+        });
+    });
+    addr
+}
+
 /// Puts a server process on the last CPU and this thread (and every thread it starts later)
 /// on the others, so a client and its server do not share a core; `BENCH_PIN=0` turns it
 /// off. Returns what it did, for the report's heading. On a 2-core machine the scheduler

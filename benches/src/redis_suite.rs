@@ -139,24 +139,29 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// Ours, default configuration (`BENCH_POOL` overrides the pool size).
-pub fn ours(url: &str, tasks: usize, duration: Duration) -> Sample {
-    let rt = runtime();
-    let mut config = redis_client::ClientConfig {
-        url: url.to_owned(),
-        ..Default::default()
-    };
+/// Profiling aids for our client: `BENCH_POOL` (connections per server), `BENCH_NO_METRICS`,
+/// `BENCH_NO_TIMEOUT`. The comparison runs with none of them set.
+fn with_knobs(config: &mut redis_client::ClientConfig) {
     if let Some(pool) = std::env::var("BENCH_POOL")
         .ok()
         .and_then(|s| s.parse().ok())
     {
         config.pool_size = Some(pool);
     }
-    // Profiling aids: BENCH_NO_METRICS, BENCH_NO_TIMEOUT.
     config.metrics = std::env::var_os("BENCH_NO_METRICS").is_none();
     if std::env::var_os("BENCH_NO_TIMEOUT").is_some() {
         config.command_timeout = Duration::ZERO;
     }
+}
+
+/// Ours, default configuration.
+pub fn ours(url: &str, tasks: usize, duration: Duration) -> Sample {
+    let rt = runtime();
+    let mut config = redis_client::ClientConfig {
+        url: url.to_owned(),
+        ..Default::default()
+    };
+    with_knobs(&mut config);
     let client = rt
         .block_on(redis_client::Client::builder().config(config).connect())
         .expect("our client connects");
@@ -247,16 +252,7 @@ pub fn ours_cluster(seeds: &[String], tasks: usize, duration: Duration) -> Sampl
         urls: seeds.to_vec(),
         ..Default::default()
     };
-    if let Some(pool) = std::env::var("BENCH_POOL")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        config.pool_size = Some(pool);
-    }
-    config.metrics = std::env::var_os("BENCH_NO_METRICS").is_none();
-    if std::env::var_os("BENCH_NO_TIMEOUT").is_some() {
-        config.command_timeout = Duration::ZERO;
-    }
+    with_knobs(&mut config);
     let client = rt
         .block_on(redis_client::Client::builder().config(config).connect())
         .expect("our cluster client connects");

@@ -557,17 +557,9 @@ impl<K: Key, V: Clone + Send + Sync + 'static> Cache<K, V> {
         name: &str,
     ) -> Result<CacheBuilder<K, V>, Error> {
         let section = format!("cache.{name}");
-        let parsed: CacheConfig = match config.get(&section) {
+        let parsed: CacheConfig = match config.section(&section) {
             Ok(c) => c,
-            Err(jupiter_core::Error::Config(source)) => {
-                return Err(Error::ConfigSection { section, source });
-            }
-            Err(other) => {
-                return Err(Error::Config {
-                    key: "section",
-                    message: format!("{section}: {other}"),
-                });
-            }
+            Err(source) => return Err(Error::ConfigSection { section, source }),
         };
         Ok(Cache::builder(name).config(parsed))
     }

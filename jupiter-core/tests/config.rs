@@ -75,6 +75,16 @@ fn load(text: &str, env: &[(&str, &str)]) -> (tempfile::NamedTempFile, Result<Co
     (f, config)
 }
 
+/// Loads `text` with `env` and reads `[redis.main]`, which must fail: the error.
+fn main_error(text: &str, env: &[(&str, &str)]) -> (tempfile::NamedTempFile, Error) {
+    let (f, config) = load(text, env);
+    let err = config
+        .unwrap()
+        .get::<RedisSection>("redis.main")
+        .unwrap_err();
+    (f, err)
+}
+
 fn name(f: &tempfile::NamedTempFile) -> String {
     f.path().display().to_string()
 }
@@ -90,11 +100,7 @@ fn file_values_reach_typed_sections() {
 
 #[test]
 fn unknown_key_names_file_line_column_and_suggests() {
-    let (f, config) = load(&format!("{APP_TOML}pool-sise = 3\n"), &[]);
-    let err = config
-        .unwrap()
-        .get::<RedisSection>("redis.main")
-        .unwrap_err();
+    let (f, err) = main_error(&format!("{APP_TOML}pool-sise = 3\n"), &[]);
     assert_eq!(
         err.to_string(),
         format!(
@@ -110,15 +116,11 @@ fn unknown_key_names_file_line_column_and_suggests() {
 
 #[test]
 fn wrong_type_names_file_line_column_and_key() {
-    let (f, config) = load(
+    let (f, err) = main_error(
         &APP_TOML.replace("pool-size = 8", "pool-size = \"eight\""),
         &[],
     );
-    let err = config
-        .unwrap()
-        .get::<RedisSection>("redis.main")
-        .unwrap_err()
-        .to_string();
+    let err = err.to_string();
     assert_eq!(
         err,
         format!(
@@ -126,12 +128,8 @@ fn wrong_type_names_file_line_column_and_key() {
             name(&f)
         )
     );
-    let (f, config) = load(&APP_TOML.replace("\"250ms\"", "\"soon\""), &[]);
-    let err = config
-        .unwrap()
-        .get::<RedisSection>("redis.main")
-        .unwrap_err()
-        .to_string();
+    let (f, err) = main_error(&APP_TOML.replace("\"250ms\"", "\"soon\""), &[]);
+    let err = err.to_string();
     assert!(
         err.starts_with(&format!(
             "{}:8:1: redis.main.timeout: invalid duration \"soon\"",
@@ -207,12 +205,8 @@ fn env_can_create_whole_sections_and_toml_values() {
 
 #[test]
 fn bad_env_override_names_the_variable() {
-    let (_f, config) = load(APP_TOML, &[("JUPITER_REDIS__MAIN__POOL_SIZE", "lots")]);
-    let err = config
-        .unwrap()
-        .get::<RedisSection>("redis.main")
-        .unwrap_err()
-        .to_string();
+    let (_f, err) = main_error(APP_TOML, &[("JUPITER_REDIS__MAIN__POOL_SIZE", "lots")]);
+    let err = err.to_string();
     assert_eq!(
         err,
         "environment variable JUPITER_REDIS__MAIN__POOL_SIZE: redis.main.pool-size: invalid value: expected a non-negative integer, found \"lots\""
@@ -237,12 +231,8 @@ fn bad_env_override_names_the_variable() {
         "names where the table came from: {err}"
     );
 
-    let (_f, config) = load(APP_TOML, &[("JUPITER_REDIS__MAIN__UNKNOWN_THING", "1")]);
-    let err = config
-        .unwrap()
-        .get::<RedisSection>("redis.main")
-        .unwrap_err()
-        .to_string();
+    let (_f, err) = main_error(APP_TOML, &[("JUPITER_REDIS__MAIN__UNKNOWN_THING", "1")]);
+    let err = err.to_string();
     assert_eq!(
         err,
         "environment variable JUPITER_REDIS__MAIN__UNKNOWN_THING: redis.main.unknown-thing: unknown key"

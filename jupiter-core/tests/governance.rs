@@ -15,22 +15,11 @@ async fn start(
     health: &Health,
     config: Option<&Config>,
 ) -> std::net::SocketAddr {
-    let mut b = Governance::builder()
-        .addr("127.0.0.1:0".parse().unwrap())
-        .metrics(metrics)
-        .health(health);
+    let mut b = Governance::builder().metrics(metrics).health(health);
     if let Some(c) = config {
         b = b.config(c);
     }
-    run(b).await
-}
-
-/// Binds the server `b` builds and serves it in the background.
-async fn run(b: jupiter_core::governance::GovernanceBuilder) -> std::net::SocketAddr {
-    let server = b.build().bind().await.unwrap();
-    let addr = server.local_addr();
-    tokio::spawn(server.serve(std::future::pending()));
-    addr
+    common::governance(b).await
 }
 
 fn sorted(names: &[String]) -> Vec<&str> {
@@ -215,23 +204,32 @@ fn juno_config(metrics: &Metrics) -> Config {
         .unwrap()
 }
 
-#[tokio::test]
-async fn juno_routes_answer_in_go_jupiters_shapes_without_secrets() {
+/// A governance server over [`juno_config`], with what `more` adds.
+async fn juno_server(
+    more: impl FnOnce(
+        jupiter_core::governance::GovernanceBuilder,
+    ) -> jupiter_core::governance::GovernanceBuilder,
+) -> std::net::SocketAddr {
     let metrics = Metrics::new();
     let config = juno_config(&metrics);
-    let addr = run(Governance::builder()
-        .addr("127.0.0.1:0".parse().unwrap())
-        .metrics(&metrics)
-        .config(&config)
-        .app("orders", "", "prod", "1.2.3")
-        .env(|| {
+    common::governance(more(
+        Governance::builder().metrics(&metrics).config(&config),
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn juno_routes_answer_in_go_jupiters_shapes_without_secrets() {
+    let addr = juno_server(|b| {
+        b.app("orders", "", "prod", "1.2.3").env(|| {
             vec![
                 ("HOME".into(), "/home/app".into()),
                 ("REDIS_PASSWORD".into(), "pw-env".into()),
                 ("API_TOKEN".into(), "tok-env".into()),
                 ("CACHE_URL".into(), "redis://u:url-secret@h:6379/0".into()),
             ]
-        }))
+        })
+    })
     .await;
     let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
 
@@ -332,14 +330,7 @@ async fn juno_routes_answer_in_go_jupiters_shapes_without_secrets() {
 
 #[tokio::test]
 async fn with_a_token_only_metrics_and_health_answer_without_it() {
-    let metrics = Metrics::new();
-    let config = juno_config(&metrics);
-    let addr = run(Governance::builder()
-        .addr("127.0.0.1:0".parse().unwrap())
-        .metrics(&metrics)
-        .config(&config)
-        .token(Token::new("s3cr3t-t0ken")))
-    .await;
+    let addr = juno_server(|b| b.token(Token::new("s3cr3t-t0ken"))).await;
     let right = [("authorization", "Bearer s3cr3t-t0ken")];
     for path in ["/metrics", "/health", "/health/live"] {
         assert_eq!(http(addr, "GET", path, "").await.status, 200, "{path}");

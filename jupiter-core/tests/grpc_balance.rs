@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::echo::{Echo, say, serve};
 use jupiter_core::registry::grpc::BalancedChannel;
 use jupiter_core::registry::{
-    EtcdRegistry, Registry, RegistryConfig, RegistryKind, ServiceInfo, Target,
+    EtcdRegistry, Registration, Registry, RegistryConfig, RegistryKind, ServiceInfo, Target,
 };
 use testkit::Etcd;
 use tonic::Code;
@@ -27,6 +27,31 @@ async fn registry(etcd: &Etcd) -> EtcdRegistry {
     })
     .await
     .unwrap()
+}
+
+/// Registers `name` at `addr` as its only instance and makes one call through a balanced
+/// channel with a 1 s connect and 300 ms request timeout, which must fail (and not hang).
+async fn call_the_only_instance(
+    reg: &EtcdRegistry,
+    name: &str,
+    addr: String,
+) -> (Registration, tonic::Status) {
+    let registration = reg
+        .register(ServiceInfo::new(name, "grpc", addr).mode("test"))
+        .await
+        .unwrap();
+    let ch = BalancedChannel::with_timeouts(
+        reg.discover(Target::new("grpc", name, "test"))
+            .await
+            .unwrap(),
+        Duration::from_secs(1),
+        Duration::from_millis(300),
+    );
+    let err = tokio::time::timeout(Duration::from_secs(10), say(ch, "x"))
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    (registration, err)
 }
 
 async fn wait_for(channel: &BalancedChannel, n: usize) {
@@ -97,21 +122,7 @@ async fn dead_and_silent_instances_fail_within_the_deadline() {
 
     // Registered, but nothing listens there.
     let dead = format!("127.0.0.1:{}", testkit::free_port().unwrap());
-    let _g1 = reg
-        .register(ServiceInfo::new("dead", "grpc", dead).mode("test"))
-        .await
-        .unwrap();
-    let ch = BalancedChannel::with_timeouts(
-        reg.discover(Target::new("grpc", "dead", "test"))
-            .await
-            .unwrap(),
-        Duration::from_secs(1),
-        Duration::from_millis(300),
-    );
-    let err = tokio::time::timeout(Duration::from_secs(10), say(ch, "x"))
-        .await
-        .expect("no hang")
-        .unwrap_err();
+    let (_g1, err) = call_the_only_instance(&reg, "dead", dead).await;
     assert!(
         matches!(err.code(), Code::Unavailable | Code::DeadlineExceeded),
         "{err}"
@@ -121,21 +132,7 @@ async fn dead_and_silent_instances_fail_within_the_deadline() {
     // its backlog and nothing ever answers.
     let silent = testkit::Etcd::start();
     silent.pause();
-    let _g2 = reg
-        .register(ServiceInfo::new("silent", "grpc", silent.addr().to_string()).mode("test"))
-        .await
-        .unwrap();
-    let ch = BalancedChannel::with_timeouts(
-        reg.discover(Target::new("grpc", "silent", "test"))
-            .await
-            .unwrap(),
-        Duration::from_secs(1),
-        Duration::from_millis(300),
-    );
-    let err = tokio::time::timeout(Duration::from_secs(10), say(ch, "x"))
-        .await
-        .expect("no hang")
-        .unwrap_err();
+    let (_g2, err) = call_the_only_instance(&reg, "silent", silent.addr().to_string()).await;
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
     silent.resume();
 }

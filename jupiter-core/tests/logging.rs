@@ -22,16 +22,7 @@ async fn log_level_changes_at_run_time() {
     .unwrap();
     assert!(!tracing::enabled!(tracing::Level::INFO));
 
-    let server = Governance::builder()
-        .addr("127.0.0.1:0".parse().unwrap())
-        .metrics(&Metrics::new())
-        .log(&log)
-        .build()
-        .bind()
-        .await
-        .unwrap();
-    let addr = server.local_addr();
-    tokio::spawn(server.serve(std::future::pending()));
+    let addr = common::governance(Governance::builder().metrics(&Metrics::new()).log(&log)).await;
 
     assert_eq!(http(addr, "GET", "/log/level", "").await.body, "warn\n");
     let set = http(addr, "PUT", "/log/level", "info,hyper=warn").await;

@@ -57,6 +57,21 @@ async fn converge(rx: &mut watch::Receiver<Instances>, want: &[&str], within: Du
     );
 }
 
+/// A plain etcd client, to look at (or tamper with) what the registry wrote.
+async fn raw_client(etcd: &Etcd) -> etcd_client::Client {
+    etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap()
+}
+
+/// Revokes the lease `key` was put under, behind the registry's back (as if it expired).
+/// Returns the revoked lease.
+async fn revoke_lease_of(raw: &mut etcd_client::Client, key: &str) -> i64 {
+    let lease = raw.get(key, None).await.unwrap().kvs()[0].lease();
+    raw.lease_revoke(lease).await.unwrap();
+    lease
+}
+
 fn target() -> Target {
     Target::new("grpc", "objstore", "prod")
 }
@@ -101,9 +116,7 @@ async fn etcd_registry_is_wire_compatible_with_go_jupiter() {
         .unwrap();
 
     // What we write, read raw.
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .unwrap();
+    let mut raw = raw_client(&etcd).await;
     let got = raw
         .get("grpc:objstore:v1:prod/127.0.0.1:7070", None)
         .await
@@ -174,16 +187,12 @@ async fn etcd_registrations_come_and_go_and_show_on_the_governance_server() {
     // /registry shows what was registered and discovered.
     let view: Arc<dyn Registry> = Arc::new(ours.clone());
     let _ours_rx = view.discover(target()).await.unwrap();
-    let server = Governance::builder()
-        .addr("127.0.0.1:0".parse().unwrap())
-        .metrics(&Metrics::new())
-        .registry(view)
-        .build()
-        .bind()
-        .await
-        .unwrap();
-    let addr = server.local_addr();
-    tokio::spawn(server.serve(std::future::pending()));
+    let addr = common::governance(
+        Governance::builder()
+            .metrics(&Metrics::new())
+            .registry(view),
+    )
+    .await;
     let body = common::http(addr, "GET", "/registry", "").await.body;
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["kind"], "etcd");
@@ -250,9 +259,7 @@ async fn a_process_killed_without_deregistering_disappears_after_the_lease_ttl()
         jupiter_core::registry::ServiceKind::Governor
     );
     // The lease the key lives under.
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .unwrap();
+    let mut raw = raw_client(&etcd).await;
     let keys = raw
         .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
         .await
@@ -340,16 +347,8 @@ async fn etcd_restart_and_lease_loss_are_survived() {
     .await;
 
     // The lease revoked behind our back (as if it expired): keys are deleted, then re-put.
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .unwrap();
-    let lease = raw
-        .get("grpc:objstore:v1:prod/127.0.0.1:7001", None)
-        .await
-        .unwrap()
-        .kvs()[0]
-        .lease();
-    raw.lease_revoke(lease).await.unwrap();
+    let mut raw = raw_client(&etcd).await;
+    let lease = revoke_lease_of(&mut raw, "grpc:objstore:v1:prod/127.0.0.1:7001").await;
     // Regression: the watched set may still show both instances from before the revoke, so
     // wait for the key itself to come back rather than for the set (the key was read while
     // still deleted and the test indexed an empty reply).
@@ -415,16 +414,8 @@ async fn a_lease_lost_while_the_keep_alive_stream_was_down_is_regranted() {
     let ours = connected(&etcd, Duration::from_secs(30)).await;
     let _a = ours.register(instance("127.0.0.1:7001")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .unwrap();
-    let lease = raw
-        .get("grpc:objstore:v1:prod/127.0.0.1:7001", None)
-        .await
-        .unwrap()
-        .kvs()[0]
-        .lease();
-    raw.lease_revoke(lease).await.unwrap();
+    let mut raw = raw_client(&etcd).await;
+    revoke_lease_of(&mut raw, "grpc:objstore:v1:prod/127.0.0.1:7001").await;
     etcd.kill();
     etcd.restart();
 
@@ -473,9 +464,7 @@ async fn the_governance_address_is_registered_for_prometheus_and_juno_under_the_
         GovernanceRegistrar::entry("orders", &host, governance).0,
         key
     );
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .unwrap();
+    let mut raw = raw_client(&etcd).await;
     // Registrars run once every component is ready: bounded wait for the keys.
     let mut found = None;
     for _ in 0..200 {
@@ -609,9 +598,7 @@ async fn dubbo_provider_keys_are_written_as_dubbo_does_and_removed_on_shutdown()
         ..config(&etcd, Duration::from_secs(10))
     };
     let registry: Arc<dyn Registry> = Arc::new(EtcdRegistry::connect(dubbo_config).await.unwrap());
-    let raw = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .unwrap();
+    let raw = raw_client(&etcd).await;
     let list = |prefix: &'static str| {
         let mut raw = raw.clone();
         async move {
@@ -749,9 +736,7 @@ async fn without_also_register_no_dubbo_key_is_written() {
     )
     .dubbo(service);
     registrar.register().await.unwrap();
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .unwrap();
+    let mut raw = raw_client(&etcd).await;
     let all = raw
         .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
         .await
@@ -797,9 +782,7 @@ async fn dubbo_providers_are_discovered_filtered_and_followed() {
     use jupiter_core::registry::dubbo::{DubboTarget, encode};
     let etcd = Etcd::start();
     let registry = connected(&etcd, Duration::from_secs(10)).await;
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .unwrap();
+    let mut raw = raw_client(&etcd).await;
     let iface = "org.apache.dubbo.demo.DubboGreeterGrpc$IGreeter";
     raw.put(JAVA_DUBBO_KEY, "7587849204417863173", None)
         .await
@@ -992,9 +975,7 @@ fn a_killed_process_s_dubbo_key_goes_with_its_lease() {
     assert!(registered, "the child registered its Dubbo provider");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
-            .await
-            .unwrap();
+        let mut raw = raw_client(&etcd).await;
         let dubbo = |raw: &mut etcd_client::Client| {
             let mut raw = raw.clone();
             async move {

@@ -278,17 +278,9 @@ impl Client {
     /// and key), or the server does not answer.
     pub async fn from_config(config: &jupiter_core::Config, name: &str) -> Result<Client, Error> {
         let section = format!("redis.{name}");
-        let parsed: ClientConfig = match config.get(&section) {
+        let parsed: ClientConfig = match config.section(&section) {
             Ok(parsed) => parsed,
-            Err(jupiter_core::Error::Config(source)) => {
-                return Err(Error::ConfigSection { section, source });
-            }
-            Err(other) => {
-                return Err(Error::Config {
-                    key: "section",
-                    message: format!("{section}: {other}"),
-                });
-            }
+            Err(source) => return Err(Error::ConfigSection { section, source }),
         };
         Client::builder().config(parsed).name(name).connect().await
     }

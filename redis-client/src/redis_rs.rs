@@ -92,43 +92,36 @@ impl Client {
     }
 }
 
-impl redis::aio::ConnectionLike for Client {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
-        command(self, cmd).boxed()
-    }
+/// `ConnectionLike` for `Client` and for [`Connection`], both on the client `$client` names
+/// (with `$this` bound to `&self`).
+macro_rules! connection_like {
+    ($ty:ty, $this:ident => $client:expr) => {
+        impl redis::aio::ConnectionLike for $ty {
+            fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+                let $this = &*self;
+                command($client, cmd).boxed()
+            }
 
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        commands(self, pipeline, offset, count).boxed()
-    }
+            fn req_packed_commands<'a>(
+                &'a mut self,
+                pipeline: &'a redis::Pipeline,
+                offset: usize,
+                count: usize,
+            ) -> RedisFuture<'a, Vec<Value>> {
+                let $this = &*self;
+                commands($client, pipeline, offset, count).boxed()
+            }
 
-    fn get_db(&self) -> i64 {
-        i64::from(self.config().db)
-    }
+            fn get_db(&self) -> i64 {
+                let $this = self;
+                i64::from($client.config().db)
+            }
+        }
+    };
 }
 
-impl redis::aio::ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
-        self.client.req_packed_command(cmd)
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        self.client.req_packed_commands(pipeline, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        redis::aio::ConnectionLike::get_db(&self.client)
-    }
-}
+connection_like!(Client, this => this);
+connection_like!(Connection, this => &this.client);
 
 async fn command(client: &Client, cmd: &redis::Cmd) -> redis::RedisResult<Value> {
     let ours = convert(cmd)?;

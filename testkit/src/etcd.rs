@@ -110,43 +110,9 @@ impl Etcd {
         self.addr
     }
 
-    /// Process id, while running.
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
+    crate::process::process_controls!();
 
-    /// Whether the process runs.
-    pub fn is_running(&self) -> bool {
-        self.proc.is_running()
-    }
-
-    /// SIGKILL.
-    pub fn kill(&self) {
-        self.proc.kill();
-    }
-
-    /// SIGSTOP.
-    pub fn pause(&self) {
-        self.proc.pause();
-    }
-
-    /// SIGCONT.
-    pub fn resume(&self) {
-        self.proc.resume();
-    }
-
-    /// Starts etcd again with the same ports and data dir and waits until healthy.
-    ///
-    /// # Panics
-    ///
-    /// etcd does not come back.
-    pub fn restart(&self) {
-        self.try_restart().unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    /// [`restart`](Self::restart) returning the error.
-    pub fn try_restart(&self) -> Result<(), Error> {
-        self.proc.start()?;
+    fn wait_ready(&self) -> Result<(), Error> {
         wait_ready(&self.proc, self.addr)
     }
 

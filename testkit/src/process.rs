@@ -10,6 +10,54 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::Error;
 
+/// The process controls every server handle offers, on its `proc` field; `restart` waits with
+/// the handle's own `wait_ready(&self) -> Result<(), Error>`.
+macro_rules! process_controls {
+    () => {
+        /// Process id, while running.
+        pub fn pid(&self) -> Option<u32> {
+            self.proc.pid()
+        }
+
+        /// Whether the process runs (a paused process runs).
+        pub fn is_running(&self) -> bool {
+            self.proc.is_running()
+        }
+
+        /// SIGKILL: connections break at once.
+        pub fn kill(&self) {
+            self.proc.kill();
+        }
+
+        /// SIGSTOP: connections stay open but nothing is answered.
+        pub fn pause(&self) {
+            self.proc.pause();
+        }
+
+        /// SIGCONT.
+        pub fn resume(&self) {
+            self.proc.resume();
+        }
+
+        /// Starts the process again with the same ports and directory (after `kill`, or
+        /// killing it first) and waits until it answers.
+        ///
+        /// # Panics
+        ///
+        /// The server does not come back (the panic message carries its log tail).
+        pub fn restart(&self) {
+            self.try_restart().unwrap_or_else(|e| panic!("{e}"));
+        }
+
+        /// [`restart`](Self::restart) returning the error.
+        pub fn try_restart(&self) -> Result<(), Error> {
+            self.proc.start()?;
+            self.wait_ready()
+        }
+    };
+}
+pub(crate) use process_controls;
+
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// Spawns `cmd` from the spawner thread.

@@ -142,50 +142,11 @@ impl RedisNode {
         format!("redis://{}", self.addr)
     }
 
-    /// Process id, while running.
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
-
-    /// Whether the process runs (a paused process runs).
-    pub fn is_running(&self) -> bool {
-        self.proc.is_running()
-    }
+    crate::process::process_controls!();
 
     /// Whether the process is paused.
     pub fn is_paused(&self) -> bool {
         self.proc.is_paused()
-    }
-
-    /// SIGKILL: connections break at once.
-    pub fn kill(&self) {
-        self.proc.kill();
-    }
-
-    /// SIGSTOP: connections stay open but nothing is answered.
-    pub fn pause(&self) {
-        self.proc.pause();
-    }
-
-    /// SIGCONT.
-    pub fn resume(&self) {
-        self.proc.resume();
-    }
-
-    /// Starts the process again on the same port and directory (after `kill`, or killing it
-    /// first) and waits until it answers.
-    ///
-    /// # Panics
-    ///
-    /// The server does not come back (the panic message carries its log tail).
-    pub fn restart(&self) {
-        self.try_restart().unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    /// [`restart`](Self::restart) returning the error.
-    pub fn try_restart(&self) -> Result<(), Error> {
-        self.proc.start()?;
-        self.wait_ready()
     }
 
     /// Sends one command on a new connection.

@@ -360,6 +360,16 @@ impl Config {
         Ok(read_section(&self.inner.current.load(), path)?)
     }
 
+    /// [`get`](Self::get) with the configuration error itself, for a crate that wraps it in
+    /// an error of its own (naming the section) and keeps it as the source.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub fn section<T: DeserializeOwned>(&self, path: &str) -> Result<T, ConfigError> {
+        read_section(&self.inner.current.load(), path)
+    }
+
     /// Where the value at `path` came from; a number in the path indexes an array
     /// (`scenarios.0.steps.1.target`). For errors found after deserialization (a reference to
     /// a name defined elsewhere), so they too can name the file and line.

@@ -45,6 +45,25 @@ pub enum DubboNaming {
     Dubbo27Grpc,
 }
 
+/// The optional `group` and `version` a provider and a target both take, with their docs.
+macro_rules! group_and_version {
+    ($group_doc:literal, $version_doc:literal) => {
+        #[doc = $group_doc]
+        #[must_use]
+        pub fn group(mut self, group: impl Into<String>) -> Self {
+            self.group = Some(group.into());
+            self
+        }
+
+        #[doc = $version_doc]
+        #[must_use]
+        pub fn version(mut self, version: impl Into<String>) -> Self {
+            self.version = Some(version.into());
+            self
+        }
+    };
+}
+
 /// A gRPC service as Dubbo consumers see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DubboService {
@@ -113,19 +132,7 @@ impl DubboService {
         })
     }
 
-    /// With a Dubbo group.
-    #[must_use]
-    pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.group = Some(group.into());
-        self
-    }
-
-    /// With a Dubbo service version.
-    #[must_use]
-    pub fn version(mut self, version: impl Into<String>) -> Self {
-        self.version = Some(version.into());
-        self
-    }
+    group_and_version!("With a Dubbo group.", "With a Dubbo service version.");
 
     /// With a weight.
     #[must_use]
@@ -201,19 +208,7 @@ impl DubboTarget {
         }
     }
 
-    /// In `group`.
-    #[must_use]
-    pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.group = Some(group.into());
-        self
-    }
-
-    /// Of service version `version` only.
-    #[must_use]
-    pub fn version(mut self, version: impl Into<String>) -> Self {
-        self.version = Some(version.into());
-        self
-    }
+    group_and_version!("In `group`.", "Of service version `version` only.");
 
     /// `/{group}/{interface}/providers/`.
     pub fn prefix(&self) -> String {

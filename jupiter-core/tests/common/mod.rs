@@ -7,6 +7,20 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Serves the governance server `b` builds on a free loopback port, in the background;
+/// returns its address.
+pub async fn governance(b: jupiter_core::governance::GovernanceBuilder) -> SocketAddr {
+    let server = b
+        .addr("127.0.0.1:0".parse().unwrap())
+        .build()
+        .bind()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.serve(std::future::pending()));
+    addr
+}
+
 /// A response from [`http`]: status, lowercase header lines, body.
 #[derive(Debug)]
 pub struct Response {

@@ -551,7 +551,7 @@ impl Router {
     ) -> Result<Frame, Error> {
         let slot = cmd_slot(&cmd, cmd.spec())?;
         let data = cmd.finish();
-        self.redirecting(slot, false, deadline, |pool, asking| {
+        self.redirecting_from(None, None, slot, false, deadline, |pool, asking| {
             let data = if asking {
                 with_asking(&data)
             } else {
@@ -560,21 +560,6 @@ impl Router {
             async move { crate::dedicated::blocking_call(&pool, data, deadline).await }
         })
         .await
-    }
-
-    async fn redirecting<F, Fut>(
-        &self,
-        slot: Option<u16>,
-        read: bool,
-        deadline: Option<Deadline>,
-        attempt: F,
-    ) -> Result<Frame, Error>
-    where
-        F: Fn(Arc<Pool>, bool) -> Fut,
-        Fut: Future<Output = Result<Frame, Error>>,
-    {
-        self.redirecting_from(None, None, slot, read, deadline, attempt)
-            .await
     }
 
     /// The redirection loop: sends with `attempt(pool, asking)` where the map (or the last
@@ -786,7 +771,7 @@ impl Router {
             let data = data.freeze();
             async move {
                 let reply = self
-                    .redirecting(Some(slot), read, deadline, |pool, asking| {
+                    .redirecting_from(None, None, Some(slot), read, deadline, |pool, asking| {
                         attempt(pool, data.clone(), asking, Some(spec), retry, deadline)
                     })
                     .await;
