@@ -329,17 +329,7 @@ async fn exchange(
             }
         }
         let answered = !conn.buf.is_empty();
-        let n = conn
-            .stream
-            .read_buf(&mut conn.buf)
-            .await
-            .map_err(|e| io(e, answered))?;
-        if n == 0 {
-            return Err(io(
-                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-                answered,
-            ));
-        }
+        read_more(conn, answered).await?;
     };
     conn.buf.advance(head_len);
     let no_body = head || out.status == 204 || out.status == 304;
@@ -373,12 +363,7 @@ async fn exchange(
                 if total > MAX_BODY {
                     return Err(protocol("response body over 64 MiB"));
                 }
-                let n = conn
-                    .stream
-                    .read_buf(&mut conn.buf)
-                    .await
-                    .map_err(|e| io(e, true))?;
-                if n == 0 {
+                if read(conn, true).await? == 0 {
                     break;
                 }
             }
@@ -388,19 +373,29 @@ async fn exchange(
     }
 }
 
+/// Reads what the server sent next into `conn.buf`; returns how many bytes (0: it closed the
+/// connection). `answered`: whether any of the response has arrived before.
+async fn read(conn: &mut Conn, answered: bool) -> Result<usize, Failure> {
+    conn.stream
+        .read_buf(&mut conn.buf)
+        .await
+        .map_err(|e| io(e, answered))
+}
+
+/// [`read`], where the end of the connection is an error: more of the response is due.
+async fn read_more(conn: &mut Conn, answered: bool) -> Result<(), Failure> {
+    if read(conn, answered).await? == 0 {
+        return Err(io(
+            std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            answered,
+        ));
+    }
+    Ok(())
+}
+
 async fn fill(conn: &mut Conn, need: usize) -> Result<(), Failure> {
     while conn.buf.len() < need {
-        let n = conn
-            .stream
-            .read_buf(&mut conn.buf)
-            .await
-            .map_err(|e| io(e, true))?;
-        if n == 0 {
-            return Err(io(
-                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-                true,
-            ));
-        }
+        read_more(conn, true).await?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use jupiter_core::shadow::ShadowContext;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::protocol::{Scratch, Shadow, TargetClient};
+use crate::protocol::{Call, Scratch, Shadow, TargetClient};
 use crate::report::Report;
 use crate::scenario::{Executor, Flow, Plan, Stage, Step};
 use crate::segment::Segment;
@@ -765,7 +765,14 @@ async fn run_step(
         shared.plan.run.timeout,
         ShadowContext::scope(
             shared.shadow.context.clone(),
-            client.execute(step, vars, &shared.shadow, scratch),
+            client.execute(
+                Call {
+                    step,
+                    vars,
+                    shadow: &shared.shadow,
+                },
+                scratch,
+            ),
         ),
     )
     .await;

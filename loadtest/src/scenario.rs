@@ -652,12 +652,12 @@ impl Step {
     /// The templates it renders.
     pub fn templates(&self) -> Vec<&Template> {
         match &self.action {
-            Action::Http {
+            Action::Http(HttpRequest {
                 path,
                 headers,
                 body,
                 ..
-            } => std::iter::once(path)
+            }) => std::iter::once(path)
                 .chain(headers.iter().map(|(_, t)| t))
                 .chain(body)
                 .collect(),
@@ -671,16 +671,7 @@ impl Step {
 #[derive(Debug)]
 pub enum Action {
     /// HTTP.
-    Http {
-        /// Method.
-        method: http::Method,
-        /// Path and query.
-        path: Template,
-        /// Headers (name, value).
-        headers: Vec<(http::HeaderName, Template)>,
-        /// Body.
-        body: Option<Template>,
-    },
+    Http(HttpRequest),
     /// objstore.
     Objstore {
         /// Call.
@@ -697,6 +688,19 @@ pub enum Action {
         /// Command words.
         words: Vec<Template>,
     },
+}
+
+/// An HTTP step's request, compiled.
+#[derive(Debug)]
+pub struct HttpRequest {
+    /// Method.
+    pub method: http::Method,
+    /// Path and query.
+    pub path: Template,
+    /// Headers (name, value).
+    pub headers: Vec<(http::HeaderName, Template)>,
+    /// Body.
+    pub body: Option<Template>,
 }
 
 /// Checks, compiled.
@@ -1361,12 +1365,12 @@ fn step(
                 })?;
                 headers.push((n, tpl(&format!("http.headers.{name}"), value)?));
             }
-            Action::Http {
+            Action::Http(HttpRequest {
                 method,
                 path: tpl("http.path", &h.path)?,
                 headers,
                 body: h.body.as_deref().map(|b| tpl("http.body", b)).transpose()?,
-            }
+            })
         }
         (None, Some(o), None) => {
             if kind != TargetKind::Objstore {

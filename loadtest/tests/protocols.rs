@@ -277,21 +277,15 @@ async fn a_remote_objstore_is_reached_by_url_with_its_token() {
     assert_eq!(report.total.failed, 100, "{:?}", report.total.errors);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_past_the_deadline_is_a_timeout_error() {
-    use common::{Behavior, Gate, Server};
-    // The server answers the probe, then holds every request until the test lets it go,
-    // after the run: each one outlives the 100 ms deadline.
-    let gate = Gate::closing_after(1);
-    let server = Server::start(Behavior::Gate(gate.clone()), true);
-    let (report, outcome) = common::run(&format!(
+/// 6 requests from 2 workers with a 100 ms deadline, each `request` (a step's TOML) to
+/// `target` (a target's TOML), under a threshold that any failure fails.
+fn past_the_deadline(target: &str, request: &str) -> String {
+    format!(
         r#"
         thresholds = ["error-rate < 1%"]
         [run]
         timeout = "100ms"
-        [targets.api]
-        kind = "http"
-        url = "{}"
+        {target}
         [[scenarios]]
         name = "slow"
         executor = "constant-vus"
@@ -299,16 +293,30 @@ async fn a_request_past_the_deadline_is_a_timeout_error() {
         iterations = 6
         [[scenarios.steps]]
         name = "get"
-        http = {{ path = "/" }}
-        "#,
-        server.url()
-    ))
-    .await;
-    gate.open();
+        {request}
+        "#
+    )
+}
+
+/// Every one of the 6 requests of [`past_the_deadline`] failed as a timeout.
+fn assert_all_timed_out(report: &loadtest::report::Report, outcome: loadtest::Outcome) {
     let t = &report.total;
     assert_eq!((t.requests, t.failed), (6, 6));
     assert_eq!(t.errors["timeout"], 6, "{:?}", t.errors);
     assert_eq!(outcome, loadtest::Outcome::ThresholdsFailed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_deadline_is_a_timeout_error() {
+    use common::{Behavior, Gate, Server};
+    // The server answers the probe, then holds every request until the test lets it go,
+    // after the run: each one outlives the 100 ms deadline.
+    let gate = Gate::closing_after(1);
+    let server = Server::start(Behavior::Gate(gate.clone()), true);
+    let api = format!("[targets.api]\nkind = \"http\"\nurl = \"{}\"", server.url());
+    let (report, outcome) = common::run(&past_the_deadline(&api, r#"http = { path = "/" }"#)).await;
+    gate.open();
+    assert_all_timed_out(&report, outcome);
     // Regression: a connection whose request passed its deadline went back to the pool with
     // the answer still to come, and the next request on it waited for (and would have read)
     // that answer; here the 4 later requests never reached the server. Now each one goes out
@@ -318,28 +326,12 @@ async fn a_request_past_the_deadline_is_a_timeout_error() {
     // Redis too: a real redis-server stopped by the test (SIGSTOP) answers nothing.
     let redis = RedisServer::start();
     redis.pause();
-    let (report, _) = common::run(&format!(
-        r#"
-        [run]
-        timeout = "100ms"
-        [targets.cache]
-        kind = "redis"
-        url = "{}"
-        shadow-prefix = "__shadow__:"
-        [[scenarios]]
-        name = "stopped"
-        executor = "constant-vus"
-        vus = 2
-        iterations = 6
-        [[scenarios.steps]]
-        name = "get"
-        redis = ["GET", "k"]
-        "#,
+    let cache = format!(
+        "[targets.cache]\nkind = \"redis\"\nurl = \"{}\"\nshadow-prefix = \"__shadow__:\"",
         redis.url()
-    ))
-    .await;
+    );
+    let (report, outcome) =
+        common::run(&past_the_deadline(&cache, r#"redis = ["GET", "k"]"#)).await;
     redis.resume();
-    let t = &report.total;
-    assert_eq!((t.requests, t.failed), (6, 6));
-    assert_eq!(t.errors["timeout"], 6, "{:?}", t.errors);
+    assert_all_timed_out(&report, outcome);
 }

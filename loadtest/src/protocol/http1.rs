@@ -7,12 +7,11 @@
 use jupiter_core::BoxError;
 use jupiter_core::shadow::{ACK_HEADER, ShadowContext};
 
-use super::{Protocol, Scratch, Shadow, check_http, check_status, header_lines, no_http_ack};
+use super::{Call, Protocol, Scratch, check_http, header_lines, http_probe_acked};
 use crate::error::Problem;
 use crate::http1::{self, Endpoint, HttpError, Pool};
-use crate::scenario::{Action, RunSection, Step, Target};
+use crate::scenario::{Action, RunSection, Target};
 use crate::stats::ErrorKind;
-use crate::template::Vars;
 
 /// An HTTP/1.1 target.
 #[derive(Debug)]
@@ -63,45 +62,33 @@ impl Protocol for Http1 {
         )
         .await
         .map_err(|e| Problem::caused_by("did not answer the probe", e))?;
-        if out.headers.is_empty() {
-            return Err(no_http_ack(&target.spec.probe));
-        }
-        Ok(())
+        http_probe_acked(!out.headers.is_empty(), &target.spec.probe)
     }
 
-    async fn execute(
-        &self,
-        step: &Step,
-        vars: &Vars<'_>,
-        shadow: &Shadow,
-        s: &mut Scratch,
-    ) -> Option<ErrorKind> {
-        let Action::Http {
-            method,
-            path,
-            headers,
-            body,
-        } = &step.action
-        else {
+    async fn execute(&self, call: Call<'_>, s: &mut Scratch) -> Option<ErrorKind> {
+        let Call { step, vars, shadow } = call;
+        let Action::Http(request) = &step.action else {
             return Some(ErrorKind::Protocol);
         };
         let Some(pool) = &self.pool else {
             return Some(ErrorKind::Connect);
         };
+        let method = &request.method;
         s.path.clear();
-        path.render(vars, &mut s.path);
-        s.headers.resize_with(headers.len(), Vec::new);
-        for ((_, t), buf) in headers.iter().zip(s.headers.iter_mut()) {
+        request.path.render(vars, &mut s.path);
+        s.headers.resize_with(request.headers.len(), Vec::new);
+        for ((_, t), buf) in request.headers.iter().zip(s.headers.iter_mut()) {
             buf.clear();
             t.render(vars, buf);
         }
-        let hs = headers
+        let hs = request
+            .headers
             .iter()
             .zip(&s.headers)
             .map(|((n, _), v)| (n.as_str(), &v[..]))
             .chain(shadow.headers.iter().map(|(n, v)| (n.as_str(), &v[..])))
             .chain((!vars.cookie.is_empty()).then_some(("cookie", vars.cookie)));
-        let body = body.as_ref().map(|b| {
+        let body = request.body.as_ref().map(|b| {
             s.body.clear();
             b.render(vars, &mut s.body);
             &s.body[..]
@@ -115,7 +102,7 @@ impl Protocol for Http1 {
             hs,
             body,
         );
-        let head = method == http::Method::HEAD;
+        let head = *method == http::Method::HEAD;
         if let Err(e) = pool
             .send(
                 &s.req,
@@ -129,11 +116,15 @@ impl Protocol for Http1 {
             return Some(error_kind(&e));
         }
         let r = &s.resp;
-        if let Some(e) = check_status(step, r.status, (200..400).contains(&r.status)) {
-            return Some(e);
-        }
         let hs = || r.headers.iter().map(|(k, v)| (k.as_str(), &v[..]));
-        check_http(step, hs, &r.body, &mut s.extracted, &mut s.set_cookies)
+        check_http(
+            step,
+            r.status,
+            hs,
+            &r.body,
+            &mut s.extracted,
+            &mut s.set_cookies,
+        )
     }
 }
 

@@ -16,12 +16,11 @@ use jupiter_core::BoxError;
 use jupiter_core::shadow::{ACK_HEADER, ShadowContext};
 
 use super::http1::error_kind;
-use super::{Protocol, Scratch, Shadow, check_http, check_status, no_http_ack};
+use super::{Call, Protocol, Scratch, check_http, http_probe_acked};
 use crate::error::Problem;
 use crate::http1::{Endpoint, HttpError, MAX_BODY};
-use crate::scenario::{Action, RunSection, Step, Target};
+use crate::scenario::{Action, RunSection, Target};
 use crate::stats::ErrorKind;
-use crate::template::Vars;
 
 /// Connections per HTTP/2 target unless the target says.
 const DEFAULT_CONNECTIONS: usize = 4;
@@ -125,26 +124,12 @@ impl Protocol for Http2 {
             .map_err(|e| Problem::caused_by("has a probe path that is not a URI", e))?;
         context.inject(req.headers_mut());
         let resp = send.send_request(req).await.map_err(|e| failed(e.into()))?;
-        if !resp.headers().contains_key(ACK_HEADER) {
-            return Err(no_http_ack(&target.spec.probe));
-        }
-        Ok(())
+        http_probe_acked(resp.headers().contains_key(ACK_HEADER), &target.spec.probe)
     }
 
-    async fn execute(
-        &self,
-        step: &Step,
-        vars: &Vars<'_>,
-        shadow: &Shadow,
-        s: &mut Scratch,
-    ) -> Option<ErrorKind> {
-        let Action::Http {
-            method,
-            path,
-            headers,
-            body,
-        } = &step.action
-        else {
+    async fn execute(&self, call: Call<'_>, s: &mut Scratch) -> Option<ErrorKind> {
+        let Call { step, vars, shadow } = call;
+        let Action::Http(request) = &step.action else {
             return Some(ErrorKind::Protocol);
         };
         // The worker number picks the connection: a worker keeps to one, the workers spread.
@@ -153,20 +138,22 @@ impl Protocol for Http2 {
             Err(e) => return Some(error_kind(&e)),
         };
         s.path.clear();
-        path.render(vars, &mut s.path);
+        request.path.render(vars, &mut s.path);
         let uri = format!(
             "http://{}{}",
             self.endpoint.authority,
             String::from_utf8_lossy(&s.path)
         );
-        let mut b = http::Request::builder().method(method.clone()).uri(uri);
-        for (n, t) in headers {
+        let mut b = http::Request::builder()
+            .method(request.method.clone())
+            .uri(uri);
+        for (n, t) in &request.headers {
             b = b.header(n, t.render_vec(vars));
         }
         if !vars.cookie.is_empty() {
             b = b.header(http::header::COOKIE, vars.cookie);
         }
-        let body = match body {
+        let body = match &request.body {
             Some(t) => Bytes::from(t.render_vec(vars)),
             None => Bytes::new(),
         };
@@ -185,15 +172,19 @@ impl Protocol for Http2 {
             Ok(b) => b.to_bytes(),
             Err(_) => return Some(ErrorKind::Protocol),
         };
-        if let Some(e) = check_status(step, status, (200..400).contains(&status)) {
-            return Some(e);
-        }
         let hs = || {
             parts
                 .headers
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_bytes()))
         };
-        check_http(step, hs, &body, &mut s.extracted, &mut s.set_cookies)
+        check_http(
+            step,
+            status,
+            hs,
+            &body,
+            &mut s.extracted,
+            &mut s.set_cookies,
+        )
     }
 }

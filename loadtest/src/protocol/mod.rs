@@ -43,26 +43,35 @@ pub(crate) trait Protocol: Sized + Send + Sync {
     /// Called only for a live target that a scenario uses, within the run's request timeout.
     async fn probe(&self, target: &Target, context: &ShadowContext) -> Result<(), Problem>;
 
-    /// Sends one request of `step` and checks the answer: `None` when it passed, else why not.
+    /// Sends one request of `call.step` and checks the answer: `None` when it passed, else
+    /// why not.
     ///
     /// `scratch` holds the worker's reused buffers; `scratch.resp.sent` is set to when the
     /// request was handed to a connection, if that is later than the call (the start of the
     /// service time).
-    async fn execute(
-        &self,
-        step: &Step,
-        vars: &Vars<'_>,
-        shadow: &Shadow,
-        scratch: &mut Scratch,
-    ) -> Option<ErrorKind>;
+    async fn execute(&self, call: Call<'_>, scratch: &mut Scratch) -> Option<ErrorKind>;
 }
 
-/// An HTTP target answered the probe without acknowledging shadow traffic.
-fn no_http_ack(probe: &str) -> Problem {
-    Problem::new(format!(
+/// One request of a step, as the run hands it to a protocol.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Call<'a> {
+    /// The step.
+    pub(crate) step: &'a Step,
+    /// What its templates read.
+    pub(crate) vars: &'a Vars<'a>,
+    /// How the request is tagged as shadow traffic.
+    pub(crate) shadow: &'a Shadow,
+}
+
+/// An HTTP target's answer to the probe: an error unless it `acked` shadow traffic.
+fn http_probe_acked(acked: bool, probe: &str) -> Result<(), Problem> {
+    if acked {
+        return Ok(());
+    }
+    Err(Problem::new(format!(
         "answered GET {probe} without the {} header",
         jupiter_core::shadow::ACK_HEADER
-    ))
+    )))
 }
 
 /// How every request of the run is tagged as shadow traffic, prepared once.
@@ -181,14 +190,8 @@ impl TargetClient {
     }
 
     /// [`Protocol::execute`].
-    pub(crate) async fn execute(
-        &self,
-        step: &Step,
-        vars: &Vars<'_>,
-        shadow: &Shadow,
-        scratch: &mut Scratch,
-    ) -> Option<ErrorKind> {
-        dispatch!(self, p => p.execute(step, vars, shadow, scratch).await)
+    pub(crate) async fn execute(&self, call: Call<'_>, scratch: &mut Scratch) -> Option<ErrorKind> {
+        dispatch!(self, p => p.execute(call, scratch).await)
     }
 }
 
@@ -200,12 +203,14 @@ pub(crate) fn check_status(step: &Step, status: u16, default_ok: bool) -> Option
     }
 }
 
-/// The step's body and header checks on an HTTP answer.
+/// The step's checks on an HTTP answer: its `status` (without a status check, 2xx and 3xx
+/// pass), then its body and headers; and what it extracts and the cookies it sets.
 ///
 /// `headers` yields the answer's headers afresh for each checked header, so they are not
 /// collected first: a step without checks allocates nothing here.
 pub(crate) fn check_http<'a, I>(
     step: &Step,
+    status: u16,
     headers: impl Fn() -> I,
     body: &[u8],
     extracted: &mut Vec<(std::sync::Arc<str>, Vec<u8>)>,
@@ -214,7 +219,10 @@ pub(crate) fn check_http<'a, I>(
 where
     I: Iterator<Item = (&'a str, &'a [u8])>,
 {
-    // Cookies first: a response sets them whatever the checks say of it.
+    if let Some(e) = check_status(step, status, (200..400).contains(&status)) {
+        return Some(e);
+    }
+    // Then cookies: an answer of a passing status sets them whatever the other checks say.
     if step.cookies {
         for (k, v) in headers() {
             if !k.eq_ignore_ascii_case("set-cookie") {

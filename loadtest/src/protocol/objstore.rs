@@ -8,11 +8,10 @@ use jupiter_core::BoxError;
 use jupiter_core::shadow::ShadowContext;
 use objstore::client::{Client, ClientConfig, Error as ClientError};
 
-use super::{Protocol, Scratch, Shadow, check_status};
+use super::{Call, Protocol, Scratch, check_status};
 use crate::error::Problem;
-use crate::scenario::{Action, ObjstoreOp, RunSection, Step, Target};
+use crate::scenario::{Action, ObjstoreOp, RunSection, Target};
 use crate::stats::ErrorKind;
-use crate::template::Vars;
 
 // gRPC code numbers, as a step's `checks.status` lists them.
 const OK: u16 = 0;
@@ -71,13 +70,8 @@ impl Protocol for Objstore {
         Ok(())
     }
 
-    async fn execute(
-        &self,
-        step: &Step,
-        vars: &Vars<'_>,
-        _shadow: &Shadow,
-        s: &mut Scratch,
-    ) -> Option<ErrorKind> {
+    async fn execute(&self, call: Call<'_>, s: &mut Scratch) -> Option<ErrorKind> {
+        let Call { step, vars, .. } = call;
         let Action::Objstore {
             op,
             key,

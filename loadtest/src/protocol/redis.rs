@@ -6,11 +6,10 @@
 use jupiter_core::BoxError;
 use jupiter_core::shadow::ShadowContext;
 
-use super::{Protocol, Scratch, Shadow};
+use super::{Call, Protocol, Scratch};
 use crate::error::Problem;
-use crate::scenario::{Action, RunSection, Step, Target};
+use crate::scenario::{Action, RunSection, Target};
 use crate::stats::ErrorKind;
-use crate::template::Vars;
 
 /// Multiplexed connections per Redis target unless the target says.
 const DEFAULT_CONNECTIONS: usize = 4;
@@ -46,13 +45,8 @@ impl Protocol for Redis {
         Ok(())
     }
 
-    async fn execute(
-        &self,
-        step: &Step,
-        vars: &Vars<'_>,
-        _shadow: &Shadow,
-        s: &mut Scratch,
-    ) -> Option<ErrorKind> {
+    async fn execute(&self, call: Call<'_>, s: &mut Scratch) -> Option<ErrorKind> {
+        let Call { step, vars, .. } = call;
         let Action::Redis { words } = &step.action else {
             return Some(ErrorKind::Protocol);
         };
