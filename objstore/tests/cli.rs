@@ -1,80 +1,18 @@
 //! The `objstore` binary: `serve` on embedded defaults, the operator subcommands, exit codes,
 //! configuration errors and graceful shutdown.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::{Served, scratch_dir};
+
 const BIN: &str = env!("CARGO_BIN_EXE_objstore");
 
-struct Served {
-    child: Child,
-    addr: String,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Served {
-    /// The rest of the next line it prints that starts with `prefix` (an address).
-    fn printed(&self, prefix: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("objstore serve never printed {prefix:?}"));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.to_owned();
-            }
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A new, empty directory for one test (removed by the tests that care).
-fn scratch_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "objstore-{tag}-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn serve(extra_config: &str) -> Served {
-    let dir = scratch_dir("cli");
-    let file = dir.join("objstore.toml");
-    std::fs::write(
-        &file,
-        format!("[governance]\naddr = \"127.0.0.1:0\"\n[objstore]\nlisten = \"127.0.0.1:0\"\n{extra_config}"),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("objstore binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut served = Served {
-        child,
-        addr: String::new(),
-        lines: rx,
-    };
-    served.addr = served.printed("objstore listening on grpc://");
-    served
+    common::serve("cli", extra_config, Stdio::piped())
 }
 
 fn run(addr: &str, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
@@ -175,6 +113,15 @@ fn serve_then_operate_then_shut_down_gracefully() {
     );
 }
 
+/// Runs `objstore serve --config file` to its end (a configuration it must refuse).
+fn serve_once(file: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
     let deadline = std::time::Instant::now() + within;
     loop {
@@ -227,11 +174,7 @@ fn usage_and_configuration_errors_exit_2_and_name_the_key() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.toml");
     std::fs::write(&file, "[objstore]\nmax-memory = \"lots\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = serve_once(&file);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -239,11 +182,7 @@ fn usage_and_configuration_errors_exit_2_and_name_the_key() {
         "{err}"
     );
     std::fs::write(&file, "[objstore]\nlisten-addr = \"x\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = serve_once(&file);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen-addr"));
 
@@ -347,11 +286,7 @@ fn snapshots_survive_restarts_and_a_sigkill_mid_snapshot() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = serve_once(&file);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -1,5 +1,7 @@
 //! Our client (`objstore::client`) against a real objstore server over loopback gRPC.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -570,53 +572,24 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
 /// A real `objstore serve` process, stopped with SIGSTOP once it listens: the kernel still
 /// accepts connections into its backlog, and nothing ever answers. Killed on drop.
 struct Stopped {
-    child: std::process::Child,
+    /// Kept for its drop, which kills the process.
+    _served: common::Served,
     addr: SocketAddr,
 }
 
 impl Stopped {
     fn start() -> Stopped {
-        use std::io::BufRead;
-        let dir = std::env::temp_dir().join(format!(
-            "objstore-stopped-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("objstore.toml");
-        std::fs::write(
-            &file,
-            "[governance]\naddr = \"127.0.0.1:0\"\n[objstore]\nlisten = \"127.0.0.1:0\"\n",
-        )
-        .unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_objstore"))
-            .args(["serve", "--config"])
-            .arg(&file)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the objstore binary runs");
-        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let addr = stdout
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.strip_prefix("objstore listening on grpc://")?
-                    .parse()
-                    .ok()
-            })
-            .expect("serve prints its address");
+        let served = common::serve("stopped", "", std::process::Stdio::null());
+        let addr = served.addr.parse().expect("an address");
         // SAFETY: a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) }, 0);
-        let _ = std::fs::remove_dir_all(&dir);
-        Stopped { child, addr }
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        assert_eq!(
+            unsafe { libc::kill(served.child.id() as i32, libc::SIGSTOP) },
+            0
+        );
+        Stopped {
+            _served: served,
+            addr,
+        }
     }
 }
 

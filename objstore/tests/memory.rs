@@ -2,6 +2,8 @@
 //! and a snapshot does not copy the data set. One test per concern, run one after the other in
 //! this binary (resident memory is per process).
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -53,34 +55,13 @@ fn process_rss(pid: u32) -> usize {
 async fn flood_stays_under_the_cap() {
     for eviction in ["sampled-lru", "noeviction"] {
         let cap: usize = 64 * 1024 * 1024;
-        let dir =
-            std::env::temp_dir().join(format!("objstore-mem-{}-{eviction}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("objstore.toml");
-        std::fs::write(
-            &file,
-            format!(
-                "[governance]\naddr = \"127.0.0.1:0\"\n[objstore]\nlisten = \"127.0.0.1:0\"\n\
-                 max-memory = \"{cap}\"\neviction = \"{eviction}\"\n"
-            ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_objstore"))
-            .args(["serve", "--config"])
-            .arg(&file)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let mut lines =
-            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-        let addr = loop {
-            let line = lines.next().expect("serve prints its address").unwrap();
-            if let Some(a) = line.strip_prefix("objstore listening on grpc://") {
-                break a.to_owned();
-            }
-        };
+        let served = common::serve(
+            &format!("mem-{eviction}"),
+            &format!("max-memory = \"{cap}\"\neviction = \"{eviction}\"\n"),
+            std::process::Stdio::null(),
+        );
+        let pid = served.child.id();
+        let addr = served.addr.clone();
         let client = objstore::client::Client::connect(&addr, Default::default())
             .await
             .unwrap();
@@ -124,9 +105,7 @@ async fn flood_stays_under_the_cap() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
         let peak = peak.join().unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(served);
         let refused = refused.load(Ordering::Relaxed);
         eprintln!(
             "{eviction}: cap {} MiB, server peak resident {:.1} MiB ({:+.1}%), {refused} writes refused",
