@@ -20,6 +20,8 @@
 //! - [`init`]: `loadtest init URL`, a commented starter scenario.
 //! - [`merge`]: `loadtest merge`, one report from several (histograms added, never
 //!   percentiles averaged).
+//! - [`compare`]: `loadtest compare`, a baseline run against a candidate (a table of changes,
+//!   overlaid charts, an exit code for CI).
 //! - [`stats`]: HDR histograms per step and thread, collected once a second.
 //! - [`report`]: summary table, JSON (schema `jupiter-loadtest/1`), HTML, Prometheus.
 //! - [`Error`]: the crate's one error type (an invalid scenario, a run that could not start).
@@ -31,6 +33,7 @@
 //! 0 passed, 1 thresholds failed, 2 invalid scenario or usage, 3 aborted (shadow probe failed,
 //! a target could not be set up, or Ctrl-C; the report is still written after Ctrl-C).
 
+pub mod compare;
 mod error;
 mod http1;
 pub mod init;

@@ -68,6 +68,24 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Compare two runs of a scenario: a baseline and a candidate (JSON reports). Prints the
+    /// change of each step's figures; exit code 1 when p99, throughput or the error rate got
+    /// worse than the tolerance, 2 when a file is not a report.
+    Compare {
+        /// The reference run's JSON report.
+        baseline: PathBuf,
+        /// The run under test.
+        candidate: PathBuf,
+        /// How much worse a figure may get: `10%` (the default), `0%`, `25%`.
+        #[arg(long, default_value = "10%", value_parser = parse_tolerance)]
+        tolerance: f64,
+        /// Write the HTML diff here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Write the comparison as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Merge JSON reports (the segments of one run, or runs of one scenario) into one:
     /// histograms added, thresholds evaluated again; the exit code is the merged run's.
     Merge {
@@ -132,6 +150,13 @@ fn main() -> ExitCode {
             Err(e) => fail(&e, exit_code(&e)),
         },
         Command::Init { url, output } => init(&url, output),
+        Command::Compare {
+            baseline,
+            candidate,
+            tolerance,
+            html,
+            json,
+        } => compare(baseline, candidate, tolerance, html, json),
         Command::Merge {
             reports,
             json,
@@ -305,29 +330,14 @@ fn conclude(
     let mut out = Stdout::default();
     // A report that could not be written (or a stdout that fails other than by a closed pipe)
     // turns a pass into exit code 3; the other reports are still written.
-    let mut write_failed = false;
     out.print(&report.summary());
-    type Render = fn(&loadtest::report::Report) -> Result<String, loadtest::Error>;
-    let reports: [(Option<PathBuf>, Render); 2] =
-        [(json, |r| r.to_json()), (html, |r| Ok(r.to_html()))];
-    for (path, render) in reports {
-        let Some(path) = path else { continue };
-        let text = match render(report) {
-            Ok(t) => t,
-            Err(e) => {
-                jupiter_core::cli::print_error("loadtest", &e);
-                write_failed = true;
-                continue;
-            }
-        };
-        match std::fs::write(&path, text) {
-            Ok(()) => out.print(&format!("report: {}\n", path.display())),
-            Err(source) => {
-                jupiter_core::cli::print_error("loadtest", &CliError::WriteReport { path, source });
-                write_failed = true;
-            }
-        }
-    }
+    let write_failed = write_files(
+        &mut out,
+        [
+            (json, &|| report.to_json()),
+            (html, &|| Ok(report.to_html())),
+        ],
+    );
     let code = match outcome {
         Outcome::Passed if write_failed || out.failed => ABORTED,
         Outcome::Passed => PASSED,
@@ -341,6 +351,85 @@ fn conclude(
         }
     };
     ExitCode::from(code)
+}
+
+/// A rendering of a report or comparison, made only when its file was asked for.
+type Render<'a> = &'a dyn Fn() -> Result<String, loadtest::Error>;
+
+/// Writes each asked-for file; whether any could not be rendered or written (each failure is
+/// reported, and the other files are still written).
+fn write_files(out: &mut Stdout, files: [(Option<PathBuf>, Render<'_>); 2]) -> bool {
+    let mut failed = false;
+    for (path, render) in files {
+        let Some(path) = path else { continue };
+        let text = match render() {
+            Ok(t) => t,
+            Err(e) => {
+                jupiter_core::cli::print_error("loadtest", &e);
+                failed = true;
+                continue;
+            }
+        };
+        match std::fs::write(&path, text) {
+            Ok(()) => out.print(&format!("report: {}\n", path.display())),
+            Err(source) => {
+                jupiter_core::cli::print_error("loadtest", &CliError::WriteReport { path, source });
+                failed = true;
+            }
+        }
+    }
+    failed
+}
+
+/// `loadtest compare`: 0 no regression, 1 regressions, 2 a file that is not a report, 3 an
+/// output that could not be written.
+fn compare(
+    baseline: PathBuf,
+    candidate: PathBuf,
+    tolerance: f64,
+    html: Option<PathBuf>,
+    json: Option<PathBuf>,
+) -> ExitCode {
+    let inputs = loadtest::compare::Inputs {
+        baseline: vec![baseline],
+        candidate: vec![candidate],
+        tolerance,
+    };
+    let comparison = match loadtest::compare::compare(&inputs) {
+        Ok(c) => c,
+        Err(e) => return fail(&e, exit_code(&e)),
+    };
+    let mut out = Stdout::default();
+    out.print(&comparison.summary());
+    let write_failed = write_files(
+        &mut out,
+        [
+            (json, &|| comparison.to_json()),
+            (html, &|| Ok(comparison.to_html())),
+        ],
+    );
+    ExitCode::from(if write_failed || out.failed {
+        ABORTED
+    } else if comparison.passed() {
+        PASSED
+    } else {
+        THRESHOLDS_FAILED
+    })
+}
+
+/// `--tolerance 10%` (or `0.1`): how much worse a figure may get, as a fraction.
+fn parse_tolerance(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let value = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("{s:?} is not a share such as 10%"))?;
+    if value.is_finite() && (0.0..=100.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{s:?} is not a share from 0% to 10000%"))
+    }
 }
 
 /// Progress and notices on stderr: the progress line is rewritten in place once a second (when

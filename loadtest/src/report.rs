@@ -934,13 +934,13 @@ impl Report {
 }
 
 /// A plotted line: name, colour, points.
-type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+pub(crate) type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
 /// The most hover dots a plotted line gets (a long run is thinned evenly).
 const HOVER_POINTS: usize = 600;
 
 /// A line chart as inline SVG.
-fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> String {
+pub(crate) fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> String {
     let (w, ht, l, r, t, b) = (860.0, 320.0, 70.0, 20.0, 20.0, 50.0);
     let xs = series.iter().flat_map(|s| s.2.iter().map(|p| p.0));
     let ys = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
@@ -1023,7 +1023,7 @@ fn svg_chart(series: &[Line<'_>], x_label: &str, y_label: &str, nines: bool) -> 
 }
 
 /// `s` as HTML text or attribute value.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -1155,3 +1155,124 @@ fn an_invalid_scenario_is_printed_with_file_line_key_and_causes() {
         "{stderr}"
     );
 }
+
+const COMPARED: &str = r#"
+[targets.api]
+kind = "http"
+url = "http://127.0.0.1:1"
+
+[[scenarios]]
+name = "open"
+executor = "shared-iterations"
+vus = 2
+iterations = 40
+max-duration = "30s"
+[[scenarios.steps]]
+name = "get"
+http = { path = "/c/{{seq}}" }
+"#;
+
+#[test]
+fn compare_passes_a_run_against_itself_and_names_what_got_worse() {
+    let server = Server::start(Behavior::Fast, true);
+    let target = format!("api={}", server.url());
+    let (dir, path) = common::scenario(COMPARED);
+    let base_json = dir.path().join("base.json");
+    let o = loadtest(&[
+        "run",
+        path.to_str().unwrap(),
+        "-q",
+        "--target",
+        &target,
+        "--json",
+        base_json.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The candidate is the same run with every request failed by its checks: the same
+    // histograms (so no figure depends on timing), an error rate of 100% against 0.
+    let mut report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&base_json).unwrap()).unwrap();
+    for step in report["scenarios"][0]["steps"].as_array_mut().unwrap() {
+        let requests = step["requests"].clone();
+        step["errors"] = serde_json::json!({ "check": requests });
+        for point in step["series"].as_array_mut().unwrap() {
+            point["errors"] = point["requests"].clone();
+        }
+    }
+    for point in report["series"].as_array_mut().unwrap() {
+        point["errors"] = point["requests"].clone();
+    }
+    let cand_json = dir.path().join("cand.json");
+    std::fs::write(&cand_json, serde_json::to_vec(&report).unwrap()).unwrap();
+    let files = [
+        base_json.to_str().unwrap().to_owned(),
+        cand_json.to_str().unwrap().to_owned(),
+    ];
+    let dirs = [dir];
+    let (base, cand) = (&files[0], &files[1]);
+
+    let o = loadtest(&["compare", base, base]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("no regression beyond 10%"), "{out}");
+    assert!(out.contains("open/get") && out.contains("+0.0%"), "{out}");
+
+    let html = dirs[0].path().join("diff.html");
+    let json = dirs[0].path().join("diff.json");
+    let o = loadtest(&[
+        "compare",
+        base,
+        cand,
+        "--html",
+        html.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("open/get: error rate % 0.000 → 100.000 (from 0)"),
+        "{out}"
+    );
+    assert!(out.contains("REGRESSION"), "{out}");
+    let diff: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let names: Vec<&str> = diff["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["open/get", "total"]);
+    assert_eq!(diff["steps"][0]["figures"][0]["what"], "requests");
+    assert_eq!(diff["steps"][0]["figures"][0]["baseline"], 40.0);
+    assert_eq!(diff["steps"][0]["figures"][0]["candidate"], 40.0);
+    // The step and the total both regressed on their error rate.
+    assert_eq!(diff["regressions"].as_array().unwrap().len(), 2, "{diff}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    for needle in [
+        "open/get",
+        "class=\"worse\"",
+        "baseline p99",
+        "candidate req/s",
+    ] {
+        assert!(page.contains(needle), "the HTML diff shows {needle}");
+    }
+    assert!(
+        !page.contains("src=") && !page.contains("href="),
+        "no external resources"
+    );
+
+    // The other way round, the candidate is better: no regression.
+    let o = loadtest(&["compare", cand, base]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // Not reports, or a bad tolerance: exit 2, naming what is wrong.
+    let bogus = dirs[0].path().join("bogus.json");
+    std::fs::write(&bogus, "{\"schema\": 3}").unwrap();
+    let o = loadtest(&["compare", base, bogus.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("bogus.json"), "{}", text(&o));
+    let o = loadtest(&["compare", base, cand, "--tolerance", "lots"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--tolerance"), "{}", text(&o));
+}
