@@ -79,6 +79,12 @@ struct InPoint {
     hdr: Hdr,
     requests: u64,
     errors: u64,
+    #[serde(default)]
+    active: Option<u64>,
+    #[serde(default)]
+    dropped: Option<u64>,
+    #[serde(default)]
+    cpu_share: Option<f64>,
 }
 
 /// Reads `files` and merges them into one report.
@@ -228,7 +234,7 @@ pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
         segment: Segment::WHOLE,
         scenarios,
         thresholds: scoped("run".into()),
-        series: points(&seconds),
+        series: with_gauges(points(&seconds), &inputs),
         merged_from: files.iter().map(|f| f.display().to_string()).collect(),
     }))
 }
@@ -354,6 +360,29 @@ fn add_series(into: &mut Vec<(f64, StepWindow)>, series: &[InPoint]) -> Result<(
             .ok_or_else(|| format!("[{k}].errors: overflow"))?;
     }
     Ok(())
+}
+
+/// The run series' gauges of every generator, second by second: workers and drops add up;
+/// the CPU share is the busiest generator's (the one whose own queueing shows first).
+fn with_gauges(mut series: Vec<Point>, inputs: &[Input]) -> Vec<Point> {
+    fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+            (a, b) => a.or(b),
+        }
+    }
+    for input in inputs {
+        for (q, p) in series.iter_mut().zip(&input.series) {
+            q.active = add(q.active, p.active);
+            q.dropped = add(q.dropped, p.dropped);
+            let cpu = p.cpu_share.map(finite);
+            q.cpu_share = match (q.cpu_share, cpu) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    series
 }
 
 fn points(seconds: &[(f64, StepWindow)]) -> Vec<Point> {

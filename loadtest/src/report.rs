@@ -848,6 +848,39 @@ impl Report {
         };
         h.push_str("<h2>Throughput over time</h2>");
         h.push_str(&throughput_chart(&self.series));
+        if self.series.iter().any(|p| p.active.is_some()) {
+            h.push_str("<h2>Workers and dropped arrivals over time</h2>");
+            h.push_str(&svg_chart(
+                &[
+                    (
+                        "in an iteration",
+                        "#1f77b4",
+                        pts(&|p| p.active.unwrap_or(0) as f64),
+                    ),
+                    (
+                        "dropped/s",
+                        "#d62728",
+                        pts(&|p| p.dropped.unwrap_or(0) as f64),
+                    ),
+                ],
+                "seconds",
+                "workers, arrivals",
+                false,
+            ));
+        }
+        if self.series.iter().any(|p| p.cpu_share.is_some()) {
+            h.push_str("<h2>Generator CPU over time</h2>");
+            h.push_str(&svg_chart(
+                &[(
+                    "CPU % of all cores",
+                    "#8c564b",
+                    pts(&|p| p.cpu_share.unwrap_or(0.0) * 100.0),
+                )],
+                "seconds",
+                "%",
+                false,
+            ));
+        }
         h.push_str("<h2>Latency percentiles over time</h2>");
         h.push_str(&svg_chart(
             &[
@@ -1128,6 +1161,17 @@ pub fn prometheus_text(plan: &Plan, c: &Collected, recorder: &Recorder) -> Strin
             "loadtest_dropped_iterations_total{{scenario=\"{}\"}} {}",
             s.name,
             recorder.dropped[i].load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+    out.push_str("# HELP loadtest_active_workers Workers inside an iteration (open: busy workers; closed: active VUs).\n# TYPE loadtest_active_workers gauge\n");
+    for (i, s) in plan.scenarios.iter().enumerate() {
+        let load =
+            |a: &[std::sync::atomic::AtomicU64]| a[i].load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "loadtest_active_workers{{scenario=\"{}\"}} {}",
+            s.name,
+            load(&recorder.busy).saturating_add(load(&recorder.active))
         );
     }
     out

@@ -164,6 +164,7 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
                 let elapsed = start.elapsed();
                 let mut c = collected.lock().unwrap_or_else(|p| p.into_inner());
                 let p = c.tick(&shared.recorder, elapsed.as_secs_f64().round());
+                c.annotate(gauges(&shared.recorder), cpu_start);
                 if let Some(r) = &reporter {
                     r.progress(&p, elapsed);
                 }
@@ -215,6 +216,7 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
     // Always: a request recorded just after the last tick (whose time is rounded to the
     // second) would otherwise be missing from every figure.
     c.finish(&shared.recorder, elapsed.as_secs_f64());
+    c.annotate(gauges(&shared.recorder), cpu_start);
     let aborted = cancel.is_cancelled();
     let stopped_by = shared
         .stopped_by
@@ -254,6 +256,16 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
 }
 
 /// Every live target a scenario uses must acknowledge shadow traffic.
+/// The run series' gauges now.
+fn gauges(recorder: &crate::stats::Recorder) -> crate::stats::Gauges {
+    crate::stats::Gauges {
+        active: recorder.in_iterations(),
+        dropped_total: recorder.dropped_total(),
+        cpu_s: crate::report::process_cpu(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
 async fn probe(plan: &Plan, clients: &[TargetClient], ctx: &ShadowContext) -> Result<(), Error> {
     for (i, (t, client)) in plan.targets.iter().zip(clients).enumerate() {
         let used = plan
@@ -575,6 +587,7 @@ async fn run_scenario(shared: Arc<Shared>, i: usize, start: Instant) -> Result<D
                                 }
                             }
                         };
+                        let _active = shared.recorder.active(i);
                         let work = iteration(&shared, i, seq, vu as u64, iter, None, &mut scratch);
                         match ramp_down {
                             None => work.await,

@@ -230,6 +230,15 @@ impl StepWindow {
     }
 }
 
+/// See [`Recorder::active`].
+pub(crate) struct ActiveGuard<'a>(&'a AtomicU64);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     steps: Vec<StepWindow>,
@@ -249,6 +258,8 @@ pub struct Recorder {
     pub busy: Vec<AtomicU64>,
     /// Open model: the most workers busy at once so far, per scenario.
     pub peak_busy: Vec<AtomicU64>,
+    /// Closed models: VUs inside an iteration now, per scenario.
+    pub active: Vec<AtomicU64>,
 }
 
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
@@ -274,6 +285,7 @@ impl Recorder {
             interrupted: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
             cut_short: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
             peak_busy: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
+            active: (0..scenarios).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -286,6 +298,30 @@ impl Recorder {
     /// A worker of scenario `i` ends an iteration (open model).
     pub(crate) fn busy_end(&self, i: usize) {
         self.busy[i].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A VU of closed scenario `i` is inside an iteration until the guard drops (also when
+    /// its task is cut off at the graceful stop).
+    pub(crate) fn active(&self, i: usize) -> ActiveGuard<'_> {
+        self.active[i].fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(&self.active[i])
+    }
+
+    /// Workers inside an iteration now, every scenario and model together.
+    pub(crate) fn in_iterations(&self) -> u64 {
+        self.busy
+            .iter()
+            .chain(&self.active)
+            .map(|a| a.load(Ordering::Relaxed))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Arrivals dropped so far, every scenario together.
+    pub(crate) fn dropped_total(&self) -> u64 {
+        self.dropped
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .fold(0, u64::saturating_add)
     }
 
     /// Records one request of step `step`.
@@ -347,6 +383,16 @@ pub struct Point {
     pub max_ms: f64,
     /// Service-time p99, milliseconds.
     pub service_p99_ms: f64,
+    /// Run series only: workers inside an iteration at the end of the interval (busy
+    /// workers of open models, active VUs of closed ones), all scenarios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<u64>,
+    /// Run series only: arrivals dropped in the interval (every worker busy), all scenarios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+    /// Run series only: the generator's CPU over the interval, as a share of all its cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_share: Option<f64>,
     /// The interval's histograms (in reports, for `loadtest merge`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hdr: Option<Hdr>,
@@ -371,6 +417,9 @@ impl Point {
             p99_ms: ms(&w.latency, 0.99),
             max_ms: w.latency.max() as f64 / 1000.0,
             service_p99_ms: ms(&w.service, 0.99),
+            active: None,
+            dropped: None,
+            cpu_share: None,
             hdr: None,
         }
     }
@@ -387,6 +436,21 @@ pub struct Collected {
     pub step_series: Vec<Vec<Point>>,
     window: Vec<StepWindow>,
     all: StepWindow,
+    /// Dropped arrivals and generator CPU seconds at the last annotated point.
+    last_gauges: Option<(u64, f64, f64)>,
+}
+
+/// What the run series carries beside the requests, read at each point's end.
+#[derive(Clone, Copy, Debug)]
+pub struct Gauges {
+    /// Workers inside an iteration.
+    pub active: u64,
+    /// Arrivals dropped since the start.
+    pub dropped_total: u64,
+    /// The generator's CPU seconds since it started.
+    pub cpu_s: f64,
+    /// Its cores.
+    pub cores: usize,
 }
 
 impl Collected {
@@ -398,7 +462,27 @@ impl Collected {
             step_series: (0..steps).map(|_| Vec::new()).collect(),
             window: (0..steps).map(|_| StepWindow::new()).collect(),
             all: StepWindow::new(),
+            last_gauges: None,
         }
+    }
+
+    /// Sets the gauges of the run series' last point (taken at `g`), the drops and CPU as the
+    /// change since the previous annotated point (or the start, at `cpu0` CPU seconds).
+    pub fn annotate(&mut self, g: Gauges, cpu0: f64) {
+        let Some(p) = self.series.last_mut() else {
+            return;
+        };
+        let (dropped_before, cpu_before, t_before) = self.last_gauges.unwrap_or((0, cpu0, 0.0));
+        if self.last_gauges.is_some() && p.t <= t_before {
+            // The final collection found nothing new and was dropped: this point has its own.
+            return;
+        }
+        let wall = (p.t - t_before).max(1e-3);
+        p.active = Some(g.active);
+        p.dropped = Some(g.dropped_total.saturating_sub(dropped_before));
+        let share = (g.cpu_s - cpu_before).max(0.0) / (wall * g.cores.max(1) as f64);
+        p.cpu_share = share.is_finite().then_some(share);
+        self.last_gauges = Some((g.dropped_total, g.cpu_s, p.t));
     }
 
     /// Drains the recorder into a new point at `t` seconds; returns the point.

@@ -490,8 +490,9 @@ fn the_quickstart_runs_without_a_server() {
     }
     assert_eq!(
         html.matches("<svg").count(),
-        3 + 2 * 2,
-        "3 run charts, 2 per step"
+        5 + 2 * 2,
+        "5 run charts (throughput, workers and drops, generator CPU, latency over time and \
+         distribution), 2 per step"
     );
     // Its p99 < 250ms is the quick start's own verdict on this machine's speed, not the
     // test's: the test checks that the exit code, the report and the summary agree with it.
@@ -956,6 +957,18 @@ fn segment_reports_merge_exactly_and_the_thresholds_are_evaluated_again() {
     assert_eq!(m["segment"], "1/1");
     assert_eq!(m["merged_from"].as_array().unwrap().len(), 2);
     assert_eq!(m["total"]["requests"], 200);
+    // The run series keeps its gauges: workers and drops added, the busiest CPU share.
+    for (k, p) in m["series"].as_array().unwrap().iter().enumerate() {
+        let of = |r: &serde_json::Value, key: &str| r["series"][k][key].as_u64().unwrap();
+        let (a, b) = (&segments[0], &segments[1]);
+        assert_eq!(of(&m, "active"), of(a, "active") + of(b, "active"), "{p}");
+        assert_eq!(
+            of(&m, "dropped"),
+            of(a, "dropped") + of(b, "dropped"),
+            "{p}"
+        );
+        assert!(p["cpu_share"].is_f64(), "{p}");
+    }
     let step = &m["scenarios"][0]["steps"][0];
     assert_eq!(step["requests"], 200);
     // Extremes of a sum of histograms are the extremes of the parts: exact, where averaging

@@ -164,6 +164,24 @@ async fn arrivals_beyond_the_workers_are_dropped_and_counted() {
         s.summary.requests, s.dropped_iterations
     );
     assert!(s.dropped_iterations > 0);
+    // Over time: every drop is in the run series once, and the second whose collection made
+    // them visible had both workers inside their (held) iteration.
+    let per_second: u64 = report.series.iter().map(|p| p.dropped.unwrap()).sum();
+    assert_eq!(per_second, s.dropped_iterations);
+    assert!(
+        report.series.iter().any(|p| p.active == Some(2)),
+        "{:?}",
+        report.series.iter().map(|p| p.active).collect::<Vec<_>>()
+    );
+    assert!(
+        report
+            .series
+            .iter()
+            .all(|p| p.cpu_share.is_some_and(|c| c.is_finite() && c >= 0.0))
+    );
+    let html = report.to_html();
+    assert!(html.contains("Workers and dropped arrivals over time"));
+    assert!(html.contains("Generator CPU over time"));
     assert!(
         (2..=4).contains(&s.summary.requests),
         "{}",
@@ -685,4 +703,68 @@ async fn cookies_set_by_a_response_go_back_on_the_later_steps_of_the_iteration()
             .collect();
         assert_eq!(seen, want, "cookies = {on}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_vus_are_a_gauge_in_the_metrics_and_the_run_series() {
+    // Three VUs, each held inside its first iteration by the server: once all three are
+    // parked, the next collection counts 3 active, in /metrics and in the report's series.
+    let gate = Gate::closing_after(1);
+    let server = Server::start(Behavior::Gate(gate.clone()), true);
+    let at = Arc::new(MetricsAt::default());
+    let text = format!(
+        r#"
+        [run]
+        graceful-stop = "60s"
+        [output]
+        prometheus = "127.0.0.1:0"
+        [targets.api]
+        kind = "http"
+        url = "{}"
+        [[scenarios]]
+        name = "c"
+        executor = "constant-vus"
+        vus = 3
+        duration = "1s"
+        [[scenarios.steps]]
+        name = "get"
+        http = {{ path = "/" }}
+        "#,
+        server.url()
+    );
+    let opener = tokio::task::spawn_blocking({
+        let (gate, at) = (gate.clone(), at.clone());
+        move || {
+            gate.wait_parked(3);
+            let addr =
+                at.0.lock()
+                    .unwrap()
+                    .expect("metrics served before the load");
+            let name = "loadtest_active_workers{scenario=\"c\"}";
+            let mut seen = None;
+            for _ in 0..600 {
+                seen = common::metric(&common::scrape(addr), name);
+                if seen == Some(3) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            gate.open();
+            seen
+        }
+    });
+    let (report, _) = common::run_reporting(&text, at.clone()).await;
+    assert_eq!(
+        opener.await.unwrap(),
+        Some(3),
+        "the gauge counted the held VUs"
+    );
+    assert!(
+        report.series.iter().any(|p| p.active == Some(3)),
+        "{:?}",
+        report.series.iter().map(|p| p.active).collect::<Vec<_>>()
+    );
+    // Every VU has left its iteration by the end.
+    assert_eq!(report.series.last().and_then(|p| p.active), Some(0));
+    assert_eq!(report.scenarios[0].dropped_iterations, 0);
 }
