@@ -518,3 +518,121 @@ pub fn loadtest_suite() {
     );
     accuracy(secs);
 }
+
+/// Resident memory of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`); 0 when unreadable.
+fn rss_bytes(pid: u32) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb.saturating_mul(1024))
+}
+
+/// `compare loadtest-memory`: does loadtest's memory stay flat over a long run? One open-model
+/// run at 5,000 requests/s (`BENCH_RATE`) against a local hyper server for 10 minutes
+/// (scaled by `BENCH_SCALE`), the generator's resident memory sampled every second: the
+/// figure is RSS at 1 minute against RSS at the end (per-second histograms are kept for the
+/// report, so some growth per second of run is expected; the table says how much).
+pub fn memory_suite() {
+    let rate: u64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let secs = crate::scaled(600) as u64;
+    let early = crate::scaled(60) as u64;
+    let binary = match loadtest_binary() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("loadtest-memory suite: {e}");
+            return;
+        }
+    };
+    let addr = start_http_server();
+    let dir = std::env::temp_dir().join(format!("loadtest-memory-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("loadtest-memory suite: {e}");
+        return;
+    }
+    let (file, json) = (dir.join("scenario.toml"), dir.join("report.json"));
+    let scenario = format!(
+        "[run]\nshadow = false\nthreads = 1\n[targets.api]\nkind = \"http\"\nurl = \"http://{addr}\"\n\
+         connections = 64\n[[scenarios]]\nname = \"steady\"\nexecutor = \"constant-arrival-rate\"\n\
+         rate = {rate}\nduration = \"{secs}s\"\nmax-in-flight = 256\n[[scenarios.steps]]\n\
+         name = \"get\"\nhttp = {{ path = \"/\" }}\n"
+    );
+    if let Err(e) = std::fs::write(&file, scenario) {
+        eprintln!("loadtest-memory suite: {e}");
+        return;
+    }
+    let child = Command::new(&binary)
+        .args(["run", "-q", "--json"])
+        .arg(&json)
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "loadtest-memory suite: cannot start {}: {e}",
+                binary.display()
+            );
+            return;
+        }
+    };
+    let pid = child.id();
+    let t0 = Instant::now();
+    let (mut at_early, mut last, mut peak) = (0u64, 0u64, 0u64);
+    // Bounded: the run's own length and a minute of grace for its end and report.
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if t0.elapsed() > Duration::from_secs(secs + 60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        let rss = rss_bytes(pid);
+        if rss > 0 {
+            peak = peak.max(rss);
+            last = rss;
+            if at_early == 0 && t0.elapsed() >= Duration::from_secs(early) {
+                at_early = rss;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let requests = std::fs::read(&json)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|r| r["total"]["requests"].as_u64())
+        .unwrap_or(0);
+    let report_bytes = std::fs::metadata(&json).map_or(0, |m| m.len());
+    let _ = std::fs::remove_dir_all(&dir);
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "loadtest resident memory, open model at {rate}/s for {secs} s against a local hyper server ({}):",
+        match status {
+            Some(s) if s.success() => "completed".to_owned(),
+            Some(s) => format!("exit {s}"),
+            None => "killed: it ran past its length".to_owned(),
+        }
+    );
+    println!(
+        "| at {early} s | last sample | peak | last / at {early} s | requests | JSON report |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {:.1} MB | {:.1} MB | {:.1} MB | {:.2}× | {requests} | {:.1} MB |",
+        mb(at_early),
+        mb(last),
+        mb(peak),
+        last as f64 / at_early.max(1) as f64,
+        mb(report_bytes)
+    );
+}

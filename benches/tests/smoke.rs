@@ -56,4 +56,9 @@ fn the_metrics_objstore_and_loadtest_suites_run() {
     assert!(out.contains("objstore"), "{out}");
     let out = compare("loadtest");
     assert!(out.contains("loadtest"), "{out}");
+    let out = compare("loadtest-memory");
+    assert!(
+        out.contains("resident memory") && out.contains("completed"),
+        "{out}"
+    );
 }
