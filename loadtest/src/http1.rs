@@ -28,22 +28,26 @@ pub(crate) struct Endpoint {
     pub(crate) host: String,
     /// Port.
     pub(crate) port: u16,
+    /// `https://`.
+    pub(crate) tls: bool,
 }
 
 impl Endpoint {
-    /// Parses `http://host[:port][/]`.
+    /// Parses `http://host[:port][/]` or `https://…`.
     ///
     /// # Errors
     ///
-    /// Not an `http://` URL with a host, or it has a path.
+    /// Not an `http://` or `https://` URL with a host, or it has a path.
     pub(crate) fn parse(url: &str) -> Result<Endpoint, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?}: only http:// URLs (https is not supported yet)"))?;
+        let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(format!("{url:?}: only http:// and https:// URLs")),
+        };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
             return Err(format!(
-                "{url:?}: give the server only (http://host:port); paths belong to the steps"
+                "{url:?}: give the server only (http(s)://host:port); paths belong to the steps"
             ));
         }
         let (host, port) = match authority.rsplit_once(':') {
@@ -52,13 +56,19 @@ impl Endpoint {
                 p.parse::<u16>()
                     .map_err(|_| format!("{url:?}: {p:?} is not a port"))?,
             ),
-            _ => (authority.to_owned(), 80),
+            _ => (authority.to_owned(), if tls { 443 } else { 80 }),
         };
         Ok(Endpoint {
             authority: authority.to_owned(),
             host,
             port,
+            tls,
         })
+    }
+
+    /// `http` or `https`, for request URIs.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// Resolves the address.
@@ -110,7 +120,7 @@ pub(crate) struct Response {
 /// One keep-alive connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: crate::tls::Stream,
     buf: BytesMut,
     reused: bool,
 }
@@ -120,6 +130,8 @@ pub(crate) struct Conn {
 #[derive(Debug)]
 pub(crate) struct Pool {
     addr: SocketAddr,
+    /// `https://`: the handshake every new connection runs.
+    tls: Option<crate::tls::Tls>,
     idle: ArrayQueue<Conn>,
     open: tokio::sync::Semaphore,
     connect_timeout: Duration,
@@ -149,10 +161,16 @@ impl Drop for Lease<'_> {
 }
 
 impl Pool {
-    /// A pool of at most `max` connections to `addr`.
-    pub(crate) fn new(addr: SocketAddr, max: usize, connect_timeout: Duration) -> Pool {
+    /// A pool of at most `max` connections to `addr` (over TLS with `tls`).
+    pub(crate) fn new(
+        addr: SocketAddr,
+        tls: Option<crate::tls::Tls>,
+        max: usize,
+        connect_timeout: Duration,
+    ) -> Pool {
         Pool {
             addr,
+            tls,
             idle: ArrayQueue::new(max.max(1)),
             open: tokio::sync::Semaphore::new(max.max(1)),
             connect_timeout,
@@ -178,11 +196,13 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Conn, HttpError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| HttpError::Connect(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
-            .map_err(HttpError::Connect)?;
-        stream.set_nodelay(true).map_err(HttpError::Connect)?;
+        let stream =
+            tokio::time::timeout(self.connect_timeout, connect(self.addr, self.tls.as_ref()))
+                .await
+                .map_err(|_| {
+                    HttpError::Connect(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                })?
+                .map_err(HttpError::Connect)?;
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
@@ -259,6 +279,19 @@ fn protocol(m: impl Into<String>) -> Failure {
     }
 }
 
+/// A connection to `addr`, no delay on small writes, with the TLS handshake when `tls`.
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    tls: Option<&crate::tls::Tls>,
+) -> std::io::Result<crate::tls::Stream> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    match tls {
+        Some(tls) => tls.connect(tcp).await,
+        None => Ok(crate::tls::Stream::Plain(tcp)),
+    }
+}
+
 /// One request/response; returns whether the connection stays open.
 async fn exchange(
     conn: &mut Conn,
@@ -272,6 +305,8 @@ async fn exchange(
         .write_all(request)
         .await
         .map_err(|e| io(e, false))?;
+    // TLS keeps what it was handed until flushed (a no-op on plain TCP).
+    conn.stream.flush().await.map_err(|e| io(e, false))?;
     conn.buf.clear();
     out.headers.clear();
     out.body.clear();
@@ -546,7 +581,7 @@ mod tests {
                 let _ = s.read(&mut b).await;
                 s.write_all(&reply).await.unwrap();
             });
-            let pool = Pool::new(addr, 1, Duration::from_secs(1));
+            let pool = Pool::new(addr, None, 1, Duration::from_secs(1));
             let mut req = Vec::new();
             encode(&mut req, &http::Method::GET, b"/", "x", [], None);
             let mut out = Response::default();

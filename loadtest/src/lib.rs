@@ -46,6 +46,7 @@ pub mod segment;
 pub mod stats;
 pub mod template;
 pub mod threshold;
+mod tls;
 
 pub use error::Error;
 pub use run::{Outcome, Reporter, RunOptions, run};

@@ -149,6 +149,23 @@ pub struct TargetSpec {
     pub shadow_prefix: Option<String>,
     /// objstore only: bearer token.
     pub token: Option<String>,
+    /// http only, `https://` URLs: how the server's certificate is checked.
+    #[serde(default)]
+    pub tls: TlsSpec,
+}
+
+/// `tls = { ca-file = "staging-ca.pem" }` or `tls = { insecure = true }` on an `https://`
+/// target. Without it the certificate is checked against the public web roots.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSpec {
+    /// PEM file of the CA certificates to trust instead of the public roots (relative paths
+    /// from the scenario file's folder).
+    pub ca_file: Option<PathBuf>,
+    /// Take any certificate (a staging server's self-signed one). Encrypted, not
+    /// authenticated.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 impl fmt::Debug for TargetSpec {
@@ -164,6 +181,7 @@ impl fmt::Debug for TargetSpec {
             .field("probe", &self.probe)
             .field("shadow_prefix", &self.shadow_prefix)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -894,7 +912,9 @@ impl Plan {
                         return Err(at(&key, "url is required".into()));
                     };
                     let ok = match kind {
-                        TargetKind::Http => url.starts_with("http://"),
+                        TargetKind::Http => {
+                            url.starts_with("http://") || url.starts_with("https://")
+                        }
                         TargetKind::Redis => {
                             url.starts_with("redis://") || url.starts_with("rediss://")
                         }
@@ -904,7 +924,7 @@ impl Plan {
                         return Err(at(
                             &format!("{key}.url"),
                             format!(
-                                "{url:?} is not a {kind:?} address (http://host:port, redis://host:port, host:port)"
+                                "{url:?} is not a {kind:?} address (http(s)://host:port, redis://host:port, host:port)"
                             ),
                         ));
                     }
@@ -920,9 +940,31 @@ impl Plan {
                     "must be at least 1".into(),
                 ));
             }
+            let mut spec = t.clone();
+            let https = t.kind == TargetKind::Http
+                && t.url.as_deref().is_some_and(|u| u.starts_with("https://"));
+            let tls_set = t.tls.ca_file.is_some() || t.tls.insecure;
+            if tls_set && !https {
+                return Err(at(
+                    &format!("{key}.tls"),
+                    "only for an http target with an https:// url (Redis: rediss:// URLs)".into(),
+                ));
+            }
+            if t.tls.ca_file.is_some() && t.tls.insecure {
+                return Err(at(
+                    &format!("{key}.tls.insecure"),
+                    "either ca-file or insecure = true, not both".into(),
+                ));
+            }
+            if let Some(ca) = &t.tls.ca_file {
+                let resolved = base.join(ca);
+                crate::tls::ca_certs(&resolved)
+                    .map_err(|e| at(&format!("{key}.tls.ca-file"), e))?;
+                spec.tls.ca_file = Some(resolved);
+            }
             targets.push(Target {
                 name: name.clone(),
-                spec: t.clone(),
+                spec,
             });
         }
         let mut scenarios = Vec::new();
@@ -1641,6 +1683,7 @@ mod tests {
             probe: root(),
             shadow_prefix: None,
             token: Some("s3cret-token".into()),
+            tls: TlsSpec::default(),
         };
         let shown = format!("{spec:?}");
         assert!(

@@ -7,22 +7,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 
-use common::{Behavior, Gate, Server};
-
-fn loadtest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(args)
-        .output()
-        .expect("run loadtest")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{Behavior, Gate, Server, loadtest, text};
 
 const GOOD: &str = r#"
 [targets.api]

@@ -112,23 +112,49 @@ impl loadtest::Reporter for MetricsAt {
     }
 }
 
+/// A run against a server that holds every request after the probe: starts the server,
+/// and returns it with the gate, the metrics address holder and the scenario text (a run
+/// section with a long graceful stop and metrics on a free port, the target, then
+/// `scenarios`).
+fn held_run(scenarios: &str) -> (Server, Arc<Gate>, Arc<MetricsAt>, String) {
+    let gate = Gate::closing_after(1);
+    let server = Server::start(Behavior::Gate(gate.clone()), true);
+    let text = format!(
+        "[run]\ngraceful-stop = \"60s\"\n[output]\nprometheus = \"127.0.0.1:0\"\n\
+         [targets.api]\nkind = \"http\"\nurl = \"{}\"\n{scenarios}",
+        server.url()
+    );
+    (server, gate, Arc::new(MetricsAt::default()), text)
+}
+
+/// Off the runtime: once `parked` requests are held, runs `look` on the metrics address,
+/// then opens the gate; resolves to what `look` returned.
+fn open_after<T: Send + 'static>(
+    gate: &Arc<Gate>,
+    at: &Arc<MetricsAt>,
+    parked: u64,
+    look: impl FnOnce(SocketAddr) -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let (gate, at) = (gate.clone(), at.clone());
+    tokio::task::spawn_blocking(move || {
+        gate.wait_parked(parked);
+        let addr =
+            at.0.lock()
+                .unwrap()
+                .expect("metrics served before the load");
+        let seen = look(addr);
+        gate.open();
+        seen
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arrivals_beyond_the_workers_are_dropped_and_counted() {
     // 2 workers and a queue of 2 in front of a server that holds every request until the
     // test has seen arrivals dropped: of the 400 arrivals, 2 to 4 are taken (the first two
     // always fit in the queue) and every other one is dropped, never waited for.
-    let gate = Gate::closing_after(1);
-    let server = Server::start(Behavior::Gate(gate.clone()), true);
-    let at = Arc::new(MetricsAt::default());
-    let text = format!(
+    let (_server, gate, at, text) = held_run(
         r#"
-        [run]
-        graceful-stop = "60s"
-        [output]
-        prometheus = "127.0.0.1:0"
-        [targets.api]
-        kind = "http"
-        url = "{}"
         [[scenarios]]
         name = "s"
         executor = "constant-arrival-rate"
@@ -138,23 +164,13 @@ async fn arrivals_beyond_the_workers_are_dropped_and_counted() {
         thresholds = ["dropped-iterations < 1", "checks > 99%"]
         [[scenarios.steps]]
         name = "get"
-        http = {{ path = "/" }}
+        http = { path = "/" }
         thresholds = ["dropped-iterations < 400"]
         "#,
-        server.url()
     );
-    let opener = tokio::task::spawn_blocking({
-        let (gate, at) = (gate.clone(), at.clone());
-        move || {
-            gate.wait_parked(2);
-            let addr =
-                at.0.lock()
-                    .unwrap()
-                    .expect("metrics served before the load");
-            // The figures are collected once a second: scrape until drops show.
-            common::scrape_until_counted(addr, "loadtest_dropped_iterations_total{scenario=\"s\"}");
-            gate.open();
-        }
+    // The figures are collected once a second: scrape until drops show.
+    let opener = open_after(&gate, &at, 2, |addr| {
+        common::scrape_until_counted(addr, "loadtest_dropped_iterations_total{scenario=\"s\"}");
     });
     let (report, _) = common::run_reporting(&text, at.clone()).await;
     opener.await.unwrap();
@@ -709,18 +725,8 @@ async fn cookies_set_by_a_response_go_back_on_the_later_steps_of_the_iteration()
 async fn active_vus_are_a_gauge_in_the_metrics_and_the_run_series() {
     // Three VUs, each held inside its first iteration by the server: once all three are
     // parked, the next collection counts 3 active, in /metrics and in the report's series.
-    let gate = Gate::closing_after(1);
-    let server = Server::start(Behavior::Gate(gate.clone()), true);
-    let at = Arc::new(MetricsAt::default());
-    let text = format!(
+    let (_server, gate, at, text) = held_run(
         r#"
-        [run]
-        graceful-stop = "60s"
-        [output]
-        prometheus = "127.0.0.1:0"
-        [targets.api]
-        kind = "http"
-        url = "{}"
         [[scenarios]]
         name = "c"
         executor = "constant-vus"
@@ -728,30 +734,20 @@ async fn active_vus_are_a_gauge_in_the_metrics_and_the_run_series() {
         duration = "1s"
         [[scenarios.steps]]
         name = "get"
-        http = {{ path = "/" }}
+        http = { path = "/" }
         "#,
-        server.url()
     );
-    let opener = tokio::task::spawn_blocking({
-        let (gate, at) = (gate.clone(), at.clone());
-        move || {
-            gate.wait_parked(3);
-            let addr =
-                at.0.lock()
-                    .unwrap()
-                    .expect("metrics served before the load");
-            let name = "loadtest_active_workers{scenario=\"c\"}";
-            let mut seen = None;
-            for _ in 0..600 {
-                seen = common::metric(&common::scrape(addr), name);
-                if seen == Some(3) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
+    let opener = open_after(&gate, &at, 3, |addr| {
+        let name = "loadtest_active_workers{scenario=\"c\"}";
+        let mut seen = None;
+        for _ in 0..600 {
+            seen = common::metric(&common::scrape(addr), name);
+            if seen == Some(3) {
+                break;
             }
-            gate.open();
-            seen
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        seen
     });
     let (report, _) = common::run_reporting(&text, at.clone()).await;
     assert_eq!(

@@ -31,8 +31,16 @@ impl Protocol for Http1 {
         // connection: the run goes on and the thresholds decide.
         let addr = endpoint.resolve().await.ok();
         let max = target.spec.connections.unwrap_or(DEFAULT_CONNECTIONS);
+        let tls = match endpoint.tls {
+            true => Some(crate::tls::Tls::new(
+                &target.spec.tls,
+                &endpoint.host,
+                b"http/1.1",
+            )?),
+            false => None,
+        };
         Ok(Http1 {
-            pool: addr.map(|a| Pool::new(a, max, run.timeout)),
+            pool: addr.map(|a| Pool::new(a, tls, max, run.timeout)),
             endpoint,
         })
     }

@@ -31,6 +31,8 @@ pub(crate) struct Http2 {
     endpoint: Endpoint,
     /// `None`: the name did not resolve; every request is a `connect` error.
     addr: Option<SocketAddr>,
+    /// `https://`: the handshake of every new connection.
+    tls: Option<crate::tls::Tls>,
     conns: Vec<ArcSwapOption<SendRequest<Full<Bytes>>>>,
     /// Held while opening a connection, so that waiting workers do not open one each.
     connecting: tokio::sync::Mutex<()>,
@@ -74,14 +76,14 @@ impl Http2 {
                 self.endpoint.host
             )))
         })?;
-        let tcp = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| HttpError::Connect(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(HttpError::Connect)?;
-        let _ = tcp.set_nodelay(true);
+        let stream =
+            tokio::time::timeout(self.timeout, crate::http1::connect(addr, self.tls.as_ref()))
+                .await
+                .map_err(|_| HttpError::Connect(std::io::ErrorKind::TimedOut.into()))?
+                .map_err(HttpError::Connect)?;
         let (send, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
+            hyper_util::rt::TokioIo::new(stream),
         )
         .await
         .map_err(HttpError::Handshake)?;
@@ -103,9 +105,19 @@ impl Protocol for Http2 {
             .connections
             .unwrap_or(DEFAULT_CONNECTIONS)
             .max(1);
+        // HTTPS: ALPN `h2` (without TLS, HTTP/2 is spoken by prior knowledge).
+        let tls = match endpoint.tls {
+            true => Some(crate::tls::Tls::new(
+                &target.spec.tls,
+                &endpoint.host,
+                b"h2",
+            )?),
+            false => None,
+        };
         Ok(Http2 {
             endpoint,
             addr,
+            tls,
             conns: (0..n).map(|_| ArcSwapOption::empty()).collect(),
             connecting: tokio::sync::Mutex::new(()),
             timeout: run.timeout,
@@ -117,8 +129,10 @@ impl Protocol for Http2 {
         let mut send = self.sender(0).await.map_err(|e| failed(e.into()))?;
         let mut req = http::Request::builder()
             .uri(format!(
-                "http://{}{}",
-                self.endpoint.authority, target.spec.probe
+                "{}://{}{}",
+                self.endpoint.scheme(),
+                self.endpoint.authority,
+                target.spec.probe
             ))
             .body(Full::new(Bytes::new()))
             .map_err(|e| Problem::caused_by("has a probe path that is not a URI", e))?;
@@ -140,7 +154,8 @@ impl Protocol for Http2 {
         s.path.clear();
         request.path.render(vars, &mut s.path);
         let uri = format!(
-            "http://{}{}",
+            "{}://{}{}",
+            self.endpoint.scheme(),
             self.endpoint.authority,
             String::from_utf8_lossy(&s.path)
         );

@@ -407,3 +407,20 @@ async fn run_text(
     let (_dir, path) = scenario(text);
     run_file(&path, options).await
 }
+
+/// Runs the `loadtest` binary with `args` to its end.
+pub fn loadtest(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .output()
+        .expect("run loadtest")
+}
+
+/// What a run of the binary printed, stdout then stderr.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
