@@ -549,7 +549,11 @@ mod tests {
         let e = Endpoint::parse("http://[::1]:81/").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("::1", 81));
         assert_eq!(Endpoint::parse("http://localhost").unwrap().port, 80);
-        assert!(Endpoint::parse("https://x").is_err());
+        let e = Endpoint::parse("https://x").unwrap();
+        assert_eq!((e.port, e.tls, e.scheme()), (443, true, "https"));
+        assert_eq!(Endpoint::parse("https://x:8443").unwrap().port, 8443);
+        assert!(!Endpoint::parse("http://x").unwrap().tls);
+        assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("http://x/path").is_err());
         assert!(Endpoint::parse("http://x:port").is_err());
     }

@@ -7,25 +7,19 @@ use std::fmt::Write as _;
 ///
 /// # Errors
 ///
-/// `url` is not an absolute `http://` URL (with a host).
+/// `url` is not an absolute `http://` or `https://` URL (with a host).
 pub fn starter(url: &str) -> Result<String, String> {
     let uri: http::Uri = url.parse().map_err(|e| {
         format!("{url:?} is not a URL ({e}); write e.g. http://127.0.0.1:8080/health")
     })?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "{url:?}: HTTPS targets are not supported yet; point loadtest at the service's \
-                 plain-HTTP port (e.g. behind the TLS terminator)"
-            ));
-        }
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
         _ => {
             return Err(format!(
-                "{url:?}: write an absolute http:// URL, e.g. http://127.0.0.1:8080/health"
+                "{url:?}: write an absolute http:// or https:// URL, e.g. http://127.0.0.1:8080/health"
             ));
         }
-    }
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| format!("{url:?} has no host"))?;
@@ -35,7 +29,7 @@ pub fn starter(url: &str) -> Result<String, String> {
             "{url:?}: a path with `{{{{` would be read as a template"
         ));
     }
-    let server = format!("http://{authority}");
+    let server = format!("{scheme}://{authority}");
     // JSON string syntax is TOML's basic-string syntax for what a URI can hold.
     let q = |s: &str| serde_json::Value::from(s).to_string();
     let mut out = String::new();
@@ -69,7 +63,9 @@ url = {server}
 # live = false.
 live = true
 probe = {path}
-# http2 = true                # HTTP/2 with prior knowledge instead of HTTP/1.1
+# http2 = true                # HTTP/2 (prior knowledge; over https, ALPN h2) instead of HTTP/1.1
+# tls = {{ ca-file = "ca.pem" }} # https: trust this CA instead of the public roots; or
+# tls = {{ insecure = true }}    # https: take any certificate (a staging server's own)
 
 # Open model: requests arrive at the rate below whatever the server does, and latency counts
 # from each request's intended send time (a stalled server shows, no coordinated omission).
@@ -109,10 +105,12 @@ mod tests {
                 .unwrap()
                 .contains("probe = \"/\"")
         );
+        let s = starter("https://shop.test/health").unwrap();
+        assert!(s.contains("url = \"https://shop.test\""), "{s}");
+        assert!(s.contains("# tls = { ca-file"), "{s}");
         for (bad, want) in [
-            ("https://x/", "HTTPS targets are not supported yet"),
-            ("/just/a/path", "write an absolute http:// URL"),
-            ("ftp://x/", "write an absolute http:// URL"),
+            ("/just/a/path", "write an absolute http:// or https:// URL"),
+            ("ftp://x/", "write an absolute http:// or https:// URL"),
             ("http://x/{{seq}}", "would be read as a template"),
             ("http://exa mple", "is not a URL"),
         ] {

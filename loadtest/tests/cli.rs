@@ -75,7 +75,7 @@ fn bad_scenarios_are_refused_naming_file_line_and_key() {
         ),
         (
             "url = \"http://127.0.0.1:1\"",
-            "url = \"https://x\"",
+            "url = \"ftp://x\"",
             "targets.api.url",
         ),
         (
@@ -759,10 +759,10 @@ fn init_writes_a_starter_that_validates_and_runs() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("never overwritten"), "{}", text(&o));
     assert_eq!(std::fs::read(&file).unwrap(), before);
-    let o = loadtest(&["init", "https://example.test/"]);
+    let o = loadtest(&["init", "ftp://example.test/"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o).contains("HTTPS targets are not supported yet"),
+        text(&o).contains("write an absolute http:// or https:// URL"),
         "{}",
         text(&o)
     );
