@@ -139,12 +139,26 @@ fn scenario(dir: &Path, name: &str, url: &str, target_extra: &str) -> PathBuf {
     path
 }
 
-fn requests(json: &Path) -> (u64, u64) {
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    (
-        r["total"]["requests"].as_u64().unwrap(),
-        r["total"]["failed"].as_u64().unwrap(),
-    )
+/// Runs the scenario `name` against `url` (with `extra` in the target): it must pass, with
+/// all 20 requests answered and none failed.
+fn passes_all_20(dir: &Path, name: &str, url: &str, extra: &str) {
+    let path = scenario(dir, name, url, extra);
+    let json = dir.join(format!("{name}.json"));
+    let o = loadtest(&[
+        "run",
+        "-q",
+        path.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let total = (&r["total"]["requests"], &r["total"]["failed"]);
+    assert_eq!(
+        (total.0.as_u64(), total.1.as_u64()),
+        (Some(20), Some(0)),
+        "{name}"
+    );
 }
 
 #[test]
@@ -164,17 +178,7 @@ fn https_targets_speak_http1_and_http2_and_check_the_certificate() {
         ),
     ] {
         let before = seen_by.load(Ordering::Relaxed);
-        let path = scenario(dir.path(), name, &url, extra);
-        let json = dir.path().join(format!("{name}.json"));
-        let o = loadtest(&[
-            "run",
-            "-q",
-            path.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ]);
-        assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o));
-        assert_eq!(requests(&json), (20, 0), "{name}");
+        passes_all_20(dir.path(), name, &url, extra);
         assert_eq!(
             seen_by.load(Ordering::Relaxed) - before,
             21,
@@ -197,17 +201,7 @@ fn https_targets_speak_http1_and_http2_and_check_the_certificate() {
     assert_eq!(seen.http1.load(Ordering::Relaxed), before);
 
     // insecure = true takes it (a staging server's own certificate).
-    let path = scenario(dir.path(), "insecure", &url, "tls = { insecure = true }");
-    let json = dir.path().join("insecure.json");
-    let o = loadtest(&[
-        "run",
-        "-q",
-        path.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(requests(&json), (20, 0));
+    passes_all_20(dir.path(), "insecure", &url, "tls = { insecure = true }");
 }
 
 #[test]
