@@ -40,6 +40,6 @@ pub use capture::{SharedBuf, with_logs};
 pub use error::{Error, INSTALL_HINT};
 pub use etcd::Etcd;
 pub use ports::free_port;
-pub use process::binary;
+pub use process::{binary, sigstop};
 pub use redis::{RedisBuilder, RedisCluster, RedisClusterBuilder, RedisNode, RedisServer};
 pub use resp::Reply;

@@ -255,6 +255,14 @@ impl Drop for Proc {
     }
 }
 
+/// SIGSTOP to a child the test spawned itself, returning once every thread of it has stopped
+/// (kill(2) returns when the signal is queued; a process running on another CPU answers
+/// until then).
+pub fn sigstop(child: &std::process::Child) {
+    signal(child.id(), libc::SIGSTOP);
+    wait_stopped(child.id());
+}
+
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on a child we have not reaped, so the pid cannot have been reused.
     unsafe {
