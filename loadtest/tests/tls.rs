@@ -35,11 +35,12 @@ fn issue(dir: &Path) {
     std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
 }
 
-/// Requests the server answered, by protocol version.
+/// Requests the server answered, by protocol version, and the cookies sent to `/items`.
 #[derive(Default)]
 struct Seen {
     http1: AtomicU64,
     http2: AtomicU64,
+    item_cookies: std::sync::Mutex<Vec<Option<String>>>,
 }
 
 /// An HTTPS server on its own thread: HTTP/2 when ALPN picks `h2`, else HTTP/1.1; answers
@@ -94,6 +95,23 @@ fn serve(dir: &Path) -> (std::net::SocketAddr, Arc<Seen>) {
                             n.fetch_add(1, Ordering::Relaxed);
                             let mut resp =
                                 http::Response::new(Full::new(Bytes::from_static(b"ok")));
+                            match req.uri().path() {
+                                "/login" => {
+                                    resp.headers_mut().insert(
+                                        http::header::SET_COOKIE,
+                                        http::HeaderValue::from_static("sid=h2; Path=/; Secure"),
+                                    );
+                                }
+                                "/items" => {
+                                    let cookie = req
+                                        .headers()
+                                        .get(http::header::COOKIE)
+                                        .and_then(|v| v.to_str().ok())
+                                        .map(str::to_owned);
+                                    counts.item_cookies.lock().unwrap().push(cookie);
+                                }
+                                _ => {}
+                            }
                             if req.headers().contains_key(jupiter_core::shadow::HEADER) {
                                 resp.headers_mut().insert(
                                     jupiter_core::shadow::ACK_HEADER,
@@ -199,6 +217,28 @@ fn https_targets_speak_http1_and_http2_and_check_the_certificate() {
         text(&o)
     );
     assert_eq!(seen.http1.load(Ordering::Relaxed), before);
+
+    // Over HTTP/2 too, a cookie set by the login step goes back on the later step of the
+    // same iteration (and the next iteration starts with an empty jar, logging in again).
+    let path = dir.path().join("cookies.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[targets.api]\nkind = \"http\"\nurl = \"{url}\"\nhttp2 = true\n\
+             tls = {{ ca-file = \"ca.pem\" }}\n[[scenarios]]\nname = \"s\"\n\
+             executor = \"constant-vus\"\nvus = 1\niterations = 3\nflow = \"sequence\"\n\
+             [[scenarios.steps]]\nname = \"login\"\nhttp = {{ path = \"/login\" }}\n\
+             [[scenarios.steps]]\nname = \"items\"\nhttp = {{ path = \"/items\" }}\n"
+        ),
+    )
+    .unwrap();
+    let o = loadtest(&["run", "-q", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        *seen.item_cookies.lock().unwrap(),
+        vec![Some("sid=h2".to_owned()); 3],
+        "each iteration's /items carried the cookie its /login set, over HTTP/2"
+    );
 
     // insecure = true takes it (a staging server's own certificate).
     passes_all_20(dir.path(), "insecure", &url, "tls = { insecure = true }");
