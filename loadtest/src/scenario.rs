@@ -363,9 +363,10 @@ pub struct StepSpec {
     /// selectors (`p99{kind=write} < 50ms`), beside the scenario's tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    /// HTTP steps: values taken from the response into `{{var.NAME}}` for the later steps of
-    /// the same iteration (`sequence` flow): `{ token = { json = "$.token" } }`,
-    /// `{ id = { regex = "id=(\\d+)" } }`, `{ session = { header = "x-session" } }`.
+    /// HTTP and Redis steps: values taken from the response (a Redis reply: its text, an
+    /// aggregate as JSON) into `{{var.NAME}}` for the later steps of the same iteration
+    /// (`sequence` flow): `{ token = { json = "$.token" } }`, `{ id = { regex = "id=(\\d+)" } }`,
+    /// `{ session = { header = "x-session" } }` (HTTP only).
     #[serde(default)]
     pub extract: BTreeMap<String, ExtractSpec>,
 }
@@ -1560,10 +1561,17 @@ fn extracts(
     let mut out = Vec::new();
     for (name, e) in &st.extract {
         let ekey = format!("{key}.extract.{name}");
-        if kind != TargetKind::Http {
+        if kind == TargetKind::Objstore {
             return Err(at(
                 &ekey,
-                "extract takes values from HTTP responses only".into(),
+                "extract takes values from HTTP responses and Redis replies only".into(),
+            ));
+        }
+        if kind == TargetKind::Redis && e.header.is_some() {
+            return Err(at(
+                &format!("{ekey}.header"),
+                "a Redis reply has no headers: use json = \"$…\" or regex = \"…\" on the reply"
+                    .into(),
             ));
         }
         let ok_name = !name.is_empty()

@@ -335,3 +335,77 @@ async fn a_request_past_the_deadline_is_a_timeout_error() {
     redis.resume();
     assert_all_timed_out(&report, outcome);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_extracted_from_redis_replies_feed_the_later_steps() {
+    // The steps read shadow keys (the run is shadow traffic): a JSON string and a list.
+    let redis = RedisServer::start();
+    redis
+        .command(&["SET", "__shadow__:user:1", r#"{"name":"ann","id":7}"#])
+        .unwrap();
+    redis
+        .command(&["RPUSH", "__shadow__:list", "a", "b", "c"])
+        .unwrap();
+    let scenario = |first: &str| {
+        format!(
+            r#"
+            [targets.cache]
+            kind = "redis"
+            url = "{}"
+            shadow-prefix = "__shadow__:"
+            [[scenarios]]
+            name = "chain"
+            executor = "constant-vus"
+            vus = 1
+            iterations = 3
+            flow = "sequence"
+            [[scenarios.steps]]
+            name = "user"
+            redis = ["GET", "{first}"]
+            extract = {{ id = {{ json = "$.id" }}, name = {{ regex = '"name":"(\w+)"' }} }}
+            [[scenarios.steps]]
+            name = "list"
+            redis = ["LRANGE", "list", "0", "-1"]
+            extract = {{ second = {{ json = "$[1]" }} }}
+            [[scenarios.steps]]
+            name = "copy"
+            redis = ["SET", "copy:{{{{var.name}}}}:{{{{var.id}}}}:{{{{var.second}}}}", "x"]
+            "#,
+            redis.url()
+        )
+    };
+    let (report, _) = common::run(&scenario("user:1")).await;
+    let s = &report.scenarios[0];
+    assert_eq!(s.summary.failed, 0, "{:?}", s.summary.errors);
+    assert_eq!(s.steps[2].requests, 3);
+    assert_eq!(
+        redis
+            .command(&["EXISTS", "__shadow__:copy:ann:7:b"])
+            .unwrap(),
+        testkit::Reply::Integer(1),
+        "the JSON field, the regex group and the list element reached the key"
+    );
+    // A nil reply has nothing to take: a check error, and the iteration stops there.
+    let (report, _) = common::run(&scenario("user:none")).await;
+    let s = &report.scenarios[0];
+    assert_eq!(
+        s.steps[0].errors.get("check"),
+        Some(&3),
+        "{:?}",
+        s.steps[0].errors
+    );
+    assert_eq!(s.iterations_cut_short, 3);
+    assert_eq!((s.steps[1].requests, s.steps[2].requests), (0, 0));
+
+    // A Redis reply has no headers: refused when the scenario loads, naming the key.
+    let (_dir, path) = common::scenario(
+        &scenario("user:1").replace(r#"{ json = "$[1]" }"#, r#"{ header = "x" }"#),
+    );
+    let err = loadtest::scenario::Plan::load(&path, &Default::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("scenario.toml:19:36: scenarios[0].steps[1].extract.second.header")
+            && err.to_string().contains("no headers"),
+        "{err}"
+    );
+}

@@ -66,11 +66,70 @@ impl Protocol for Redis {
         }
         use redis_client::Error as E;
         match self.client.query_frame(cmd).await {
+            Ok(frame) if !step.extract.is_empty() => {
+                // A nil reply, or a value not in it, fails the step like a check (and the
+                // iteration stops there).
+                let Some(body) = reply_text(&frame) else {
+                    return Some(ErrorKind::Check);
+                };
+                let no_headers = || std::iter::empty::<(&str, &[u8])>();
+                for e in &step.extract {
+                    match crate::scenario::extract(&e.how, no_headers, &body) {
+                        Some(value) => s.extracted.push((e.var.clone(), value)),
+                        None => return Some(ErrorKind::Check),
+                    }
+                }
+                None
+            }
             Ok(_) => None,
             Err(E::Server(_)) => Some(ErrorKind::Status),
             Err(E::Timeout(_)) => Some(ErrorKind::Timeout),
             Err(E::Connect { .. }) => Some(ErrorKind::Connect),
             Err(_) => Some(ErrorKind::Protocol),
         }
+    }
+}
+
+/// What `extract` reads of a reply: a string's bytes, a number's text, and an aggregate as
+/// JSON (arrays and sets as arrays, maps as objects), so `json = "$[0]"` picks from `LRANGE`
+/// and `json = "$.name"` from a RESP3 `HGETALL`. `None`: nil, so the extraction fails; an
+/// error reply never gets here.
+fn reply_text(frame: &redis_client::resp::Frame) -> Option<Vec<u8>> {
+    use redis_client::resp::Frame as F;
+    Some(match frame {
+        F::Simple(b) | F::Bulk(b) | F::BigNumber(b) | F::Error(b) => b.to_vec(),
+        F::Verbatim { data, .. } => data.to_vec(),
+        F::Integer(i) => i.to_string().into_bytes(),
+        F::Double(d) => d.to_string().into_bytes(),
+        F::Boolean(b) => b.to_string().into_bytes(),
+        F::Null => return None,
+        aggregate => json(aggregate).to_string().into_bytes(),
+    })
+}
+
+fn json(frame: &redis_client::resp::Frame) -> serde_json::Value {
+    use redis_client::resp::Frame as F;
+    use serde_json::Value as J;
+    let text = |b: &[u8]| J::String(String::from_utf8_lossy(b).into_owned());
+    match frame {
+        F::Simple(b) | F::Bulk(b) | F::BigNumber(b) | F::Error(b) => text(b),
+        F::Verbatim { data, .. } => text(data),
+        F::Integer(i) => J::from(*i),
+        F::Double(d) => J::from(*d),
+        F::Boolean(b) => J::Bool(*b),
+        F::Null => J::Null,
+        F::Array(v) | F::Set(v) | F::Push(v) => J::Array(v.iter().map(json).collect()),
+        F::Map(pairs) => J::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    let key = match json(k) {
+                        J::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, json(v))
+                })
+                .collect(),
+        ),
     }
 }
