@@ -85,6 +85,8 @@ struct InPoint {
     dropped: Option<u64>,
     #[serde(default)]
     cpu_share: Option<f64>,
+    #[serde(default)]
+    rss_bytes: Option<u64>,
 }
 
 /// Reads `files` and merges them into one report.
@@ -363,7 +365,8 @@ fn add_series(into: &mut Vec<(f64, StepWindow)>, series: &[InPoint]) -> Result<(
 }
 
 /// The run series' gauges of every generator, second by second: workers and drops add up;
-/// the CPU share is the busiest generator's (the one whose own queueing shows first).
+/// the CPU share and resident memory are the busiest generator's (the one whose own
+/// queueing shows first, the one nearest its limit).
 fn with_gauges(mut series: Vec<Point>, inputs: &[Input]) -> Vec<Point> {
     fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
         match (a, b) {
@@ -380,6 +383,7 @@ fn with_gauges(mut series: Vec<Point>, inputs: &[Input]) -> Vec<Point> {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
+            q.rss_bytes = q.rss_bytes.max(p.rss_bytes);
         }
     }
     series

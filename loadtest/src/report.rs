@@ -158,6 +158,19 @@ pub(crate) fn process_cpu() -> f64 {
     secs(ru.ru_utime) + secs(ru.ru_stime)
 }
 
+/// This process's resident memory in bytes (`VmRSS` of `/proc/self/status`); 0 where that
+/// cannot be read.
+pub(crate) fn resident_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb.saturating_mul(1024))
+}
+
 /// A generator this busy delays its own requests: its figures include its own queueing.
 const SATURATED: f64 = 0.85;
 
@@ -878,6 +891,19 @@ impl Report {
                 )],
                 "seconds",
                 "%",
+                false,
+            ));
+        }
+        if self.series.iter().any(|p| p.rss_bytes.is_some()) {
+            h.push_str("<h2>Generator memory over time</h2>");
+            h.push_str(&svg_chart(
+                &[(
+                    "resident MB",
+                    "#17becf",
+                    pts(&|p| p.rss_bytes.unwrap_or(0) as f64 / f64::from(1 << 20)),
+                )],
+                "seconds",
+                "MB",
                 false,
             ));
         }

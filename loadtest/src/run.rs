@@ -125,6 +125,8 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
     let started_at = std::time::SystemTime::now();
     let start = Instant::now();
     let cpu_start = crate::report::process_cpu();
+    // Read once: on Linux it reads the cgroup's CPU quota from files.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     // The collector: once a second, and once more at the end.
     let collected = Arc::new(Mutex::new(Collected::new(steps)));
@@ -164,7 +166,7 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
                 let elapsed = start.elapsed();
                 let mut c = collected.lock().unwrap_or_else(|p| p.into_inner());
                 let p = c.tick(&shared.recorder, elapsed.as_secs_f64().round());
-                c.annotate(gauges(&shared.recorder), cpu_start);
+                c.annotate(gauges(&shared.recorder, cores), cpu_start);
                 if let Some(r) = &reporter {
                     r.progress(&p, elapsed);
                 }
@@ -216,7 +218,7 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
     // Always: a request recorded just after the last tick (whose time is rounded to the
     // second) would otherwise be missing from every figure.
     c.finish(&shared.recorder, elapsed.as_secs_f64());
-    c.annotate(gauges(&shared.recorder), cpu_start);
+    c.annotate(gauges(&shared.recorder, cores), cpu_start);
     let aborted = cancel.is_cancelled();
     let stopped_by = shared
         .stopped_by
@@ -234,7 +236,6 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
         aborted,
     );
     report.stopped_by = stopped_by;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu_s = (crate::report::process_cpu() - cpu_start).max(0.0);
     report.generator = Some(crate::report::Generator {
         cpu_s,
@@ -256,13 +257,14 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
 }
 
 /// Every live target a scenario uses must acknowledge shadow traffic.
-/// The run series' gauges now.
-fn gauges(recorder: &crate::stats::Recorder) -> crate::stats::Gauges {
+/// The run series' gauges now, on a machine of `cores` cores.
+fn gauges(recorder: &crate::stats::Recorder, cores: usize) -> crate::stats::Gauges {
     crate::stats::Gauges {
         active: recorder.in_iterations(),
         dropped_total: recorder.dropped_total(),
         cpu_s: crate::report::process_cpu(),
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cores,
+        rss_bytes: crate::report::resident_bytes(),
     }
 }
 

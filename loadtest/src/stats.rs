@@ -393,6 +393,9 @@ pub struct Point {
     /// Run series only: the generator's CPU over the interval, as a share of all its cores.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_share: Option<f64>,
+    /// Run series only: the generator's resident memory at the end of the interval, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
     /// The interval's histograms (in reports, for `loadtest merge`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hdr: Option<Hdr>,
@@ -420,6 +423,7 @@ impl Point {
             active: None,
             dropped: None,
             cpu_share: None,
+            rss_bytes: None,
             hdr: None,
         }
     }
@@ -451,6 +455,8 @@ pub struct Gauges {
     pub cpu_s: f64,
     /// Its cores.
     pub cores: usize,
+    /// Its resident memory, bytes (0: unknown).
+    pub rss_bytes: u64,
 }
 
 impl Collected {
@@ -482,6 +488,7 @@ impl Collected {
         p.dropped = Some(g.dropped_total.saturating_sub(dropped_before));
         let share = (g.cpu_s - cpu_before).max(0.0) / (wall * g.cores.max(1) as f64);
         p.cpu_share = share.is_finite().then_some(share);
+        p.rss_bytes = (g.rss_bytes > 0).then_some(g.rss_bytes);
         self.last_gauges = Some((g.dropped_total, g.cpu_s, p.t));
     }
 

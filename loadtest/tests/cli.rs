@@ -475,9 +475,9 @@ fn the_quickstart_runs_without_a_server() {
     }
     assert_eq!(
         html.matches("<svg").count(),
-        5 + 2 * 2,
-        "5 run charts (throughput, workers and drops, generator CPU, latency over time and \
-         distribution), 2 per step"
+        6 + 2 * 2,
+        "6 run charts (throughput, workers and drops, generator CPU and memory, latency over \
+         time and distribution), 2 per step"
     );
     // Its p99 < 250ms is the quick start's own verdict on this machine's speed, not the
     // test's: the test checks that the exit code, the report and the summary agree with it.

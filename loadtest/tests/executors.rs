@@ -102,13 +102,40 @@ async fn think_time_spaces_a_workers_iterations() {
     }
 }
 
-/// Remembers where the run serves its metrics.
+/// Remembers where the run serves its metrics, and counts the collections (one a second):
+/// the signal that a figure was taken after something the test arranged.
 #[derive(Default)]
-struct MetricsAt(Mutex<Option<SocketAddr>>);
+struct MetricsAt {
+    addr: Mutex<Option<SocketAddr>>,
+    ticks: Mutex<u64>,
+    ticked: std::sync::Condvar,
+}
+
+impl MetricsAt {
+    /// Blocks until `n` more collections have happened (60 s at most: a liveness bound).
+    fn wait_ticks(&self, n: u64) {
+        let ticks = self.ticks.lock().unwrap();
+        let until = *ticks + n;
+        let (ticks, timeout) = self
+            .ticked
+            .wait_timeout_while(ticks, std::time::Duration::from_secs(60), |t| *t < until)
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "no collection for 60 s (at {})",
+            *ticks
+        );
+    }
+}
 
 impl loadtest::Reporter for MetricsAt {
     fn serving_metrics(&self, addr: SocketAddr) {
-        *self.0.lock().unwrap() = Some(addr);
+        *self.addr.lock().unwrap() = Some(addr);
+    }
+
+    fn progress(&self, _point: &loadtest::stats::Point, _elapsed: std::time::Duration) {
+        *self.ticks.lock().unwrap() += 1;
+        self.ticked.notify_all();
     }
 }
 
@@ -127,22 +154,23 @@ fn held_run(scenarios: &str) -> (Server, Arc<Gate>, Arc<MetricsAt>, String) {
     (server, gate, Arc::new(MetricsAt::default()), text)
 }
 
-/// Off the runtime: once `parked` requests are held, runs `look` on the metrics address,
-/// then opens the gate; resolves to what `look` returned.
+/// Off the runtime: once `parked` requests are held, runs `look` on the run's metrics (the
+/// reporter and the address), then opens the gate; resolves to what `look` returned.
 fn open_after<T: Send + 'static>(
     gate: &Arc<Gate>,
     at: &Arc<MetricsAt>,
     parked: u64,
-    look: impl FnOnce(SocketAddr) -> T + Send + 'static,
+    look: impl FnOnce(&MetricsAt, SocketAddr) -> T + Send + 'static,
 ) -> tokio::task::JoinHandle<T> {
     let (gate, at) = (gate.clone(), at.clone());
     tokio::task::spawn_blocking(move || {
         gate.wait_parked(parked);
-        let addr =
-            at.0.lock()
-                .unwrap()
-                .expect("metrics served before the load");
-        let seen = look(addr);
+        let addr = at
+            .addr
+            .lock()
+            .unwrap()
+            .expect("metrics served before the load");
+        let seen = look(&at, addr);
         gate.open();
         seen
     })
@@ -169,7 +197,7 @@ async fn arrivals_beyond_the_workers_are_dropped_and_counted() {
         "#,
     );
     // The figures are collected once a second: scrape until drops show.
-    let opener = open_after(&gate, &at, 2, |addr| {
+    let opener = open_after(&gate, &at, 2, |_, addr| {
         common::scrape_until_counted(addr, "loadtest_dropped_iterations_total{scenario=\"s\"}");
     });
     let (report, _) = common::run_reporting(&text, at.clone()).await;
@@ -195,9 +223,17 @@ async fn arrivals_beyond_the_workers_are_dropped_and_counted() {
             .iter()
             .all(|p| p.cpu_share.is_some_and(|c| c.is_finite() && c >= 0.0))
     );
+    // The generator's own resident memory rides along (read from /proc on Linux).
+    assert!(
+        report
+            .series
+            .iter()
+            .all(|p| p.rss_bytes.is_some_and(|b| b > 0))
+    );
     let html = report.to_html();
     assert!(html.contains("Workers and dropped arrivals over time"));
     assert!(html.contains("Generator CPU over time"));
+    assert!(html.contains("Generator memory over time"));
     assert!(
         (2..=4).contains(&s.summary.requests),
         "{}",
@@ -737,17 +773,14 @@ async fn active_vus_are_a_gauge_in_the_metrics_and_the_run_series() {
         http = { path = "/" }
         "#,
     );
-    let opener = open_after(&gate, &at, 3, |addr| {
-        let name = "loadtest_active_workers{scenario=\"c\"}";
-        let mut seen = None;
-        for _ in 0..600 {
-            seen = common::metric(&common::scrape(addr), name);
-            if seen == Some(3) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        seen
+    // Two collections after the last VU parked: the first counts it, and /metrics (written
+    // after the progress report of each collection) shows it by the second.
+    let opener = open_after(&gate, &at, 3, |at, addr| {
+        at.wait_ticks(2);
+        common::metric(
+            &common::scrape(addr),
+            "loadtest_active_workers{scenario=\"c\"}",
+        )
     });
     let (report, _) = common::run_reporting(&text, at.clone()).await;
     assert_eq!(

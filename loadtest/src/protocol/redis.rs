@@ -90,20 +90,17 @@ impl Protocol for Redis {
     }
 }
 
-/// What `extract` reads of a reply: a string's bytes, a number's text, and an aggregate as
-/// JSON (arrays and sets as arrays, maps as objects), so `json = "$[0]"` picks from `LRANGE`
-/// and `json = "$.name"` from a RESP3 `HGETALL`. `None`: nil, so the extraction fails; an
-/// error reply never gets here.
+/// What `extract` reads of a reply: a string's bytes (as they are, not as UTF-8), and
+/// anything else as JSON: a number's text, arrays and sets as arrays, maps as objects, so
+/// `json = "$[0]"` picks from `LRANGE` and `json = "$.name"` from a RESP3 `HGETALL`.
+/// `None`: nil, so the extraction fails; an error reply never gets here.
 fn reply_text(frame: &redis_client::resp::Frame) -> Option<Vec<u8>> {
     use redis_client::resp::Frame as F;
     Some(match frame {
         F::Simple(b) | F::Bulk(b) | F::BigNumber(b) | F::Error(b) => b.to_vec(),
         F::Verbatim { data, .. } => data.to_vec(),
-        F::Integer(i) => i.to_string().into_bytes(),
-        F::Double(d) => d.to_string().into_bytes(),
-        F::Boolean(b) => b.to_string().into_bytes(),
         F::Null => return None,
-        aggregate => json(aggregate).to_string().into_bytes(),
+        other => json(other).to_string().into_bytes(),
     })
 }
 
