@@ -226,10 +226,7 @@ impl Proc {
     pub(crate) fn pause(&self) {
         let mut st = self.lock();
         if let Some(child) = &st.child {
-            signal(child.id(), libc::SIGSTOP);
-            // kill(2) returns once the signal is queued; a process running on another CPU
-            // still answers until it is interrupted. Paused means every thread is stopped.
-            wait_stopped(child.id());
+            sigstop(child);
             st.paused = true;
         }
     }
