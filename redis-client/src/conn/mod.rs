@@ -259,6 +259,7 @@ async fn run(
                     decoder,
                     events.as_ref(),
                 );
+                driver.split_replies = !config.cluster;
                 let stop = (&mut driver).await;
                 let in_flight = std::mem::take(&mut driver.in_flight);
                 drop(driver);
