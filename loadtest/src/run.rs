@@ -291,13 +291,17 @@ async fn probe(plan: &Plan, clients: &[TargetClient], ctx: &ShadowContext) -> Re
 /// Sets up every target's client, in the plan's order.
 async fn connect_targets(plan: &Plan) -> Result<Vec<TargetClient>, Error> {
     let mut clients = Vec::with_capacity(plan.targets.len());
-    for t in &plan.targets {
-        let client = TargetClient::connect(t, &plan.run)
-            .await
-            .map_err(|source| Error::Target {
-                target: t.name.clone(),
-                source,
-            })?;
+    for (i, t) in plan.targets.iter().enumerate() {
+        let failed = |source| Error::Target {
+            target: t.name.clone(),
+            source,
+        };
+        let client = TargetClient::connect(t, &plan.run).await.map_err(failed)?;
+        for step in plan.scenarios.iter().flat_map(|s| &s.steps) {
+            if step.target == i {
+                client.prepare(step).map_err(failed)?;
+            }
+        }
         clients.push(client);
     }
     Ok(clients)

@@ -115,6 +115,10 @@ pub enum TargetKind {
     Objstore,
     /// A Redis server.
     Redis,
+    /// Any gRPC server: unary methods from `.proto` files or its reflection service.
+    Grpc,
+    /// A WebSocket server.
+    Websocket,
 }
 
 /// `[targets.NAME]`. Its `Debug` shows neither the token nor a password in the URL.
@@ -149,9 +153,21 @@ pub struct TargetSpec {
     pub shadow_prefix: Option<String>,
     /// objstore only: bearer token.
     pub token: Option<String>,
-    /// http only, `https://` URLs: how the server's certificate is checked.
+    /// http only, `https://` URLs (websocket: `wss://`): how the server's certificate is
+    /// checked.
     #[serde(default)]
     pub tls: TlsSpec,
+    /// grpc only: the `.proto` files that declare the services the steps call (relative to
+    /// the scenario file's folder), compiled when the scenario loads.
+    #[serde(default)]
+    pub protos: Vec<PathBuf>,
+    /// grpc only: folders their imports are found in, besides each file's own folder.
+    #[serde(default)]
+    pub proto_paths: Vec<PathBuf>,
+    /// grpc only: take the descriptors from the server's reflection service (v1) when the run
+    /// connects, instead of `.proto` files.
+    #[serde(default)]
+    pub reflection: bool,
 }
 
 /// `tls = { ca-file = "staging-ca.pem" }` or `tls = { insecure = true }` on an `https://`
@@ -182,6 +198,9 @@ impl fmt::Debug for TargetSpec {
             .field("shadow_prefix", &self.shadow_prefix)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
+            .field("protos", &self.protos)
+            .field("proto_paths", &self.proto_paths)
+            .field("reflection", &self.reflection)
             .finish()
     }
 }
@@ -353,6 +372,10 @@ pub struct StepSpec {
     pub objstore: Option<ObjstoreSpec>,
     /// A Redis command: `["SET", "k:{{seq}}", "v"]`.
     pub redis: Option<Vec<String>>,
+    /// A unary gRPC call.
+    pub grpc: Option<GrpcSpec>,
+    /// A WebSocket session.
+    pub websocket: Option<WebsocketSpec>,
     /// Checks on the response.
     #[serde(default)]
     pub checks: ChecksSpec,
@@ -505,6 +528,39 @@ pub struct HttpSpec {
 
 fn get() -> String {
     "GET".into()
+}
+
+/// `grpc = { method = "pkg.Service/Method", body = '{"id": "{{seq}}"}' }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GrpcSpec {
+    /// `package.Service/Method`.
+    pub method: String,
+    /// The request message as JSON (the proto3 JSON mapping), templated. Default `{}`.
+    #[serde(default = "empty_json")]
+    pub body: String,
+    /// Request metadata (values templated).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn empty_json() -> String {
+    "{}".into()
+}
+
+/// `websocket = { path = "/chat", send = ["hi {{vu}}"], receive = 1 }`: connect, send each
+/// message, wait for `receive` messages, close.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebsocketSpec {
+    /// Path and query of the handshake (templated).
+    #[serde(default = "root")]
+    pub path: String,
+    /// Text messages to send, in order (templated).
+    #[serde(default)]
+    pub send: Vec<String>,
+    /// Messages to wait for after sending (default: as many as were sent).
+    pub receive: Option<u32>,
 }
 
 /// objstore operations.
@@ -682,6 +738,10 @@ impl Step {
                 .collect(),
             Action::Objstore { key, value, .. } => std::iter::once(key).chain(value).collect(),
             Action::Redis { words } => words.iter().collect(),
+            Action::Grpc(g) => std::iter::once(&g.body)
+                .chain(g.metadata.iter().map(|(_, t)| t))
+                .collect(),
+            Action::Websocket { path, send, .. } => std::iter::once(path).chain(send).collect(),
         }
     }
 }
@@ -707,6 +767,43 @@ pub enum Action {
         /// Command words.
         words: Vec<Template>,
     },
+    /// A unary gRPC call.
+    Grpc(GrpcCall),
+    /// A WebSocket session.
+    Websocket {
+        /// Path and query of the handshake.
+        path: Template,
+        /// Messages to send.
+        send: Vec<Template>,
+        /// Messages to wait for.
+        receive: u32,
+    },
+}
+
+/// A gRPC step's call, compiled.
+#[derive(Debug)]
+pub struct GrpcCall {
+    /// `package.Service/Method`.
+    pub method: String,
+    /// `/package.Service/Method`.
+    pub path: String,
+    /// The request as JSON.
+    pub body: Template,
+    /// Request metadata.
+    pub metadata: Vec<(tonic::metadata::AsciiMetadataKey, Template)>,
+    /// The method's messages, set when the run connects the target.
+    pub resolved: std::sync::OnceLock<GrpcResolved>,
+}
+
+/// A gRPC method's messages, and the encoded body when it has no template.
+#[derive(Debug)]
+pub struct GrpcResolved {
+    /// Request message.
+    pub input: prost_reflect::MessageDescriptor,
+    /// Reply message.
+    pub output: prost_reflect::MessageDescriptor,
+    /// The body, encoded once.
+    pub body: Option<bytes::Bytes>,
 }
 
 /// An HTTP step's request, compiled.
@@ -766,6 +863,9 @@ pub struct Target {
     pub name: String,
     /// Spec.
     pub spec: TargetSpec,
+    /// A gRPC target's descriptors, compiled from its `.proto` files (`None` with
+    /// `reflection = true`: asked from the server when the run connects).
+    pub descriptors: Option<prost_reflect::DescriptorPool>,
 }
 
 /// Everything a run needs, validated.
@@ -920,17 +1020,26 @@ impl Plan {
                             url.starts_with("redis://") || url.starts_with("rediss://")
                         }
                         TargetKind::Objstore => !url.is_empty(),
+                        TargetKind::Grpc => url.starts_with("http://"),
+                        TargetKind::Websocket => {
+                            url.starts_with("ws://") || url.starts_with("wss://")
+                        }
                     };
                     if !ok {
                         return Err(at(
                             &format!("{key}.url"),
                             format!(
-                                "{url:?} is not a {kind:?} address (http(s)://host:port, redis://host:port, host:port)"
+                                "{url:?} is not a {kind:?} address (http(s)://host:port, redis://host:port, host:port, grpc: http://host:port, ws(s)://host:port)"
                             ),
                         ));
                     }
                     if kind == TargetKind::Http {
                         crate::http1::Endpoint::parse(url)
+                            .map_err(|e| at(&format!("{key}.url"), e))?;
+                    }
+                    if kind == TargetKind::Websocket {
+                        let http = url.replacen("ws", "http", 1);
+                        crate::http1::Endpoint::parse(&http)
                             .map_err(|e| at(&format!("{key}.url"), e))?;
                     }
                 }
@@ -942,8 +1051,10 @@ impl Plan {
                 ));
             }
             let mut spec = t.clone();
-            let https = t.kind == TargetKind::Http
-                && t.url.as_deref().is_some_and(|u| u.starts_with("https://"));
+            let https = (t.kind == TargetKind::Http
+                && t.url.as_deref().is_some_and(|u| u.starts_with("https://")))
+                || (t.kind == TargetKind::Websocket
+                    && t.url.as_deref().is_some_and(|u| u.starts_with("wss://")));
             let tls_set = t.tls.ca_file.is_some() || t.tls.insecure;
             if tls_set && !https {
                 return Err(at(
@@ -963,9 +1074,11 @@ impl Plan {
                     .map_err(|e| at(&format!("{key}.tls.ca-file"), e))?;
                 spec.tls.ca_file = Some(resolved);
             }
+            let descriptors = grpc_descriptors(t, &key, base, &at)?;
             targets.push(Target {
                 name: name.clone(),
                 spec,
+                descriptors,
             });
         }
         let mut scenarios = Vec::new();
@@ -1378,7 +1491,71 @@ fn step(
     let tpl = |sub: &str, text: &str| {
         Template::compile(text, feeders, run_id).map_err(|e| at(&format!("{key}.{sub}"), e))
     };
+    let given = [
+        st.http.is_some(),
+        st.objstore.is_some(),
+        st.redis.is_some(),
+        st.grpc.is_some(),
+        st.websocket.is_some(),
+    ];
+    let not_one = || {
+        at(
+            key,
+            "a step has exactly one of http = {…}, objstore = {…}, redis = […], grpc = {…}, \
+             websocket = {…}"
+                .into(),
+        )
+    };
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(not_one());
+    }
+    let want = |k: TargetKind, field: &str| {
+        if kind == k {
+            return Ok(());
+        }
+        Err(at(
+            &format!("{key}.{field}"),
+            format!("target {:?} is not a {field} target", targets[target].name),
+        ))
+    };
     let action = match (&st.http, &st.objstore, &st.redis) {
+        _ if st.grpc.is_some() || st.websocket.is_some() => {
+            if let Some(g) = &st.grpc {
+                want(TargetKind::Grpc, "grpc")?;
+                grpc_call(g, &targets[target], key, &tpl, at)?
+            } else if let Some(w) = &st.websocket {
+                want(TargetKind::Websocket, "websocket")?;
+                if !w.path.starts_with('/') {
+                    return Err(at(
+                        &format!("{key}.websocket.path"),
+                        "a path starts with /".into(),
+                    ));
+                }
+                let send = w
+                    .send
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| tpl(&format!("websocket.send.{i}"), m))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let receive = match w.receive {
+                    Some(n) => n,
+                    None => u32::try_from(send.len()).unwrap_or(u32::MAX),
+                };
+                if receive > MAX_WS_RECEIVE {
+                    return Err(at(
+                        &format!("{key}.websocket.receive"),
+                        format!("at most {MAX_WS_RECEIVE}"),
+                    ));
+                }
+                Action::Websocket {
+                    path: tpl("websocket.path", &w.path)?,
+                    send,
+                    receive,
+                }
+            } else {
+                return Err(not_one());
+            }
+        }
         (Some(h), None, None) => {
             if kind != TargetKind::Http {
                 return Err(at(
@@ -1502,12 +1679,21 @@ fn step(
             ));
         }
     };
-    if kind != TargetKind::Http
+    if !matches!(kind, TargetKind::Http | TargetKind::Websocket)
         && (st.checks.body_contains.is_some() || !st.checks.headers.is_empty())
     {
         return Err(at(
             &format!("{key}.checks"),
-            "body-contains and headers check HTTP responses only".into(),
+            "body-contains and headers check HTTP responses and WebSocket messages only".into(),
+        ));
+    }
+    if let Action::Objstore { op, .. } = &action
+        && *op != ObjstoreOp::Get
+        && !st.extract.is_empty()
+    {
+        return Err(at(
+            &format!("{key}.extract"),
+            "an objstore step extracts from a get's value only".into(),
         ));
     }
     // Cookies go back only to later steps of the same iteration: a pick-flow iteration has
@@ -1551,6 +1737,100 @@ fn step(
     })
 }
 
+/// Most messages a WebSocket step waits for.
+const MAX_WS_RECEIVE: u32 = 10_000;
+
+/// A gRPC step, compiled; with the target's descriptors, its method and a body without a
+/// template are checked now.
+fn grpc_call(
+    g: &GrpcSpec,
+    target: &Target,
+    key: &str,
+    tpl: &impl Fn(&str, &str) -> Result<Template, Error>,
+    at: &impl Fn(&str, String) -> Error,
+) -> Result<Action, Error> {
+    let path = format!("/{}", g.method);
+    if g.method.split('/').count() != 2 || http::uri::PathAndQuery::try_from(path.as_str()).is_err()
+    {
+        return Err(at(
+            &format!("{key}.grpc.method"),
+            format!("{:?} is not package.Service/Method", g.method),
+        ));
+    }
+    let mut metadata = Vec::new();
+    for (name, value) in &g.metadata {
+        let k = tonic::metadata::AsciiMetadataKey::from_bytes(name.as_bytes()).map_err(|_| {
+            at(
+                &format!("{key}.grpc.metadata"),
+                format!("{name:?} is not an ASCII metadata key (lowercase, no -bin suffix)"),
+            )
+        })?;
+        metadata.push((k, tpl(&format!("grpc.metadata.{name}"), value)?));
+    }
+    let call = GrpcCall {
+        method: g.method.clone(),
+        path,
+        body: tpl("grpc.body", &g.body)?,
+        metadata,
+        resolved: std::sync::OnceLock::new(),
+    };
+    if let Some(pool) = &target.descriptors {
+        let resolved = crate::protocol::resolve_grpc(pool, &call).map_err(|e| {
+            let field = if e.starts_with("the body") {
+                "body"
+            } else {
+                "method"
+            };
+            at(&format!("{key}.grpc.{field}"), e)
+        })?;
+        let _ = call.resolved.set(resolved);
+    }
+    Ok(Action::Grpc(call))
+}
+
+/// A gRPC target's descriptors: compiled from its `.proto` files, or `None` when the server's
+/// reflection service gives them; the settings of other kinds refused.
+fn grpc_descriptors(
+    t: &TargetSpec,
+    key: &str,
+    base: &Path,
+    at: &impl Fn(&str, String) -> Error,
+) -> Result<Option<prost_reflect::DescriptorPool>, Error> {
+    if t.kind != TargetKind::Grpc {
+        if !t.protos.is_empty() || !t.proto_paths.is_empty() || t.reflection {
+            return Err(at(
+                key,
+                "protos, proto-paths and reflection are for grpc targets".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    match (t.protos.is_empty(), t.reflection) {
+        (true, false) => Err(at(
+            key,
+            "a grpc target needs protos = [\"….proto\"] or reflection = true".into(),
+        )),
+        (false, true) => Err(at(
+            &format!("{key}.reflection"),
+            "either protos or reflection = true, not both".into(),
+        )),
+        (true, true) => Ok(None),
+        (false, false) => {
+            let protos: Vec<PathBuf> = t.protos.iter().map(|p| base.join(p)).collect();
+            if let Some(missing) = protos.iter().find(|p| !p.is_file()) {
+                return Err(at(
+                    &format!("{key}.protos"),
+                    format!("no such file: {}", missing.display()),
+                ));
+            }
+            let includes: Vec<PathBuf> = t.proto_paths.iter().map(|p| base.join(p)).collect();
+            crate::protocol::compile_protos(&protos, &includes)
+                .map(Some)
+                .map_err(|e| at(&format!("{key}.protos"), e))
+        }
+    }
+}
+
 /// A step's `extract` table, compiled.
 fn extracts(
     st: &StepSpec,
@@ -1561,16 +1841,11 @@ fn extracts(
     let mut out = Vec::new();
     for (name, e) in &st.extract {
         let ekey = format!("{key}.extract.{name}");
-        if kind == TargetKind::Objstore {
-            return Err(at(
-                &ekey,
-                "extract takes values from HTTP responses and Redis replies only".into(),
-            ));
-        }
-        if kind == TargetKind::Redis && e.header.is_some() {
+        if matches!(kind, TargetKind::Redis | TargetKind::Objstore) && e.header.is_some() {
             return Err(at(
                 &format!("{ekey}.header"),
-                "a Redis reply has no headers: use json = \"$…\" or regex = \"…\" on the reply"
+                "a Redis reply or an objstore value has no headers: use json = \"$…\" or \
+                 regex = \"…\" on it"
                     .into(),
             ));
         }

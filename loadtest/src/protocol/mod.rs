@@ -16,10 +16,14 @@
 //! the worker's [`Scratch`], reused from one request to the next. Dispatch is a `match` over
 //! [`TargetClient`]; no boxed future, no trait object.
 
+mod grpc;
 mod http1;
 mod http2;
 mod objstore;
 mod redis;
+mod websocket;
+
+pub(crate) use self::grpc::{compile as compile_protos, resolve as resolve_grpc};
 
 use std::time::{Duration, Instant};
 
@@ -145,6 +149,10 @@ pub(crate) enum TargetClient {
     Objstore(self::objstore::Objstore),
     /// Redis.
     Redis(self::redis::Redis),
+    /// Any gRPC service.
+    Grpc(grpc::Grpc),
+    /// WebSocket.
+    Websocket(websocket::Websocket),
 }
 
 /// Runs `$body` with `$p` bound to the protocol inside `$client`.
@@ -155,6 +163,8 @@ macro_rules! dispatch {
             TargetClient::Http2($p) => $body,
             TargetClient::Objstore($p) => $body,
             TargetClient::Redis($p) => $body,
+            TargetClient::Grpc($p) => $body,
+            TargetClient::Websocket($p) => $body,
         }
     };
 }
@@ -173,7 +183,20 @@ impl TargetClient {
             TargetKind::Redis => {
                 TargetClient::Redis(self::redis::Redis::connect(target, run).await?)
             }
+            TargetKind::Grpc => TargetClient::Grpc(grpc::Grpc::connect(target, run).await?),
+            TargetKind::Websocket => {
+                TargetClient::Websocket(websocket::Websocket::connect(target, run).await?)
+            }
         })
+    }
+
+    /// Readies `step` (one of this target's) for the run: a gRPC step's method is looked up
+    /// in the descriptors the target has now (from its server's reflection service, if so).
+    pub(crate) fn prepare(&self, step: &Step) -> Result<(), BoxError> {
+        match self {
+            TargetClient::Grpc(g) => g.prepare(step),
+            _ => Ok(()),
+        }
     }
 
     /// [`Protocol::probe`], within `timeout`.

@@ -75,7 +75,7 @@ impl Protocol for Objstore {
         let Action::Objstore {
             op,
             key,
-            value,
+            value: template,
             random,
         } = &step.action
         else {
@@ -84,16 +84,22 @@ impl Protocol for Objstore {
         s.path.clear();
         key.render(vars, &mut s.path);
         let c = &self.client;
+        // A get's value, for the step's extractions.
+        let mut value = None;
         let r: Result<u16, ClientError> = match op {
             ObjstoreOp::Put => {
-                let v = match (value, random) {
+                let v = match (template, random) {
                     (Some(t), _) => bytes::Bytes::from(t.render_vec(vars)),
                     (None, Some(r)) => r.clone(),
                     (None, None) => bytes::Bytes::new(),
                 };
                 c.put(&s.path, v, Default::default()).await.map(|_| OK)
             }
-            ObjstoreOp::Get => c.get(&s.path).await.map(|o| found(o.is_some())),
+            ObjstoreOp::Get => c.get(&s.path).await.map(|o| {
+                let code = found(o.is_some());
+                value = o.map(|o| o.value);
+                code
+            }),
             ObjstoreOp::Head => c.head(&s.path).await.map(|o| found(o.is_some())),
             ObjstoreOp::Delete => c.delete(&s.path).await.map(|o| found(o.is_some())),
         };
@@ -112,11 +118,25 @@ impl Protocol for Objstore {
             Err(_) => UNKNOWN,
         };
         // An absent key is an answer, not a failure, except for a put.
-        check_status(
+        if let Some(e) = check_status(
             step,
             code,
             code == OK || (code == NOT_FOUND && *op != ObjstoreOp::Put),
-        )
+        ) {
+            return Some(e);
+        }
+        // Extractions read a get's value (the scenario allows them on gets only); an absent
+        // key has nothing to give, a check error.
+        for e in &step.extract {
+            let found = value.as_deref().and_then(|v| {
+                crate::scenario::extract(&e.how, || std::iter::empty::<(&str, &[u8])>(), v)
+            });
+            let Some(found) = found else {
+                return Some(ErrorKind::Check);
+            };
+            s.extracted.push((e.var.clone(), found));
+        }
+        None
     }
 }
 
