@@ -598,8 +598,12 @@ pub struct ChecksSpec {
     /// Accepted statuses (HTTP status codes, gRPC code numbers). Without it, HTTP 2xx/3xx and
     /// gRPC OK (and NOT_FOUND for get/head/delete) pass.
     pub status: Option<Vec<u16>>,
-    /// The body must contain this text.
+    /// The body must contain this text (a gRPC reply: its JSON; WebSocket: what it received).
     pub body_contains: Option<String>,
+    /// Fields of a JSON body (a gRPC reply as JSON, WebSocket messages) that must have these
+    /// values: `{ "$.status" = "SERVING" }` (strings as they are, other values as JSON text).
+    #[serde(default)]
+    pub json: BTreeMap<String, String>,
     /// Response headers that must have these values.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -826,6 +830,8 @@ pub struct Checks {
     pub status: Option<Vec<u16>>,
     /// Body must contain.
     pub body_contains: Option<Vec<u8>>,
+    /// JSON paths and the values they must have.
+    pub json: Vec<(ExtractHow, Vec<u8>)>,
     /// Header name (lowercase) and value.
     pub headers: Vec<(String, String)>,
 }
@@ -833,7 +839,7 @@ pub struct Checks {
 impl Checks {
     /// Whether the response body is needed.
     pub fn needs_body(&self) -> bool {
-        self.body_contains.is_some()
+        self.body_contains.is_some() || !self.json.is_empty()
     }
 }
 
@@ -1679,13 +1685,26 @@ fn step(
             ));
         }
     };
-    if !matches!(kind, TargetKind::Http | TargetKind::Websocket)
-        && (st.checks.body_contains.is_some() || !st.checks.headers.is_empty())
-    {
+    let bodies = matches!(
+        kind,
+        TargetKind::Http | TargetKind::Websocket | TargetKind::Grpc
+    );
+    if !bodies && (st.checks.body_contains.is_some() || !st.checks.json.is_empty()) {
         return Err(at(
             &format!("{key}.checks"),
-            "body-contains and headers check HTTP responses and WebSocket messages only".into(),
+            "body-contains and json check HTTP, gRPC and WebSocket answers only".into(),
         ));
+    }
+    if !matches!(kind, TargetKind::Http | TargetKind::Websocket) && !st.checks.headers.is_empty() {
+        return Err(at(
+            &format!("{key}.checks.headers"),
+            "headers check HTTP responses and WebSocket handshakes only".into(),
+        ));
+    }
+    let mut json_checks = Vec::new();
+    for (path, want) in &st.checks.json {
+        let steps = json_path(path).map_err(|m| at(&format!("{key}.checks.json"), m))?;
+        json_checks.push((ExtractHow::Json(steps), want.as_bytes().to_vec()));
     }
     if let Action::Objstore { op, .. } = &action
         && *op != ObjstoreOp::Get
@@ -1711,6 +1730,7 @@ fn step(
                 .body_contains
                 .as_ref()
                 .map(|s| s.as_bytes().to_vec()),
+            json: json_checks,
             headers: st
                 .checks
                 .headers

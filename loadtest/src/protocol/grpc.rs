@@ -240,8 +240,9 @@ fn message_from_json(desc: &MessageDescriptor, json: &[u8]) -> Result<DynamicMes
     Ok(m)
 }
 
-/// The step's extractions from a reply: its fields as JSON (`json`, `regex`) or its metadata
-/// (`header`). A reply that does not decode, or a value not in it, is a check error.
+/// The step's checks on a reply's fields and its extractions: its fields as JSON (`json`,
+/// `regex`, `body-contains`) or its metadata (`header`). A reply that does not decode, or a
+/// value not in it, is a check error.
 fn extract(
     step: &Step,
     output: &MessageDescriptor,
@@ -249,7 +250,7 @@ fn extract(
     reply: &[u8],
     extracted: &mut Vec<(std::sync::Arc<str>, Vec<u8>)>,
 ) -> Option<ErrorKind> {
-    if step.extract.is_empty() {
+    if step.extract.is_empty() && !step.checks.needs_body() {
         return None;
     }
     let Ok(json) = DynamicMessage::decode(output.clone(), reply)
@@ -258,6 +259,9 @@ fn extract(
     else {
         return Some(ErrorKind::Check);
     };
+    if let Some(e) = super::check_body(step, &json) {
+        return Some(e);
+    }
     let headers = metadata.into_headers();
     let pairs = || headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
     for e in &step.extract {

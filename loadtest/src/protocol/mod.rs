@@ -258,10 +258,8 @@ where
             }
         }
     }
-    if let Some(needle) = &step.checks.body_contains
-        && !contains(body, needle)
-    {
-        return Some(ErrorKind::Check);
+    if let Some(e) = check_body(step, body) {
+        return Some(e);
     }
     for (name, want) in &step.checks.headers {
         let ok = headers().any(|(k, v)| k.eq_ignore_ascii_case(name) && v == want.as_bytes());
@@ -275,6 +273,22 @@ where
             return Some(ErrorKind::Check);
         };
         extracted.push((e.var.clone(), value));
+    }
+    None
+}
+
+/// The step's checks on an answer's body: `body-contains`, then its `json` fields.
+pub(crate) fn check_body(step: &Step, body: &[u8]) -> Option<ErrorKind> {
+    if let Some(needle) = &step.checks.body_contains
+        && !contains(body, needle)
+    {
+        return Some(ErrorKind::Check);
+    }
+    for (path, want) in &step.checks.json {
+        let got = crate::scenario::extract(path, std::iter::empty::<(&str, &[u8])>, body);
+        if got.as_deref() != Some(&want[..]) {
+            return Some(ErrorKind::Check);
+        }
     }
     None
 }

@@ -104,13 +104,8 @@ impl Protocol for Websocket {
                 .map(|(k, v)| (k.as_str(), v.as_bytes()))
         };
         // The handshake's status is 101 when we get here: the checks are on the messages.
-        if let Some(needle) = &step.checks.body_contains
-            && !session
-                .received
-                .windows(needle.len().max(1))
-                .any(|w| needle.is_empty() || w == &needle[..])
-        {
-            return Some(ErrorKind::Check);
+        if let Some(e) = super::check_body(step, &session.received) {
+            return Some(e);
         }
         for (name, want) in &step.checks.headers {
             if !headers().any(|(k, v)| k.eq_ignore_ascii_case(name) && v == want.as_bytes()) {
