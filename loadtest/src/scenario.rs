@@ -1987,6 +1987,9 @@ mod tests {
             shadow_prefix: None,
             token: Some("s3cret-token".into()),
             tls: TlsSpec::default(),
+            protos: Vec::new(),
+            proto_paths: Vec::new(),
+            reflection: false,
         };
         let shown = format!("{spec:?}");
         assert!(

@@ -155,6 +155,87 @@ async fn http2_steps_multiplex_and_carry_the_tag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gets_value_feeds_later_steps_and_a_missing_one_fails_the_extraction() {
+    let scenario = |next: &str| {
+        format!(
+            r#"
+            [targets.store]
+            kind = "objstore"
+            embedded = true
+            [[scenarios]]
+            name = "chain"
+            executor = "constant-vus"
+            vus = 4
+            iterations = 200
+            flow = "sequence"
+            [[scenarios.steps]]
+            name = "put-target"
+            objstore = {{ op = "put", key = "target/{{{{seq}}}}", value = "x" }}
+            [[scenarios.steps]]
+            name = "put-pointer"
+            objstore = {{ op = "put", key = "ptr/{{{{seq}}}}", value = '{{"next": "{next}/{{{{seq}}}}", "n": 1}}' }}
+            [[scenarios.steps]]
+            name = "follow"
+            objstore = {{ op = "get", key = "ptr/{{{{seq}}}}" }}
+            extract = {{ next = {{ json = "$.next" }}, digits = {{ regex = '/(\d+)"' }} }}
+            [[scenarios.steps]]
+            name = "target"
+            objstore = {{ op = "get", key = "{{{{var.next}}}}" }}
+            extract = {{ value = {{ regex = "x" }} }}
+            [[scenarios.steps]]
+            name = "digits"
+            objstore = {{ op = "head", key = "target/{{{{var.digits}}}}" }}
+            checks = {{ status = [0] }}
+            "#
+        )
+    };
+    // The pointer names a stored object: every step passes.
+    let (report, _) = common::run(&scenario("target")).await;
+    let s = &report.scenarios[0];
+    for st in &s.steps {
+        assert_eq!(
+            (st.requests, st.failed),
+            (200, 0),
+            "{}: {:?}",
+            st.name,
+            st.errors
+        );
+    }
+    // It names nothing: the get finds no value to extract from, a check error, and the rest
+    // of each iteration is skipped.
+    let (report, _) = common::run(&scenario("nowhere")).await;
+    let s = &report.scenarios[0];
+    assert_eq!(s.steps[3].errors["check"], 200, "{:?}", s.steps[3].errors);
+    assert_eq!(s.steps[4].requests, 0);
+    assert_eq!(s.iterations_cut_short, 200);
+
+    // Refused when the scenario loads, naming the key: an objstore value has no headers, and
+    // only a get has a value.
+    let refusals = [
+        (
+            scenario("target").replace(r#"{ json = "$.next" }"#, r#"{ header = "etag" }"#),
+            "scenarios[0].steps[2].extract.next.header",
+            "no headers",
+        ),
+        (
+            scenario("target").replace(
+                r#"value = "x" }"#,
+                r#"value = "x" }
+            extract = { v = { regex = "x" } }"#,
+            ),
+            "scenarios[0].steps[0].extract",
+            "a get's value only",
+        ),
+    ];
+    for (text, key, says) in refusals {
+        let (_dir, path) = common::scenario(&text);
+        let err = loadtest::scenario::Plan::load(&path, &Default::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(key) && msg.contains(says), "{key}: {msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objstore_steps_against_the_embedded_store() {
     let (report, outcome) = common::run(
         r#"

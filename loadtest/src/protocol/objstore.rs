@@ -129,7 +129,7 @@ impl Protocol for Objstore {
         // key has nothing to give, a check error.
         for e in &step.extract {
             let found = value.as_deref().and_then(|v| {
-                crate::scenario::extract(&e.how, || std::iter::empty::<(&str, &[u8])>(), v)
+                crate::scenario::extract(&e.how, std::iter::empty::<(&str, &[u8])>, v)
             });
             let Some(found) = found else {
                 return Some(ErrorKind::Check);
