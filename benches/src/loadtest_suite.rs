@@ -86,7 +86,10 @@ fn loadtest_binary() -> Result<PathBuf, String> {
     }
 }
 
-/// nginx (one worker, `return 200 "ok"`, no access log) on a free loopback port, when it is
+/// What `/token` answers (the chaining row extracts `$.token` from it).
+const TOKEN_JSON: &str = r#"{"token":"t-42","user":{"id":7,"name":"ann"}}"#;
+
+/// nginx (one worker, `return 200 "ok"`, `/token` JSON, no access log) on a free loopback port, when it is
 /// installed: a target in its own process, as in wrk's and oha's own benchmarks.
 fn start_nginx() -> Option<(std::net::SocketAddr, std::process::Child)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -103,7 +106,8 @@ fn start_nginx() -> Option<(std::net::SocketAddr, std::process::Child)> {
             "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 4096; }}\nhttp {{ access_log off; keepalive_requests 10000000;\n\
              client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\"; }} }} }}\n",
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\"; }}\n\
+             location /token {{ default_type application/json; return 200 '{TOKEN_JSON}'; }} }} }}\n",
             d = dir.display()
         ),
     )
@@ -127,7 +131,8 @@ fn start_nginx() -> Option<(std::net::SocketAddr, std::process::Child)> {
     None
 }
 
-/// A minimal hyper HTTP/1.1 server on its own one-thread runtime: answers `ok`.
+/// A minimal hyper HTTP/1.1 server on its own one-thread runtime: answers `ok` (`/token`:
+/// its JSON).
 fn start_http_server() -> std::net::SocketAddr {
     crate::serve_on_thread(|listener| async move {
         loop {
@@ -136,9 +141,14 @@ fn start_http_server() -> std::net::SocketAddr {
             };
             let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
+                let svc = hyper::service::service_fn(|req: hyper::Request<_>| async move {
+                    let body: &'static [u8] = if req.uri().path() == "/token" {
+                        TOKEN_JSON.as_bytes()
+                    } else {
+                        b"ok"
+                    };
                     Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
-                        bytes::Bytes::from_static(b"ok"),
+                        bytes::Bytes::from_static(body),
                     )))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -456,12 +466,30 @@ pub fn loadtest_suite() {
          connections = 64\n[[scenarios]]\nname = \"http\"\nexecutor = \"constant-vus\"\nvus = 64\n\
          duration = \"{secs}s\"\n[[scenarios.steps]]\nname = \"get\"\nhttp = {{ path = \"/\" }}\n"
     );
+    // The same with request chaining on: log in (a JSON answer, its status and a field
+    // checked, the token extracted), then a call carrying the token, its status and body
+    // checked; two requests an iteration.
+    let chained = format!(
+        "[run]\nshadow = false\nthreads = 1\n[targets.api]\nkind = \"http\"\nurl = \"http://{addr}\"\n\
+         connections = 64\n[[scenarios]]\nname = \"http\"\nexecutor = \"constant-vus\"\nvus = 64\n\
+         duration = \"{secs}s\"\nflow = \"sequence\"\n\
+         [[scenarios.steps]]\nname = \"login\"\nhttp = {{ path = \"/token\" }}\n\
+         checks = {{ status = [200], json = {{ \"$.user.id\" = \"7\" }} }}\n\
+         extract = {{ token = {{ json = \"$.token\" }} }}\n\
+         [[scenarios.steps]]\nname = \"use\"\nhttp = {{ path = \"/?t={{{{var.token}}}}\" }}\n\
+         checks = {{ status = [200], body-contains = \"ok\" }}\n"
+    );
     let (mut ours, mut wrk, mut oha) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ours_chained = Vec::new();
     for round in 0..rounds {
         eprintln!("http round {}/{rounds}", round + 1);
         match loadtest_run(&scenario, secs) {
             Ok(r) => ours.push(r),
             Err(e) => eprintln!("loadtest: {e}"),
+        }
+        match loadtest_run(&chained, secs) {
+            Ok(r) => ours_chained.push(r),
+            Err(e) => eprintln!("loadtest (chained): {e}"),
         }
         match wrk_run(&url, secs) {
             Ok(r) => wrk.push(r),
@@ -478,8 +506,15 @@ pub fn loadtest_suite() {
         ),
         &[
             ("loadtest", median(ours)),
-            ("wrk -t1", median(wrk)),
+            ("wrk -t1", median(wrk.clone())),
             ("oha", median(oha)),
+        ],
+    );
+    table(
+        "The same, loadtest with JSON extraction and checks on (login → token → call)",
+        &[
+            ("loadtest chained", median(ours_chained)),
+            ("wrk -t1", median(wrk)),
         ],
     );
 

@@ -790,7 +790,7 @@ pub struct GrpcCall {
     /// `package.Service/Method`.
     pub method: String,
     /// `/package.Service/Method`.
-    pub path: String,
+    pub path: http::uri::PathAndQuery,
     /// The request as JSON.
     pub body: Template,
     /// Request metadata.
@@ -1770,13 +1770,15 @@ fn grpc_call(
     at: &impl Fn(&str, String) -> Error,
 ) -> Result<Action, Error> {
     let path = format!("/{}", g.method);
-    if g.method.split('/').count() != 2 || http::uri::PathAndQuery::try_from(path.as_str()).is_err()
-    {
-        return Err(at(
-            &format!("{key}.grpc.method"),
-            format!("{:?} is not package.Service/Method", g.method),
-        ));
-    }
+    let path = match http::uri::PathAndQuery::try_from(path.as_str()) {
+        Ok(p) if g.method.split('/').count() == 2 => p,
+        _ => {
+            return Err(at(
+                &format!("{key}.grpc.method"),
+                format!("{:?} is not package.Service/Method", g.method),
+            ));
+        }
+    };
     let mut metadata = Vec::new();
     for (name, value) in &g.metadata {
         let k = tonic::metadata::AsciiMetadataKey::from_bytes(name.as_bytes()).map_err(|_| {

@@ -68,7 +68,8 @@ impl Protocol for Grpc {
         let mut request = tonic::Request::new(Bytes::new());
         shadow_metadata(request.metadata_mut(), context);
         let acked = |m: &MetadataMap| m.get(jupiter_core::shadow::ACK_HEADER).is_some();
-        let acked = match self.unary(request, PROBE_PATH).await {
+        let path = http::uri::PathAndQuery::from_static(PROBE_PATH);
+        let acked = match self.unary(request, path).await {
             Ok(r) => acked(r.metadata()),
             Err(s) if is_transport(&s) => {
                 return Err(Problem::caused_by("did not answer the probe", s));
@@ -115,7 +116,7 @@ impl Protocol for Grpc {
             };
             request.metadata_mut().insert(k.clone(), value);
         }
-        let (code, metadata, reply) = match self.unary(request, grpc.path.as_str()).await {
+        let (code, metadata, reply) = match self.unary(request, grpc.path.clone()).await {
             Ok(r) => {
                 let (metadata, reply, _) = r.into_parts();
                 (Code::Ok, metadata, reply)
@@ -151,13 +152,11 @@ impl Grpc {
     async fn unary(
         &self,
         mut request: tonic::Request<Bytes>,
-        path: &str,
+        path: http::uri::PathAndQuery,
     ) -> Result<tonic::Response<Bytes>, Status> {
         request.set_timeout(self.timeout);
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
         let mut client = tonic::client::Grpc::new(self.channels[i].clone());
-        let path = http::uri::PathAndQuery::try_from(path)
-            .map_err(|e| Status::internal(format!("bad method path: {e}")))?;
         let call = async {
             client
                 .ready()
