@@ -158,82 +158,72 @@ impl Websocket {
         messages: &[Vec<u8>],
         receive: u32,
     ) -> Result<Session, SessionError> {
-        tokio::time::timeout(
-            self.timeout,
-            self.session_untimed(path, headers, messages, receive),
-        )
-        .await
-        .unwrap_or(Err(SessionError::Timeout))
-    }
-
-    async fn session_untimed(
-        &self,
-        path: &str,
-        headers: &[(String, Vec<u8>)],
-        messages: &[Vec<u8>],
-        receive: u32,
-    ) -> Result<Session, SessionError> {
-        let url = format!("{}://{}{path}", self.scheme, self.endpoint.authority);
-        let mut request = url.into_client_request().map_err(SessionError::Protocol)?;
-        for (k, v) in headers {
-            if let (Ok(k), Ok(v)) = (
-                http::HeaderName::from_bytes(k.as_bytes()),
-                http::HeaderValue::from_bytes(v),
-            ) {
-                request.headers_mut().insert(k, v);
-            }
-        }
-        let tcp = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .map_err(SessionError::Connect)?;
-        let _ = tcp.set_nodelay(true);
-        let stream = match &self.tls {
-            Some(tls) => tls.connect(tcp).await.map_err(SessionError::Connect)?,
-            None => Stream::Plain(tcp),
-        };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        let (mut ws, answer) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-                .await
-                .map_err(|e| match e {
-                    WsError::Http(r) => SessionError::Refused(r.status().as_u16()),
-                    e => SessionError::Protocol(e),
-                })?;
-        for m in messages {
-            let text = String::from_utf8_lossy(m).into_owned();
-            ws.send(Message::text(text))
-                .await
-                .map_err(SessionError::Protocol)?;
-        }
-        let mut received = Vec::new();
-        for i in 0..receive {
-            let data = loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => break t.as_bytes().to_vec(),
-                    Some(Ok(Message::Binary(b))) => break b.to_vec(),
-                    // Pings are answered by the library; pongs and frames carry nothing here.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => return Err(SessionError::Closed),
-                    Some(Err(e)) => return Err(SessionError::Protocol(e)),
+        let session = async {
+            let url = format!("{}://{}{path}", self.scheme, self.endpoint.authority);
+            let mut request = url.into_client_request().map_err(SessionError::Protocol)?;
+            for (k, v) in headers {
+                if let (Ok(k), Ok(v)) = (
+                    http::HeaderName::from_bytes(k.as_bytes()),
+                    http::HeaderValue::from_bytes(v),
+                ) {
+                    request.headers_mut().insert(k, v);
                 }
+            }
+            let tcp = tokio::net::TcpStream::connect(self.addr)
+                .await
+                .map_err(SessionError::Connect)?;
+            let _ = tcp.set_nodelay(true);
+            let stream = match &self.tls {
+                Some(tls) => tls.connect(tcp).await.map_err(SessionError::Connect)?,
+                None => Stream::Plain(tcp),
             };
-            if i > 0 {
-                received.push(b'\n');
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(MAX_MESSAGE))
+                .max_frame_size(Some(MAX_MESSAGE));
+            let (mut ws, answer) =
+                tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                    .await
+                    .map_err(|e| match e {
+                        WsError::Http(r) => SessionError::Refused(r.status().as_u16()),
+                        e => SessionError::Protocol(e),
+                    })?;
+            for m in messages {
+                let text = String::from_utf8_lossy(m).into_owned();
+                ws.send(Message::text(text))
+                    .await
+                    .map_err(SessionError::Protocol)?;
             }
-            received.extend_from_slice(&data);
-        }
-        // The closing handshake: sent, then the server's close awaited (or the end).
-        let _ = ws.close(None).await;
-        while let Some(Ok(m)) = ws.next().await {
-            if m.is_close() {
-                break;
+            let mut received = Vec::new();
+            for i in 0..receive {
+                let data = loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(t))) => break t.as_bytes().to_vec(),
+                        Some(Ok(Message::Binary(b))) => break b.to_vec(),
+                        // Pings are answered by the library; pongs and frames carry nothing here.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => return Err(SessionError::Closed),
+                        Some(Err(e)) => return Err(SessionError::Protocol(e)),
+                    }
+                };
+                if i > 0 {
+                    received.push(b'\n');
+                }
+                received.extend_from_slice(&data);
             }
-        }
-        Ok(Session {
-            headers: answer.headers().clone(),
-            received,
-        })
+            // The closing handshake: sent, then the server's close awaited (or the end).
+            let _ = ws.close(None).await;
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+            Ok(Session {
+                headers: answer.headers().clone(),
+                received,
+            })
+        };
+        tokio::time::timeout(self.timeout, session)
+            .await
+            .unwrap_or(Err(SessionError::Timeout))
     }
 }

@@ -540,6 +540,26 @@ mod tests {
         }
     }
 
+    /// A driver on `stream` taking requests from `rx`, until every sender is gone.
+    fn spawn_driver(
+        stream: Counting,
+        mut rx: mpsc::Receiver<Request>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut pending = VecDeque::new();
+            Driver::new(
+                stream,
+                &mut rx,
+                &mut pending,
+                1000,
+                1024,
+                Decoder::new(),
+                None,
+            )
+            .await;
+        })
+    }
+
     fn request(key: &str) -> (Request, oneshot::Receiver<Result<Reply, crate::Error>>) {
         let mut data = BytesMut::new();
         encode_command(&mut data, &[&b"GET"[..], key.as_bytes()]);
@@ -579,7 +599,7 @@ mod tests {
                 }
             }
         });
-        let (tx, mut rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(1024);
         // A hundred callers queue while the owner task is busy elsewhere.
         let mut replies = Vec::new();
         for i in 0..100 {
@@ -587,19 +607,7 @@ mod tests {
             tx.try_send(req).unwrap();
             replies.push(reply);
         }
-        let driver = tokio::spawn(async move {
-            let mut pending = VecDeque::new();
-            Driver::new(
-                stream,
-                &mut rx,
-                &mut pending,
-                1000,
-                1024,
-                Decoder::new(),
-                None,
-            )
-            .await;
-        });
+        let driver = spawn_driver(stream, rx);
         for r in replies {
             assert!(matches!(
                 r.await.unwrap().unwrap(),
@@ -654,7 +662,7 @@ mod tests {
                 }
             }
         });
-        let (tx, mut rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(1024);
         let mut callers = Vec::new();
         for i in 0..CALLERS {
             let (req, reply) = request(&format!("k{i}"));
@@ -670,19 +678,7 @@ mod tests {
             }));
         }
         drop(tx);
-        let driver = tokio::spawn(async move {
-            let mut pending = VecDeque::new();
-            Driver::new(
-                stream,
-                &mut rx,
-                &mut pending,
-                1000,
-                1024,
-                Decoder::new(),
-                None,
-            )
-            .await;
-        });
+        let driver = spawn_driver(stream, rx);
         for c in callers {
             c.await.unwrap();
         }
