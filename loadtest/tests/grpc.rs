@@ -176,19 +176,34 @@ struct Server {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// Which reflection service the server offers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reflection {
+    V1,
+    /// Only the older one (grpc-go and grpc-java servers of before 2022).
+    V1alpha,
+    None,
+}
+
 /// Serves the accounts, health and reflection services behind the shadow layer (shadow
 /// traffic on) on a free loopback port.
 async fn serve() -> Server {
+    serve_with(Reflection::V1).await
+}
+
+async fn serve_with(offered: Reflection) -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("accounts.proto"), ACCOUNTS_PROTO).unwrap();
     let fds = protox::compile(["accounts.proto"], [dir.path()]).unwrap();
     // The reflection service keeps the encoded set for the server's life.
     let encoded: &'static [u8] = Box::leak(fds.encode_to_vec().into_boxed_slice());
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(encoded)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .unwrap();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(encoded)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = (offered == Reflection::V1).then(|| reflection().build_v1().unwrap());
+    let v1alpha = (offered == Reflection::V1alpha).then(|| reflection().build_v1alpha().unwrap());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<Accounts>().await;
     let metrics = jupiter_core::metrics::Metrics::new();
@@ -206,7 +221,8 @@ async fn serve() -> Server {
         tonic::transport::Server::builder()
             .layer(shadow)
             .add_service(health_service)
-            .add_service(reflection)
+            .add_optional_service(v1)
+            .add_optional_service(v1alpha)
             .add_service(accounts)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
@@ -272,6 +288,20 @@ async fn run_in(
     common::run_file(&path, Default::default()).await.unwrap()
 }
 
+/// Why the run of the scenario at `path` did not start, with every cause.
+async fn refusal(path: &std::path::Path) -> String {
+    let err = common::run_file(path, Default::default())
+        .await
+        .unwrap_err();
+    let mut msg = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}
+
 const FROM_PROTOS: &str = r#"protos = ["accounts.proto", "health/health.proto"]"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,6 +341,40 @@ async fn a_journey_over_grpc_passes_with_the_extracted_token_and_fails_without()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1alpha_serves_where_v1_is_not_offered_and_none_is_an_error() {
+    let server = serve_with(Reflection::V1alpha).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (report, _) = run_in(
+        &dir,
+        &journey(server.addr, "reflection = true", "Bearer {{var.token}}"),
+    )
+    .await;
+    for step in &report.scenarios[0].steps {
+        assert_eq!(
+            (step.requests, step.failed),
+            (40, 0),
+            "{}: {:?}",
+            step.name,
+            step.errors
+        );
+    }
+
+    let server = serve_with(Reflection::None).await;
+    let path = dir.path().join("scenario.toml");
+    std::fs::write(&path, journey(server.addr, "reflection = true", "x")).unwrap();
+    let msg = refusal(&path).await;
+    assert!(
+        msg.contains("accounts") && msg.contains("no reflection service"),
+        "{msg}"
+    );
+    assert_eq!(
+        server.seen.logins.load(Ordering::Relaxed),
+        0,
+        "nothing was sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_descriptors_can_come_from_the_servers_reflection_service() {
     let server = serve().await;
     let dir = tempfile::tempdir().unwrap();
@@ -330,15 +394,7 @@ async fn the_descriptors_can_come_from_the_servers_reflection_service() {
         .replace("shop.v1.Accounts/Whoami", "shop.v1.Accounts/Whoever");
     let path = dir.path().join("scenario.toml");
     std::fs::write(&path, text).unwrap();
-    let err = common::run_file(&path, Default::default())
-        .await
-        .unwrap_err();
-    let mut msg = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
+    let msg = refusal(&path).await;
     assert!(
         msg.contains("whoami") && msg.contains("Whoever") && msg.contains("Login, Whoami"),
         "{msg}"

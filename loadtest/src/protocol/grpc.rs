@@ -272,98 +272,115 @@ fn extract(
     None
 }
 
-/// Asks the server's reflection service (v1) for every service it offers and the files that
-/// declare them, imports included.
+/// Asks the server's reflection service for every service it offers and the files that
+/// declare them, imports included: v1, or v1alpha where only that is offered (grpc-go and
+/// grpc-java servers of before 2022).
 async fn reflect(channel: Channel) -> Result<DescriptorPool, BoxError> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-
-    let mut client = ServerReflectionClient::new(channel);
-    // One request at a time on one stream: send, read the answer, decide what to ask next.
-    let (tx, rx) = tokio::sync::mpsc::channel::<ServerReflectionRequest>(4);
-    let ask = |m: MessageRequest| ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(m),
-    };
-    tx.send(ask(MessageRequest::ListServices(String::new())))
-        .await?;
-    let mut answers = client
-        .server_reflection_info(tokio_stream_of(rx))
-        .await
-        .map_err(|s| {
-            format!(
-                "its reflection service (v1) answered {}: {}",
-                s.code(),
-                s.message()
-            )
-        })?
-        .into_inner();
-    let services = match next_answer(&mut answers).await? {
-        MessageResponse::ListServicesResponse(l) => l.service,
-        _ => return Err("its reflection service did not list its services".into()),
-    };
-    let mut files: Vec<prost_reflect::prost_types::FileDescriptorProto> = Vec::new();
-    let mut wanted: Vec<MessageRequest> = services
-        .into_iter()
-        .filter(|s| !s.name.starts_with("grpc.reflection."))
-        .map(|s| MessageRequest::FileContainingSymbol(s.name))
-        .collect();
-    while let Some(request) = wanted.pop() {
-        if let MessageRequest::FileByFilename(name) = &request
-            && files.iter().any(|f| f.name() == name)
-        {
-            continue;
-        }
-        tx.send(ask(request)).await?;
-        let MessageResponse::FileDescriptorResponse(r) = next_answer(&mut answers).await? else {
-            return Err(
-                "its reflection service answered a file request with something else".into(),
-            );
-        };
-        for raw in r.file_descriptor_proto {
-            let file = prost_reflect::prost_types::FileDescriptorProto::decode(&raw[..])?;
-            if files.iter().any(|f| f.name() == file.name()) {
-                continue;
-            }
-            for dep in &file.dependency {
-                wanted.push(MessageRequest::FileByFilename(dep.clone()));
-            }
-            files.push(file);
-            if files.len() > MAX_REFLECTED_FILES {
-                return Err(format!(
-                    "its reflection service sent over {MAX_REFLECTED_FILES} files"
-                )
-                .into());
-            }
-        }
+    if let Some(pool) = reflect_v1(channel.clone()).await? {
+        return Ok(pool);
     }
-    let mut pool = DescriptorPool::new();
-    pool.add_file_descriptor_protos(files)?;
-    Ok(pool)
+    reflect_v1alpha(channel)
+        .await?
+        .ok_or_else(|| "offers no reflection service (v1 or v1alpha)".into())
 }
 
-/// The reflection service's next answer; an error answer, an empty one or the stream's end
-/// is an error.
-async fn next_answer(
-    answers: &mut tonic::Streaming<tonic_reflection::pb::v1::ServerReflectionResponse>,
-) -> Result<tonic_reflection::pb::v1::server_reflection_response::MessageResponse, BoxError> {
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    match answers.message().await {
-        Ok(Some(r)) => match r.message_response {
-            Some(MessageResponse::ErrorResponse(e)) => Err(format!(
-                "its reflection service answered error {}: {}",
-                e.error_code, e.error_message
-            )
-            .into()),
-            Some(m) => Ok(m),
-            None => Err("its reflection service sent an empty answer".into()),
-        },
-        Ok(None) => Err("its reflection service closed the stream".into()),
-        Err(s) => Err(format!("its reflection service failed: {}", s.message()).into()),
-    }
+/// One reflection client per protocol version: the two are the same messages in two packages.
+/// `None` when the server does not offer that version.
+macro_rules! reflect_with {
+    ($name:ident, $version:ident) => {
+        async fn $name(channel: Channel) -> Result<Option<DescriptorPool>, BoxError> {
+            use tonic_reflection::pb::$version::ServerReflectionRequest;
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+
+            let mut client = ServerReflectionClient::new(channel);
+            // One request at a time on one stream: send, read the answer, decide what to ask
+            // next.
+            let (tx, rx) = tokio::sync::mpsc::channel::<ServerReflectionRequest>(4);
+            let ask = |m: MessageRequest| ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(m),
+            };
+            tx.send(ask(MessageRequest::ListServices(String::new())))
+                .await?;
+            let mut answers = match client.server_reflection_info(tokio_stream_of(rx)).await {
+                Ok(answers) => answers.into_inner(),
+                Err(s) if s.code() == Code::Unimplemented => return Ok(None),
+                Err(s) => {
+                    return Err(format!(
+                        "its reflection service ({}) answered {}: {}",
+                        stringify!($version),
+                        s.code(),
+                        s.message()
+                    )
+                    .into());
+                }
+            };
+            // The stream's next answer; an error answer, an empty one or the end is an error.
+            let mut next = async || -> Result<MessageResponse, BoxError> {
+                match answers.message().await {
+                    Ok(Some(r)) => match r.message_response {
+                        Some(MessageResponse::ErrorResponse(e)) => Err(format!(
+                            "its reflection service answered error {}: {}",
+                            e.error_code, e.error_message
+                        )
+                        .into()),
+                        Some(m) => Ok(m),
+                        None => Err("its reflection service sent an empty answer".into()),
+                    },
+                    Ok(None) => Err("its reflection service closed the stream".into()),
+                    Err(s) => Err(format!("its reflection service failed: {}", s.message()).into()),
+                }
+            };
+            let services = match next().await? {
+                MessageResponse::ListServicesResponse(l) => l.service,
+                _ => return Err("its reflection service did not list its services".into()),
+            };
+            let mut files: Vec<prost_reflect::prost_types::FileDescriptorProto> = Vec::new();
+            let mut wanted: Vec<MessageRequest> = services
+                .into_iter()
+                .filter(|s| !s.name.starts_with("grpc.reflection."))
+                .map(|s| MessageRequest::FileContainingSymbol(s.name))
+                .collect();
+            while let Some(request) = wanted.pop() {
+                if let MessageRequest::FileByFilename(name) = &request
+                    && files.iter().any(|f| f.name() == name)
+                {
+                    continue;
+                }
+                tx.send(ask(request)).await?;
+                let MessageResponse::FileDescriptorResponse(r) = next().await? else {
+                    return Err(
+                        "its reflection service answered a file request with something else".into(),
+                    );
+                };
+                for raw in r.file_descriptor_proto {
+                    let file = prost_reflect::prost_types::FileDescriptorProto::decode(&raw[..])?;
+                    if files.iter().any(|f| f.name() == file.name()) {
+                        continue;
+                    }
+                    for dep in &file.dependency {
+                        wanted.push(MessageRequest::FileByFilename(dep.clone()));
+                    }
+                    files.push(file);
+                    if files.len() > MAX_REFLECTED_FILES {
+                        return Err(format!(
+                            "its reflection service sent over {MAX_REFLECTED_FILES} files"
+                        )
+                        .into());
+                    }
+                }
+            }
+            let mut pool = DescriptorPool::new();
+            pool.add_file_descriptor_protos(files)?;
+            Ok(Some(pool))
+        }
+    };
 }
+
+reflect_with!(reflect_v1, v1);
+reflect_with!(reflect_v1alpha, v1alpha);
 
 /// The receiving half of a channel as a stream of requests.
 fn tokio_stream_of<T: Send + 'static>(
