@@ -309,3 +309,75 @@ async fn the_switch_follows_configuration_reloads() {
     assert!(config.apply(&layer("sometimes")).is_err());
     assert_eq!(switch.mode(), ShadowMode::Watch);
 }
+
+/// A log sink the test reads back.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_shadow_requests_logs_carry_its_run_id() {
+    use tower::ServiceExt;
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // This test's thread only (a current-thread runtime: the handler runs here too).
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let metrics = Metrics::new();
+    let app = axum::Router::new()
+        .route(
+            "/order",
+            get(|| async {
+                tracing::info!("order placed");
+                "ok"
+            }),
+        )
+        .layer(ShadowLayer::new(
+            "orders",
+            ShadowSwitch::new(ShadowMode::On),
+            &metrics,
+        ));
+    let tagged = http::Request::get("/order")
+        .header(shadow::HEADER, "1")
+        .header(shadow::RUN_HEADER, "run-42")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let live = http::Request::get("/order")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    for req in [tagged, live] {
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("order placed"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("shadow{run=run-42 mode=on}"),
+        "the shadow request's line names its run: {}",
+        lines[0]
+    );
+    assert!(
+        !lines[1].contains("shadow{"),
+        "a live request's line has no shadow span: {}",
+        lines[1]
+    );
+}

@@ -1,5 +1,7 @@
 //! Tower layers: [`ShadowLayer`] for servers, [`PropagateLayer`] for clients.
 
+use tracing::Instrument;
+
 use super::*;
 
 /// Server-side tower layer: extracts the tag, applies the switch, acknowledges, counts.
@@ -161,15 +163,25 @@ where
         if mode == ShadowMode::Watch {
             tracing::info!(service = %shared.service, path = req.uri().path(), run = ctx.run_id(), "shadow request observed (watch mode)");
         }
+        // Every log line and span of the request's handling carries the run id: a service's
+        // logs and traces say which load test a request came from.
+        let span = tracing::info_span!(
+            "shadow",
+            run = %ctx.run_id().unwrap_or(""),
+            mode = %mode.as_str()
+        );
         // The inner future is created inside the scope too: handlers may read the tag in
         // their synchronous part.
-        let fut = CURRENT.sync_scope(Some(ctx.clone()), || self.inner.call(req));
-        Box::pin(async move {
-            let mut resp = CURRENT.scope(Some(ctx), fut).await?.map(Either::Left);
-            resp.headers_mut()
-                .insert(ACK_HEADER, HeaderValue::from_static(mode.as_str()));
-            Ok(resp)
-        })
+        let fut = span.in_scope(|| CURRENT.sync_scope(Some(ctx.clone()), || self.inner.call(req)));
+        Box::pin(
+            async move {
+                let mut resp = CURRENT.scope(Some(ctx), fut).await?.map(Either::Left);
+                resp.headers_mut()
+                    .insert(ACK_HEADER, HeaderValue::from_static(mode.as_str()));
+                Ok(resp)
+            }
+            .instrument(span),
+        )
     }
 }
 
