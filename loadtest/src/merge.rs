@@ -37,6 +37,8 @@ struct Input {
     #[serde(default)]
     stopped_by: Option<String>,
     shadow: bool,
+    #[serde(default)]
+    run_id: String,
     segment: String,
     scenarios: Vec<InScenario>,
     thresholds: Vec<InThreshold>,
@@ -233,6 +235,15 @@ pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
             .fold(0.0, f64::max),
         aborted: inputs.iter().any(|r| r.aborted),
         shadow: inputs.iter().all(|r| r.shadow),
+        run_id: {
+            let mut ids: Vec<&str> = Vec::new();
+            for r in &inputs {
+                if !r.run_id.is_empty() && !ids.contains(&r.run_id.as_str()) {
+                    ids.push(&r.run_id);
+                }
+            }
+            ids.join(",")
+        },
         segment: Segment::WHOLE,
         scenarios,
         thresholds: scoped("run".into()),

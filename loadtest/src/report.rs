@@ -40,6 +40,9 @@ pub struct Report {
     pub passed: bool,
     /// Requests were tagged as shadow traffic.
     pub shadow: bool,
+    /// The test-run id the shadow tag carried (`[run] run-id`, or one made for the run); the
+    /// distinct ids joined by commas for a merge of runs that had different ones.
+    pub run_id: String,
     /// The share of the run this generator ran (`--segment`): `"1/1"` for a whole run.
     pub segment: Segment,
     /// The reports this one was merged from (`loadtest merge`), as given.
@@ -222,6 +225,7 @@ pub(crate) struct Parts<'a> {
     pub duration_s: f64,
     pub aborted: bool,
     pub shadow: bool,
+    pub run_id: String,
     pub segment: Segment,
     pub scenarios: Vec<ScenarioParts<'a>>,
     /// Run-wide thresholds.
@@ -592,6 +596,7 @@ impl Report {
             duration_s: elapsed.as_secs_f64(),
             aborted,
             shadow: plan.run.shadow,
+            run_id: plan.run.run_id.clone().unwrap_or_default(),
             segment: plan.segment,
             scenarios,
             thresholds: &plan.thresholds,
@@ -682,6 +687,7 @@ impl Report {
             stopped_by: parts.stopped_by,
             passed,
             shadow: parts.shadow,
+            run_id: parts.run_id,
             segment: parts.segment,
             merged_from: parts.merged_from,
             total: step_report("total".into(), &all, run_secs, Vec::new()),
@@ -1390,6 +1396,7 @@ mod window_tests {
                 duration_s: 1.0,
                 aborted: false,
                 shadow: true,
+                run_id: "r".into(),
                 segment: Segment::WHOLE,
                 scenarios: vec![ScenarioParts {
                     name: "s".into(),
@@ -1457,6 +1464,7 @@ mod window_tests {
             duration_s: 20.0,
             aborted: false,
             shadow: true,
+            run_id: "r".into(),
             segment: Segment::WHOLE,
             scenarios: vec![ScenarioParts {
                 name: "s".into(),

@@ -68,7 +68,8 @@ pub struct RunSection {
     pub name: String,
     /// Tag every request as shadow traffic (`x-jupiter-shadow: 1` and W3C baggage).
     pub shadow: bool,
-    /// A test-run id carried with the shadow tag.
+    /// A test-run id carried with the shadow tag. Without one, the run makes one
+    /// (`lt-` and 12 hex digits); segments of one run should be given the same.
     pub run_id: Option<String>,
     /// Generator threads (0: one per core).
     pub threads: usize,
@@ -983,7 +984,11 @@ impl Plan {
         if file.run.timeout.is_zero() {
             return Err(at("run.timeout", "must be more than 0".into()));
         }
-        let run_id = file.run.run_id.clone().unwrap_or_default();
+        let run_id = file
+            .run
+            .run_id
+            .get_or_insert_with(|| format!("lt-{:012x}", fastrand::u64(..) >> 16))
+            .clone();
         if run_id.len() > jupiter_core::shadow::MAX_RUN_ID {
             return Err(at(
                 "run.run-id",

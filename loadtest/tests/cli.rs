@@ -367,6 +367,7 @@ fn the_json_report_follows_its_schema() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["schema"], "jupiter-loadtest/1");
     assert_eq!(r["name"], "schema");
+    assert_eq!(r["run_id"], "r-42");
     for k in [
         "scenario_file",
         "started_unix_ms",

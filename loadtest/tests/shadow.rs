@@ -51,6 +51,23 @@ async fn the_probe_asks_the_probe_path_and_every_request_carries_the_tag() {
         );
     }
 
+    // Without a run id, the run makes one: every request carries it, and so does the report.
+    let (report, _) = common::run(&probing(&server.url(), 1, 5)).await;
+    let id = report.run_id.clone();
+    assert!(
+        id.len() == 15 && id.starts_with("lt-") && id[3..].chars().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
+    let seen = server.seen.lock().unwrap().clone();
+    let made = format!("jupiter.shadow=1,jupiter.shadow.run={id}");
+    assert_eq!(seen.len(), 21 + 6);
+    assert!(
+        seen[21..]
+            .iter()
+            .all(|s| s.baggage.as_deref() == Some(made.as_str())),
+        "{seen:?}"
+    );
+
     // The probe's path is in the refusal of a target that does not acknowledge.
     let deaf = Server::start(Behavior::Fast, false);
     let err = common::refused(&probing(&deaf.url(), 1, 5)).await;
