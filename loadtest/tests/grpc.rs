@@ -463,3 +463,19 @@ fn grpc_settings_are_checked_when_the_scenario_loads() {
     let o = common::loadtest(&["validate", path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_server_that_is_gone_is_a_connect_error_for_every_call() {
+    // A port that was just free: nothing listens there.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = protos();
+    let source = format!("{FROM_PROTOS}\nlive = false");
+    let (report, _) = run_in(&dir, &journey(addr, &source, "x")).await;
+    let health = &report.scenarios[0].steps[0];
+    assert_eq!(health.requests, 40);
+    assert_eq!(health.errors["connect"], 40, "{:?}", health.errors);
+    assert_eq!(report.scenarios[0].iterations_cut_short, 40);
+}

@@ -90,7 +90,10 @@ impl Protocol for Grpc {
         let Action::Grpc(grpc) = &step.action else {
             return Some(ErrorKind::Protocol);
         };
-        let resolved = grpc.resolved.get()?;
+        // Set for every step of this target when the run connected it.
+        let Some(resolved) = grpc.resolved.get() else {
+            return Some(ErrorKind::Protocol);
+        };
         let body = match &resolved.body {
             Some(b) => b.clone(),
             None => {
