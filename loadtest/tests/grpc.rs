@@ -293,13 +293,7 @@ async fn refusal(path: &std::path::Path) -> String {
     let err = common::run_file(path, Default::default())
         .await
         .unwrap_err();
-    let mut msg = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    msg
+    common::chain(&err)
 }
 
 const FROM_PROTOS: &str = r#"protos = ["accounts.proto", "health/health.proto"]"#;

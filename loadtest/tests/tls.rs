@@ -45,7 +45,8 @@ struct Seen {
 
 /// An HTTPS server on its own thread: HTTP/2 when ALPN picks `h2`, else HTTP/1.1; answers
 /// 200 and acknowledges shadow traffic.
-fn serve(dir: &Path) -> (std::net::SocketAddr, Arc<Seen>) {
+/// The server's TLS settings: the certificate `issue` made, ALPN `h2` then `http/1.1`.
+fn acceptor(dir: &Path) -> tokio_rustls::TlsAcceptor {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
         .unwrap()
         .collect::<Result<_, _>>()
@@ -60,7 +61,11 @@ fn serve(dir: &Path) -> (std::net::SocketAddr, Arc<Seen>) {
     .with_single_cert(certs, key)
     .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+fn serve(dir: &Path) -> (std::net::SocketAddr, Arc<Seen>) {
+    let acceptor = acceptor(dir);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -294,4 +299,90 @@ fn tls_settings_are_checked_when_the_scenario_loads() {
     );
     let o = loadtest(&["validate", path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// A WebSocket echo over TLS: `wss://` targets check the certificate like `https://` ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_targets_check_the_certificate() {
+    use futures::{SinkExt, StreamExt};
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path());
+    let acceptor = acceptor(dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echoed = Arc::new(AtomicU64::new(0));
+    let counter = echoed.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counter) = (acceptor.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                // The signature tungstenite's handshake callback has.
+                #[allow(clippy::result_large_err)]
+                let ack = |_: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                           mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                    resp.headers_mut().insert(
+                        jupiter_core::shadow::ACK_HEADER,
+                        http::HeaderValue::from_static("on"),
+                    );
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tls, ack).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        if ws.send(m).await.is_err() {
+                            return;
+                        }
+                    } else if m.is_close() {
+                        let _ = ws.close(None).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let scenario = |tls: &str| {
+        let path = dir.path().join("wss.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+                [targets.chat]
+                kind = "websocket"
+                url = "wss://localhost:{port}"
+                {tls}
+                [[scenarios]]
+                name = "s"
+                executor = "constant-vus"
+                vus = 2
+                iterations = 20
+                [[scenarios.steps]]
+                name = "say"
+                websocket = {{ send = ["hi {{{{seq}}}}"] }}
+                checks = {{ body-contains = "hi " }}
+                "#,
+                port = addr.port()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let path = scenario(r#"tls = { ca-file = "ca.pem" }"#);
+    let (report, _) = common::run_file(&path, Default::default()).await.unwrap();
+    let say = &report.scenarios[0].steps[0];
+    assert_eq!((say.requests, say.failed), (20, 0), "{:?}", say.errors);
+    assert_eq!(echoed.load(Ordering::Relaxed), 20);
+
+    // Without the CA: not a public root, so the probe's handshake fails and nothing is sent.
+    let err = common::run_file(&scenario(""), Default::default())
+        .await
+        .unwrap_err();
+    let msg = common::chain(&err);
+    assert!(msg.contains("chat") && msg.contains("certificate"), "{msg}");
+    assert_eq!(echoed.load(Ordering::Relaxed), 20);
 }

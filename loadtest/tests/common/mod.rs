@@ -408,6 +408,17 @@ async fn run_text(
     run_file(&path, options).await
 }
 
+/// `err` and every error under it, `: `-separated.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}
+
 /// Runs the `loadtest` binary with `args` to its end.
 pub fn loadtest(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
