@@ -1031,7 +1031,9 @@ impl Plan {
                             url.starts_with("redis://") || url.starts_with("rediss://")
                         }
                         TargetKind::Objstore => !url.is_empty(),
-                        TargetKind::Grpc => url.starts_with("http://"),
+                        TargetKind::Grpc => {
+                            url.starts_with("http://") || url.starts_with("https://")
+                        }
                         TargetKind::Websocket => {
                             url.starts_with("ws://") || url.starts_with("wss://")
                         }
@@ -1062,7 +1064,7 @@ impl Plan {
                 ));
             }
             let mut spec = t.clone();
-            let https = (t.kind == TargetKind::Http
+            let https = (matches!(t.kind, TargetKind::Http | TargetKind::Grpc)
                 && t.url.as_deref().is_some_and(|u| u.starts_with("https://")))
                 || (t.kind == TargetKind::Websocket
                     && t.url.as_deref().is_some_and(|u| u.starts_with("wss://")));
@@ -1070,7 +1072,9 @@ impl Plan {
             if tls_set && !https {
                 return Err(at(
                     &format!("{key}.tls"),
-                    "only for an http target with an https:// url (Redis: rediss:// URLs)".into(),
+                    "only for an http target with an https:// url, grpc with https://, websocket with \
+                     wss:// (Redis: rediss:// URLs)"
+                        .into(),
                 ));
             }
             if t.tls.ca_file.is_some() && t.tls.insecure {

@@ -188,10 +188,12 @@ enum Reflection {
 /// Serves the accounts, health and reflection services behind the shadow layer (shadow
 /// traffic on) on a free loopback port.
 async fn serve() -> Server {
-    serve_with(Reflection::V1).await
+    serve_with(Reflection::V1, None).await
 }
 
-async fn serve_with(offered: Reflection) -> Server {
+/// [`serve`] offering `offered`, over TLS with the certificate in `tls` (`common::issue`'s)
+/// if given.
+async fn serve_with(offered: Reflection, tls: Option<&std::path::Path>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("accounts.proto"), ACCOUNTS_PROTO).unwrap();
     let fds = protox::compile(["accounts.proto"], [dir.path()]).unwrap();
@@ -217,8 +219,18 @@ async fn serve_with(offered: Reflection) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(dir) = tls {
+        let identity = tonic::transport::Identity::from_pem(
+            std::fs::read(dir.join("server.pem")).unwrap(),
+            std::fs::read(dir.join("server.key")).unwrap(),
+        );
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap();
+    }
     tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .layer(shadow)
             .add_service(health_service)
             .add_optional_service(v1)
@@ -336,7 +348,7 @@ async fn a_journey_over_grpc_passes_with_the_extracted_token_and_fails_without()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_v1alpha_serves_where_v1_is_not_offered_and_none_is_an_error() {
-    let server = serve_with(Reflection::V1alpha).await;
+    let server = serve_with(Reflection::V1alpha, None).await;
     let dir = tempfile::tempdir().unwrap();
     let (report, _) = run_in(
         &dir,
@@ -353,7 +365,7 @@ async fn reflection_v1alpha_serves_where_v1_is_not_offered_and_none_is_an_error(
         );
     }
 
-    let server = serve_with(Reflection::None).await;
+    let server = serve_with(Reflection::None, None).await;
     let path = dir.path().join("scenario.toml");
     std::fs::write(&path, journey(server.addr, "reflection = true", "x")).unwrap();
     let msg = refusal(&path).await;
@@ -472,4 +484,40 @@ async fn a_grpc_server_that_is_gone_is_a_connect_error_for_every_call() {
     assert_eq!(health.requests, 40);
     assert_eq!(health.errors["connect"], 40, "{:?}", health.errors);
     assert_eq!(report.scenarios[0].iterations_cut_short, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_checks_the_certificate() {
+    let dir = protos();
+    common::issue(dir.path());
+    let server = serve_with(Reflection::V1, Some(dir.path())).await;
+    let https = |tls: &str| {
+        journey(
+            server.addr,
+            &format!("{FROM_PROTOS}\n{tls}"),
+            "Bearer {{var.token}}",
+        )
+        .replace("http://127.0.0.1:", "https://localhost:")
+    };
+    let (report, _) = run_in(&dir, &https(r#"tls = { ca-file = "ca.pem" }"#)).await;
+    for step in &report.scenarios[0].steps {
+        assert_eq!(
+            (step.requests, step.failed),
+            (40, 0),
+            "{}: {:?}",
+            step.name,
+            step.errors
+        );
+    }
+    assert_eq!(server.seen.authorized.load(Ordering::Relaxed), 40);
+
+    // Without the CA: not a public root, the probe fails and nothing reaches the service.
+    let path = dir.path().join("scenario.toml");
+    std::fs::write(&path, https("")).unwrap();
+    let msg = refusal(&path).await;
+    assert!(
+        msg.contains("accounts") && msg.contains("certificate"),
+        "{msg}"
+    );
+    assert_eq!(server.seen.logins.load(Ordering::Relaxed), 40);
 }

@@ -44,11 +44,32 @@ pub(crate) struct Grpc {
 impl Protocol for Grpc {
     async fn connect(target: &Target, run: &RunSection) -> Result<Self, BoxError> {
         let url = target.spec.url.clone().unwrap_or_default();
-        let endpoint = Endpoint::from_shared(url)?
+        let parsed = crate::http1::Endpoint::parse(&url)?;
+        // TLS is loadtest's own (rustls, the target's `tls` table: a CA file or insecure), so
+        // tonic gets the connection ready-made; ALPN offers h2.
+        let tls = parsed
+            .tls
+            .then(|| crate::tls::Tls::new(&target.spec.tls, &parsed.host, b"h2"))
+            .transpose()?;
+        let endpoint = Endpoint::from_shared(format!("http://{}", parsed.authority))?
             .connect_timeout(run.timeout)
             .tcp_nodelay(true);
         let channels: Vec<Channel> = (0..target.spec.connections.unwrap_or(1))
-            .map(|_| endpoint.connect_lazy())
+            .map(|_| match &tls {
+                None => endpoint.connect_lazy(),
+                Some(tls) => {
+                    let (tls, addr) = (tls.clone(), (parsed.host.clone(), parsed.port));
+                    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                        let (tls, addr) = (tls.clone(), addr.clone());
+                        async move {
+                            let tcp = tokio::net::TcpStream::connect(addr).await?;
+                            let _ = tcp.set_nodelay(true);
+                            let stream = tls.connect(tcp).await?;
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                        }
+                    }))
+                }
+            })
             .collect();
         let pool = match &target.descriptors {
             Some(pool) => pool.clone(),
