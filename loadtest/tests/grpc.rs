@@ -300,6 +300,20 @@ async fn run_in(
     common::run_file(&path, Default::default()).await.unwrap()
 }
 
+/// Runs `text` in `dir`; every step must have sent its 40 requests with none failed.
+async fn passes(dir: &tempfile::TempDir, text: &str) {
+    let (report, _) = run_in(dir, text).await;
+    for step in &report.scenarios[0].steps {
+        assert_eq!(
+            (step.requests, step.failed),
+            (40, 0),
+            "{}: {:?}",
+            step.name,
+            step.errors
+        );
+    }
+}
+
 /// Why the run of the scenario at `path` did not start, with every cause.
 async fn refusal(path: &std::path::Path) -> String {
     let err = common::run_file(path, Default::default())
@@ -350,20 +364,11 @@ async fn a_journey_over_grpc_passes_with_the_extracted_token_and_fails_without()
 async fn reflection_v1alpha_serves_where_v1_is_not_offered_and_none_is_an_error() {
     let server = serve_with(Reflection::V1alpha, None).await;
     let dir = tempfile::tempdir().unwrap();
-    let (report, _) = run_in(
+    passes(
         &dir,
         &journey(server.addr, "reflection = true", "Bearer {{var.token}}"),
     )
     .await;
-    for step in &report.scenarios[0].steps {
-        assert_eq!(
-            (step.requests, step.failed),
-            (40, 0),
-            "{}: {:?}",
-            step.name,
-            step.errors
-        );
-    }
 
     let server = serve_with(Reflection::None, None).await;
     let path = dir.path().join("scenario.toml");
@@ -384,15 +389,11 @@ async fn reflection_v1alpha_serves_where_v1_is_not_offered_and_none_is_an_error(
 async fn the_descriptors_can_come_from_the_servers_reflection_service() {
     let server = serve().await;
     let dir = tempfile::tempdir().unwrap();
-    let (report, _) = run_in(
+    passes(
         &dir,
         &journey(server.addr, "reflection = true", "Bearer {{var.token}}"),
     )
     .await;
-    for step in &report.scenarios[0].steps {
-        assert_eq!(step.requests, 40, "{}", step.name);
-        assert_eq!(step.failed, 0, "{}: {:?}", step.name, step.errors);
-    }
     assert_eq!(server.seen.authorized.load(Ordering::Relaxed), 40);
 
     // A method the server does not offer: the run does not start, and says which step.
@@ -499,16 +500,7 @@ async fn grpc_over_tls_checks_the_certificate() {
         )
         .replace("http://127.0.0.1:", "https://localhost:")
     };
-    let (report, _) = run_in(&dir, &https(r#"tls = { ca-file = "ca.pem" }"#)).await;
-    for step in &report.scenarios[0].steps {
-        assert_eq!(
-            (step.requests, step.failed),
-            (40, 0),
-            "{}: {:?}",
-            step.name,
-            step.errors
-        );
-    }
+    passes(&dir, &https(r#"tls = { ca-file = "ca.pem" }"#)).await;
     assert_eq!(server.seen.authorized.load(Ordering::Relaxed), 40);
 
     // Without the CA: not a public root, the probe fails and nothing reaches the service.
