@@ -1524,60 +1524,30 @@ fn step(
     if given.iter().filter(|g| **g).count() != 1 {
         return Err(not_one());
     }
-    let want = |k: TargetKind, field: &str| {
+    // The step's request must suit its target: `field` names the request (`http`), `a` its
+    // kind with its article (`an http`).
+    let want = |k: TargetKind, field: &str, a: &str| {
         if kind == k {
             return Ok(());
         }
         Err(at(
             &format!("{key}.{field}"),
-            format!("target {:?} is not a {field} target", targets[target].name),
+            format!("target {:?} is not {a} target", targets[target].name),
         ))
     };
     let action = match (&st.http, &st.objstore, &st.redis) {
-        _ if st.grpc.is_some() || st.websocket.is_some() => {
-            if let Some(g) = &st.grpc {
-                want(TargetKind::Grpc, "grpc")?;
-                grpc_call(g, &targets[target], key, &tpl, at)?
-            } else if let Some(w) = &st.websocket {
-                want(TargetKind::Websocket, "websocket")?;
-                if !w.path.starts_with('/') {
-                    return Err(at(
-                        &format!("{key}.websocket.path"),
-                        "a path starts with /".into(),
-                    ));
-                }
-                let send = w
-                    .send
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| tpl(&format!("websocket.send.{i}"), m))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let receive = match w.receive {
-                    Some(n) => n,
-                    None => u32::try_from(send.len()).unwrap_or(u32::MAX),
-                };
-                if receive > MAX_WS_RECEIVE {
-                    return Err(at(
-                        &format!("{key}.websocket.receive"),
-                        format!("at most {MAX_WS_RECEIVE}"),
-                    ));
-                }
-                Action::Websocket {
-                    path: tpl("websocket.path", &w.path)?,
-                    send,
-                    receive,
-                }
-            } else {
-                return Err(not_one());
-            }
+        _ if st.grpc.is_some() => {
+            want(TargetKind::Grpc, "grpc", "a grpc")?;
+            let g = st.grpc.as_ref().ok_or_else(not_one)?;
+            grpc_call(g, &targets[target], key, &tpl, at)?
+        }
+        _ if st.websocket.is_some() => {
+            want(TargetKind::Websocket, "websocket", "a websocket")?;
+            let w = st.websocket.as_ref().ok_or_else(not_one)?;
+            websocket_action(w, key, &tpl, at)?
         }
         (Some(h), None, None) => {
-            if kind != TargetKind::Http {
-                return Err(at(
-                    &format!("{key}.http"),
-                    format!("target {:?} is not an http target", targets[target].name),
-                ));
-            }
+            want(TargetKind::Http, "http", "an http")?;
             let method = http::Method::from_bytes(h.method.as_bytes()).map_err(|_| {
                 at(
                     &format!("{key}.http.method"),
@@ -1608,15 +1578,7 @@ fn step(
             })
         }
         (None, Some(o), None) => {
-            if kind != TargetKind::Objstore {
-                return Err(at(
-                    &format!("{key}.objstore"),
-                    format!(
-                        "target {:?} is not an objstore target",
-                        targets[target].name
-                    ),
-                ));
-            }
+            want(TargetKind::Objstore, "objstore", "an objstore")?;
             let random = match (o.op, &o.value, o.value_size) {
                 (ObjstoreOp::Put, Some(_), Some(_)) => {
                     return Err(at(
@@ -1662,12 +1624,7 @@ fn step(
             }
         }
         (None, None, Some(words)) => {
-            if kind != TargetKind::Redis {
-                return Err(at(
-                    &format!("{key}.redis"),
-                    format!("target {:?} is not a redis target", targets[target].name),
-                ));
-            }
+            want(TargetKind::Redis, "redis", "a redis")?;
             if words.is_empty() {
                 return Err(at(
                     &format!("{key}.redis"),
@@ -1766,6 +1723,42 @@ fn step(
     })
 }
 
+/// A WebSocket step's session, compiled.
+fn websocket_action(
+    w: &WebsocketSpec,
+    key: &str,
+    tpl: &impl Fn(&str, &str) -> Result<Template, Error>,
+    at: &impl Fn(&str, String) -> Error,
+) -> Result<Action, Error> {
+    if !w.path.starts_with('/') {
+        return Err(at(
+            &format!("{key}.websocket.path"),
+            "a path starts with /".into(),
+        ));
+    }
+    let send = w
+        .send
+        .iter()
+        .enumerate()
+        .map(|(i, m)| tpl(&format!("websocket.send.{i}"), m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let receive = match w.receive {
+        Some(n) => n,
+        None => u32::try_from(send.len()).unwrap_or(u32::MAX),
+    };
+    if receive > MAX_WS_RECEIVE {
+        return Err(at(
+            &format!("{key}.websocket.receive"),
+            format!("at most {MAX_WS_RECEIVE}"),
+        ));
+    }
+    Ok(Action::Websocket {
+        path: tpl("websocket.path", &w.path)?,
+        send,
+        receive,
+    })
+}
+
 /// Most messages a WebSocket step waits for.
 const MAX_WS_RECEIVE: u32 = 10_000;
 
@@ -1806,14 +1799,8 @@ fn grpc_call(
         resolved: std::sync::OnceLock::new(),
     };
     if let Some(pool) = &target.descriptors {
-        let resolved = crate::protocol::resolve_grpc(pool, &call).map_err(|e| {
-            let field = if e.starts_with("the body") {
-                "body"
-            } else {
-                "method"
-            };
-            at(&format!("{key}.grpc.{field}"), e)
-        })?;
+        let resolved = crate::protocol::resolve_grpc(pool, &call)
+            .map_err(|(field, e)| at(&format!("{key}.grpc.{field}"), e))?;
         let _ = call.resolved.set(resolved);
     }
     Ok(Action::Grpc(call))

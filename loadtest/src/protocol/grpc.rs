@@ -167,7 +167,7 @@ impl Grpc {
             return Ok(());
         };
         let resolved =
-            resolve(&self.pool, grpc).map_err(|e| format!("step {:?}: {e}", step.name))?;
+            resolve(&self.pool, grpc).map_err(|(_, e)| format!("step {:?}: {e}", step.name))?;
         let _ = grpc.resolved.set(resolved);
         Ok(())
     }
@@ -214,36 +214,56 @@ fn shadow_metadata(metadata: &mut MetadataMap, context: &ShadowContext) {
     }
 }
 
-/// `grpc`'s method in `pool`, and its body encoded if it has no template.
-pub(crate) fn resolve(pool: &DescriptorPool, grpc: &GrpcCall) -> Result<GrpcResolved, String> {
-    let (service, method) = grpc
-        .method
-        .rsplit_once('/')
-        .ok_or_else(|| format!("{:?} is not package.Service/Method", grpc.method))?;
+/// `grpc`'s method in `pool`, and its body encoded if it has no template; an error names the
+/// field at fault (`method` or `body`).
+pub(crate) fn resolve(
+    pool: &DescriptorPool,
+    grpc: &GrpcCall,
+) -> Result<GrpcResolved, (&'static str, String)> {
+    let (service, method) = grpc.method.rsplit_once('/').ok_or_else(|| {
+        (
+            "method",
+            format!("{:?} is not package.Service/Method", grpc.method),
+        )
+    })?;
     let Some(svc) = pool.get_service_by_name(service) else {
         let known: Vec<_> = pool.services().map(|s| s.full_name().to_owned()).collect();
-        return Err(format!(
-            "no service {service:?} in the descriptors (services: {})",
-            known.join(", ")
+        return Err((
+            "method",
+            format!(
+                "no service {service:?} in the descriptors (services: {})",
+                known.join(", ")
+            ),
         ));
     };
     let Some(m) = svc.methods().find(|m| m.name() == method) else {
         let known: Vec<_> = svc.methods().map(|m| m.name().to_owned()).collect();
-        return Err(format!(
-            "service {service:?} has no method {method:?} (methods: {})",
-            known.join(", ")
+        return Err((
+            "method",
+            format!(
+                "service {service:?} has no method {method:?} (methods: {})",
+                known.join(", ")
+            ),
         ));
     };
     if m.is_client_streaming() || m.is_server_streaming() {
-        return Err(format!(
-            "{} is a streaming method; steps call unary methods",
-            grpc.method
+        return Err((
+            "method",
+            format!(
+                "{} is a streaming method; steps call unary methods",
+                grpc.method
+            ),
         ));
     }
     let body = match grpc.body.as_static() {
         Some(json) => Some(Bytes::from(
             message_from_json(&m.input(), json)
-                .map_err(|e| format!("the body is not a {}: {e}", m.input().full_name()))?
+                .map_err(|e| {
+                    (
+                        "body",
+                        format!("the body is not a {}: {e}", m.input().full_name()),
+                    )
+                })?
                 .encode_to_vec(),
         )),
         None => None,
