@@ -229,30 +229,36 @@ fn redis_cluster_suite() {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(64);
+        let before = cluster_cpu(&cluster);
         let s = match only.as_str() {
             "ours" => ours_cluster(&seeds, tasks, d),
             "fred" => fred_cluster(&seeds, tasks, d),
             _ => redis_rs_cluster(&seeds, tasks, d),
         };
+        let server_us = (cluster_cpu(&cluster) - before) * 1e6 / (s.ops_per_sec * d.as_secs_f64());
         println!(
-            "{only} at {tasks} tasks: {:.0} ops/s, {:.2} CPU µs/op",
+            "{only} at {tasks} tasks: {:.0} ops/s, {:.2} CPU µs/op (servers {server_us:.2} µs/op)",
             s.ops_per_sec, s.cpu_us_per_op
         );
         return;
     }
     println!(
-        "| tasks | client | ops/s | CPU µs/op | ops/s vs redis-rs | ops/s vs fred | CPU/op vs redis-rs | commands per server read |"
+        "| tasks | client | ops/s | CPU µs/op | ops/s vs redis-rs | ops/s vs fred | CPU/op vs redis-rs | commands per server read | servers' CPU µs/op |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for tasks in [64usize, 512] {
         let (mut rs, mut fs, mut os) = (Vec::new(), Vec::new(), Vec::new());
         let mut batches = [Vec::new(), Vec::new(), Vec::new()];
+        let mut server_cpu = [Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..rounds {
             let mut run = |i: usize, f: &dyn Fn() -> benches::redis_suite::Sample| {
                 let before = server_counts(&cluster);
+                let cpu = cluster_cpu(&cluster);
                 let s = f();
+                let cpu = cluster_cpu(&cluster) - cpu;
                 let after = server_counts(&cluster);
                 batches[i].push((after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64);
+                server_cpu[i].push(cpu * 1e6 / (s.ops_per_sec * d.as_secs_f64()));
                 s
             };
             rs.push(run(2, &|| redis_rs_cluster(&seeds, tasks, d)));
@@ -265,17 +271,29 @@ fn redis_cluster_suite() {
             .enumerate()
         {
             batches[i].sort_by(f64::total_cmp);
+            server_cpu[i].sort_by(f64::total_cmp);
             println!(
-                "| {tasks} | {name} | {:.0} | {:.2} | {:.2}x | {:.2}x | {:.2}x | {:.1} |",
+                "| {tasks} | {name} | {:.0} | {:.2} | {:.2}x | {:.2}x | {:.2}x | {:.1} | {:.2} |",
                 s.ops_per_sec,
                 s.cpu_us_per_op,
                 s.ops_per_sec / r.ops_per_sec,
                 s.ops_per_sec / f.ops_per_sec,
                 s.cpu_us_per_op / r.cpu_us_per_op,
-                batches[i][batches[i].len() / 2]
+                batches[i][batches[i].len() / 2],
+                server_cpu[i][server_cpu[i].len() / 2]
             );
         }
     }
+}
+
+/// CPU seconds used so far by every node of the cluster, replicas included (they apply the
+/// primaries' writes).
+fn cluster_cpu(cluster: &testkit::RedisCluster) -> f64 {
+    cluster
+        .nodes()
+        .iter()
+        .map(|n| benches::process_cpu_seconds(n.pid().unwrap_or(0)))
+        .sum()
 }
 
 /// Commands processed and socket reads done, summed over the cluster's primaries: their
