@@ -88,22 +88,19 @@ impl Protocol for Grpc {
     async fn probe(&self, _target: &Target, context: &ShadowContext) -> Result<(), Problem> {
         let mut request = tonic::Request::new(Bytes::new());
         shadow_metadata(request.metadata_mut(), context);
-        let acked = |m: &MetadataMap| m.get(jupiter_core::shadow::ACK_HEADER).is_some();
+        let ack = |m: &MetadataMap| {
+            m.get(jupiter_core::shadow::ACK_HEADER)
+                .map(|v| v.as_bytes().to_vec())
+        };
         let path = http::uri::PathAndQuery::from_static(PROBE_PATH);
-        let acked = match self.unary(request, path).await {
-            Ok(r) => acked(r.metadata()),
+        let ack = match self.unary(request, path).await {
+            Ok(r) => ack(r.metadata()),
             Err(s) if is_transport(&s) => {
                 return Err(Problem::caused_by("did not answer the probe", s));
             }
-            Err(s) => acked(s.metadata()),
+            Err(s) => ack(s.metadata()),
         };
-        if !acked {
-            return Err(Problem::new(format!(
-                "answered {PROBE_PATH} without the {} header",
-                jupiter_core::shadow::ACK_HEADER
-            )));
-        }
-        Ok(())
+        super::probe_ack(ack.as_deref(), PROBE_PATH)
     }
 
     async fn execute(&self, call: Call<'_>, s: &mut Scratch) -> Option<ErrorKind> {

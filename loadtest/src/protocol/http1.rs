@@ -70,7 +70,8 @@ impl Protocol for Http1 {
         )
         .await
         .map_err(|e| Problem::caused_by("did not answer the probe", e))?;
-        http_probe_acked(!out.headers.is_empty(), &target.spec.probe)
+        let ack = out.headers.first().map(|(_, v)| v.as_slice());
+        http_probe_acked(ack, &target.spec.probe)
     }
 
     async fn execute(&self, call: Call<'_>, s: &mut Scratch) -> Option<ErrorKind> {

@@ -138,7 +138,8 @@ impl Protocol for Http2 {
             .map_err(|e| Problem::caused_by("has a probe path that is not a URI", e))?;
         context.inject(req.headers_mut());
         let resp = send.send_request(req).await.map_err(|e| failed(e.into()))?;
-        http_probe_acked(resp.headers().contains_key(ACK_HEADER), &target.spec.probe)
+        let ack = resp.headers().get(ACK_HEADER).map(|v| v.as_bytes());
+        http_probe_acked(ack, &target.spec.probe)
     }
 
     async fn execute(&self, call: Call<'_>, s: &mut Scratch) -> Option<ErrorKind> {

@@ -67,15 +67,26 @@ pub(crate) struct Call<'a> {
     pub(crate) shadow: &'a Shadow,
 }
 
-/// An HTTP target's answer to the probe: an error unless it `acked` shadow traffic.
-fn http_probe_acked(acked: bool, probe: &str) -> Result<(), Problem> {
-    if acked {
-        return Ok(());
+/// An HTTP target's answer to the probe: its acknowledgement header's value, if any.
+fn http_probe_acked(ack: Option<&[u8]>, probe: &str) -> Result<(), Problem> {
+    probe_ack(ack, &format!("GET {probe}"))
+}
+
+/// A target's acknowledgement of the tagged probe (`what` names the request): an error
+/// without one, or when it says the target's shadow switch is `off` (it refuses shadow
+/// traffic: every request of the run would fail).
+pub(crate) fn probe_ack(ack: Option<&[u8]>, what: &str) -> Result<(), Problem> {
+    match ack {
+        None => Err(Problem::new(format!(
+            "answered {what} without the {} header",
+            jupiter_core::shadow::ACK_HEADER
+        ))),
+        Some(b"off") => Err(Problem::new(format!(
+            "answered {what} with {}: off (its shadow switch is off: it refuses shadow traffic)",
+            jupiter_core::shadow::ACK_HEADER
+        ))),
+        Some(_) => Ok(()),
     }
-    Err(Problem::new(format!(
-        "answered GET {probe} without the {} header",
-        jupiter_core::shadow::ACK_HEADER
-    )))
 }
 
 /// How every request of the run is tagged as shadow traffic, prepared once.
@@ -299,12 +310,22 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::contains;
+    use super::{contains, probe_ack};
 
     #[test]
     fn an_empty_needle_is_always_contained() {
         assert!(contains(b"", b""));
         assert!(contains(b"abc", b"bc"));
         assert!(!contains(b"ab", b"abc"));
+    }
+
+    #[test]
+    fn a_probe_acknowledged_with_the_switch_off_is_a_refusal() {
+        assert!(probe_ack(Some(b"on"), "GET /").is_ok());
+        assert!(probe_ack(Some(b"watch"), "GET /").is_ok());
+        let off = probe_ack(Some(b"off"), "GET /").unwrap_err().message;
+        assert!(off.contains("shadow switch is off"), "{off}");
+        let none = probe_ack(None, "GET /").unwrap_err().message;
+        assert!(none.contains("without the x-jupiter-shadow-ack header"), "{none}");
     }
 }

@@ -69,7 +69,8 @@ impl Protocol for Websocket {
         super::http_probe_acked(
             session
                 .headers
-                .contains_key(jupiter_core::shadow::ACK_HEADER),
+                .get(jupiter_core::shadow::ACK_HEADER)
+                .map(|v| v.as_bytes()),
             &target.spec.probe,
         )
     }
