@@ -284,6 +284,19 @@ impl Default for ClientConfig {
     }
 }
 
+/// A write by a shadow request that the calling service serves in `watch` mode is refused
+/// here, before it is sent: watch mode writes nothing anywhere (the objstore server's own
+/// switch may be `on`, and the tag it receives does not carry the caller's mode).
+fn refuse_watched_write() -> Result<(), Error> {
+    use jupiter_core::shadow::{ShadowContext, ShadowMode};
+    match ShadowContext::current() {
+        Some(ctx) if ctx.mode() == ShadowMode::Watch => Err(Error::Refused(
+            "shadow traffic in watch mode: writes are refused".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The endpoint for `addr`: `http://` unless TLS is configured or the address says `https://`.
 fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
     let err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connect {
@@ -508,6 +521,7 @@ impl Client {
     /// Not cancel safe: a write cancelled after it was sent may or may not be applied. (An
     /// upload cancelled before its last chunk stores nothing.)
     pub async fn put(&self, key: &[u8], value: Bytes, options: PutOptions) -> Result<Info, Error> {
+        refuse_watched_write()?;
         let put = put_request(key, Bytes::new(), options);
         let mut grpc = self.grpc.clone();
         let reply = if value.len() > STREAM_THRESHOLD {
@@ -550,6 +564,7 @@ impl Client {
         &self,
         items: impl IntoIterator<Item = (K, Bytes, PutOptions)>,
     ) -> Result<Vec<Result<Info, Error>>, Error> {
+        refuse_watched_write()?;
         let puts: Vec<proto::PutRequest> = items
             .into_iter()
             .map(|(k, v, o)| put_request(k.as_ref(), v, o))
@@ -822,6 +837,7 @@ impl Client {
         key: &[u8],
         options: DeleteOptions,
     ) -> Result<Option<u64>, Error> {
+        refuse_watched_write()?;
         let mut grpc = self.grpc.clone();
         let req = self.request(proto::DeleteRequest {
             key: Bytes::copy_from_slice(key),

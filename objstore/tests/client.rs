@@ -889,3 +889,48 @@ async fn shadow_context_reaches_every_call_watches_included() {
     );
     assert!(s.engine.get(b"__shadow__/orders/1").is_some());
 }
+
+/// A shadow request its service serves in `watch` mode reads but never writes: the client
+/// refuses puts and deletes before sending them (the server's own switch may be `on`).
+#[tokio::test]
+async fn watch_mode_shadow_requests_read_but_never_write() {
+    use jupiter_core::shadow::{ShadowContext, ShadowMode};
+    let s = start(EngineConfig::default(), ServiceConfig::default()).await;
+    let c = client(&s).await;
+    let watched = Some(ShadowContext::new().with_mode(ShadowMode::Watch));
+    ShadowContext::scope(Some(ShadowContext::new()), async {
+        c.put(b"shadowed", value("s"), PutOptions::default())
+            .await
+            .unwrap()
+    })
+    .await;
+    let refused = ShadowContext::scope(watched, async {
+        let put = c.put(b"k", value("w"), PutOptions::default()).await;
+        let batch = c
+            .batch_put([(&b"k"[..], value("w"), PutOptions::default())])
+            .await;
+        let delete = c.delete(b"shadowed").await;
+        let read = c.get(b"shadowed").await;
+        (put, batch, delete, read)
+    })
+    .await;
+    assert!(
+        matches!(refused.0, Err(objstore::Error::Refused(_))),
+        "{:?}",
+        refused.0
+    );
+    assert!(
+        matches!(refused.1, Err(objstore::Error::Refused(_))),
+        "{:?}",
+        refused.1
+    );
+    assert!(
+        matches!(refused.2, Err(objstore::Error::Refused(_))),
+        "{:?}",
+        refused.2
+    );
+    // Reads go on (to the shadow namespace, as the server's switch is on).
+    assert_eq!(refused.3.unwrap().unwrap().value, "s");
+    assert!(s.engine.get(b"k").is_none() && s.engine.get(b"__shadow__/k").is_none());
+    assert!(s.engine.get(b"__shadow__/shadowed").is_some());
+}

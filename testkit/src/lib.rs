@@ -13,6 +13,8 @@
 //! - [`resp`]: a blocking RESP client to prepare and inspect servers independently of the
 //!   client under test.
 //! - [`free_port`]: loopback ports that are free and not yet handed out by this process.
+//! - [`Service`]: one of our own binaries ([`workspace_bin`]) as a real process, its output
+//!   collected so a test can wait for "listening on …" and read its logs.
 //!
 //! A missing binary is a test failure whose message names the binary and the command that
 //! installs it (`./scripts/test.sh`).
@@ -35,6 +37,7 @@ mod ports;
 mod process;
 mod redis;
 pub mod resp;
+mod service;
 
 pub use capture::{SharedBuf, with_logs};
 pub use error::{Error, INSTALL_HINT};
@@ -43,3 +46,4 @@ pub use ports::free_port;
 pub use process::{binary, sigstop};
 pub use redis::{RedisBuilder, RedisCluster, RedisClusterBuilder, RedisNode, RedisServer};
 pub use resp::Reply;
+pub use service::{Service, workspace_bin};

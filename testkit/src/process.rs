@@ -66,7 +66,7 @@ type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 /// Test threads end after each test, so a server kept in a `static` for several tests would be
 /// killed under them if the test thread forked it. All forks therefore happen on one thread that
 /// lives as long as the process: when the test binary dies (even by SIGKILL), so do its servers.
-fn spawn(cmd: Command) -> std::io::Result<Child> {
+pub(crate) fn spawn(cmd: Command) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let tx = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
@@ -135,6 +135,25 @@ struct State {
     paused: bool,
 }
 
+/// Makes the child get SIGKILL when the thread that forked it (the spawner) goes away.
+pub(crate) fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
 impl Proc {
     pub(crate) fn new(program: PathBuf, args: Vec<OsString>, log: PathBuf) -> Self {
         Proc {
@@ -165,20 +184,7 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork
-            // and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        die_with_parent(&mut cmd);
         let child = spawn(cmd).map_err(|source| Error::Spawn {
             program: self.program.clone(),
             source,

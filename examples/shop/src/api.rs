@@ -174,11 +174,16 @@ async fn put_product(
     Json(product): Json<Product>,
 ) -> Result<StatusCode, Failure> {
     check_id(&id)?;
-    let value = Bytes::from(serde_json::to_vec(&product).map_err(|e| {
-        Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("encode: {e}"))
-    })?);
+    let value = Bytes::from(
+        serde_json::to_vec(&product)
+            .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("encode: {e}")))?,
+    );
     shop.objstore
-        .put(format!("products/{id}").as_bytes(), value, Default::default())
+        .put(
+            format!("products/{id}").as_bytes(),
+            value,
+            Default::default(),
+        )
         .await?;
     shop.products
         .invalidate(&id)
@@ -218,7 +223,9 @@ async fn place_order(
     };
     let json = serde_json::to_vec(&placed)
         .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("encode: {e}")))?;
-    shop.redis.set(format!("order:{id}"), json.as_slice()).await?;
+    shop.redis
+        .set(format!("order:{id}"), json.as_slice())
+        .await?;
     shop.objstore
         .put(
             format!("orders/{id}").as_bytes(),
@@ -297,7 +304,11 @@ pub(crate) async fn run(config: Config, log: LogHandle) -> Result<(), BoxError> 
         products,
         inventory,
     });
-    let shadow = ShadowLayer::new(&app_config.name, ShadowSwitch::from_config(&config)?, &metrics);
+    let shadow = ShadowLayer::new(
+        &app_config.name,
+        ShadowSwitch::from_config(&config)?,
+        &metrics,
+    );
     let router = axum::Router::new()
         .route("/products/{id}", get(get_product).put(put_product))
         .route("/orders", post(place_order))

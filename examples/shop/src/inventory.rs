@@ -96,7 +96,12 @@ pub(crate) async fn run(config: Config, log: LogHandle) -> Result<(), BoxError> 
     let redis = redis_client::Client::from_config(&config, "main").await?;
     let listener = tokio::net::TcpListener::bind(section.listen)
         .await
-        .map_err(|e| format!("cannot listen on {} (inventory.listen): {e}", section.listen))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} (inventory.listen): {e}",
+                section.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     say!("inventory listening on grpc://{addr}");
     let registry = registry::from_config(&registry_config).await?;
@@ -106,7 +111,11 @@ pub(crate) async fn run(config: Config, log: LogHandle) -> Result<(), BoxError> 
             .mode(app_config.mode.clone())
             .kind(ServiceKind::Provider),
     );
-    let shadow = ShadowLayer::new(&app_config.name, ShadowSwitch::from_config(&config)?, &metrics);
+    let shadow = ShadowLayer::new(
+        &app_config.name,
+        ShadowSwitch::from_config(&config)?,
+        &metrics,
+    );
     let service = InventoryServer::new(Reservations { redis });
     App::from_config(&config)?
         .build()
@@ -120,8 +129,7 @@ pub(crate) async fn run(config: Config, log: LogHandle) -> Result<(), BoxError> 
                 .layer(shadow)
                 .add_service(service)
                 .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener)
-                        .with_nodelay(Some(true)),
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     async move { stop.cancelled().await },
                 )
                 .await

@@ -61,7 +61,7 @@ enum Command {
 }
 
 /// The `[dynamic-config]` section: an etcd prefix whose keys override the files at run time
-/// (`shadow.mode` = `"watch"` flips the switch of every service attached to it).
+/// (`shadow.mode` = `watch` flips the switch of every service attached to it).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 struct DynamicConfig {

@@ -31,6 +31,14 @@ impl ShadowContext {
         self
     }
 
+    /// Sets the mode, as a server's [`ShadowLayer`](super::ShadowLayer) does from its switch
+    /// (for work admitted some other way: a queue consumer, a test).
+    #[must_use]
+    pub fn with_mode(mut self, mode: ShadowMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
     /// The test-run id, if any.
     pub fn run_id(&self) -> Option<&str> {
         self.run_id.as_deref()

@@ -326,6 +326,9 @@ mod tests {
         let off = probe_ack(Some(b"off"), "GET /").unwrap_err().message;
         assert!(off.contains("shadow switch is off"), "{off}");
         let none = probe_ack(None, "GET /").unwrap_err().message;
-        assert!(none.contains("without the x-jupiter-shadow-ack header"), "{none}");
+        assert!(
+            none.contains("without the x-jupiter-shadow-ack header"),
+            "{none}"
+        );
     }
 }
