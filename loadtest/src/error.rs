@@ -80,6 +80,9 @@ pub enum Error {
     /// The JSON report could not be encoded.
     #[error("cannot encode the JSON report")]
     Report(#[source] serde_json::Error),
+    /// A distributed run could not find, start or hear from its workers.
+    #[error("distributed run: {0}")]
+    Distributed(String),
     /// A report given to `loadtest merge` cannot be read or does not fit with the others.
     #[error("{}: {message}", .file.display())]
     Merge {

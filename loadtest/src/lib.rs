@@ -18,6 +18,8 @@
 //! - `http1`: the HTTP/1.1 engine (HTTP/2 goes through hyper).
 //! - [`segment`]: `--segment K/N`, one generator's exact share of a run spread over several.
 //! - [`init`]: `loadtest init URL`, a commented starter scenario.
+//! - [`distributed`]: `loadtest worker` and `loadtest run --workers N`, coordinated through the
+//!   registry (etcd).
 //! - [`merge`]: `loadtest merge`, one report from several (histograms added, never
 //!   percentiles averaged).
 //! - [`compare`]: `loadtest compare`, a baseline run against a candidate (a table of changes,
@@ -34,6 +36,7 @@
 //! a target could not be set up, or Ctrl-C; the report is still written after Ctrl-C).
 
 pub mod compare;
+pub mod distributed;
 mod error;
 mod http1;
 pub mod init;
@@ -49,5 +52,5 @@ pub mod threshold;
 mod tls;
 
 pub use error::Error;
-pub use run::{Outcome, Reporter, RunOptions, run};
+pub use run::{Outcome, Prepared, Reporter, RunOptions, prepare, run};
 pub use scenario::{Overrides, Plan};

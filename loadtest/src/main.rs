@@ -54,6 +54,32 @@ enum Command {
         /// No live progress line.
         #[arg(long, short)]
         quiet: bool,
+        /// Split the run over this many workers (`loadtest worker`) found in the registry:
+        /// each runs one segment, all start together, one merged report.
+        #[arg(long, value_name = "N", requires = "registry")]
+        workers: Option<usize>,
+        /// The registry the workers registered in: etcd://HOST:PORT[,HOST:PORT…].
+        #[arg(long, value_name = "URL", value_parser = loadtest::distributed::registry_config)]
+        registry: Option<jupiter_core::registry::RegistryConfig>,
+        /// The workers' pool.
+        #[arg(long, default_value = "default")]
+        pool: String,
+        /// How long to wait for enough workers to be registered.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        wait: Duration,
+    },
+    /// Serve as a worker of distributed runs (`loadtest run --workers N`): registers in the
+    /// registry and runs the segment a coordinator hands it.
+    Worker {
+        /// The registry to register in: etcd://HOST:PORT[,HOST:PORT…].
+        #[arg(long, value_name = "URL", value_parser = loadtest::distributed::registry_config)]
+        registry: jupiter_core::registry::RegistryConfig,
+        /// Where to listen for coordinators.
+        #[arg(long, default_value = "0.0.0.0:6565")]
+        listen: SocketAddr,
+        /// The pool to join (coordinators pick workers of one pool).
+        #[arg(long, default_value = "default")]
+        pool: String,
     },
     /// Check a scenario file without sending anything.
     Validate {
@@ -172,6 +198,48 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e, exit_code(&e)),
         },
+        Command::Worker {
+            registry,
+            listen,
+            pool,
+        } => match runtime(0) {
+            Ok(rt) => rt.block_on(worker(loadtest::distributed::WorkerOptions {
+                listen,
+                registry,
+                pool,
+            })),
+            Err(e) => fail(&CliError::Runtime(e), ABORTED),
+        },
+        Command::Run {
+            scenario,
+            overrides,
+            json,
+            html,
+            quiet,
+            workers: Some(workers),
+            registry: Some(registry),
+            pool,
+            wait,
+            ..
+        } => {
+            let coordination = loadtest::distributed::Coordination {
+                workers,
+                registry,
+                pool,
+                wait,
+            };
+            match runtime(2) {
+                Ok(rt) => rt.block_on(coordinate(
+                    scenario,
+                    overrides,
+                    coordination,
+                    json,
+                    html,
+                    quiet,
+                )),
+                Err(e) => fail(&CliError::Runtime(e), ABORTED),
+            }
+        }
         Command::Run {
             scenario,
             overrides,
@@ -179,11 +247,39 @@ fn main() -> ExitCode {
             html,
             prometheus,
             quiet,
+            ..
         } => {
             let mut plan = match Plan::load(&scenario, &overrides) {
                 Ok(p) => p,
                 Err(e) => return fail(&e, exit_code(&e)),
             };
+            if let Some(d) = plan.distributed.take() {
+                // Checked when the scenario loaded.
+                let registry = match loadtest::distributed::registry_config(&d.registry) {
+                    Ok(r) => r,
+                    Err(message) => {
+                        let e = loadtest::Error::Distributed(message);
+                        return fail(&e, INVALID);
+                    }
+                };
+                let coordination = loadtest::distributed::Coordination {
+                    workers: d.workers,
+                    registry,
+                    pool: d.pool,
+                    wait: d.wait,
+                };
+                return match runtime(2) {
+                    Ok(rt) => rt.block_on(coordinate(
+                        scenario,
+                        overrides,
+                        coordination,
+                        json,
+                        html,
+                        quiet,
+                    )),
+                    Err(e) => fail(&CliError::Runtime(e), ABORTED),
+                };
+            }
             if json.is_some() {
                 plan.output.json = json;
             }
@@ -211,6 +307,91 @@ fn main() -> ExitCode {
                 Err(e) => fail(&CliError::Runtime(e), ABORTED),
             }
         }
+    }
+}
+
+/// A runtime of `threads` workers (0: one per core).
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        b.worker_threads(threads);
+    }
+    b.enable_all().build()
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write e.g. 30s or 2m"))
+}
+
+/// `loadtest worker`: serves until Ctrl-C or SIGTERM.
+async fn worker(options: loadtest::distributed::WorkerOptions) -> ExitCode {
+    let stop = tokio_util::sync::CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.cancel();
+        });
+    }
+    let log: Arc<dyn Fn(String) + Send + Sync> = Arc::new(|line: String| {
+        let _ = jupiter_core::cli::write_stdout(format!("{line}\n"));
+    });
+    let pool = options.pool.clone();
+    let served = loadtest::distributed::serve_worker(
+        options,
+        stop,
+        |addr| {
+            let _ = jupiter_core::cli::write_stdout(format!(
+                "worker listening on ws://{addr} (pool {pool})\n"
+            ));
+        },
+        log,
+    )
+    .await;
+    match served {
+        Ok(()) => ExitCode::from(PASSED),
+        Err(e) => fail(&e, ABORTED),
+    }
+}
+
+/// `loadtest run --workers N`: the coordinator.
+async fn coordinate(
+    scenario: PathBuf,
+    overrides: Overrides,
+    coordination: loadtest::distributed::Coordination,
+    json: Option<PathBuf>,
+    html: Option<PathBuf>,
+    quiet: bool,
+) -> ExitCode {
+    let plan = match Plan::load(&scenario, &overrides) {
+        Ok(p) => p,
+        Err(e) => return fail(&e, exit_code(&e)),
+    };
+    let (json, html) = (json.or(plan.output.json), html.or(plan.output.html));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = writeln!(std::io::stderr(), "\nstopping every worker…");
+                cancel.cancel();
+            }
+        });
+    }
+    let reporter: Arc<dyn Reporter> = Arc::new(StderrReporter {
+        progress: !quiet && std::io::stderr().is_terminal(),
+    });
+    match loadtest::distributed::run_distributed(
+        &scenario,
+        &overrides,
+        &coordination,
+        Some(reporter),
+        cancel,
+    )
+    .await
+    {
+        Ok((report, outcome)) => conclude(&report, &outcome, json, html),
+        Err(e) => fail(&e, exit_code(&e)),
     }
 }
 

@@ -97,12 +97,37 @@ struct InPoint {
 ///
 /// [`Error::Merge`] naming the file (and key) that cannot be read or does not fit.
 pub fn merge(files: &[PathBuf]) -> Result<Report, Error> {
+    let inputs: Vec<Input> = files.iter().map(|f| read(f)).collect::<Result<_, _>>()?;
+    check_segments(files, &inputs, false)?;
+    merge_inputs(files, inputs)
+}
+
+/// Merges reports held in memory (JSON, as `loadtest run --json` writes them), each named by
+/// `label` in errors: the coordinator of a distributed run merges its workers' reports. With
+/// `partial`, segments of the split may be missing (a worker that died); they are listed in
+/// the second value, as `K/N`.
+///
+/// # Errors
+///
+/// [`Error::Merge`] naming the label (and key) of a report that cannot be read or does not fit.
+pub fn merge_texts(
+    reports: &[(PathBuf, Vec<u8>)],
+    partial: bool,
+) -> Result<(Report, Vec<String>), Error> {
+    let labels: Vec<PathBuf> = reports.iter().map(|(l, _)| l.clone()).collect();
+    let inputs: Vec<Input> = reports
+        .iter()
+        .map(|(label, bytes)| parse(label, bytes))
+        .collect::<Result<_, _>>()?;
+    let missing = check_segments(&labels, &inputs, partial)?;
+    Ok((merge_inputs(&labels, inputs)?, missing))
+}
+
+fn merge_inputs(files: &[PathBuf], inputs: Vec<Input>) -> Result<Report, Error> {
     let first = files.first().ok_or_else(|| Error::Merge {
         file: PathBuf::from("-"),
         message: "no reports to merge".into(),
     })?;
-    let inputs: Vec<Input> = files.iter().map(|f| read(f)).collect::<Result<_, _>>()?;
-    check_segments(files, &inputs)?;
     let at = |i: usize, message: String| Error::Merge {
         file: files[i].clone(),
         message,
@@ -269,7 +294,21 @@ fn read(file: &Path) -> Result<Input, Error> {
         )));
     }
     let bytes = std::fs::read(file).map_err(|e| fail(format!("cannot read it: {e}")))?;
-    let input: Input = serde_json::from_slice(&bytes).map_err(|e| {
+    parse(file, &bytes)
+}
+
+fn parse(file: &Path, bytes: &[u8]) -> Result<Input, Error> {
+    let fail = |message: String| Error::Merge {
+        file: file.to_owned(),
+        message,
+    };
+    if bytes.len() as u64 > MAX_REPORT_BYTES {
+        return Err(fail(format!(
+            "{} bytes is more than a report can be (at most {MAX_REPORT_BYTES})",
+            bytes.len()
+        )));
+    }
+    let input: Input = serde_json::from_slice(bytes).map_err(|e| {
         fail(format!(
             "not a loadtest JSON report with histograms (write it with this version's \
              `loadtest run --json`): {e}"
@@ -285,7 +324,13 @@ fn read(file: &Path) -> Result<Input, Error> {
 }
 
 /// Segments: all whole runs, or every segment of one split exactly once.
-fn check_segments(files: &[PathBuf], inputs: &[Input]) -> Result<(), Error> {
+/// Checks that `inputs` are distinct segments of one split, all of them unless `partial`;
+/// returns the missing ones (`K/N`).
+fn check_segments(
+    files: &[PathBuf],
+    inputs: &[Input],
+    partial: bool,
+) -> Result<Vec<String>, Error> {
     let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
     let mut count = None;
     for (i, input) in inputs.iter().enumerate() {
@@ -320,9 +365,12 @@ fn check_segments(files: &[PathBuf], inputs: &[Input]) -> Result<(), Error> {
     if n > 1 && seen.len() as u64 != n {
         let missing: Vec<String> = (1..=n)
             .filter(|k| !seen.contains_key(k))
-            .take(10)
+            .take(if partial { usize::MAX } else { 10 })
             .map(|k| format!("{k}/{n}"))
             .collect();
+        if partial {
+            return Ok(missing);
+        }
         return Err(Error::Merge {
             file: files[0].clone(),
             message: format!(
@@ -331,7 +379,7 @@ fn check_segments(files: &[PathBuf], inputs: &[Input]) -> Result<(), Error> {
             ),
         });
     }
-    Ok(())
+    Ok(Vec::new())
 }
 
 fn window(hdr: &Hdr, errors: &BTreeMap<String, u64>) -> Result<StepWindow, String> {

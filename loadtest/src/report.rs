@@ -48,6 +48,13 @@ pub struct Report {
     /// The reports this one was merged from (`loadtest merge`), as given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// A distributed run (`loadtest run --workers N`): each worker's share and how it ended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerShare>,
+    /// Segments of a distributed run that are not in these figures (their worker was lost),
+    /// as `K/N`: the figures and thresholds are of the rest of the load only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_segments: Vec<String>,
     /// All requests together.
     pub total: StepReport,
     /// Per scenario.
@@ -62,6 +69,21 @@ pub struct Report {
     pub advice: Vec<String>,
     /// Per second, all requests together.
     pub series: Vec<Point>,
+}
+
+/// One worker of a distributed run.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerShare {
+    /// Its address (as registered).
+    pub worker: String,
+    /// Its segment, `K/N`.
+    pub segment: String,
+    /// Requests it reported (its final report, or its last second when lost).
+    pub requests: u64,
+    /// Failed requests among them.
+    pub failed: u64,
+    /// `done`, or `lost: why` (then its share is in `missing_segments`).
+    pub status: String,
 }
 
 /// One scenario.
@@ -690,6 +712,8 @@ impl Report {
             run_id: parts.run_id,
             segment: parts.segment,
             merged_from: parts.merged_from,
+            workers: Vec::new(),
+            missing_segments: Vec::new(),
             total: step_report("total".into(), &all, run_secs, Vec::new()),
             scenarios,
             thresholds,
@@ -729,6 +753,27 @@ impl Report {
             }
         }
         row(&self.total);
+        if !self.workers.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<28} {:>9} {:>9} {:>9}  status",
+                "worker", "segment", "requests", "failed"
+            );
+            for w in &self.workers {
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:>9} {:>9} {:>9}  {}",
+                    w.worker, w.segment, w.requests, w.failed, w.status
+                );
+            }
+        }
+        if !self.missing_segments.is_empty() {
+            let _ = writeln!(
+                out,
+                "INCOMPLETE: segments {} missing (worker lost): the figures and thresholds are of the rest of the load",
+                self.missing_segments.join(", ")
+            );
+        }
         if !self.segment.is_whole() {
             let _ = writeln!(
                 out,

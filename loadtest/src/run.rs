@@ -89,8 +89,32 @@ struct Shared {
 /// A target could not be set up, or the shadow probe failed (the report is not written: no
 /// load was sent).
 pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), Error> {
-    let cancel = options.cancel.unwrap_or_default();
-    let reporter = options.reporter;
+    prepare(plan).await?.run(options).await
+}
+
+/// A plan whose targets are connected and have passed the shadow probe: ready to start at
+/// once (a distributed run's workers prepare, then start together).
+pub struct Prepared {
+    plan: Plan,
+    clients: Vec<TargetClient>,
+    shadow: Option<ShadowContext>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("name", &self.plan.run.name)
+            .field("targets", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects `plan`'s targets and probes the live ones for shadow support.
+///
+/// # Errors
+///
+/// As [`run`]: a target could not be set up, or the shadow probe failed.
+pub async fn prepare(plan: Plan) -> Result<Prepared, Error> {
     let clients = connect_targets(&plan).await?;
     let shadow = plan.run.shadow.then(|| {
         let ctx = ShadowContext::new();
@@ -102,6 +126,32 @@ pub async fn run(plan: Plan, options: RunOptions) -> Result<(Report, Outcome), E
     if let Some(ctx) = &shadow {
         probe(&plan, &clients, ctx).await?;
     }
+    Ok(Prepared {
+        plan,
+        clients,
+        shadow,
+    })
+}
+
+impl Prepared {
+    /// Runs the prepared plan now; as [`run`].
+    ///
+    /// # Errors
+    ///
+    /// A scenario could not run (its error; the report is not written).
+    pub async fn run(self, options: RunOptions) -> Result<(Report, Outcome), Error> {
+        run_prepared(self, options).await
+    }
+}
+
+async fn run_prepared(prepared: Prepared, options: RunOptions) -> Result<(Report, Outcome), Error> {
+    let Prepared {
+        plan,
+        clients,
+        shadow,
+    } = prepared;
+    let cancel = options.cancel.unwrap_or_default();
+    let reporter = options.reporter;
     let shadow = Shadow::new(shadow);
     let mut step_base = Vec::new();
     let mut steps = 0;

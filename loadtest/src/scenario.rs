@@ -58,6 +58,34 @@ pub struct ScenarioFile {
     /// Thresholds over every request of the run.
     #[serde(default)]
     pub thresholds: Vec<Threshold>,
+    /// Run over workers found in a registry (`loadtest worker`).
+    #[serde(default)]
+    pub distributed: Option<DistributedSection>,
+}
+
+/// `[distributed]`: `loadtest run` splits the run over this many workers, as `--workers`,
+/// `--registry`, `--pool` and `--wait` would (which override it).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DistributedSection {
+    /// How many workers.
+    pub workers: usize,
+    /// Where they registered: `etcd://HOST:PORT[,HOST:PORT…]`.
+    pub registry: String,
+    /// Their pool. Default is `default`.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    /// How long to wait for them to be registered. Default is 30 s.
+    #[serde(default = "default_wait", with = "duration")]
+    pub wait: Duration,
+}
+
+fn default_pool() -> String {
+    "default".into()
+}
+
+fn default_wait() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `[run]`
@@ -895,6 +923,8 @@ pub struct Plan {
     /// This generator's share of the run ([`Segment::WHOLE`](crate::segment::Segment::WHOLE)
     /// unless `--segment`).
     pub segment: crate::segment::Segment,
+    /// `[distributed]`, checked (its registry URL parsed).
+    pub distributed: Option<DistributedSection>,
 }
 
 impl Plan {
@@ -914,6 +944,24 @@ impl Plan {
         }
         let config = Config::builder()
             .file(path)
+            .no_env()
+            .build()
+            .map_err(|e| Error::from_config(path, e))?;
+        let file: ScenarioFile = config.get("").map_err(|e| Error::from_config(path, e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Plan::build(file, &config, path, base, overrides)
+    }
+
+    /// A scenario from its text, as if read from `path` (relative paths in it are read from
+    /// `path`'s folder, errors name `path`): a distributed run's workers get the text from the
+    /// coordinator.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Plan::load).
+    pub fn load_text(text: &str, path: &Path, overrides: &Overrides) -> Result<Plan, Error> {
+        let config = Config::builder()
+            .toml(path.display().to_string(), text)
             .no_env()
             .build()
             .map_err(|e| Error::from_config(path, e))?;
@@ -1213,6 +1261,17 @@ impl Plan {
                 )?;
             }
         }
+        let distributed = match file.distributed {
+            Some(d) if d.workers == 0 => {
+                return Err(at("distributed.workers", "must be at least 1".into()));
+            }
+            Some(d) => {
+                crate::distributed::registry_config(&d.registry)
+                    .map_err(|e| at("distributed.registry", e))?;
+                Some(d)
+            }
+            None => None,
+        };
         Ok(Plan {
             file: path.to_owned(),
             run: file.run,
@@ -1222,6 +1281,7 @@ impl Plan {
             scenarios,
             thresholds: file.thresholds,
             segment: o.segment.unwrap_or_default(),
+            distributed,
         })
     }
 }
