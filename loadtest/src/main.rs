@@ -74,8 +74,9 @@ enum Command {
         /// The registry to register in: etcd://HOST:PORT[,HOST:PORT…].
         #[arg(long, value_name = "URL", value_parser = loadtest::distributed::registry_config)]
         registry: jupiter_core::registry::RegistryConfig,
-        /// Where to listen for coordinators.
-        #[arg(long, default_value = "0.0.0.0:6565")]
+        /// Where to listen for coordinators (loopback by default, as every Jupiter server;
+        /// 0.0.0.0:6565 for coordinators on other machines).
+        #[arg(long, default_value = "127.0.0.1:6565")]
         listen: SocketAddr,
         /// The pool to join (coordinators pick workers of one pool).
         #[arg(long, default_value = "default")]
