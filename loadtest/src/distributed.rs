@@ -13,9 +13,11 @@
 //!   by second (histograms added, never percentiles averaged) for the live progress line, and
 //!   at the end merges the workers' full reports exactly as `loadtest merge` does, evaluates
 //!   every threshold on the sums and writes one report with a per-worker breakdown.
-//! - `abort-on-fail` thresholds are evaluated by each worker on its share, as in a
-//!   `--segment` run; a worker that stops on one makes the coordinator stop every other, and
-//!   the merged report carries `stopped_by`. Ctrl-C on the coordinator stops them all too.
+//! - `abort-on-fail` thresholds of the run (without a selector) are evaluated by the
+//!   coordinator each second on every worker's figures added together; the others (of a
+//!   scenario, a step, or with a selector) by each worker on its share, as in a `--segment`
+//!   run. Either way a failing one stops every worker, and the merged report carries
+//!   `stopped_by`. Ctrl-C on the coordinator stops them all too.
 //! - A worker that dies or disconnects: the run goes on with the others; the report lists it
 //!   as `lost` and its segment under `missing_segments`, and the exit code is 3 (incomplete).
 //!
@@ -105,6 +107,8 @@ struct WirePoint {
     errors: u64,
     #[serde(default)]
     hdr: Option<Hdr>,
+    #[serde(default)]
+    dropped: Option<u64>,
 }
 
 /// The registry a `--registry` URL names: `etcd://host:port[,host:port…]` (or `http://…`
@@ -341,6 +345,13 @@ fn job_plan(job: Job) -> Result<Plan, String> {
     };
     let mut plan = Plan::load_text(&job.text, &job.path, &overrides).map_err(|e| chain(&e))?;
     plan.run.run_id = Some(job.run_id);
+    // The coordinator evaluates these on every worker's figures together (an `rps` threshold
+    // on one share would fail for want of the others').
+    for t in &mut plan.thresholds {
+        if t.selector.is_empty() {
+            t.abort_on_fail = false;
+        }
+    }
     // The coordinator writes the reports.
     plan.output.json = None;
     plan.output.html = None;
@@ -400,6 +411,7 @@ impl Reporter for Streamer {
             requests: point.requests,
             errors: point.errors,
             hdr: point.hdr.clone(),
+            dropped: point.dropped,
         };
         let _ = self.out.send(text(&FromWorker::Second { point: wire }));
     }
@@ -533,6 +545,9 @@ pub async fn run_distributed(
     let mut lost: Vec<Option<String>> = vec![None; n];
     let mut seen = vec![(0u64, 0u64); n];
     let mut seconds: BTreeMap<u64, (StepWindow, u64, u64, usize)> = BTreeMap::new();
+    // The run so far, every worker's seconds added: for the run's abort-on-fail thresholds.
+    let (mut all, mut series, mut dropped) = (StepWindow::new(), Vec::<Point>::new(), 0u64);
+    let mut stopped_by = None;
     let mut stopping = false;
     loop {
         let event = tokio::select! {
@@ -563,6 +578,7 @@ pub async fn run_distributed(
                 entry.1 = entry.1.saturating_add(p.requests);
                 entry.2 = entry.2.saturating_add(p.errors);
                 entry.3 += 1;
+                dropped = dropped.saturating_add(p.dropped.unwrap_or(0));
             }
             Event::Report(i, report) => {
                 live[i] = false;
@@ -593,7 +609,19 @@ pub async fn run_distributed(
             if let Some(r) = &reporter {
                 r.progress(&point, started.elapsed());
             }
+            let _ = all.checked_merge(w);
+            series.push(point);
             seconds.remove(&t);
+            if !stopping {
+                let elapsed = Duration::from_secs(t);
+                if let Some(why) =
+                    crate::report::failing_run_abort(&plan, &all, &series, dropped, elapsed)
+                {
+                    stopped_by = Some(why);
+                    stopping = true;
+                    stop_all(&mut senders).await;
+                }
+            }
         }
     }
     if let Some(r) = &reporter {
@@ -624,6 +652,9 @@ pub async fn run_distributed(
         )));
     }
     let (mut report, missing) = crate::merge::merge_texts(&labelled, true)?;
+    if stopped_by.is_some() {
+        report.stopped_by = stopped_by;
+    }
     report.workers = (0..n)
         .map(|i| {
             let (requests, failed) = reports[i].as_deref().and_then(totals).unwrap_or(seen[i]);

@@ -393,6 +393,33 @@ pub fn failing_abort(
     fails("run", &plan.thresholds, &on)
 }
 
+/// The first run-scope `abort-on-fail` threshold without a selector (past its
+/// `delay-abort-eval`) that fails on `all` (every request so far), `series` (the run's seconds)
+/// and `dropped`, `elapsed` into the run: what the coordinator of a distributed run evaluates
+/// on the workers' figures added together. `"run: threshold (measured …)"`.
+pub fn failing_run_abort(
+    plan: &Plan,
+    all: &StepWindow,
+    series: &[Point],
+    dropped: u64,
+    elapsed: Duration,
+) -> Option<String> {
+    let on = Scope::of(
+        Vec::new(),
+        all,
+        vec![series],
+        elapsed.as_secs_f64(),
+        dropped,
+    );
+    plan.thresholds
+        .iter()
+        .filter(|t| t.abort_on_fail && t.selector.is_empty() && elapsed >= t.delay_abort_eval)
+        .find_map(|t| {
+            let v = on.value(t, true);
+            (!t.passes(v)).then(|| format!("run: {} (measured {})", t.text, t.show(v)))
+        })
+}
+
 /// One step, as the thresholds of its scopes see it.
 #[derive(Clone, Copy)]
 struct Member<'a> {

@@ -217,6 +217,8 @@ async fn run_prepared(prepared: Prepared, options: RunOptions) -> Result<(Report
                 let mut c = collected.lock().unwrap_or_else(|p| p.into_inner());
                 let p = c.tick(&shared.recorder, elapsed.as_secs_f64().round());
                 c.annotate(gauges(&shared.recorder, cores), cpu_start);
+                // With the gauges the annotation added (dropped arrivals, CPU, memory).
+                let p = c.series.last().cloned().unwrap_or(p);
                 if let Some(r) = &reporter {
                     r.progress(&p, elapsed);
                 }

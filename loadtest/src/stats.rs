@@ -505,11 +505,11 @@ impl Collected {
             self.all.merge(w);
             w.reset();
         }
-        let p = Point::of(t, &self.all);
-        self.series.push(Point {
+        let p = Point {
             hdr: Some(self.all.hdr()),
-            ..p
-        });
+            ..Point::of(t, &self.all)
+        };
+        self.series.push(p.clone());
         p
     }
 
