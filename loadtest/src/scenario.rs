@@ -180,6 +180,12 @@ pub struct TargetSpec {
     /// redis only: where shadow keys go (key prefix). Without it a live Redis target refuses
     /// shadow writes, and the probe fails.
     pub shadow_prefix: Option<String>,
+    /// redis only, for objstore's RESP port: every connection is named this (`CLIENT
+    /// SETNAME`), which objstore takes as the shadow rule when it ends in its shadow suffix
+    /// (`:shadow` by default): the server keeps the keys in its shadow namespace, and loadtest
+    /// leaves them as written. The probe checks that the server is objstore. Not with
+    /// `shadow-prefix`.
+    pub shadow_name: Option<String>,
     /// objstore only: bearer token.
     pub token: Option<String>,
     /// http only, `https://` URLs (websocket: `wss://`): how the server's certificate is
@@ -225,6 +231,7 @@ impl fmt::Debug for TargetSpec {
             .field("cookies", &self.cookies)
             .field("probe", &self.probe)
             .field("shadow_prefix", &self.shadow_prefix)
+            .field("shadow_name", &self.shadow_name)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
             .field("protos", &self.protos)
@@ -1103,6 +1110,27 @@ impl Plan {
                         crate::http1::Endpoint::parse(&http)
                             .map_err(|e| at(&format!("{key}.url"), e))?;
                     }
+                }
+            }
+            if let Some(name) = &t.shadow_name {
+                let field = format!("{key}.shadow-name");
+                if t.kind != TargetKind::Redis {
+                    return Err(at(
+                        &field,
+                        "only a redis target names its connections".into(),
+                    ));
+                }
+                if t.shadow_prefix.is_some() {
+                    return Err(at(
+                        &field,
+                        "either shadow-name (the server keeps shadow keys apart) or shadow-prefix (loadtest does), not both".into(),
+                    ));
+                }
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(at(
+                        &field,
+                        "a client name is printable ASCII without spaces".into(),
+                    ));
                 }
             }
             if t.connections == Some(0) {
@@ -2043,6 +2071,7 @@ mod tests {
             cookies: true,
             probe: root(),
             shadow_prefix: None,
+            shadow_name: None,
             token: Some("s3cret-token".into()),
             tls: TlsSpec::default(),
             protos: Vec::new(),

@@ -490,3 +490,79 @@ async fn values_extracted_from_redis_replies_feed_the_later_steps() {
         "{err}"
     );
 }
+
+/// objstore's RESP port in this process, following `switch`.
+async fn start_objstore_resp(
+    switch: jupiter_core::shadow::ShadowSwitch,
+) -> (std::net::SocketAddr, objstore::engine::Engine) {
+    let metrics = jupiter_core::metrics::Metrics::new();
+    let engine = objstore::engine::Engine::new(objstore::engine::EngineConfig::default());
+    let mut config = objstore::resp::RespConfig::default();
+    config.shadow.switch = switch;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = engine.clone();
+    tokio::spawn(async move {
+        objstore::resp::serve(served, listener, config, &metrics, std::future::pending()).await
+    });
+    (addr, engine)
+}
+
+fn resp_scenario(url: &str) -> String {
+    format!(
+        r#"
+        [targets.store]
+        kind = "redis"
+        url = "{url}"
+        shadow-name = "loadtest:shadow"
+        [[scenarios]]
+        name = "resp"
+        executor = "constant-vus"
+        vus = 2
+        iterations = 100
+        [[scenarios.steps]]
+        name = "set"
+        redis = ["SET", "live:{{{{seq}}}}", "v"]
+        "#
+    )
+}
+
+/// Over objstore's RESP port the tag is the connection's name: the server keeps every key in
+/// its shadow namespace, and loadtest leaves the keys as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objstore_over_resp_is_tagged_by_its_shadow_name_rule() {
+    use jupiter_core::shadow::{ShadowMode, ShadowSwitch};
+    let switch = ShadowSwitch::new(ShadowMode::On);
+    let (addr, engine) = start_objstore_resp(switch.clone()).await;
+    let (report, outcome) = common::run(&resp_scenario(&format!("redis://{addr}"))).await;
+    assert_eq!(outcome, loadtest::Outcome::Passed);
+    let steps = &report.scenarios[0].steps;
+    assert_eq!((steps[0].requests, steps[0].failed), (100, 0));
+    assert!(engine.get(b"__shadow__/live:99").is_some());
+    assert!(engine.get(b"live:99").is_none(), "a live key was written");
+
+    // Switch off: the probe is refused, nothing is sent.
+    switch.set(ShadowMode::Off);
+    let e = common::refused(&resp_scenario(&format!("redis://{addr}"))).await;
+    assert!(
+        common::chain(&e).contains("shadow"),
+        "{}",
+        common::chain(&e)
+    );
+}
+
+/// A Redis server takes a client name as a name: the shadow-name rule is refused there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shadow_name_rule_is_refused_on_a_plain_redis() {
+    let redis = RedisServer::start();
+    let e = common::refused(&resp_scenario(&redis.url())).await;
+    assert!(
+        common::chain(&e).contains("is not objstore's RESP port"),
+        "{}",
+        common::chain(&e)
+    );
+    assert_eq!(
+        redis.command(&["DBSIZE"]).unwrap(),
+        testkit::Reply::Integer(0)
+    );
+}

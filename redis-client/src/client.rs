@@ -159,6 +159,12 @@ impl ClientBuilder {
         self
     }
 
+    /// `CLIENT SETNAME` on every connection (reconnections too). Default: none.
+    pub fn client_name(mut self, name: &str) -> Self {
+        self.config.client_name = Some(name.to_owned());
+        self
+    }
+
     /// Metrics registry. Default is [`Metrics::global`].
     pub fn metrics(mut self, metrics: &Metrics) -> Self {
         self.metrics = Some(metrics.clone());

@@ -18,6 +18,9 @@ const DEFAULT_CONNECTIONS: usize = 4;
 #[derive(Debug)]
 pub(crate) struct Redis {
     client: redis_client::Client,
+    /// The server keeps shadow keys apart (objstore's RESP port, by connection name): commands
+    /// go out as written, not under redis-client's shadow mapping.
+    server_side: bool,
 }
 
 impl Protocol for Redis {
@@ -31,10 +34,19 @@ impl Protocol for Redis {
         if let Some(p) = &spec.shadow_prefix {
             b = b.shadow_prefix(p);
         }
-        Ok(Redis { client: b.build()? })
+        if let Some(name) = &spec.shadow_name {
+            b = b.client_name(name);
+        }
+        Ok(Redis {
+            client: b.build()?,
+            server_side: spec.shadow_name.is_some(),
+        })
     }
 
     async fn probe(&self, target: &Target, _context: &ShadowContext) -> Result<(), Problem> {
+        if self.server_side {
+            return self.probe_server_side().await;
+        }
         // redis-client moves shadow keys under the prefix itself; without one it refuses
         // shadow writes. Nothing to ask the server.
         if target.spec.shadow_prefix.is_none() {
@@ -65,7 +77,13 @@ impl Protocol for Redis {
             cmd = cmd.arg(&s.path[..]);
         }
         use redis_client::Error as E;
-        match self.client.query_frame(cmd).await {
+        let sent = if self.server_side {
+            // The connection's name is the tag; the keys stay as written.
+            ShadowContext::scope(None, self.client.query_frame(cmd)).await
+        } else {
+            self.client.query_frame(cmd).await
+        };
+        match sent {
             Ok(frame) if !step.extract.is_empty() => {
                 // A nil reply, or a value not in it, fails the step like a check (and the
                 // iteration stops there).
@@ -87,6 +105,29 @@ impl Protocol for Redis {
             Err(E::Connect { .. }) => Some(ErrorKind::Connect),
             Err(_) => Some(ErrorKind::Protocol),
         }
+    }
+}
+
+impl Redis {
+    /// A target whose connections carry the shadow name must be objstore's RESP port (a
+    /// Redis server would take the name as a name and write live keys), and must serve them
+    /// (its switch is not `off`).
+    async fn probe_server_side(&self) -> Result<(), Problem> {
+        let ask = |cmd| ShadowContext::scope(None, self.client.query_frame(cmd));
+        let info = ask(redis_client::cmd("INFO").arg("server"))
+            .await
+            .map_err(|e| Problem::caused_by("did not answer INFO server", e))?;
+        let objstore = reply_text(&info)
+            .is_some_and(|t| String::from_utf8_lossy(&t).contains("objstore_version:"));
+        if !objstore {
+            return Err(Problem::new(
+                "is not objstore's RESP port (INFO server has no objstore_version): only it                  keeps a named connection's keys apart; for Redis use shadow-prefix",
+            ));
+        }
+        ask(redis_client::cmd("EXISTS").arg("loadtest-probe"))
+            .await
+            .map_err(|e| Problem::caused_by("refused a shadow read", e))?;
+        Ok(())
     }
 }
 
