@@ -38,9 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt as _, StreamExt as _};
-use jupiter_core::registry::{
-    self, RegistryConfig, RegistryKind, ServiceInfo, ServiceKind, Target,
-};
+use jupiter_core::registry::{self, RegistryConfig, ServiceInfo, ServiceKind, Target};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -111,34 +109,13 @@ struct WirePoint {
     dropped: Option<u64>,
 }
 
-/// The registry a `--registry` URL names: `etcd://host:port[,host:port…]` (or `http://…`
-/// endpoints, comma-separated).
+/// The registry a `--registry` URL names (see [`RegistryConfig::from_url`]).
 ///
 /// # Errors
 ///
 /// Not such a URL.
 pub fn registry_config(url: &str) -> Result<RegistryConfig, String> {
-    let endpoints: Vec<String> = match url.strip_prefix("etcd://") {
-        Some(hosts) => hosts
-            .split(',')
-            .filter(|h| !h.is_empty())
-            .map(|h| format!("http://{h}"))
-            .collect(),
-        None if url.starts_with("http://") || url.starts_with("https://") => {
-            url.split(',').map(str::to_owned).collect()
-        }
-        None => Vec::new(),
-    };
-    if endpoints.is_empty() {
-        return Err(format!(
-            "{url:?} is not a registry: write etcd://HOST:PORT (several: etcd://a:2379,b:2379)"
-        ));
-    }
-    Ok(RegistryConfig {
-        kind: RegistryKind::Etcd,
-        endpoints,
-        ..RegistryConfig::default()
-    })
+    RegistryConfig::from_url(url)
 }
 
 fn now_unix_ms() -> u64 {
@@ -784,6 +761,8 @@ fn totals(report: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use jupiter_core::registry::RegistryKind;
 
     #[test]
     fn registry_urls_name_etcd_endpoints_or_are_refused() {

@@ -38,6 +38,7 @@
 //! ```
 
 pub mod client;
+pub mod cluster;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]

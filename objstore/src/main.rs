@@ -17,7 +17,8 @@ use jupiter_core::metrics::Metrics;
 use jupiter_core::registry::{self, RegistryConfig, ServiceInfo, ServiceKind, ServiceRegistrar};
 use jupiter_core::shadow::{ShadowLayer, ShadowSwitch};
 use jupiter_core::{cli, say};
-use objstore::client::{Client, ClientConfig, PutOptions};
+use objstore::client::{Client, ClientConfig, Info, Object, PutOptions};
+use objstore::cluster::{ClusterClient, ClusterConfig};
 use objstore::config::{ObjstoreConfig, OnCorrupt};
 use objstore::engine::Engine;
 use objstore::server::{Service, serve_with};
@@ -44,6 +45,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the `Op` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the store until SIGINT or SIGTERM.
@@ -129,6 +132,66 @@ struct Remote {
     /// Deadline of each call.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Act on every node registered here instead of one server (--addr):
+    /// etcd://HOST:PORT[,HOST:PORT…]. Keys are placed as the cluster client places them.
+    #[arg(long, value_name = "URL", value_parser = RegistryConfig::from_url)]
+    registry: Option<RegistryConfig>,
+    /// With --registry: the nodes' service name.
+    #[arg(long, default_value = "objstore")]
+    service: String,
+    /// With --registry: the nodes' deployment mode.
+    #[arg(long, default_value = registry::DEFAULT_MODE)]
+    mode: String,
+    /// With --registry: copies of each key.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// With --registry: acknowledgements a write needs (default: every copy).
+    #[arg(long)]
+    write_quorum: Option<usize>,
+}
+
+/// What the operator commands act on: one server, or every node of a registry.
+enum Store {
+    // Boxed: the one-server client is the larger by far.
+    One(Box<Client>),
+    Many(ClusterClient),
+}
+
+impl Store {
+    async fn put(&self, key: &[u8], value: Bytes, o: PutOptions) -> Result<Info, objstore::Error> {
+        match self {
+            Store::One(c) => c.put(key, value, o).await,
+            Store::Many(c) => c.put(key, value, o).await,
+        }
+    }
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Object>, objstore::Error> {
+        match self {
+            Store::One(c) => c.get(key).await,
+            Store::Many(c) => c.get(key).await,
+        }
+    }
+
+    async fn head(&self, key: &[u8]) -> Result<Option<Info>, objstore::Error> {
+        match self {
+            Store::One(c) => c.head(key).await,
+            Store::Many(c) => c.head(key).await,
+        }
+    }
+
+    async fn delete(&self, key: &[u8]) -> Result<Option<u64>, objstore::Error> {
+        match self {
+            Store::One(c) => c.delete(key).await,
+            Store::Many(c) => c.delete(key).await,
+        }
+    }
+
+    async fn list_all(&self, prefix: &[u8]) -> Result<Vec<(Bytes, Info)>, objstore::Error> {
+        match self {
+            Store::One(c) => c.list_all(prefix).await,
+            Store::Many(c) => c.list_all(prefix).await,
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -361,14 +424,38 @@ async fn operate(op: Op) -> ExitCode {
         token: remote.token.clone(),
         ..ClientConfig::default()
     };
-    let client = match Client::connect(&remote.addr, config).await {
-        Ok(c) => c,
-        Err(e) => {
-            print_error(&e);
-            return ExitCode::from(1);
+    let store = match &remote.registry {
+        Some(registry_config) => {
+            let cluster = ClusterConfig {
+                service: remote.service.clone(),
+                mode: remote.mode.clone(),
+                replicas: remote.replicas,
+                write_quorum: remote.write_quorum,
+                client: config,
+            };
+            let found = match registry::from_config(registry_config).await {
+                Ok(r) => ClusterClient::discover(r.as_ref(), cluster)
+                    .await
+                    .map_err(|e| Box::new(e) as AnyError),
+                Err(e) => Err(Box::new(e) as AnyError),
+            };
+            match found {
+                Ok(c) => Store::Many(c),
+                Err(e) => {
+                    print_error(&*e);
+                    return ExitCode::from(1);
+                }
+            }
         }
+        None => match Client::connect(&remote.addr, config).await {
+            Ok(c) => Store::One(Box::new(c)),
+            Err(e) => {
+                print_error(&e);
+                return ExitCode::from(1);
+            }
+        },
     };
-    match run_operation(&client, op).await {
+    match run_operation(&store, op).await {
         Ok(code) => code,
         Err(e) => {
             print_error(&*e);
@@ -382,7 +469,7 @@ fn not_found() -> ExitCode {
     ExitCode::from(3)
 }
 
-async fn run_operation(client: &Client, op: Op) -> Result<ExitCode, AnyError> {
+async fn run_operation(client: &Store, op: Op) -> Result<ExitCode, AnyError> {
     match op {
         Op::Put {
             key,
@@ -449,6 +536,9 @@ async fn run_operation(client: &Client, op: Op) -> Result<ExitCode, AnyError> {
             out(format!("deleted at revision {rev}\n"))?;
         }
         Op::Snapshot { .. } => {
+            let Store::One(client) = client else {
+                return Err("snapshot asks one server (--addr), not a registry's nodes".into());
+            };
             let (objects, revision, bytes, path) = client.snapshot().await?;
             out(format!(
                 "snapshot {path}: {objects} objects, revision {revision}, {bytes} bytes\n"

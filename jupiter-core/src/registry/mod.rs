@@ -528,6 +528,38 @@ impl Default for RegistryConfig {
     }
 }
 
+impl RegistryConfig {
+    /// The etcd registry a command-line URL names: `etcd://HOST:PORT[,HOST:PORT…]`, or
+    /// `http(s)://` endpoints separated by commas; every other setting at its default.
+    ///
+    /// # Errors
+    ///
+    /// Not such a URL (the message says what to write).
+    pub fn from_url(url: &str) -> Result<RegistryConfig, String> {
+        let endpoints: Vec<String> = match url.strip_prefix("etcd://") {
+            Some(hosts) => hosts
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("http://{h}"))
+                .collect(),
+            None if url.starts_with("http://") || url.starts_with("https://") => {
+                url.split(',').map(str::to_owned).collect()
+            }
+            None => Vec::new(),
+        };
+        if endpoints.is_empty() {
+            return Err(format!(
+                "{url:?} is not a registry: write etcd://HOST:PORT (several: etcd://a:2379,b:2379)"
+            ));
+        }
+        Ok(RegistryConfig {
+            kind: RegistryKind::Etcd,
+            endpoints,
+            ..RegistryConfig::default()
+        })
+    }
+}
+
 /// Builds the registry a `[registry]` section describes.
 ///
 /// # Errors
