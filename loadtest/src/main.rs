@@ -229,17 +229,7 @@ fn main() -> ExitCode {
                 pool,
                 wait,
             };
-            match runtime(2) {
-                Ok(rt) => rt.block_on(coordinate(
-                    scenario,
-                    overrides,
-                    coordination,
-                    json,
-                    html,
-                    quiet,
-                )),
-                Err(e) => fail(&CliError::Runtime(e), ABORTED),
-            }
+            coordinate(scenario, overrides, coordination, json, html, quiet)
         }
         Command::Run {
             scenario,
@@ -269,17 +259,7 @@ fn main() -> ExitCode {
                     pool: d.pool,
                     wait: d.wait,
                 };
-                return match runtime(2) {
-                    Ok(rt) => rt.block_on(coordinate(
-                        scenario,
-                        overrides,
-                        coordination,
-                        json,
-                        html,
-                        quiet,
-                    )),
-                    Err(e) => fail(&CliError::Runtime(e), ABORTED),
-                };
+                return coordinate(scenario, overrides, coordination, json, html, quiet);
             }
             if json.is_some() {
                 plan.output.json = json;
@@ -355,8 +335,30 @@ async fn worker(options: loadtest::distributed::WorkerOptions) -> ExitCode {
     }
 }
 
-/// `loadtest run --workers N`: the coordinator.
-async fn coordinate(
+/// `loadtest run --workers N` (or `[distributed]`): the coordinator, on a small runtime of its
+/// own (it only relays and merges).
+fn coordinate(
+    scenario: PathBuf,
+    overrides: Overrides,
+    coordination: loadtest::distributed::Coordination,
+    json: Option<PathBuf>,
+    html: Option<PathBuf>,
+    quiet: bool,
+) -> ExitCode {
+    match runtime(2) {
+        Ok(rt) => rt.block_on(coordinate_on(
+            scenario,
+            overrides,
+            coordination,
+            json,
+            html,
+            quiet,
+        )),
+        Err(e) => fail(&CliError::Runtime(e), ABORTED),
+    }
+}
+
+async fn coordinate_on(
     scenario: PathBuf,
     overrides: Overrides,
     coordination: loadtest::distributed::Coordination,

@@ -949,14 +949,7 @@ impl Plan {
                 Problem::new("no such scenario file"),
             ));
         }
-        let config = Config::builder()
-            .file(path)
-            .no_env()
-            .build()
-            .map_err(|e| Error::from_config(path, e))?;
-        let file: ScenarioFile = config.get("").map_err(|e| Error::from_config(path, e))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Plan::build(file, &config, path, base, overrides)
+        Plan::from_builder(Config::builder().file(path), path, overrides)
     }
 
     /// A scenario from its text, as if read from `path` (relative paths in it are read from
@@ -967,8 +960,17 @@ impl Plan {
     ///
     /// As [`load`](Plan::load).
     pub fn load_text(text: &str, path: &Path, overrides: &Overrides) -> Result<Plan, Error> {
-        let config = Config::builder()
-            .toml(path.display().to_string(), text)
+        let builder = Config::builder().toml(path.display().to_string(), text);
+        Plan::from_builder(builder, path, overrides)
+    }
+
+    /// The plan of the one document in `builder`, as the file `path`.
+    fn from_builder(
+        builder: jupiter_core::config::ConfigBuilder,
+        path: &Path,
+        overrides: &Overrides,
+    ) -> Result<Plan, Error> {
+        let config = builder
             .no_env()
             .build()
             .map_err(|e| Error::from_config(path, e))?;
