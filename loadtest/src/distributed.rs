@@ -61,6 +61,8 @@ const MAX_MESSAGE: usize = 256 << 20;
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The barrier: workers start this long after the last of them is ready.
 const START_DELAY: Duration = Duration::from_secs(1);
+/// How long a running worker may stay silent (beyond `graceful-stop`) before it counts as lost.
+const SILENCE: Duration = Duration::from_secs(15);
 /// How long a connection to a worker may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -483,7 +485,9 @@ pub async fn run_distributed(
             .await
             .map_err(|e| Error::Distributed(format!("worker {addr}: {e}")))?;
         senders.push(Some(tx));
-        tokio::spawn(listen(i, rx, events_tx.clone()));
+        // A second's report, plus the graceful stop and the report at the end.
+        let silence = plan.run.graceful_stop + SILENCE;
+        tokio::spawn(listen(i, rx, events_tx.clone(), silence));
     }
     drop(events_tx);
 
@@ -701,12 +705,30 @@ async fn find_workers(c: &Coordination) -> Result<Vec<String>, Error> {
 }
 
 /// Reads one worker's messages into `events` until its report, or its loss.
-async fn listen<S>(i: usize, mut rx: S, events: mpsc::UnboundedSender<Event>)
+///
+/// Once ready, a worker speaks every second; one silent for `silence` (stopped, cut off
+/// without a reset) is lost: every worker's end is known within a deadline.
+async fn listen<S>(i: usize, mut rx: S, events: mpsc::UnboundedSender<Event>, silence: Duration)
 where
     S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
+    let mut ready = false;
     loop {
-        let event = match next::<_, FromWorker>(&mut rx).await {
+        // Before it is ready the coordinator's own prepare deadline bounds the wait.
+        let message = if ready {
+            match tokio::time::timeout(silence, next::<_, FromWorker>(&mut rx)).await {
+                Ok(m) => m,
+                Err(_) => {
+                    let why = format!("silent for {silence:?}");
+                    let _ = events.send(Event::Lost(i, why));
+                    return;
+                }
+            }
+        } else {
+            next::<_, FromWorker>(&mut rx).await
+        };
+        ready = true;
+        let event = match message {
             Ok(Some(FromWorker::Ready)) => Event::Ready,
             Ok(Some(FromWorker::Second { point })) => Event::Second(i, point),
             Ok(Some(FromWorker::Report { report })) => {

@@ -23,10 +23,13 @@
 //! # Replication (`replicas` R, `write_quorum` W)
 //!
 //! Writes (`put`, `delete`) go to the key's R owners at once and succeed when W of them
-//! acknowledged. Reads go to the owners in placement order and return the first answer of a
-//! node that is up (a node that is down, or answers unavailable, is passed over). With R = 2
-//! and one node lost, every key stays readable. There is no repair: a node that comes back
-//! empty, or missed writes while down, keeps what it has until the keys are written again.
+//! acknowledged. Reads go to the owners in placement order and return the first copy found (a
+//! node that is down, or answers unavailable, is passed over; a "not found" is the answer only
+//! when every owner that is up gives it). With R = 2 and one node lost, every key stays
+//! readable. There is no repair: a node that comes back empty, or missed writes while down,
+//! keeps what it has until the keys are written again; and after the node set changes, a key
+//! whose owners all changed is found only by listing (`list_all` asks every node) until it is
+//! written again.
 //!
 //! # Following the registry
 //!
@@ -326,36 +329,48 @@ impl ClusterClient {
         }
     }
 
-    /// `key`'s object from the first of its owners that is up.
+    /// `key`'s object from the first of its owners that has it; `None` when every owner that
+    /// is up says it has not.
     ///
     /// # Errors
     ///
     /// No owner answered (the last one's error).
     pub async fn get(&self, key: &[u8]) -> Result<Option<Object>, Error> {
+        let mut missing = false;
         let mut last = None;
         for n in self.owner_clients(key)? {
             match n.client.get(key).await {
-                Ok(o) => return Ok(o),
+                Ok(Some(o)) => return Ok(Some(o)),
+                // Not authoritative alone: a node that joined holds none of the older keys.
+                Ok(None) => missing = true,
                 Err(e @ (Error::Unavailable(_) | Error::Timeout(_))) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
+        if missing {
+            return Ok(None);
+        }
         Err(last.unwrap_or_else(|| Error::Unavailable("no owner".into())))
     }
 
-    /// `key`'s metadata from the first of its owners that is up.
+    /// `key`'s metadata, as [`get`](Self::get) finds it.
     ///
     /// # Errors
     ///
     /// As [`get`](Self::get).
     pub async fn head(&self, key: &[u8]) -> Result<Option<Info>, Error> {
+        let mut missing = false;
         let mut last = None;
         for n in self.owner_clients(key)? {
             match n.client.head(key).await {
-                Ok(i) => return Ok(i),
+                Ok(Some(i)) => return Ok(Some(i)),
+                Ok(None) => missing = true,
                 Err(e @ (Error::Unavailable(_) | Error::Timeout(_))) => last = Some(e),
                 Err(e) => return Err(e),
             }
+        }
+        if missing {
+            return Ok(None);
         }
         Err(last.unwrap_or_else(|| Error::Unavailable("no owner".into())))
     }

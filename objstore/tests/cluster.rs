@@ -196,11 +196,12 @@ async fn replicated_keys_survive_a_killed_node_and_the_client_follows_a_joining_
         String::from_utf8_lossy(&ls.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&ls.stdout).lines().count(), 300);
-    let get = cli(&["get", "k/42"]);
+    // A key written after the join: placed on the node set the CLI sees too.
+    let get = cli(&["get", &on_new]);
     assert!(
         get.status.success(),
         "{}",
         String::from_utf8_lossy(&get.stderr)
     );
-    assert_eq!(get.stdout, b"value 42");
+    assert_eq!(get.stdout, b"value 7");
 }
