@@ -970,6 +970,35 @@ fn segment_reports_merge_exactly_and_the_thresholds_are_evaluated_again() {
     assert_eq!(of(&m, "min"), of(a, "min").min(of(b, "min")));
     let p50 = of(&m, "p50");
     assert!(of(a, "p50").min(of(b, "p50")) <= p50 && p50 <= of(a, "p50").max(of(b, "p50")));
+    // Every percentile equals that of one histogram fed, sample by sample, with every
+    // sample the two segments recorded (read back from their reports' histograms).
+    let mut one = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+    for seg in &segments {
+        let part = decode_hdr(
+            seg["scenarios"][0]["steps"][0]["hdr"]["latency"]
+                .as_str()
+                .unwrap(),
+        );
+        for v in part.iter_recorded() {
+            for _ in 0..v.count_at_value() {
+                one.record(v.value_iterated_to()).unwrap();
+            }
+        }
+    }
+    assert_eq!(one.len(), 200);
+    let ms = |v: u64| v as f64 / 1000.0;
+    for (key, q) in [
+        ("p50", 0.5),
+        ("p90", 0.9),
+        ("p95", 0.95),
+        ("p99", 0.99),
+        ("p999", 0.999),
+    ] {
+        assert_eq!(of(&m, key), ms(one.value_at_quantile(q)), "{key}");
+        let in_step = step["latency_ms"][key].as_f64().unwrap();
+        assert_eq!(in_step, ms(one.value_at_quantile(q)), "step {key}");
+    }
+    assert_eq!(of(&m, "mean"), one.mean() / 1000.0);
     let series: u64 = m["series"]
         .as_array()
         .unwrap()
@@ -1279,4 +1308,16 @@ fn compare_passes_a_run_against_itself_and_names_what_got_worse() {
     let o = loadtest(&["compare", base, cand, "--tolerance", "lots"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--tolerance"), "{}", text(&o));
+}
+
+/// A report's histogram text (base64 of HdrHistogram V2 + DEFLATE), read with the
+/// hdrhistogram crate's own deserializer.
+fn decode_hdr(text: &str) -> hdrhistogram::Histogram<u64> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap();
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .unwrap()
 }
