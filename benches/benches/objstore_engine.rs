@@ -1,4 +1,5 @@
-//! objstore's engine: get and put throughput at 1 and 2 threads (`engine/…`), and the
+//! objstore's engine: get and put throughput at 1 and 2 threads (`engine/…`; `put-watched`
+//! with a watcher of every key draining the change feed on a thread of its own), and the
 //! concurrency scheme it was chosen by (`scheme/…`): sharded reader-writer locks against
 //! epoch-based reclamation, each around the same kind of ordered map — 64 `RwLock<BTreeMap>`
 //! shards against one lock-free `crossbeam-skiplist` (crossbeam-epoch) — so the comparison is
@@ -111,6 +112,52 @@ fn engine(c: &mut Criterion) {
             });
         });
     }
+    // Puts while a watcher of every key drains the change feed on a thread of its own (the
+    // feed's cost to writers when somebody listens).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let watched = e.clone();
+    let mut w = e.watch(Bytes::new(), 0).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drain = thread::spawn(move || {
+        rt.block_on(async move {
+            tokio::pin!(stopped);
+            let mut seen = 0u64;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return seen,
+                    ev = w.next() => match ev {
+                        Some(Ok(_)) => seen += 1,
+                        // Lagged: watch again from where it stood (or from now, if the
+                        // history has moved past that too).
+                        Some(Err(_)) => {
+                            let from = w.next_revision();
+                            w = watched
+                                .watch(Bytes::new(), from)
+                                .or_else(|_| watched.watch(Bytes::new(), 0))
+                                .unwrap();
+                        }
+                        None => return seen,
+                    },
+                }
+            }
+        })
+    });
+    for threads in [1, 2] {
+        let (e2, k2, v2) = (e.clone(), keys.clone(), value.clone());
+        g.bench_function(format!("put-watched/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                let (e, k, v) = (e2.clone(), k2.clone(), v2.clone());
+                parallel(threads, iters, move |t, i| {
+                    let key = &k[(i as usize * 7 + t * 31) % KEYS];
+                    black_box(e.put(put(key, &v)).unwrap());
+                })
+            });
+        });
+    }
+    let _ = stop.send(());
+    black_box(drain.join().unwrap());
     g.finish();
 }
 

@@ -33,7 +33,8 @@ pub struct ObjstoreConfig {
     pub max_object_size: ByteSize,
     /// Change events kept for watchers resuming from an older revision.
     pub feed_history: usize,
-    /// Events buffered per live watcher before it is cut off.
+    /// Events kept for live watchers whatever the history's byte budget; a watcher further
+    /// behind than the history holds is cut off.
     pub watch_buffer: usize,
     /// A bearer token every call must carry; none by default.
     pub auth_token: Option<String>,

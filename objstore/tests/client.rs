@@ -539,8 +539,11 @@ async fn watch_delivers_changes_in_order_and_resumes_from_a_revision() {
 
 #[tokio::test]
 async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
+    // A watcher falls behind when the history no longer holds where it stands: 5000 writes
+    // into a history of 1000 while this one reads nothing.
     let s = start(
         EngineConfig {
+            feed_history: 1000,
             watch_buffer: 64,
             ..EngineConfig::default()
         },
@@ -563,8 +566,17 @@ async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
     let resume_from = resume_from.expect("the server says where to resume");
     assert_eq!(resume_from, delivered.last().map_or(1, |r| r + 1));
     assert!(delivered.windows(2).all(|w| w[1] == w[0] + 1), "a gap");
-    let mut rest = Box::pin(c.watch(b"w/", resume_from, false).await.unwrap());
-    for expect in resume_from..=5000 {
+    // There the history has moved on: refused, naming the oldest revision it holds; from
+    // that one, every later event with no gap.
+    let refused = c.watch(b"w/", resume_from, false).await.err();
+    let text = format!("{refused:?}");
+    assert!(
+        matches!(refused, Some(Error::OutOfRange { .. }))
+            && text.contains("the oldest available is 4001"),
+        "{text}"
+    );
+    let mut rest = Box::pin(c.watch(b"w/", 4001, false).await.unwrap());
+    for expect in 4001..=5000 {
         assert_eq!(live(rest.next()).await.unwrap().unwrap().revision, expect);
     }
 }

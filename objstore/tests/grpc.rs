@@ -415,6 +415,7 @@ async fn list_paginates_in_key_order_and_batches_work() {
 async fn watch_resumes_from_a_revision_and_reports_lag() {
     let s = start(
         EngineConfig {
+            feed_history: 1000,
             watch_buffer: 64,
             ..EngineConfig::default()
         },
@@ -454,8 +455,8 @@ async fn watch_resumes_from_a_revision_and_reports_lag() {
         (12, proto::EventType::Delete as i32)
     );
 
-    // A watcher that does not read while thousands of writes happen is cut off with the
-    // revision to resume from; writers were never blocked.
+    // A watcher that does not read while thousands of writes go past the history (1000
+    // events) is cut off with the revision to resume from; writers were never blocked.
     let mut slow = c
         .watch(proto::WatchRequest {
             prefix: key("w/"),
@@ -492,17 +493,22 @@ async fn watch_resumes_from_a_revision_and_reports_lag() {
         .parse()
         .unwrap();
     assert_eq!(resume, delivered.last().map_or(13, |r| r + 1));
-    // Resuming there delivers the rest, in order, without gaps.
-    let mut rest = c
-        .watch(proto::WatchRequest {
-            prefix: key("w/"),
-            start_revision: resume,
-            include_values: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut expect = resume;
+    // The history has moved past it: resuming there is refused, naming the oldest revision
+    // kept; from that one, the rest, in order, without gaps.
+    let watch_from = |start_revision| proto::WatchRequest {
+        prefix: key("w/"),
+        start_revision,
+        include_values: false,
+    };
+    let refused = c.watch(watch_from(resume)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange);
+    assert!(
+        refused.message().contains("the oldest available is 4013"),
+        "{}",
+        refused.message()
+    );
+    let mut rest = c.watch(watch_from(4013)).await.unwrap().into_inner();
+    let mut expect = 4013;
     while expect <= 5012 {
         let e = rest.next().await.unwrap().unwrap();
         assert_eq!(e.revision, expect);

@@ -36,7 +36,7 @@ impl Engine {
                 let key = Bytes::copy_from_slice(key);
                 self.inner
                     .feed
-                    .append(EventKind::Expire, |_| (Body::Key(key), ()));
+                    .append(shard.index, EventKind::Expire, |_| (Body::Key(key), ()));
             }
         }
     }
@@ -75,7 +75,7 @@ impl Engine {
                 self.inner.expirations.fetch_add(1, Ordering::Relaxed);
                 self.inner
                     .feed
-                    .append(EventKind::Expire, |_| (Body::Key(key), ()));
+                    .append(shard.index, EventKind::Expire, |_| (Body::Key(key), ()));
                 removed += 1;
             }
         }

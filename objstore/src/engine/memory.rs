@@ -137,7 +137,7 @@ impl Engine {
             let key = Bytes::copy_from_slice(key);
             self.inner
                 .feed
-                .append(EventKind::Evict, |_| (Body::Key(key), ()));
+                .append(shard.index, EventKind::Evict, |_| (Body::Key(key), ()));
             evicted = true;
         }
         shard.segs.remove(id);
