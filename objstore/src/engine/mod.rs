@@ -576,6 +576,12 @@ impl Engine {
     /// dead in its segment (which is compacted if that leaves it mostly dead).
     fn dead(&self, shard: &mut Shard, s: u64, h: &Header) {
         self.uncount(shard, h);
+        self.release(shard, s, h);
+    }
+
+    /// Counts the record at slot `s` dead in its segment, which is compacted if that leaves
+    /// it mostly dead.
+    fn release(&self, shard: &mut Shard, s: u64, h: &Header) {
         let id = store::slot_segment(s);
         if shard.segs.kill(id, h.total()) {
             self.compact(shard, id);
@@ -785,21 +791,32 @@ impl Engine {
             (Body::Record(record), (id, off, header))
         });
         let new = store::slot(store::tag(h), id, off);
-        match found {
-            Some((i, old, old_header)) => {
-                shard.table.set(i, new);
-                // Replaced (an expired one too): release it.
-                self.dead(shard, old, &old_header);
-            }
-            None => shard.table.insert(new),
-        }
         if expires_at_ms.is_some() {
             shard.with_ttl += 1;
         }
-        self.inner.objects.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .charged
-            .fetch_add(charge(header.total()), Ordering::Relaxed);
+        let added = charge(header.total());
+        match found {
+            Some((i, old, old_header)) => {
+                shard.table.set(i, new);
+                // Replaced (an expired one too): the count stays, the charge moves by the
+                // difference — one update of the shared counters, not four.
+                if old_header.expires_at_ms.is_some() {
+                    shard.with_ttl -= 1;
+                }
+                let gone = charge(old_header.total());
+                if added >= gone {
+                    self.inner.charged.fetch_add(added - gone, Ordering::Relaxed);
+                } else {
+                    self.inner.charged.fetch_sub(gone - added, Ordering::Relaxed);
+                }
+                self.release(shard, old, &old_header);
+            }
+            None => {
+                shard.table.insert(new);
+                self.inner.objects.fetch_add(1, Ordering::Relaxed);
+                self.inner.charged.fetch_add(added, Ordering::Relaxed);
+            }
+        }
         Object {
             value: put.value,
             create_revision: header.create_revision,
