@@ -31,6 +31,18 @@
 //! `NOSHADOW …` and are counted with the `ShadowRefused` code. A live connection's `SCAN`
 //! and `FLUSHDB` pass over shadow keys. `DBSIZE` counts both.
 //!
+//! # One accept loop
+//!
+//! Connections are accepted by one loop and run as tasks on the process's multi-thread
+//! runtime, which spreads them over its workers. Measured against `SO_REUSEPORT` with one
+//! listener and accept loop per core (2026-12-04, 2-core machine, two rounds each,
+//! `redis-benchmark -c 50`): connection churn (`-k 0`, PING) 17,809 / 17,699 req/s with one
+//! loop and 17,762 / 17,825 with two — the client's ephemeral ports are the limit, for
+//! redis-server too (17,731) — and `SET -P 16 -d 64 -r 100000` 834k / 845k against 840k /
+//! 869k at 1.64 / 1.59 µs against 1.59 / 1.56 µs of server CPU per request: within the
+//! noise, so the simpler shape stays. (Two current-thread runtimes, one per core, measured
+//! within the noise as well, in an earlier session.)
+//!
 //! Hot path. Forbidden here: a lock beyond the engine's shard lock, a reply copied out of a
 //! stored value (large values go out as their own `Bytes`), per-command logging, per-command
 //! allocation on a live connection's `GET`/`SET` beyond the argument list.
