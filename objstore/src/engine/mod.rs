@@ -805,9 +805,13 @@ impl Engine {
                 }
                 let gone = charge(old_header.total());
                 if added >= gone {
-                    self.inner.charged.fetch_add(added - gone, Ordering::Relaxed);
+                    self.inner
+                        .charged
+                        .fetch_add(added - gone, Ordering::Relaxed);
                 } else {
-                    self.inner.charged.fetch_sub(gone - added, Ordering::Relaxed);
+                    self.inner
+                        .charged
+                        .fetch_sub(gone - added, Ordering::Relaxed);
                 }
                 self.release(shard, old, &old_header);
             }
