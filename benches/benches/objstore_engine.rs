@@ -81,6 +81,27 @@ impl Sharded {
     }
 }
 
+/// Puts over every key, from `threads` threads.
+fn puts(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    threads: usize,
+    e: &Engine,
+    keys: &Arc<Vec<Bytes>>,
+    value: &Bytes,
+) {
+    let (e2, k2, v2) = (e.clone(), keys.clone(), value.clone());
+    g.bench_function(format!("{name}/{threads}t"), |b| {
+        b.iter_custom(|iters| {
+            let (e, k, v) = (e2.clone(), k2.clone(), v2.clone());
+            parallel(threads, iters, move |t, i| {
+                let key = &k[(i as usize * 7 + t * 31) % KEYS];
+                black_box(e.put(put(key, &v)).unwrap());
+            })
+        });
+    });
+}
+
 fn engine(c: &mut Criterion) {
     let value = Bytes::from(vec![1u8; 100]);
     let keys = keys();
@@ -101,16 +122,7 @@ fn engine(c: &mut Criterion) {
                 })
             });
         });
-        let (e2, k2, v2) = (e.clone(), keys.clone(), value.clone());
-        g.bench_function(format!("put/{threads}t"), |b| {
-            b.iter_custom(|iters| {
-                let (e, k, v) = (e2.clone(), k2.clone(), v2.clone());
-                parallel(threads, iters, move |t, i| {
-                    let key = &k[(i as usize * 7 + t * 31) % KEYS];
-                    black_box(e.put(put(key, &v)).unwrap());
-                })
-            });
-        });
+        puts(&mut g, "put", threads, &e, &keys, &value);
     }
     // Puts while a watcher of every key drains the change feed on a thread of its own (the
     // feed's cost to writers when somebody listens).
@@ -145,16 +157,7 @@ fn engine(c: &mut Criterion) {
         })
     });
     for threads in [1, 2] {
-        let (e2, k2, v2) = (e.clone(), keys.clone(), value.clone());
-        g.bench_function(format!("put-watched/{threads}t"), |b| {
-            b.iter_custom(|iters| {
-                let (e, k, v) = (e2.clone(), k2.clone(), v2.clone());
-                parallel(threads, iters, move |t, i| {
-                    let key = &k[(i as usize * 7 + t * 31) % KEYS];
-                    black_box(e.put(put(key, &v)).unwrap());
-                })
-            });
-        });
+        puts(&mut g, "put-watched", threads, &e, &keys, &value);
     }
     let _ = stop.send(());
     black_box(drain.join().unwrap());
