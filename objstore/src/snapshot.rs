@@ -222,6 +222,14 @@ pub fn load(path: &Path, config: EngineConfig) -> Result<(Engine, SnapshotStats)
     }
     let (written_shards, revision, records, body_len) =
         (u32_at(12) as usize, u64_at(16), u64_at(24), u64_at(32));
+    // Revisions are signed 64-bit numbers to clients (as etcd's are); the next write's must be
+    // one too.
+    if revision >= i64::MAX as u64 {
+        return Err(corrupt(format!(
+            "revision {revision} is past the largest revision ({})",
+            i64::MAX
+        )));
+    }
     let body_end = HEADER as u64 + body_len;
     if all.len() as u64 != body_end {
         return Err(corrupt(format!(

@@ -166,6 +166,12 @@ fn corrupt_and_truncated_files_are_refused() {
     h[20] ^= 1;
     check(&h, "header checksum");
     check(&vec![b'x'; 4096], "bad magic");
+    // A header that is whole but names a revision no later write could follow.
+    let mut huge = good.clone();
+    huge[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    let crc = crc32fast::hash(&huge[0..44]);
+    huge[44..48].copy_from_slice(&crc.to_le_bytes());
+    check(&huge, "past the largest revision");
     let mut longer = good;
     longer.extend_from_slice(b"more");
     check(&longer, "appended");
