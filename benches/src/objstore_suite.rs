@@ -552,6 +552,13 @@ fn redis_benchmark(port: u16, pid: u32, pipeline: u32) -> Result<(f64, f64, f64)
     Ok((rps("SET")?, rps("GET")?, cpu * 1e6 / (2 * requests) as f64))
 }
 
+/// Resident memory and restore time alone (`compare objstore-memory`).
+pub fn memory_suite() {
+    if let Err(e) = memory_and_restore() {
+        eprintln!("objstore memory/restore: {e}");
+    }
+}
+
 /// The RESP port against redis-server alone (`compare objstore-resp`).
 pub fn resp_suite() {
     let rounds: usize = std::env::var("BENCH_ROUNDS")

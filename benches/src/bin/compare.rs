@@ -29,6 +29,7 @@ const SUITES: &[&str] = &[
     "loadtest-memory",
     "objstore",
     "objstore-resp",
+    "objstore-memory",
 ];
 
 fn main() -> ExitCode {
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
             "loadtest-memory" => benches::loadtest_suite::memory_suite(),
             "objstore" => benches::objstore_suite::objstore_suite(),
             "objstore-resp" => benches::objstore_suite::resp_suite(),
+            "objstore-memory" => benches::objstore_suite::memory_suite(),
             other => {
                 eprintln!(
                     "compare: unknown suite {other:?}; known: {}",
