@@ -23,13 +23,34 @@
 //! # Replication (`replicas` R, `write_quorum` W)
 //!
 //! Writes (`put`, `delete`) go to the key's R owners at once and succeed when W of them
-//! acknowledged. Reads go to the owners in placement order and return the first copy found (a
-//! node that is down, or answers unavailable, is passed over; a "not found" is the answer only
-//! when every owner that is up gives it). With R = 2 and one node lost, every key stays
-//! readable. There is no repair: a node that comes back empty, or missed writes while down,
-//! keeps what it has until the keys are written again; and after the node set changes, a key
-//! whose owners all changed is found only by listing (`list_all` asks every node) until it is
-//! written again.
+//! acknowledged. Reads ask every owner at once and return the newest copy; a node that is
+//! down, or answers unavailable, is passed over, and "not found" is the answer when no owner
+//! that is up has a copy. With R = 2 and one node lost, every key stays readable.
+//!
+//! # Repair: stamps, tombstones, read repair
+//!
+//! Each node numbers its own revisions, so revisions of two nodes say nothing about which
+//! write came last. Every cluster write therefore carries a *stamp* in its metadata
+//! (`objstore-stamp`): Unix milliseconds in the top 48 bits and a counter below, never
+//! repeated nor going back within one process. The copy with the highest stamp is the
+//! newest (last writer wins, as in Cassandra and Dynamo); an object written around the
+//! cluster client has no stamp and loses to any cluster write.
+//!
+//! A delete writes a *tombstone* (an empty value marked `objstore-deleted`, with its stamp,
+//! expiring after `tombstone_ttl`) rather than removing the key, so that a node that missed
+//! the delete cannot bring the old value back: the tombstone is newer. Reads, `head` and
+//! listings treat a tombstone as absent; an `if_absent` write succeeds over one. A node that
+//! stays away longer than `tombstone_ttl` can bring a deleted key back (Cassandra's
+//! `gc_grace_seconds` has the same limit): keep it above the longest outage you repair.
+//!
+//! When a read finds owners that answered without the newest copy (a node that missed
+//! writes while down or paused, a node that joined and owns keys it never received), it
+//! writes the newest copy to them before returning, each write conditioned on what that
+//! owner held (absent, or its revision), so a repair never overwrites a write that came in
+//! meanwhile. [`ClusterClient::repairs`] counts them. The two reserved metadata keys are
+//! removed from what callers get back. Keys nobody reads are not repaired; a key whose owners
+//! all changed with the node set is found only by listing (`list_all` asks every node) until
+//! it is written again.
 //!
 //! # Following the registry
 //!
@@ -38,13 +59,15 @@
 //! state weakly: dropping the last [`ClusterClient`] ends it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use jupiter_core::registry::{Instances, Registry, Target};
 use tokio::sync::watch;
 
-use crate::client::{Client, ClientConfig, DeleteOptions, Info, Object, PutOptions};
+use crate::client::{Client, ClientConfig, Info, Object, PutOptions};
 use crate::error::Error;
 
 /// How a [`ClusterClient`] finds and uses its nodes.
@@ -60,6 +83,8 @@ pub struct ClusterConfig {
     pub write_quorum: Option<usize>,
     /// Each node's client settings.
     pub client: ClientConfig,
+    /// How long a delete's tombstone is kept (see the module docs). Default 24 hours.
+    pub tombstone_ttl: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -70,6 +95,7 @@ impl Default for ClusterConfig {
             replicas: 1,
             write_quorum: None,
             client: ClientConfig::default(),
+            tombstone_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -88,6 +114,9 @@ struct Shared {
     replicas: usize,
     write_quorum: usize,
     client: ClientConfig,
+    tombstone_ttl: Duration,
+    /// Copies written by read repair.
+    repairs: AtomicU64,
 }
 
 /// Many objstore nodes as one store (see the module docs). Cheap to clone.
@@ -146,6 +175,99 @@ pub fn seed(addr: &str) -> u64 {
     mix(fnv(addr.as_bytes()))
 }
 
+/// Metadata key of a cluster write's stamp (see the module docs).
+pub const STAMP_KEY: &str = "objstore-stamp";
+/// Metadata key that marks a delete's tombstone.
+pub const TOMBSTONE_KEY: &str = "objstore-deleted";
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A new write's stamp: Unix milliseconds above 16 bits of counter, higher than every stamp
+/// this process made before (a clock stepping back does not make it go back).
+fn next_stamp() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let wall = unix_ms().saturating_mul(1 << 16);
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = wall.max(prev.saturating_add(1));
+        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+/// A copy's stamp; 0 for an object written around the cluster client (or a stamp that is
+/// not a number).
+fn stamp_of(info: &Info) -> u64 {
+    info.metadata
+        .get(STAMP_KEY)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn is_tombstone(info: &Info) -> bool {
+    info.metadata.contains_key(TOMBSTONE_KEY)
+}
+
+/// What callers see: the metadata without the reserved keys.
+fn public(mut info: Info) -> Info {
+    info.metadata.remove(STAMP_KEY);
+    info.metadata.remove(TOMBSTONE_KEY);
+    info
+}
+
+/// The newest of `copies` (highest stamp; on a tie the best placed, which comes first).
+fn newest<'a, T>(copies: impl Iterator<Item = &'a T>, info: impl Fn(&T) -> &Info) -> Option<&'a T>
+where
+    T: 'a,
+{
+    copies.fold(None, |best: Option<&T>, c| match best {
+        Some(b) if stamp_of(info(b)) >= stamp_of(info(c)) => Some(b),
+        _ => Some(c),
+    })
+}
+
+/// Sorts the owners' answers: each answering owner's copy by index, or the error to return.
+fn answers<T>(results: Vec<Result<Option<T>, Error>>) -> Result<Vec<(usize, Option<T>)>, Error> {
+    let mut copies = Vec::with_capacity(results.len());
+    let mut last = None;
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(c) => copies.push((i, c)),
+            Err(e @ (Error::Unavailable(_) | Error::Timeout(_))) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    if copies.is_empty() {
+        return Err(last.unwrap_or_else(|| Error::Unavailable("no owner".into())));
+    }
+    Ok(copies)
+}
+
+/// One owner's write. `if_absent` also holds over a tombstone: the key was deleted.
+async fn put_on(n: &Node, key: &[u8], value: Bytes, options: PutOptions) -> Result<Info, Error> {
+    match n.client.put(key, value.clone(), options.clone()).await {
+        Err(e @ Error::Precondition { .. }) if options.if_absent => match n.client.head(key).await?
+        {
+            Some(i) if is_tombstone(&i) => {
+                let over = PutOptions {
+                    if_absent: false,
+                    if_revision: Some(i.mod_revision),
+                    ..options
+                };
+                n.client.put(key, value, over).await
+            }
+            _ => Err(e),
+        },
+        r => r,
+    }
+}
+
 impl ClusterClient {
     fn with(config: &ClusterConfig) -> Result<ClusterClient, Error> {
         let replicas = config.replicas;
@@ -164,6 +286,8 @@ impl ClusterClient {
                 replicas,
                 write_quorum,
                 client: config.client.clone(),
+                tombstone_ttl: config.tombstone_ttl,
+                repairs: AtomicU64::new(0),
             }),
         })
     }
@@ -262,17 +386,27 @@ impl ClusterClient {
     /// # Cancel safety
     ///
     /// Not cancel safe (as [`Client::put`]).
-    pub async fn put(&self, key: &[u8], value: Bytes, options: PutOptions) -> Result<Info, Error> {
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        mut options: PutOptions,
+    ) -> Result<Info, Error> {
         let owners = self.owner_clients(key)?;
-        let calls = owners.iter().map(|n| {
-            let (value, options) = (value.clone(), options.clone());
-            async move { n.client.put(key, value, options).await }
-        });
+        options.metadata.remove(TOMBSTONE_KEY);
+        options
+            .metadata
+            .insert(STAMP_KEY.to_owned(), next_stamp().to_string());
+        let calls = owners
+            .iter()
+            .map(|n| put_on(n, key, value.clone(), options.clone()));
         self.quorum(&owners, futures::future::join_all(calls).await)
+            .map(public)
     }
 
-    /// Deletes `key` on its owners; the first acknowledgement's revision (`None`: no owner
-    /// had it) once W have acknowledged.
+    /// Deletes `key` on its owners by writing its tombstone there (see the module docs); the
+    /// tombstone's revision on the first owner that acknowledged (`None`: no owner had the
+    /// key) once W have acknowledged.
     ///
     /// # Errors
     ///
@@ -283,14 +417,29 @@ impl ClusterClient {
     /// Not cancel safe.
     pub async fn delete(&self, key: &[u8]) -> Result<Option<u64>, Error> {
         let owners = self.owner_clients(key)?;
+        let before = futures::future::join_all(owners.iter().map(|n| n.client.head(key))).await;
+        let existed = before
+            .iter()
+            .any(|r| matches!(r, Ok(Some(i)) if !is_tombstone(i)));
+        let options = PutOptions {
+            ttl: Some(self.shared.tombstone_ttl),
+            metadata: [
+                (STAMP_KEY.to_owned(), next_stamp().to_string()),
+                (TOMBSTONE_KEY.to_owned(), "1".to_owned()),
+            ]
+            .into(),
+            ..PutOptions::default()
+        };
         let calls = owners
             .iter()
-            .map(|n| async move { n.client.delete_with(key, DeleteOptions::default()).await });
-        let results = futures::future::join_all(calls).await;
-        let any = results
-            .iter()
-            .find_map(|r| r.as_ref().ok().copied().flatten());
-        self.quorum(&owners, results).map(|_| any)
+            .map(|n| n.client.put(key, Bytes::new(), options.clone()));
+        let info = self.quorum(&owners, futures::future::join_all(calls).await)?;
+        Ok(existed.then_some(info.mod_revision))
+    }
+
+    /// Copies written by read repair since the client was made.
+    pub fn repairs(&self) -> u64 {
+        self.shared.repairs.load(Ordering::Relaxed)
     }
 
     fn quorum<T>(&self, owners: &[Node], results: Vec<Result<T, Error>>) -> Result<T, Error> {
@@ -329,50 +478,106 @@ impl ClusterClient {
         }
     }
 
-    /// `key`'s object from the first of its owners that has it; `None` when every owner that
-    /// is up says it has not.
+    /// `key`'s newest object among its owners (asked at once); `None` when no owner that is
+    /// up has it, or the newest copy is a tombstone. Owners that answered without the newest
+    /// copy get it written back first (read repair, see the module docs).
     ///
     /// # Errors
     ///
-    /// No owner answered (the last one's error).
+    /// No owner answered (the last one's error), or an owner refused the read.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Object>, Error> {
-        let mut missing = false;
-        let mut last = None;
-        for n in self.owner_clients(key)? {
-            match n.client.get(key).await {
-                Ok(Some(o)) => return Ok(Some(o)),
-                // Not authoritative alone: a node that joined holds none of the older keys.
-                Ok(None) => missing = true,
-                Err(e @ (Error::Unavailable(_) | Error::Timeout(_))) => last = Some(e),
-                Err(e) => return Err(e),
-            }
+        let owners = self.owner_clients(key)?;
+        let results = futures::future::join_all(owners.iter().map(|n| n.client.get(key))).await;
+        let copies = answers(results)?;
+        let Some(winner) =
+            newest(copies.iter().filter_map(|(_, c)| c.as_ref()), |o| &o.info).cloned()
+        else {
+            return Ok(None);
+        };
+        let best = stamp_of(&winner.info);
+        let stale: Vec<(usize, Option<u64>)> = copies
+            .iter()
+            .filter(|(_, c)| c.as_ref().is_none_or(|o| stamp_of(&o.info) < best))
+            .map(|(i, c)| (*i, c.as_ref().map(|o| o.info.mod_revision)))
+            .collect();
+        if !stale.is_empty() {
+            self.repair(&owners, key, &winner, &stale).await;
         }
-        if missing {
+        if is_tombstone(&winner.info) {
             return Ok(None);
         }
-        Err(last.unwrap_or_else(|| Error::Unavailable("no owner".into())))
+        Ok(Some(Object {
+            value: winner.value,
+            info: public(winner.info),
+        }))
     }
 
-    /// `key`'s metadata, as [`get`](Self::get) finds it.
+    /// Writes `winner` to the owners in `stale` (index, revision held if any), each only if it
+    /// still holds what it answered.
+    async fn repair(
+        &self,
+        owners: &[Node],
+        key: &[u8],
+        winner: &Object,
+        stale: &[(usize, Option<u64>)],
+    ) {
+        let ttl = match winner.info.expires_at_ms {
+            None => None,
+            Some(at) => match at.checked_sub(unix_ms()) {
+                Some(left) if left > 0 => Some(Duration::from_millis(left)),
+                // Expired meanwhile: nothing to copy.
+                _ => return,
+            },
+        };
+        let calls = stale.iter().map(|&(i, held)| {
+            let options = PutOptions {
+                ttl,
+                content_type: (!winner.info.content_type.is_empty())
+                    .then(|| winner.info.content_type.clone()),
+                metadata: winner.info.metadata.clone(),
+                if_absent: held.is_none(),
+                if_revision: held,
+                if_etag: None,
+            };
+            let n = &owners[i];
+            async move { (n, n.client.put(key, winner.value.clone(), options).await) }
+        });
+        for (n, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(_) => {
+                    self.shared.repairs.fetch_add(1, Ordering::Relaxed);
+                }
+                // A write came in meanwhile, or the node went away: left as it is.
+                Err(e) => {
+                    tracing::debug!(node = %n.addr, error = %e, "objstore cluster: repair not written")
+                }
+            }
+        }
+    }
+
+    /// `key`'s metadata, as [`get`](Self::get) finds it: when the owners' copies differ, the
+    /// read is a `get` (which repairs them).
     ///
     /// # Errors
     ///
     /// As [`get`](Self::get).
     pub async fn head(&self, key: &[u8]) -> Result<Option<Info>, Error> {
-        let mut missing = false;
-        let mut last = None;
-        for n in self.owner_clients(key)? {
-            match n.client.head(key).await {
-                Ok(Some(i)) => return Ok(Some(i)),
-                Ok(None) => missing = true,
-                Err(e @ (Error::Unavailable(_) | Error::Timeout(_))) => last = Some(e),
-                Err(e) => return Err(e),
-            }
+        let owners = self.owner_clients(key)?;
+        let results = futures::future::join_all(owners.iter().map(|n| n.client.head(key))).await;
+        let copies = answers(results)?;
+        let stamps = |c: &Option<Info>| c.as_ref().map(stamp_of);
+        if copies
+            .iter()
+            .any(|(_, c)| stamps(c) != stamps(&copies[0].1))
+        {
+            return Ok(self.get(key).await?.map(|o| o.info));
         }
-        if missing {
-            return Ok(None);
-        }
-        Err(last.unwrap_or_else(|| Error::Unavailable("no owner".into())))
+        Ok(copies
+            .into_iter()
+            .next()
+            .and_then(|(_, c)| c)
+            .filter(|i| !is_tombstone(i))
+            .map(public))
     }
 
     /// Every key under `prefix` on every node that is up, in order, each once (the metadata
@@ -396,23 +601,28 @@ impl ClusterClient {
             };
             up += 1;
             for (k, info) in list {
-                // Rank of this node among the key's owners: the best-placed copy wins.
+                // The newest copy wins; among equals, the best placed.
                 let rank = owners(&seeds, &k, seeds.len())
                     .iter()
                     .position(|&j| j == i)
                     .unwrap_or(usize::MAX);
-                match merged.get(&k) {
-                    Some((r, _)) if *r <= rank => {}
-                    _ => {
-                        merged.insert(k, (rank, info));
-                    }
+                let better = |(r, held): &(usize, Info)| {
+                    (stamp_of(&info), std::cmp::Reverse(rank))
+                        > (stamp_of(held), std::cmp::Reverse(*r))
+                };
+                if merged.get(&k).is_none_or(better) {
+                    merged.insert(k, (rank, info));
                 }
             }
         }
         if up == 0 && !nodes.is_empty() {
             return Err(Error::Unavailable("no objstore node answered".into()));
         }
-        Ok(merged.into_iter().map(|(k, (_, i))| (k, i)).collect())
+        Ok(merged
+            .into_iter()
+            .filter(|(_, (_, i))| !is_tombstone(i))
+            .map(|(k, (_, i))| (k, public(i)))
+            .collect())
     }
 }
 

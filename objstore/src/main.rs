@@ -432,6 +432,7 @@ async fn operate(op: Op) -> ExitCode {
                 replicas: remote.replicas,
                 write_quorum: remote.write_quorum,
                 client: config,
+                ..ClusterConfig::default()
             };
             let found = match registry::from_config(registry_config).await {
                 Ok(r) => ClusterClient::discover(r.as_ref(), cluster)

@@ -205,3 +205,164 @@ async fn replicated_keys_survive_a_killed_node_and_the_client_follows_a_joining_
     );
     assert_eq!(get.stdout, b"value 7");
 }
+
+/// Freezes (`STOP`) or resumes (`CONT`) a node: it keeps its data but answers nothing.
+fn signal(node: &Service, sig: &str) {
+    let pid = node.pid().expect("the node runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_repair_copies_that_missed_writes_and_deletes_stay_deleted() {
+    use objstore::cluster::{STAMP_KEY, TOMBSTONE_KEY};
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<(Service, String)> = (0..3).map(|i| node(&etcd, dir.path(), i)).collect();
+    let addrs: Vec<&str> = nodes.iter().map(|(_, a)| a.as_str()).collect();
+    let cluster = ClusterClient::from_addresses(
+        &addrs,
+        ClusterConfig {
+            replicas: 2,
+            write_quorum: Some(1),
+            client: ClientConfig {
+                timeout: Duration::from_millis(500),
+                ..ClientConfig::default()
+            },
+            ..ClusterConfig::default()
+        },
+    )
+    .unwrap();
+    let key = |i: usize| format!("k/{i}");
+    let v = |round: usize, i: usize| Bytes::from(format!("v{round} {i}"));
+    for i in 0..60 {
+        cluster
+            .put(key(i).as_bytes(), v(1, i), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    // Node 0 is frozen while keys are rewritten (0..50) and deleted (50..60): it keeps the
+    // first values, its partner takes the new ones (W = 1).
+    let (paused, paused_addr) = (&nodes[0].0, nodes[0].1.clone());
+    let on_paused: Vec<usize> = (0..60)
+        .filter(|&i| cluster.owners_of(key(i).as_bytes()).contains(&paused_addr))
+        .collect();
+    assert!(on_paused.len() > 20, "{on_paused:?}");
+    signal(paused, "STOP");
+    let writes = (0..50).map(|i| {
+        let cluster = cluster.clone();
+        async move {
+            cluster
+                .put(key(i).as_bytes(), v(2, i), PutOptions::default())
+                .await
+        }
+    });
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    let deletes = (50..60).map(|i| {
+        let cluster = cluster.clone();
+        async move { cluster.delete(key(i).as_bytes()).await }
+    });
+    for r in futures::future::join_all(deletes).await {
+        assert!(r.unwrap().is_some(), "the key existed");
+    }
+    signal(paused, "CONT");
+    let direct = Client::connect_lazy(&paused_addr, ClientConfig::default()).unwrap();
+    let stale = on_paused[0];
+    assert_eq!(
+        direct
+            .get(key(stale).as_bytes())
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        v(1, stale),
+        "the paused node holds the old value"
+    );
+    assert_eq!(cluster.repairs(), 0);
+
+    // Every read returns the last write, and rewrites the paused node's stale copies.
+    for i in 0..60 {
+        let got = cluster.get(key(i).as_bytes()).await.unwrap();
+        if i < 50 {
+            let o = got.unwrap_or_else(|| panic!("{} lost", key(i)));
+            assert_eq!(o.value, v(2, i));
+            assert!(
+                !o.info.metadata.contains_key(STAMP_KEY),
+                "{:?}",
+                o.info.metadata
+            );
+        } else {
+            assert!(got.is_none(), "{} came back: {got:?}", key(i));
+        }
+    }
+    assert_eq!(cluster.repairs(), on_paused.len() as u64);
+    for &i in &on_paused {
+        let copy = direct.get(key(i).as_bytes()).await.unwrap().unwrap();
+        if i < 50 {
+            assert_eq!(copy.value, v(2, i), "{} repaired", key(i));
+        } else {
+            assert!(copy.info.metadata.contains_key(TOMBSTONE_KEY), "{}", key(i));
+        }
+    }
+    // Repaired copies agree: reading again writes nothing.
+    for i in 0..60 {
+        cluster.get(key(i).as_bytes()).await.unwrap();
+        cluster.head(key(i).as_bytes()).await.unwrap();
+    }
+    assert_eq!(cluster.repairs(), on_paused.len() as u64);
+    let listed = cluster.list_all(b"k/").await.unwrap();
+    assert_eq!(listed.len(), 50, "tombstones are not listed");
+    assert!(listed.iter().all(|(_, i)| i.metadata.is_empty()));
+
+    // A copy removed around the cluster client is written back by the next `head`.
+    let gone = on_paused.iter().copied().find(|&i| i < 50).unwrap();
+    direct.delete(key(gone).as_bytes()).await.unwrap();
+    let info = cluster.head(key(gone).as_bytes()).await.unwrap().unwrap();
+    assert_eq!(info.size, v(2, gone).len() as u64);
+    assert_eq!(cluster.repairs(), on_paused.len() as u64 + 1);
+    assert_eq!(
+        direct
+            .get(key(gone).as_bytes())
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        v(2, gone)
+    );
+
+    // `if_absent` holds over a tombstone, not over a live key.
+    let if_absent = PutOptions {
+        if_absent: true,
+        ..PutOptions::default()
+    };
+    cluster
+        .put(key(55).as_bytes(), v(3, 55), if_absent.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        cluster
+            .get(key(55).as_bytes())
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        v(3, 55)
+    );
+    let refused = cluster
+        .put(key(1).as_bytes(), v(3, 1), if_absent)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, objstore::Error::Precondition { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        cluster.get(key(1).as_bytes()).await.unwrap().unwrap().value,
+        v(2, 1)
+    );
+}
