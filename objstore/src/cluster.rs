@@ -497,7 +497,14 @@ impl ClusterClient {
         let best = stamp_of(&winner.info);
         let stale: Vec<(usize, Option<u64>)> = copies
             .iter()
-            .filter(|(_, c)| c.as_ref().is_none_or(|o| stamp_of(&o.info) < best))
+            // Two writers may stamp alike (same millisecond and counter): the best placed
+            // copy then wins, and differing ones are repaired to it.
+            .filter(|(_, c)| {
+                c.as_ref().is_none_or(|o| {
+                    let s = stamp_of(&o.info);
+                    s < best || (s == best && o.value != winner.value)
+                })
+            })
             .map(|(i, c)| (*i, c.as_ref().map(|o| o.info.mod_revision)))
             .collect();
         if !stale.is_empty() {
