@@ -223,10 +223,11 @@ pub fn redis_rs(url: &str, tasks: usize, duration: Duration) -> Sample {
 /// redis-rs's command building and `redis::Value` conversion over ours.
 pub fn ours_redis_rs(url: &str, tasks: usize, duration: Duration) -> Sample {
     let rt = runtime();
-    let config = redis_client::ClientConfig {
+    let mut config = redis_client::ClientConfig {
         url: url.to_owned(),
         ..Default::default()
     };
+    with_knobs(&mut config);
     let conn = rt
         .block_on(redis_client::Client::builder().config(config).connect())
         .expect("our client connects")

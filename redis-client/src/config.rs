@@ -110,7 +110,8 @@ pub struct ClientConfig {
     /// Multiplexed connections per server. Default: 4 for one server (with several
     /// connections in flight the server and the client overlap their work: measured in
     /// `compare redis` on one worker thread, 1 connection ≈ 0.58M ops/s at 64 tasks and 1.13M
-    /// at 512, 4 connections ≈ 0.95M and 1.67M), 1 per node of a
+    /// at 512, 4 connections ≈ 0.95M and 1.67M; under a moderate load commands gather on
+    /// fewer of them, for larger batches, and spread again as it grows), 1 per node of a
     /// cluster (the nodes already overlap; more connections only split each node's batches:
     /// measured on a 6-node cluster at 64 tasks, 1 connection 130k ops/s at 4.3 CPU µs/op, 4
     /// connections 82k at 7.6).

@@ -10,7 +10,7 @@ pub(crate) use self::stream::Stream;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use jupiter_core::backoff::Backoff;
@@ -133,7 +133,15 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 pub(crate) struct Connection {
     tx: mpsc::Sender<Request>,
     pub(crate) addr: Arc<str>,
-    connected: Arc<AtomicBool>,
+    link: Arc<Link>,
+}
+
+/// What the owner task tells the handles: whether it is connected, and how many requests
+/// await replies (the pool spreads over fewer connections when few are in flight).
+#[derive(Debug, Default)]
+pub(crate) struct Link {
+    connected: AtomicBool,
+    pub(crate) in_flight: AtomicUsize,
 }
 
 impl Connection {
@@ -145,21 +153,24 @@ impl Connection {
     ) -> (Connection, AbortHandle) {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let addr: Arc<str> = Arc::from(config.addr());
-        let connected = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(config, rx, events, addr.clone(), connected.clone()));
-        (
-            Connection {
-                tx,
-                addr,
-                connected,
-            },
-            task.abort_handle(),
-        )
+        let link = Arc::new(Link::default());
+        let task = tokio::spawn(run(config, rx, events, addr.clone(), link.clone()));
+        (Connection { tx, addr, link }, task.abort_handle())
     }
 
     /// Whether the owner task currently holds a live connection.
     pub(crate) fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        self.link.connected.load(Ordering::Relaxed)
+    }
+
+    /// Requests written and awaiting replies, as the owner task last saw them.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.link.in_flight.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_in_flight(&self, n: usize) {
+        self.link.in_flight.store(n, Ordering::Relaxed);
     }
 
     /// Queues `data` and waits for its `replies` replies, until `deadline` (time in the
@@ -226,7 +237,7 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     events: Option<Events>,
     addr: Arc<str>,
-    connected: Arc<AtomicBool>,
+    link: Arc<Link>,
 ) {
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut pending: VecDeque<Request> = VecDeque::new();
@@ -241,7 +252,7 @@ async fn run(
         match attempt {
             Ok(stream) => {
                 backoff.reset();
-                connected.store(true, Ordering::Relaxed);
+                link.connected.store(true, Ordering::Relaxed);
                 tracing::debug!(%addr, "redis connected");
                 if let Some(events) = &events {
                     events(ConnEvent::Up);
@@ -260,10 +271,12 @@ async fn run(
                     events.as_ref(),
                 );
                 driver.split_replies = !config.cluster;
+                driver.load = Some(&link.in_flight);
                 let stop = (&mut driver).await;
                 let in_flight = std::mem::take(&mut driver.in_flight);
                 drop(driver);
-                connected.store(false, Ordering::Relaxed);
+                link.connected.store(false, Ordering::Relaxed);
+                link.in_flight.store(0, Ordering::Relaxed);
                 if let Some(events) = &events {
                     events(ConnEvent::Down(&addr));
                 }
