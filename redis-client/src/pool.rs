@@ -148,7 +148,9 @@ impl Pool {
             }
             None => self.next.fetch_add(1, Ordering::Relaxed),
         };
-        let first = &conns[start % self.spread()];
+        // The first `k` keep their tasks when `k` changes; only the tasks of the others move.
+        let (i, k) = (start % n, self.spread());
+        let first = &conns[if i < k { i } else { start % k }];
         if first.is_connected() {
             return first;
         }

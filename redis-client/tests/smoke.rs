@@ -38,7 +38,8 @@ async fn basic_round_trips_both_protocols() {
 }
 
 /// Each task keeps to one pooled connection (its batches stay whole) and tasks spread over
-/// the pool.
+/// the pool. Twelve tasks keep fewer than 4 requests per connection in flight, so the pool
+/// uses all of its connections throughout (gathering under more load is `pool`'s unit test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_keep_to_one_connection_and_spread_over_the_pool() {
     let redis = RedisServer::start();
@@ -50,7 +51,7 @@ async fn tasks_keep_to_one_connection_and_spread_over_the_pool() {
         .await
         .unwrap();
     let mut handles = Vec::new();
-    for _ in 0..32 {
+    for _ in 0..12 {
         let client = client.clone();
         handles.push(tokio::spawn(async move {
             let mut ids = std::collections::BTreeSet::new();
@@ -69,6 +70,6 @@ async fn tasks_keep_to_one_connection_and_spread_over_the_pool() {
     }
     assert!(
         used.len() >= 3,
-        "32 tasks should spread over a pool of 4: {used:?}"
+        "12 tasks should spread over a pool of 4: {used:?}"
     );
 }
