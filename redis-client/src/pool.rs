@@ -181,12 +181,15 @@ impl Pool {
     /// rule ([`SPREAD_ALL_BELOW`]) gathering to 2 lost 28 % there.
     fn spread(&self) -> usize {
         let n = self.conns.len();
-        let floor = MIN_SPREAD.min(n);
-        let k = self.spread.load(Ordering::Relaxed).clamp(floor, n);
+        if n <= MIN_SPREAD {
+            // Nothing to gather: the connections' loads need not be read.
+            return n;
+        }
+        let k = self.spread.load(Ordering::Relaxed).clamp(MIN_SPREAD, n);
         let load: usize = self.conns.iter().map(Connection::in_flight).sum();
         let next = if k < n && load > k * SPREAD_GROW {
             k + 1
-        } else if k > floor && load < (k - 1) * SPREAD_SHRINK {
+        } else if k > MIN_SPREAD && load < (k - 1) * SPREAD_SHRINK {
             k - 1
         } else {
             k
