@@ -28,9 +28,9 @@ const SPREAD_SHRINK: usize = 32;
 /// turns.
 const MIN_SPREAD: usize = 2;
 /// Every connection is used while fewer than this many requests per connection are in flight:
-/// cohorts that small are not split in halves (the driver's `MIN_HALF`), so only separate
-/// connections overlap their round trips.
-const SPREAD_ALL_BELOW: usize = 4;
+/// the driver does not split cohorts that small in halves, so only separate connections
+/// overlap their round trips.
+const SPREAD_ALL_BELOW: usize = crate::conn::MIN_HALF;
 
 /// Idle dedicated connections kept per server for blocking commands.
 const MAX_IDLE: usize = 8;
@@ -155,7 +155,7 @@ impl Pool {
             return first;
         }
         (0..n)
-            .map(|k| &conns[(start + k) % n])
+            .map(|j| &conns[(start + j) % n])
             .find(|c| c.is_connected())
             .unwrap_or(first)
     }
@@ -387,7 +387,7 @@ mod tests {
 
     /// Which connections `picks` calls from outside a task land on (round-robin there).
     fn used(pool: &Pool, picks: usize) -> Vec<usize> {
-        let mut seen: Vec<usize> = (0..picks)
+        let seen: std::collections::BTreeSet<usize> = (0..picks)
             .map(|_| {
                 let c = pool.pick();
                 pool.conns
@@ -396,9 +396,7 @@ mod tests {
                     .expect("one of the pool's")
             })
             .collect();
-        seen.sort_unstable();
-        seen.dedup();
-        seen
+        seen.into_iter().collect()
     }
 
     #[tokio::test]

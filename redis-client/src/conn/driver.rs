@@ -41,7 +41,7 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 const MAX_YIELDS: u8 = 2;
 /// A half is never smaller than this (see `poll_read_replies`): measured at 64 tasks over
 /// 4 connections, 8 loses the whole gain (0.46M ops/s), 4 and 2 keep it (0.95M).
-const MIN_HALF: usize = 4;
+pub(crate) const MIN_HALF: usize = 4;
 /// Read at least this much at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -418,6 +418,63 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Driver<'a, S> {
         }
         Ok(())
     }
+
+    /// One poll of the connection: read, take, write, as far as the socket and the queue go.
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
+        loop {
+            let read = match self.poll_read_replies(cx) {
+                Poll::Ready(Ok(read)) => read,
+                Poll::Ready(Err(stop)) => return Poll::Ready(stop),
+                Poll::Pending => false,
+            };
+            self.poll_deadlines(cx);
+            let in_flight_before = self.in_flight.len();
+            let took = self.intake(cx);
+            if took {
+                self.batch += self.in_flight.len() - in_flight_before;
+            }
+            // A lone caller: the last batch was one request and nothing is in flight; its
+            // request goes out now instead of after a trip through the run queue.
+            let lone = in_flight_before == 0 && self.last_batch <= 1 && self.batch == 1;
+            if took && self.yields < MAX_YIELDS && !lone && !self.backlog {
+                // Auto-pipelining on one thread: the task that queued a request woke us, and we
+                // would run (LIFO slot) before every other task that is about to queue one.
+                // Yield so they do, then write them all in one syscall; yield again while each
+                // trip through the run queue brings more.
+                self.yields += 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if self.batch > 0 {
+                self.last_batch = self.batch;
+                self.batch = 0;
+            }
+            self.yields = 0;
+            let held = self.hold(cx);
+            let wrote = match self.poll_flush_out(cx) {
+                Poll::Ready(Ok(wrote)) => wrote,
+                Poll::Ready(Err(e)) => return Poll::Ready(Stop::Io(e)),
+                Poll::Pending => false,
+            };
+            if self.rx_closed
+                && self.pending.is_empty()
+                && self.in_flight.is_empty()
+                && self.queued_bytes == 0
+            {
+                return Poll::Ready(Stop::Closed);
+            }
+            if self.backlog {
+                // Let the callers just answered queue their next commands; the rest of the
+                // read buffer is dispatched on the next poll.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if !(read || took || held || wrote) {
+                // Every source returned Pending and registered the waker.
+                return Poll::Pending;
+            }
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<'_, S> {
@@ -433,66 +490,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<'_, S> {
             }
         }
         polled
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Driver<'_, S> {
-    /// One poll of the connection: read, take, write, as far as the socket and the queue go.
-    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
-        let this = self;
-        loop {
-            let read = match this.poll_read_replies(cx) {
-                Poll::Ready(Ok(read)) => read,
-                Poll::Ready(Err(stop)) => return Poll::Ready(stop),
-                Poll::Pending => false,
-            };
-            this.poll_deadlines(cx);
-            let in_flight_before = this.in_flight.len();
-            let took = this.intake(cx);
-            if took {
-                this.batch += this.in_flight.len() - in_flight_before;
-            }
-            // A lone caller: the last batch was one request and nothing is in flight; its
-            // request goes out now instead of after a trip through the run queue.
-            let lone = in_flight_before == 0 && this.last_batch <= 1 && this.batch == 1;
-            if took && this.yields < MAX_YIELDS && !lone && !this.backlog {
-                // Auto-pipelining on one thread: the task that queued a request woke us, and we
-                // would run (LIFO slot) before every other task that is about to queue one.
-                // Yield so they do, then write them all in one syscall; yield again while each
-                // trip through the run queue brings more.
-                this.yields += 1;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if this.batch > 0 {
-                this.last_batch = this.batch;
-                this.batch = 0;
-            }
-            this.yields = 0;
-            let held = this.hold(cx);
-            let wrote = match this.poll_flush_out(cx) {
-                Poll::Ready(Ok(wrote)) => wrote,
-                Poll::Ready(Err(e)) => return Poll::Ready(Stop::Io(e)),
-                Poll::Pending => false,
-            };
-            if this.rx_closed
-                && this.pending.is_empty()
-                && this.in_flight.is_empty()
-                && this.queued_bytes == 0
-            {
-                return Poll::Ready(Stop::Closed);
-            }
-            if this.backlog {
-                // Let the callers just answered queue their next commands; the rest of the
-                // read buffer is dispatched on the next poll.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if !(read || took || held || wrote) {
-                // Every source returned Pending and registered the waker.
-                return Poll::Pending;
-            }
-        }
     }
 }
 

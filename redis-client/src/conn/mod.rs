@@ -6,6 +6,7 @@ mod stream;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 
+pub(crate) use self::driver::MIN_HALF;
 pub(crate) use self::stream::Stream;
 
 use std::collections::VecDeque;
@@ -133,15 +134,15 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 pub(crate) struct Connection {
     tx: mpsc::Sender<Request>,
     pub(crate) addr: Arc<str>,
-    link: Arc<Link>,
+    state: Arc<ConnState>,
 }
 
 /// What the owner task tells the handles: whether it is connected, and how many requests
 /// await replies (the pool spreads over fewer connections when few are in flight).
 #[derive(Debug, Default)]
-pub(crate) struct Link {
+pub(crate) struct ConnState {
     connected: AtomicBool,
-    pub(crate) in_flight: AtomicUsize,
+    in_flight: AtomicUsize,
 }
 
 impl Connection {
@@ -153,24 +154,24 @@ impl Connection {
     ) -> (Connection, AbortHandle) {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let addr: Arc<str> = Arc::from(config.addr());
-        let link = Arc::new(Link::default());
-        let task = tokio::spawn(run(config, rx, events, addr.clone(), link.clone()));
-        (Connection { tx, addr, link }, task.abort_handle())
+        let state = Arc::new(ConnState::default());
+        let task = tokio::spawn(run(config, rx, events, addr.clone(), state.clone()));
+        (Connection { tx, addr, state }, task.abort_handle())
     }
 
     /// Whether the owner task currently holds a live connection.
     pub(crate) fn is_connected(&self) -> bool {
-        self.link.connected.load(Ordering::Relaxed)
+        self.state.connected.load(Ordering::Relaxed)
     }
 
     /// Requests written and awaiting replies, as the owner task last saw them.
     pub(crate) fn in_flight(&self) -> usize {
-        self.link.in_flight.load(Ordering::Relaxed)
+        self.state.in_flight.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]
     pub(crate) fn set_in_flight(&self, n: usize) {
-        self.link.in_flight.store(n, Ordering::Relaxed);
+        self.state.in_flight.store(n, Ordering::Relaxed);
     }
 
     /// Queues `data` and waits for its `replies` replies, until `deadline` (time in the
@@ -237,7 +238,7 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     events: Option<Events>,
     addr: Arc<str>,
-    link: Arc<Link>,
+    state: Arc<ConnState>,
 ) {
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut pending: VecDeque<Request> = VecDeque::new();
@@ -252,7 +253,7 @@ async fn run(
         match attempt {
             Ok(stream) => {
                 backoff.reset();
-                link.connected.store(true, Ordering::Relaxed);
+                state.connected.store(true, Ordering::Relaxed);
                 tracing::debug!(%addr, "redis connected");
                 if let Some(events) = &events {
                     events(ConnEvent::Up);
@@ -271,12 +272,12 @@ async fn run(
                     events.as_ref(),
                 );
                 driver.split_replies = !config.cluster;
-                driver.load = Some(&link.in_flight);
+                driver.load = Some(&state.in_flight);
                 let stop = (&mut driver).await;
                 let in_flight = std::mem::take(&mut driver.in_flight);
                 drop(driver);
-                link.connected.store(false, Ordering::Relaxed);
-                link.in_flight.store(0, Ordering::Relaxed);
+                state.connected.store(false, Ordering::Relaxed);
+                state.in_flight.store(0, Ordering::Relaxed);
                 if let Some(events) = &events {
                     events(ConnEvent::Down(&addr));
                 }
