@@ -231,15 +231,17 @@ fn redis_cluster_suite() {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(64);
-        let before = cluster_cpu(&cluster);
+        let (before, counts) = (cluster_cpu(&cluster), server_counts(&cluster));
         let s = match only.as_str() {
             "ours" => ours_cluster(&seeds, tasks, d),
             "fred" => fred_cluster(&seeds, tasks, d),
             _ => redis_rs_cluster(&seeds, tasks, d),
         };
         let server_us = (cluster_cpu(&cluster) - before) * 1e6 / (s.ops_per_sec * d.as_secs_f64());
+        let after = server_counts(&cluster);
+        let per_read = (after.0 - counts.0) as f64 / (after.1 - counts.1).max(1) as f64;
         println!(
-            "{only} at {tasks} tasks: {:.0} ops/s, {:.2} CPU µs/op (servers {server_us:.2} µs/op)",
+            "{only} at {tasks} tasks: {:.0} ops/s, {:.2} CPU µs/op (servers {server_us:.2} µs/op, {per_read:.1} commands per read)",
             s.ops_per_sec, s.cpu_us_per_op
         );
         return;
