@@ -231,15 +231,11 @@ fn redis_cluster_suite() {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(64);
-        let (before, counts) = (cluster_cpu(&cluster), server_counts(&cluster));
-        let s = match only.as_str() {
+        let (s, per_read, server_us) = on_cluster(&cluster, d, &|| match only.as_str() {
             "ours" => ours_cluster(&seeds, tasks, d),
             "fred" => fred_cluster(&seeds, tasks, d),
             _ => redis_rs_cluster(&seeds, tasks, d),
-        };
-        let server_us = (cluster_cpu(&cluster) - before) * 1e6 / (s.ops_per_sec * d.as_secs_f64());
-        let after = server_counts(&cluster);
-        let per_read = (after.0 - counts.0) as f64 / (after.1 - counts.1).max(1) as f64;
+        });
         println!(
             "{only} at {tasks} tasks: {:.0} ops/s, {:.2} CPU µs/op (servers {server_us:.2} µs/op, {per_read:.1} commands per read)",
             s.ops_per_sec, s.cpu_us_per_op
@@ -256,13 +252,9 @@ fn redis_cluster_suite() {
         let mut server_cpu = [Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..rounds {
             let mut run = |i: usize, f: &dyn Fn() -> benches::redis_suite::Sample| {
-                let before = server_counts(&cluster);
-                let cpu = cluster_cpu(&cluster);
-                let s = f();
-                let cpu = cluster_cpu(&cluster) - cpu;
-                let after = server_counts(&cluster);
-                batches[i].push((after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64);
-                server_cpu[i].push(cpu * 1e6 / (s.ops_per_sec * d.as_secs_f64()));
+                let (s, per_read, server_us) = on_cluster(&cluster, d, f);
+                batches[i].push(per_read);
+                server_cpu[i].push(server_us);
                 s
             };
             rs.push(run(2, &|| redis_rs_cluster(&seeds, tasks, d)));
@@ -288,6 +280,21 @@ fn redis_cluster_suite() {
             );
         }
     }
+}
+
+/// Runs one client's measurement `f` (of `d`) on `cluster`; with it, the commands per primary
+/// read and the servers' CPU µs per operation during it.
+fn on_cluster(
+    cluster: &testkit::RedisCluster,
+    d: std::time::Duration,
+    f: &dyn Fn() -> benches::redis_suite::Sample,
+) -> (benches::redis_suite::Sample, f64, f64) {
+    let (counts, cpu) = (server_counts(cluster), cluster_cpu(cluster));
+    let s = f();
+    let cpu = cluster_cpu(cluster) - cpu;
+    let after = server_counts(cluster);
+    let per_read = (after.0 - counts.0) as f64 / (after.1 - counts.1).max(1) as f64;
+    (s, per_read, cpu * 1e6 / (s.ops_per_sec * d.as_secs_f64()))
 }
 
 /// CPU seconds used so far by every node of the cluster, replicas included (they apply the
