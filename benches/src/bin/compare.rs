@@ -182,6 +182,7 @@ fn redis_suite() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
+    let mut spreads = Vec::new();
     for tasks in [1usize, 64, 512] {
         // Interleaved rounds, medians: drift in the machine's load hits all three alike.
         let (mut rs, mut fs, mut os, mut ors) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -191,6 +192,11 @@ fn redis_suite() {
             os.push(ours(&url, tasks, d));
             ors.push(ours_redis_rs(&url, tasks, d));
         }
+        spreads.push(format!(
+            "{tasks} tasks: ours {}; redis-rs API {}",
+            round_ratios(&os, &rs),
+            round_ratios(&ors, &rs)
+        ));
         let (r, f, o, or) = (median(rs), median(fs), median(os), median(ors));
         for (name, s) in [
             ("ours", o),
@@ -207,6 +213,7 @@ fn redis_suite() {
             );
         }
     }
+    print_spreads(&spreads);
 }
 
 fn redis_cluster_suite() {
@@ -246,6 +253,7 @@ fn redis_cluster_suite() {
         "| tasks | client | ops/s | CPU µs/op | ops/s vs redis-rs | ops/s vs fred | CPU/op vs redis-rs | commands per server read | servers' CPU µs/op |"
     );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut spreads = Vec::new();
     for tasks in [64usize, 512] {
         let (mut rs, mut fs, mut os) = (Vec::new(), Vec::new(), Vec::new());
         let mut batches = [Vec::new(), Vec::new(), Vec::new()];
@@ -261,6 +269,7 @@ fn redis_cluster_suite() {
             fs.push(run(1, &|| fred_cluster(&seeds, tasks, d)));
             os.push(run(0, &|| ours_cluster(&seeds, tasks, d)));
         }
+        spreads.push(format!("{tasks} tasks: ours {}", round_ratios(&os, &rs)));
         let (r, f, o) = (median(rs), median(fs), median(os));
         for (i, (name, s)) in [("ours", o), ("fred", f), ("redis-rs", r)]
             .into_iter()
@@ -279,6 +288,32 @@ fn redis_cluster_suite() {
                 server_cpu[i][server_cpu[i].len() / 2]
             );
         }
+    }
+    print_spreads(&spreads);
+}
+
+/// Each round's ops/s ratio of `ours` to `peer` (rounds are interleaved, so a pair shares the
+/// machine's state): the spread the medians above hide, sorted.
+fn round_ratios(
+    ours: &[benches::redis_suite::Sample],
+    peer: &[benches::redis_suite::Sample],
+) -> String {
+    let mut r: Vec<f64> = ours
+        .iter()
+        .zip(peer)
+        .map(|(o, p)| o.ops_per_sec / p.ops_per_sec)
+        .collect();
+    r.sort_by(f64::total_cmp);
+    r.iter()
+        .map(|x| format!("{x:.2}x"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_spreads(spreads: &[String]) {
+    println!("\nops/s vs redis-rs, round by round (sorted):");
+    for s in spreads {
+        println!("- {s}");
     }
 }
 
